@@ -1,0 +1,537 @@
+//! Configuration: a TOML file, overridden by `SLUICE_<SECTION>__<KEY>` environment variables,
+//! validated as a whole before anything connects. `sluice.example.toml` documents every field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::model::TableId;
+
+/// Everything `sluice run` needs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Tables to capture, `database.table`.
+    pub tables: Vec<String>,
+    /// The MySQL/MariaDB server to read; needed by the source role.
+    pub source: Option<SourceConfig>,
+    /// The Kafka cluster between source and loader.
+    pub kafka: KafkaConfig,
+    /// The Confluent-compatible schema registry.
+    pub registry: RegistryConfig,
+    /// The index server; needed by the loader role.
+    pub elasticsearch: Option<ElasticsearchConfig>,
+    /// Loader tuning.
+    #[serde(default)]
+    pub loader: LoaderConfig,
+}
+
+/// `[source]`: the database server and where the source keeps its positions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_mysql_port")]
+    pub port: u16,
+    /// User with SELECT, REPLICATION SLAVE and REPLICATION CLIENT.
+    pub user: String,
+    /// That user's password.
+    #[serde(default)]
+    pub password: Secret,
+    /// Replica server id Sluice registers with; unique among the server's replicas.
+    pub server_id: u32,
+    /// Directory of the position store (sled).
+    pub state_dir: PathBuf,
+}
+
+fn default_mysql_port() -> u16 {
+    3306
+}
+
+/// `[kafka]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topics are `<topic_prefix>.<db>.<table>`; also the `source.name` of every record.
+    pub topic_prefix: String,
+    /// Partitions of topics Sluice creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics Sluice creates.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// Extra librdkafka properties for every client, e.g. `"compression.type" = "zstd"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+/// `[registry]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+}
+
+/// `[elasticsearch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9200`.
+    pub url: String,
+    /// Basic-auth user, if the server wants one.
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(default)]
+    pub password: Secret,
+    /// `index.gc_deletes` of indexes Sluice creates: how long a delete's version is remembered,
+    /// so a replayed older write cannot resurrect the document.
+    #[serde(default = "default_gc_deletes")]
+    pub gc_deletes: String,
+}
+
+fn default_gc_deletes() -> String {
+    "24h".to_string()
+}
+
+/// `[loader]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// Consumer group; default `<topic_prefix>-loader`.
+    pub group_id: Option<String>,
+    /// Most records in one bulk request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long a batch waits for more records before it is sent, in milliseconds.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            group_id: None,
+            batch_size: default_batch_size(),
+            linger_ms: default_linger_ms(),
+        }
+    }
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+
+fn default_linger_ms() -> u64 {
+    100
+}
+
+/// A password or other secret: readable by the code that needs it, printed as `***`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one call that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    // Any scalar is accepted, so a numeric password in an environment variable works and a type
+    // error can never echo the value back into a log.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        let s = match Scalar::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a string"))?
+        {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::F(f) => f.to_string(),
+            Scalar::B(b) => b.to_string(),
+        };
+        Ok(Secret(s))
+    }
+}
+
+/// Which half of the pipeline a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Source and loader in one process.
+    All,
+    /// Binlog -> Kafka only.
+    Source,
+    /// Kafka -> Elasticsearch only.
+    Loader,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or a key has the wrong shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+    /// One or more values are unusable.
+    #[error("invalid configuration ({}):\n  - {}", path.display(), problems.join("\n  - "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem, each naming its key.
+        problems: Vec<String>,
+    },
+}
+
+/// Prefix of environment variables that override config keys.
+const ENV_PREFIX: &str = "SLUICE_";
+
+impl Config {
+    /// Reads `path`, applies environment overrides and validates the result for `role`.
+    pub fn load(path: &Path, role: Role) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, std::env::vars(), path, role)
+    }
+
+    /// [`Config::load`] on text and an explicit environment, for tests.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        path: &Path,
+        role: Role,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            parse_err(format!("not valid TOML: {}", e.message().trim()))
+        })?;
+        let mut from_env = BTreeMap::new();
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            // Only `SECTION__KEY` names are overrides; other SLUICE_* variables belong to the
+            // scripts around Sluice.
+            if !rest.contains("__") {
+                continue;
+            }
+            let keys: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            set_path(&mut table, &keys, env_value(&raw)).map_err(|m| parse_err(format!("{var}: {m}")))?;
+            from_env.insert(keys.join("."), var);
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let origin = from_env
+                    .get(&key)
+                    .map(|var| format!(" (set by environment variable {var})"))
+                    .unwrap_or_default();
+                parse_err(format!("`{key}`{origin}: {}", e.inner()))
+            })?;
+        let problems = config.problems(role);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The configured tables, parsed. Valid after [`Config::load`].
+    pub fn table_ids(&self) -> Vec<TableId> {
+        self.tables.iter().filter_map(|t| TableId::parse(t)).collect()
+    }
+
+    /// The consumer group of the loader.
+    pub fn group_id(&self) -> String {
+        self.loader
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-loader", self.kafka.topic_prefix))
+    }
+
+    fn problems(&self, role: Role) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.tables.is_empty() {
+            p.push("`tables` is empty: list the tables to capture, e.g. tables = [\"shop.orders\"]".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tables {
+            match TableId::parse(t) {
+                None => p.push(format!("`tables`: {t:?} is not of the form \"database.table\"")),
+                Some(id) => {
+                    if !seen.insert(id.clone()) {
+                        p.push(format!("`tables`: {t:?} is listed twice"));
+                    }
+                    let topic = format!("{}.{}", self.kafka.topic_prefix, id);
+                    if !is_valid_topic(&topic) {
+                        p.push(format!(
+                            "`tables`: {t:?} gives topic {topic:?}, which Kafka does not accept \
+                             (only ASCII letters, digits, '.', '_', '-', at most 249 characters)"
+                        ));
+                    }
+                }
+            }
+        }
+        if role != Role::Loader {
+            match &self.source {
+                None => p.push("`[source]` is missing; the source role needs it".into()),
+                Some(s) => {
+                    if s.host.trim().is_empty() {
+                        p.push("`source.host` is empty".into());
+                    }
+                    if s.port == 0 {
+                        p.push("`source.port` must be 1..=65535".into());
+                    }
+                    if s.user.trim().is_empty() {
+                        p.push("`source.user` is empty".into());
+                    }
+                    if s.server_id == 0 {
+                        p.push("`source.server_id` must not be 0 (a replica needs a unique non-zero id)".into());
+                    }
+                    if s.state_dir.as_os_str().is_empty() {
+                        p.push("`source.state_dir` is empty".into());
+                    }
+                }
+            }
+        }
+        if role != Role::Source && self.elasticsearch.is_none() {
+            p.push("`[elasticsearch]` is missing; the loader role needs it".into());
+        }
+        if let Err(m) = check_brokers(&self.kafka.brokers) {
+            p.push(format!("`kafka.brokers`: {m}"));
+        }
+        if self.kafka.topic_prefix.is_empty() {
+            p.push("`kafka.topic_prefix` is empty".into());
+        }
+        if self.kafka.partitions < 1 {
+            p.push("`kafka.partitions` must be at least 1".into());
+        }
+        if self.kafka.replication_factor < 1 {
+            p.push("`kafka.replication_factor` must be at least 1".into());
+        }
+        if let Err(m) = check_http_url(&self.registry.url) {
+            p.push(format!("`registry.url`: {m}"));
+        }
+        if let Some(es) = &self.elasticsearch {
+            if let Err(m) = check_http_url(&es.url) {
+                p.push(format!("`elasticsearch.url`: {m}"));
+            }
+            if es.username.is_none() && !es.password.is_empty() {
+                p.push("`elasticsearch.password` is set without `elasticsearch.username`".into());
+            }
+        }
+        if self.loader.batch_size == 0 {
+            p.push("`loader.batch_size` must be at least 1".into());
+        }
+        p
+    }
+}
+
+/// Whether Kafka accepts `name` as a topic name.
+fn is_valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_brokers(brokers: &str) -> Result<(), String> {
+    if brokers.trim().is_empty() {
+        return Err("empty; expected host:port[,host:port...]".into());
+    }
+    for b in brokers.split(',') {
+        let b = b.trim();
+        let ok = b
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(format!("{b:?} is not host:port"));
+        }
+    }
+    Ok(())
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    match Url::parse(url) {
+        Err(e) => Err(format!("{url:?} is not a URL ({e})")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Err(format!("{url:?} must start with http:// or https://"))
+        }
+        Ok(u) if u.host_str().is_none() => Err(format!("{url:?} has no host")),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// An environment value as TOML would read it (number, bool, array), else as a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    if keys.iter().any(String::is_empty) {
+        return Err("malformed name; expected SLUICE_<SECTION>__<KEY>".into());
+    }
+    let mut t = table;
+    for k in parents {
+        let entry = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{k}` is not a section"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        tables = ["shop.orders"]
+        [source]
+        host = "127.0.0.1"
+        user = "sluice"
+        password = "hunter2"
+        server_id = 5401
+        state_dir = "/tmp/state"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        topic_prefix = "sluice"
+        [registry]
+        url = "http://127.0.0.1:8081"
+        [elasticsearch]
+        url = "http://127.0.0.1:9200"
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, env, Path::new("sluice.toml"), Role::All)
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../sluice.example.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.table_ids().len(), 2);
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("SLUICE_SOURCE__PASSWORD", "123456"),
+                ("SLUICE_SOURCE__PORT", "13306"),
+                ("SLUICE_LOADER__BATCH_SIZE", "7"),
+                ("SLUICE_STACK_DIR", "/ignored"),
+            ],
+        )
+        .unwrap();
+        let s = c.source.unwrap();
+        assert_eq!(s.password.expose(), "123456");
+        assert_eq!(s.port, 13306);
+        assert_eq!(c.loader.batch_size, 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_origin() {
+        let e = load(&MINIMAL.replace("server_id", "serverid"), &[]).unwrap_err();
+        assert!(e.to_string().contains("`source.serverid`"), "{e}");
+        let e = load(MINIMAL, &[("SLUICE_SOURCE__PASWORD", "x")]).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("source.pasword") && m.contains("SLUICE_SOURCE__PASWORD"), "{m}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = MINIMAL
+            .replace("http://127.0.0.1:8081", "127.0.0.1:8081")
+            .replace("127.0.0.1:9092", "localhost")
+            .replace(r#"["shop.orders"]"#, r#"["orders", "a.b"]"#);
+        let m = load(&text, &[]).unwrap_err().to_string();
+        assert!(m.contains("`registry.url`"), "{m}");
+        assert!(m.contains("`kafka.brokers`"), "{m}");
+        assert!(m.contains("\"orders\" is not of the form"), "{m}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn roles_need_their_sections() {
+        let no_es = MINIMAL.split("[elasticsearch]").next().unwrap();
+        let env = std::iter::empty();
+        assert!(Config::from_toml(no_es, env, Path::new("x"), Role::Source).is_ok());
+        let m = load(no_es, &[]).unwrap_err().to_string();
+        assert!(m.contains("`[elasticsearch]` is missing"), "{m}");
+    }
+}

@@ -1,0 +1,279 @@
+//! Avro binary encoding of keys and envelopes, written straight from typed values into a
+//! reused buffer: no intermediate value tree and no schema lookups per row. The layout is
+//! fixed by [`super::schema::table_avro`]; tests decode the output with apache-avro against
+//! that schema.
+
+use num_bigint::BigInt;
+
+use super::schema::is_optional;
+use crate::model::{Change, Column, ColumnType, Row, TableSchema, Value};
+
+/// A value that does not fit its column's Avro type.
+#[derive(Debug, thiserror::Error)]
+#[error("column `{column}`: {message}")]
+pub struct ValueError {
+    column: String,
+    message: String,
+}
+
+/// Avro `long`/`int`: zig-zag, then base-128 varint.
+pub fn write_long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Avro `bytes`/`string`: length, then the bytes.
+pub fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    write_long(out, b.len() as i64);
+    out.extend_from_slice(b);
+}
+
+/// The unscaled value of decimal text as minimal big-endian two's complement, the bytes of
+/// Avro's `decimal` logical type.
+pub fn decimal_bytes(text: &str) -> Option<Vec<u8>> {
+    let digits: String = text.chars().filter(|&c| c != '.').collect();
+    if let Ok(v) = digits.parse::<i128>() {
+        return Some(minimal_twos_complement(&v.to_be_bytes()));
+    }
+    BigInt::parse_bytes(digits.as_bytes(), 10).map(|v| v.to_signed_bytes_be())
+}
+
+fn minimal_twos_complement(be: &[u8]) -> Vec<u8> {
+    let mut start = 0;
+    // Drop leading bytes that only repeat the sign of the next one.
+    while start + 1 < be.len() {
+        let (b, next) = (be[start], be[start + 1]);
+        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    be[start..].to_vec()
+}
+
+fn write_value(out: &mut Vec<u8>, col: &Column, v: &Value) -> Result<(), ValueError> {
+    let err = |message: String| ValueError {
+        column: col.name.clone(),
+        message,
+    };
+    if is_optional(col) {
+        if *v == Value::Null {
+            write_long(out, 0);
+            return Ok(());
+        }
+        write_long(out, 1);
+    }
+    match (col.ty, v) {
+        (ColumnType::Integer { bytes: 8, unsigned: true }, Value::UInt(u)) => {
+            write_bytes(out, &minimal_twos_complement(&i128::from(*u).to_be_bytes()));
+        }
+        (ColumnType::Integer { .. }, Value::Int(i)) => write_long(out, *i),
+        (ColumnType::Decimal { .. }, Value::Decimal(d)) => {
+            let b = decimal_bytes(d).ok_or_else(|| err(format!("{d:?} is not a decimal")))?;
+            write_bytes(out, &b);
+        }
+        (ColumnType::Text, Value::String(s)) => write_bytes(out, s.as_bytes()),
+        (ColumnType::Date, Value::Date(d)) => write_long(out, i64::from(*d)),
+        (ColumnType::DateTime { .. }, Value::DateTime(us)) => write_long(out, *us),
+        (ColumnType::Timestamp { .. }, Value::Timestamp(us)) => write_long(out, *us),
+        (_, Value::Null) => return Err(err("NULL in a NOT NULL column".into())),
+        (ty, v) => return Err(err(format!("{v:?} does not fit {}", ty.sql_name()))),
+    }
+    Ok(())
+}
+
+/// The key record: primary-key columns in key order.
+pub fn write_key(out: &mut Vec<u8>, table: &TableSchema, row: &Row) -> Result<(), ValueError> {
+    for &i in &table.key {
+        write_value(out, &table.columns[i], &row[i])?;
+    }
+    Ok(())
+}
+
+fn write_row(out: &mut Vec<u8>, table: &TableSchema, row: Option<&Row>) -> Result<(), ValueError> {
+    let Some(row) = row else {
+        write_long(out, 0);
+        return Ok(());
+    };
+    write_long(out, 1);
+    for (col, v) in table.columns.iter().zip(row) {
+        write_value(out, col, v)?;
+    }
+    Ok(())
+}
+
+/// The envelope record of a change.
+pub fn write_envelope(
+    out: &mut Vec<u8>,
+    change: &Change,
+    source_name: &str,
+    now_ms: i64,
+) -> Result<(), ValueError> {
+    let table = &change.table;
+    write_row(out, table, change.before.as_ref())?;
+    write_row(out, table, change.after.as_ref())?;
+    let s = &change.source;
+    write_bytes(out, env!("CARGO_PKG_VERSION").as_bytes());
+    write_bytes(out, b"mysql");
+    write_bytes(out, source_name.as_bytes());
+    write_long(out, s.ts_ms);
+    write_bytes(out, if s.snapshot { b"true" } else { b"false" });
+    write_bytes(out, table.id.db.as_bytes());
+    write_long(out, 1);
+    write_bytes(out, table.id.table.as_bytes());
+    write_long(out, i64::from(s.server_id));
+    match &s.gtid {
+        Some(g) => {
+            write_long(out, 1);
+            write_bytes(out, g.as_bytes());
+        }
+        None => write_long(out, 0),
+    }
+    write_bytes(out, s.file.as_bytes());
+    write_long(out, s.pos as i64);
+    write_long(out, i64::from(s.row));
+    write_long(out, change.version.get() as i64);
+    write_bytes(out, change.op.code().as_bytes());
+    write_long(out, 1);
+    write_long(out, now_ms);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use apache_avro::types::Value as Avro;
+
+    use super::*;
+    use crate::encode::schema::table_avro;
+    use crate::model::{Op, SourceInfo, TableId, Version, time};
+
+    pub(crate) fn sample_table() -> TableSchema {
+        let col = |name: &str, ty, nullable| Column {
+            name: name.into(),
+            ty,
+            nullable,
+        };
+        TableSchema {
+            id: TableId::new("shop", "orders"),
+            columns: vec![
+                col("id", ColumnType::Integer { bytes: 8, unsigned: false }, false),
+                col("u64", ColumnType::Integer { bytes: 8, unsigned: true }, false),
+                col("m", ColumnType::Integer { bytes: 3, unsigned: false }, false),
+                col("price", ColumnType::Decimal { precision: 65, scale: 30 }, true),
+                col("small", ColumnType::Decimal { precision: 5, scale: 2 }, false),
+                col("name", ColumnType::Text, true),
+                col("d", ColumnType::Date, false),
+                col("at", ColumnType::DateTime { fsp: 6 }, true),
+                col("ts", ColumnType::Timestamp { fsp: 3 }, true),
+            ],
+            key: vec![0, 2],
+        }
+    }
+
+    fn decode(schema: &serde_json::Value, bytes: &[u8]) -> Avro {
+        let schema = apache_avro::Schema::parse(schema).unwrap();
+        #[allow(deprecated)]
+        let v = apache_avro::from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
+        v
+    }
+
+    #[test]
+    fn zigzag_matches_the_spec() {
+        let enc = |v| {
+            let mut b = vec![];
+            write_long(&mut b, v);
+            b
+        };
+        assert_eq!(enc(0), [0]);
+        assert_eq!(enc(-1), [1]);
+        assert_eq!(enc(1), [2]);
+        assert_eq!(enc(-64), [0x7f]);
+        assert_eq!(enc(64), [0x80, 1]);
+        assert_eq!(enc(i64::MIN).len(), 10);
+    }
+
+    #[test]
+    fn decimals_are_minimal_twos_complement() {
+        assert_eq!(decimal_bytes("0.00").unwrap(), [0]);
+        assert_eq!(decimal_bytes("1.27").unwrap(), [0x7f]);
+        assert_eq!(decimal_bytes("1.28").unwrap(), [0x00, 0x80]);
+        assert_eq!(decimal_bytes("-1.28").unwrap(), [0x80]);
+        assert_eq!(decimal_bytes("-1.29").unwrap(), [0xff, 0x7f]);
+        let big = format!("-{}.{}", "9".repeat(35), "9".repeat(30));
+        let b = decimal_bytes(&big).unwrap();
+        assert_eq!(BigInt::from_signed_bytes_be(&b).to_string(), big.replace('.', ""));
+    }
+
+    #[test]
+    fn apache_avro_reads_what_the_writer_writes() {
+        let table = Arc::new(sample_table());
+        let avro = table_avro("sluice", &table).unwrap();
+        let row = vec![
+            Value::Int(-7),
+            Value::UInt(u64::MAX),
+            Value::Int(-8_388_608),
+            Value::Decimal(format!("-{}.{}", "1".repeat(35), "2".repeat(30))),
+            Value::Decimal("-0.50".into()),
+            Value::String("héllo 🌊".into()),
+            Value::Null,
+            Value::DateTime(time::micros_from_civil(2024, 2, 29, 23, 59, 58, 123_456)),
+            Value::Timestamp(1_704_067_200_500_000),
+        ];
+        let change = Change {
+            table: table.clone(),
+            op: Op::Update,
+            before: Some(row.clone()),
+            after: Some(row.clone()),
+            version: Version::at(3, 1234),
+            source: SourceInfo {
+                file: Arc::from("binlog.000003"),
+                pos: 1200,
+                row: 2,
+                server_id: 1,
+                ts_ms: 1_700_000_000_000,
+                gtid: Some(Arc::from("0-1-9")),
+                snapshot: false,
+            },
+        };
+        let mut value = vec![];
+        write_envelope(&mut value, &change, "sluice", 42).unwrap();
+        let Avro::Record(fields) = decode(&avro.value, &value) else { panic!() };
+        let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("op"), Avro::String("u".into()));
+        assert_eq!(get("ts_ms"), Avro::Union(1, Box::new(Avro::Long(42))));
+        let Avro::Record(source) = get("source") else { panic!() };
+        assert_eq!(source.last().unwrap(), &("change_version".to_string(), Avro::Long((3 << 32) | 1234)));
+        let Avro::Union(1, after) = get("after") else { panic!() };
+        let Avro::Record(after) = *after else { panic!() };
+        assert_eq!(after[0].1, Avro::Long(-7));
+        assert_eq!(after[2].1, Avro::Int(-8_388_608));
+        assert_eq!(after[5].1, Avro::Union(1, Box::new(Avro::String("héllo 🌊".into()))));
+        assert_eq!(after[6].1, Avro::Union(0, Box::new(Avro::Null)));
+        let Avro::Decimal(u) = &after[1].1 else { panic!("{:?}", after[1].1) };
+        assert_eq!(BigInt::from(u.clone()).to_string(), u64::MAX.to_string());
+
+        let mut key = vec![];
+        write_key(&mut key, &table, &row).unwrap();
+        assert_eq!(
+            decode(&avro.key, &key),
+            Avro::Record(vec![("id".into(), Avro::Long(-7)), ("m".into(), Avro::Int(-8_388_608))])
+        );
+    }
+
+    #[test]
+    fn mismatched_values_are_errors() {
+        let table = sample_table();
+        let mut row = vec![Value::Null; 9];
+        let e = write_key(&mut vec![], &table, &row).unwrap_err().to_string();
+        assert_eq!(e, "column `id`: NULL in a NOT NULL column");
+        row[0] = Value::String("x".into());
+        assert!(write_key(&mut vec![], &table, &row).is_err());
+    }
+}

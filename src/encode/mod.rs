@@ -1,0 +1,150 @@
+//! Stage 2, the encoder: typed changes -> Confluent wire-format Avro key and value.
+//!
+//! Each table version's schemas are registered once (TopicNameStrategy subjects
+//! `<topic>-key` and `<topic>-value`) through schema_registry_converter and cached; encoding a
+//! row afterwards is a pure function with no HTTP call and no schema work.
+
+pub mod avro;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+
+use crate::model::{Change, TableId, TableSchema};
+
+/// Why a change could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The registry refused or could not be reached.
+    #[error(
+        "schema registry at {url}: registering subject {subject} failed: {message}; check \
+         `registry.url` and that the registry is running"
+    )]
+    Registry {
+        /// Registry URL.
+        url: String,
+        /// Subject.
+        subject: String,
+        /// What the client reported.
+        message: String,
+    },
+    /// The table's names cannot become Avro names.
+    #[error(transparent)]
+    Names(#[from] schema::NameClash),
+    /// A value does not fit its column.
+    #[error("table {table}: {source}")]
+    Value {
+        /// Table.
+        table: TableId,
+        /// Which column and why.
+        source: avro::ValueError,
+    },
+}
+
+/// A table version whose schemas are registered.
+#[derive(Debug)]
+pub struct Registered {
+    /// The table version.
+    pub schema: Arc<TableSchema>,
+    /// Kafka topic of the table.
+    pub topic: String,
+    key_id: u32,
+    value_id: u32,
+}
+
+/// Registers schemas and encodes changes.
+pub struct Encoder {
+    registry: SrSettings,
+    registry_url: String,
+    prefix: String,
+    tables: HashMap<TableId, Arc<Registered>>,
+}
+
+impl Encoder {
+    /// An encoder for topics `<prefix>.<db>.<table>`, registering at `registry_url`.
+    pub fn new(registry_url: &str, prefix: &str) -> Self {
+        Encoder {
+            registry: SrSettings::new(registry_url.trim_end_matches('/').to_string()),
+            registry_url: registry_url.to_string(),
+            prefix: prefix.to_string(),
+            tables: HashMap::new(),
+        }
+    }
+
+    /// The topic of a table.
+    pub fn topic(prefix: &str, table: &TableId) -> String {
+        format!("{prefix}.{}.{}", table.db, table.table)
+    }
+
+    /// The registration of `table`'s current version, registering it if it is new. The second
+    /// value is true on a table's first registration in this process.
+    pub async fn registered(
+        &mut self,
+        table: &Arc<TableSchema>,
+    ) -> Result<(Arc<Registered>, bool), EncodeError> {
+        if let Some(r) = self.tables.get(&table.id)
+            && (Arc::ptr_eq(&r.schema, table) || r.schema == *table)
+        {
+            return Ok((r.clone(), false));
+        }
+        let topic = Self::topic(&self.prefix, &table.id);
+        let avro = schema::table_avro(&self.prefix, table)?;
+        let key_id = self.register(format!("{topic}-key"), &avro.key).await?;
+        let value_id = self.register(format!("{topic}-value"), &avro.value).await?;
+        tracing::info!(table = %table.id, key_id, value_id, "registered schemas");
+        let r = Arc::new(Registered {
+            schema: table.clone(),
+            topic,
+            key_id,
+            value_id,
+        });
+        let first = self.tables.insert(table.id.clone(), r.clone()).is_none();
+        Ok((r, first))
+    }
+
+    async fn register(&self, subject: String, schema: &serde_json::Value) -> Result<u32, EncodeError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
+        post_schema(&self.registry, subject.clone(), supplied)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| EncodeError::Registry {
+                url: self.registry_url.clone(),
+                subject,
+                message: e.to_string(),
+            })
+    }
+
+    /// Writes the Confluent-framed key and value of `change` into the (cleared) buffers.
+    pub fn encode(
+        &self,
+        r: &Registered,
+        change: &Change,
+        now_ms: i64,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let row = change
+            .after
+            .as_ref()
+            .or(change.before.as_ref())
+            .expect("a change has at least one row image");
+        let wrap = |source| EncodeError::Value {
+            table: r.schema.id.clone(),
+            source,
+        };
+        frame(key, r.key_id);
+        avro::write_key(key, &r.schema, row).map_err(wrap)?;
+        frame(value, r.value_id);
+        avro::write_envelope(value, change, &self.prefix, now_ms).map_err(wrap)
+    }
+}
+
+/// Confluent wire format: magic byte 0 and the big-endian schema id.
+fn frame(out: &mut Vec<u8>, id: u32) {
+    out.clear();
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+}

@@ -1,0 +1,188 @@
+//! Avro schemas of a table: the key record (primary-key columns) and the Debezium-style
+//! envelope (`before`, `after`, `source`, `op`, `ts_ms`). Types follow the mapping in
+//! shared/design.md.
+
+use serde_json::{Value as Json, json};
+
+use crate::model::{Column, ColumnType, TableSchema};
+
+/// The `source` block, as published in `proto/source.avsc`.
+pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
+
+/// A table whose names cannot become Avro names.
+#[derive(Debug, thiserror::Error)]
+#[error("table {table}: columns {first:?} and {second:?} both become the Avro field name {field:?}; rename one")]
+pub struct NameClash {
+    table: String,
+    first: String,
+    second: String,
+    field: String,
+}
+
+/// The Avro schemas of one table version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableAvro {
+    /// Key record: the primary-key columns.
+    pub key: Json,
+    /// Envelope record.
+    pub value: Json,
+}
+
+/// Builds the schemas of `table` in namespace `<prefix>.<db>.<table>`.
+pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameClash> {
+    let namespace = [prefix, &table.id.db, &table.id.table]
+        .iter()
+        .map(|p| avro_name(p))
+        .collect::<Vec<_>>()
+        .join(".");
+    let names = field_names(table)?;
+    let field = |i: usize| {
+        let c = &table.columns[i];
+        if is_optional(c) {
+            json!({"name": names[i], "type": ["null", avro_type(c.ty)], "default": null})
+        } else {
+            json!({"name": names[i], "type": avro_type(c.ty)})
+        }
+    };
+    let key = json!({
+        "type": "record",
+        "name": "Key",
+        "namespace": namespace,
+        "connect.name": format!("{namespace}.Key"),
+        "fields": table.key.iter().map(|&i| field(i)).collect::<Vec<_>>(),
+    });
+    let row = json!({
+        "type": "record",
+        "name": "Value",
+        "connect.name": format!("{namespace}.Value"),
+        "fields": (0..table.columns.len()).map(field).collect::<Vec<_>>(),
+    });
+    let source: Json = serde_json::from_str(SOURCE_AVSC).expect("proto/source.avsc is JSON");
+    let value = json!({
+        "type": "record",
+        "name": "Envelope",
+        "namespace": namespace,
+        "connect.name": format!("{namespace}.Envelope"),
+        "fields": [
+            {"name": "before", "type": ["null", row], "default": null},
+            {"name": "after", "type": ["null", "Value"], "default": null},
+            {"name": "source", "type": source},
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"], "default": null},
+        ],
+    });
+    Ok(TableAvro { key, value })
+}
+
+/// Whether a column's Avro type is a union with null. Temporal columns always are: MySQL
+/// stores zero dates even in NOT NULL columns and Sluice turns them into null.
+pub fn is_optional(c: &Column) -> bool {
+    c.nullable
+        || matches!(
+            c.ty,
+            ColumnType::Date | ColumnType::DateTime { .. } | ColumnType::Timestamp { .. }
+        )
+}
+
+/// The Avro type of a column (design.md's type table).
+fn avro_type(ty: ColumnType) -> Json {
+    match ty {
+        ColumnType::Integer { bytes: 8, unsigned: true } => {
+            json!({"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 0})
+        }
+        ColumnType::Integer { bytes, unsigned } if bytes < 4 || (bytes == 4 && !unsigned) => json!("int"),
+        ColumnType::Integer { .. } => json!("long"),
+        ColumnType::Decimal { precision, scale } => {
+            json!({"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
+        }
+        ColumnType::Text => json!("string"),
+        ColumnType::Date => json!({"type": "int", "logicalType": "date"}),
+        ColumnType::DateTime { .. } => json!({"type": "long", "logicalType": "local-timestamp-micros"}),
+        ColumnType::Timestamp { .. } => json!({"type": "long", "logicalType": "timestamp-micros"}),
+    }
+}
+
+/// Avro field names of the columns: characters Avro names cannot hold become `_`.
+pub fn field_names(table: &TableSchema) -> Result<Vec<String>, NameClash> {
+    let names: Vec<String> = table.columns.iter().map(|c| avro_name(&c.name)).collect();
+    for (i, a) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|b| b == a) {
+            return Err(NameClash {
+                table: table.id.to_string(),
+                first: table.columns[j].name.clone(),
+                second: table.columns[i].name.clone(),
+                field: a.clone(),
+            });
+        }
+    }
+    Ok(names)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, Avro's name grammar, by replacing what does not fit.
+fn avro_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TableId;
+
+    fn table() -> TableSchema {
+        let col = |name: &str, ty, nullable| Column {
+            name: name.into(),
+            ty,
+            nullable,
+        };
+        TableSchema {
+            id: TableId::new("shop", "order-items"),
+            columns: vec![
+                col("id", ColumnType::Integer { bytes: 8, unsigned: true }, false),
+                col("qty", ColumnType::Integer { bytes: 4, unsigned: true }, false),
+                col("price", ColumnType::Decimal { precision: 12, scale: 4 }, true),
+                col("1st name", ColumnType::Text, false),
+                col("at", ColumnType::DateTime { fsp: 6 }, false),
+            ],
+            key: vec![0],
+        }
+    }
+
+    #[test]
+    fn schemas_parse_as_avro_and_follow_the_type_table() {
+        let s = table_avro("sluice", &table()).unwrap();
+        apache_avro::Schema::parse(&s.key).unwrap();
+        apache_avro::Schema::parse(&s.value).unwrap();
+        assert_eq!(s.value["namespace"], "sluice.shop.order_items");
+        let fields = &s.value["fields"][0]["type"][1]["fields"];
+        assert_eq!(fields[0]["type"]["logicalType"], "decimal");
+        assert_eq!(fields[0]["type"]["precision"], 20);
+        assert_eq!(fields[1]["type"], "long");
+        assert_eq!(fields[2]["type"][1]["scale"], 4);
+        assert_eq!(fields[3]["name"], "_1st_name");
+        assert_eq!(fields[4]["type"][1]["logicalType"], "local-timestamp-micros");
+        assert_eq!(s.key["fields"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_source_block_is_the_published_contract() {
+        let s = table_avro("sluice", &table()).unwrap();
+        let published: Json = serde_json::from_str(SOURCE_AVSC).unwrap();
+        assert_eq!(s.value["fields"][2]["type"], published);
+        apache_avro::Schema::parse(&published).unwrap();
+    }
+
+    #[test]
+    fn clashing_field_names_are_an_error() {
+        let mut t = table();
+        t.columns[2].name = "1st-name".into();
+        let e = table_avro("sluice", &t).unwrap_err().to_string();
+        assert!(e.contains("\"1st-name\" and \"1st name\"") || e.contains("\"1st name\""), "{e}");
+    }
+}

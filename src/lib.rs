@@ -1,0 +1,29 @@
+//! Sluice: change data capture from the MySQL/MariaDB binlog, through Avro and a
+//! Confluent-compatible schema registry, into Kafka and on into Elasticsearch.
+//!
+//! The modules follow one row change down the pipeline:
+//!
+//! 1. [`source`]: binlog (and the initial snapshot) -> typed [`model::Change`]s;
+//! 2. [`encode`]: changes -> registered Avro schemas and Confluent-framed bytes;
+//! 3. [`publish`]: bytes -> Kafka, checkpoints stored in [`state`] once acknowledged;
+//! 4. [`load`]: Kafka -> Elasticsearch bulk writes with external versions.
+//!
+//! [`model`] is the shared vocabulary, [`config`] the configuration, [`kafka`] client setup
+//! both Kafka stages use, [`pipeline`] runs the stages, and [`registry`] is Sluice's own schema
+//! registry server.
+
+pub mod config;
+pub mod model;
+
+pub mod source;
+
+pub mod encode;
+
+pub mod kafka;
+pub mod publish;
+pub mod state;
+
+pub mod load;
+
+pub mod pipeline;
+pub mod registry;

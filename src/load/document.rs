@@ -1,0 +1,233 @@
+//! Decoded Avro records -> index actions: the document `_id` from the key, the version and
+//! operation from the envelope, the document from its `after` image.
+
+use apache_avro::Schema;
+use apache_avro::schema::RecordSchema;
+use apache_avro::types::Value as Avro;
+use num_bigint::{BigInt, Sign};
+use serde_json::{Map, Value as Json};
+
+use crate::model::time;
+
+/// What to do in the index for one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create or replace the document.
+    Index {
+        /// Index name.
+        index: String,
+        /// Document id.
+        id: String,
+        /// External version.
+        version: u64,
+        /// The row.
+        doc: Json,
+    },
+    /// Delete the document.
+    Delete {
+        /// Index name.
+        index: String,
+        /// Document id.
+        id: String,
+        /// External version.
+        version: u64,
+    },
+}
+
+/// A record that does not have the shape Sluice writes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ShapeError(String);
+
+fn shape(m: impl Into<String>) -> ShapeError {
+    ShapeError(m.into())
+}
+
+/// The index of a table: `<db>.<table>`, lower-cased as index names must be.
+pub fn index_name(db: &str, table: &str) -> String {
+    format!("{db}.{table}").to_lowercase()
+}
+
+/// The action for a record with a non-null value (tombstones carry nothing to apply).
+pub fn action(
+    key: &Avro,
+    key_schema: &Schema,
+    value: &Avro,
+    value_schema: &Schema,
+) -> Result<Action, ShapeError> {
+    let id = document_id(key, key_schema)?;
+    let (Avro::Record(fields), Schema::Record(envelope)) = (value, value_schema) else {
+        return Err(shape("the value is not an envelope record"));
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| shape(format!("the envelope has no `{name}` field")))
+    };
+    let Avro::Record(source) = field("source")? else {
+        return Err(shape("`source` is not a record"));
+    };
+    let source_field = |name: &str| source.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let version = match source_field("change_version") {
+        Some(Avro::Long(v)) if *v > 0 => *v as u64,
+        _ => return Err(shape("`source.change_version` is missing or not a positive long")),
+    };
+    let db = match source_field("db") {
+        Some(Avro::String(s)) => s.as_str(),
+        _ => return Err(shape("`source.db` is missing")),
+    };
+    let table = match source_field("table") {
+        Some(Avro::Union(_, t)) => match t.as_ref() {
+            Avro::String(s) => s.as_str(),
+            _ => return Err(shape("`source.table` is null")),
+        },
+        _ => return Err(shape("`source.table` is missing")),
+    };
+    let index = index_name(db, table);
+    let op = match field("op")? {
+        Avro::String(op) => op.as_str(),
+        _ => return Err(shape("`op` is not a string")),
+    };
+    match op {
+        "c" | "u" | "r" => {
+            let row_schema = row_schema(envelope)?;
+            let doc = match field("after")? {
+                Avro::Union(_, row) => row_json(row, row_schema)?,
+                _ => return Err(shape("`after` is not a union")),
+            };
+            if doc.is_null() {
+                return Err(shape(format!("op {op:?} without an `after` image")));
+            }
+            Ok(Action::Index {
+                index,
+                id,
+                version,
+                doc,
+            })
+        }
+        "d" => Ok(Action::Delete { index, id, version }),
+        other => Err(shape(format!("unknown op {other:?}"))),
+    }
+}
+
+/// The row record schema, defined inline in the `before` field of the envelope.
+fn row_schema(envelope: &RecordSchema) -> Result<&RecordSchema, ShapeError> {
+    let before = envelope
+        .fields
+        .iter()
+        .find(|f| f.name == "before")
+        .ok_or_else(|| shape("the envelope schema has no `before` field"))?;
+    match &before.schema {
+        Schema::Union(u) => u.variants().iter().find_map(|s| match s {
+            Schema::Record(r) => Some(r),
+            _ => None,
+        }),
+        _ => None,
+    }
+    .ok_or_else(|| shape("the envelope's `before` is not a union with a row record"))
+}
+
+fn row_json(row: &Avro, schema: &RecordSchema) -> Result<Json, ShapeError> {
+    match row {
+        Avro::Null => Ok(Json::Null),
+        Avro::Record(fields) => {
+            let mut doc = Map::with_capacity(fields.len());
+            for ((name, v), f) in fields.iter().zip(&schema.fields) {
+                doc.insert(name.clone(), scalar_json(v, &f.schema).map_err(|e| shape(format!("field `{name}`: {e}")))?);
+            }
+            Ok(Json::Object(doc))
+        }
+        _ => Err(shape("the row image is not a record")),
+    }
+}
+
+/// The document id: the key's single value as text, or a JSON array of a composite key's
+/// values, which cannot collide with a single value's text.
+pub fn document_id(key: &Avro, schema: &Schema) -> Result<String, ShapeError> {
+    let (Avro::Record(fields), Schema::Record(rs)) = (key, schema) else {
+        return Err(shape("the key is not a record"));
+    };
+    let parts = fields
+        .iter()
+        .zip(&rs.fields)
+        .map(|((_, v), f)| scalar_json(v, &f.schema))
+        .collect::<Result<Vec<_>, _>>()?;
+    match parts.as_slice() {
+        [Json::String(s)] => Ok(s.clone()),
+        [single] => Ok(single.to_string()),
+        _ => Ok(Json::Array(parts).to_string()),
+    }
+}
+
+/// One column value as the document stores it: integers as numbers, decimals with a fraction
+/// as exact strings, temporal values as ISO-8601 with microseconds (`Z` for instants).
+fn scalar_json(v: &Avro, schema: &Schema) -> Result<Json, ShapeError> {
+    Ok(match (v, schema) {
+        (Avro::Union(i, inner), Schema::Union(u)) => {
+            let variant = u
+                .variants()
+                .get(*i as usize)
+                .ok_or_else(|| shape(format!("union branch {i} does not exist")))?;
+            return scalar_json(inner, variant);
+        }
+        (Avro::Null, _) => Json::Null,
+        (Avro::Boolean(b), _) => Json::Bool(*b),
+        (Avro::Int(i), _) => Json::from(*i),
+        (Avro::Long(l), _) => Json::from(*l),
+        (Avro::String(s), _) => Json::String(s.clone()),
+        (Avro::Decimal(d), Schema::Decimal(ds)) => decimal_json(&BigInt::from(d.clone()), ds.scale),
+        (Avro::Date(d), _) => Json::String(time::format_date(i64::from(*d))),
+        (Avro::LocalTimestampMicros(us), _) => Json::String(time::format_datetime_micros(*us)),
+        (Avro::TimestampMicros(us), _) => Json::String(format!("{}Z", time::format_datetime_micros(*us))),
+        (other, _) => return Err(shape(format!("Avro value {other:?} is not one Sluice writes"))),
+    })
+}
+
+fn decimal_json(unscaled: &BigInt, scale: usize) -> Json {
+    if scale == 0 {
+        if let Ok(i) = i64::try_from(unscaled) {
+            return Json::from(i);
+        }
+        if let Ok(u) = u64::try_from(unscaled) {
+            return Json::from(u);
+        }
+        return Json::String(unscaled.to_string());
+    }
+    let digits = unscaled.magnitude().to_string();
+    let digits = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = digits.split_at(digits.len() - scale);
+    let sign = if unscaled.sign() == Sign::Minus { "-" } else { "" };
+    Json::String(format!("{sign}{int}.{frac}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_keep_every_digit() {
+        let d = |s: &str, scale| decimal_json(&s.parse::<BigInt>().unwrap(), scale);
+        assert_eq!(d("-123450", 4), Json::String("-12.3450".into()));
+        assert_eq!(d("5", 2), Json::String("0.05".into()));
+        assert_eq!(d("0", 2), Json::String("0.00".into()));
+        assert_eq!(d("18446744073709551615", 0), Json::from(u64::MAX));
+        assert_eq!(d("-7", 0), Json::from(-7));
+        assert_eq!(d("99999999999999999999", 0), Json::String("99999999999999999999".into()));
+    }
+
+    #[test]
+    fn composite_ids_cannot_collide_with_single_ones() {
+        let schema = |n: usize| {
+            let fields: Vec<_> = (0..n).map(|i| serde_json::json!({"name": format!("k{i}"), "type": "string"})).collect();
+            Schema::parse(&serde_json::json!({"type": "record", "name": "Key", "fields": fields})).unwrap()
+        };
+        let rec = |vals: &[&str]| {
+            Avro::Record(vals.iter().enumerate().map(|(i, v)| (format!("k{i}"), Avro::String(v.to_string()))).collect())
+        };
+        assert_eq!(document_id(&rec(&["a"]), &schema(1)).unwrap(), "a");
+        assert_eq!(document_id(&rec(&["a,b", "c"]), &schema(2)).unwrap(), r#"["a,b","c"]"#);
+        assert_eq!(document_id(&rec(&["a", "b,c"]), &schema(2)).unwrap(), r#"["a","b,c"]"#);
+    }
+}

@@ -1,0 +1,113 @@
+//! The Elasticsearch side of the loader: index creation and bulk requests, classifying every
+//! failure as worth retrying or final.
+
+use std::collections::HashSet;
+
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::IndicesCreateParts;
+use elasticsearch::{BulkParts, Elasticsearch};
+use serde_json::{Value as Json, json};
+use url::Url;
+
+use super::LoadError;
+use crate::config::ElasticsearchConfig;
+
+/// A failed request.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server is unreachable, overloaded or failing: try again later.
+    Transient(String),
+    /// The request itself is wrong: retrying cannot help.
+    Final(LoadError),
+}
+
+/// Writes to one Elasticsearch/OpenSearch cluster.
+pub struct IndexWriter {
+    client: Elasticsearch,
+    url: String,
+    gc_deletes: String,
+    ready: HashSet<String>,
+}
+
+impl IndexWriter {
+    /// A writer for the configured server. Credentials go to the transport, never to logs.
+    pub fn new(cfg: &ElasticsearchConfig) -> Result<IndexWriter, LoadError> {
+        let url = Url::parse(&cfg.url).map_err(|e| LoadError::Elasticsearch(format!("`elasticsearch.url`: {e}")))?;
+        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url));
+        if let Some(user) = &cfg.username {
+            transport = transport.auth(Credentials::Basic(user.clone(), cfg.password.expose().to_string()));
+        }
+        let transport = transport
+            .build()
+            .map_err(|e| LoadError::Elasticsearch(format!("cannot build the HTTP client: {e}")))?;
+        Ok(IndexWriter {
+            client: Elasticsearch::new(transport),
+            url: cfg.url.clone(),
+            gc_deletes: cfg.gc_deletes.clone(),
+            ready: HashSet::new(),
+        })
+    }
+
+    /// Creates `index` unless this process already saw it. Sluice's indexes keep deletes for
+    /// `gc_deletes` and do not guess dates or numbers inside strings.
+    pub async fn ensure_index(&mut self, index: &str) -> Result<(), Failure> {
+        if self.ready.contains(index) {
+            return Ok(());
+        }
+        let body = json!({
+            "settings": {"index": {"gc_deletes": self.gc_deletes}},
+            "mappings": {"date_detection": false, "numeric_detection": false},
+        });
+        let response = self
+            .client
+            .indices()
+            .create(IndicesCreateParts::Index(index))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transient(e))?;
+        let status = response.status_code().as_u16();
+        let text = response.text().await.map_err(|e| self.transient(e))?;
+        match status {
+            200..=299 => tracing::info!(%index, gc_deletes = %self.gc_deletes, "created index"),
+            400 if text.contains("resource_already_exists_exception") => {}
+            429 | 500..=599 => return Err(Failure::Transient(format!("creating index {index}: {status} {text}"))),
+            _ => {
+                return Err(Failure::Final(LoadError::Elasticsearch(format!(
+                    "{} refused to create index {index}: {status} {text}",
+                    self.url
+                ))));
+            }
+        }
+        self.ready.insert(index.to_string());
+        Ok(())
+    }
+
+    /// Sends one `_bulk` body and returns the parsed response.
+    pub async fn bulk(&self, body: Vec<u8>) -> Result<Json, Failure> {
+        let response = self
+            .client
+            .bulk(BulkParts::None)
+            .body(vec![body])
+            .send()
+            .await
+            .map_err(|e| self.transient(e))?;
+        let status = response.status_code().as_u16();
+        match status {
+            200..=299 => response.json::<Json>().await.map_err(|e| self.transient(e)),
+            429 | 500..=599 => Err(Failure::Transient(format!("bulk request: HTTP {status}"))),
+            _ => {
+                let text = response.text().await.unwrap_or_default();
+                Err(Failure::Final(LoadError::Elasticsearch(format!(
+                    "{} refused a bulk request: HTTP {status} {text}",
+                    self.url
+                ))))
+            }
+        }
+    }
+
+    fn transient(&self, e: elasticsearch::Error) -> Failure {
+        Failure::Transient(format!("{}: {e}", self.url))
+    }
+}

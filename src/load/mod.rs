@@ -1,0 +1,255 @@
+//! Stage 4, the loader: Kafka -> Elasticsearch.
+//!
+//! A consumer group over the table topics; records are decoded through the registry, batched
+//! (count or linger time), written with external versions, and their offsets committed only
+//! after every item of the bulk settled (design.md, invariant 3).
+
+pub mod bulk;
+pub mod document;
+pub mod index;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::encode::Encoder;
+use crate::kafka::{self, KafkaSetupError};
+use bulk::Outcome;
+use document::Action;
+use index::{Failure, IndexWriter};
+
+/// Why the loader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Client or topic setup failed.
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// The consumer failed.
+    #[error("Kafka consumer: {0}")]
+    Consumer(rdkafka::error::KafkaError),
+    /// A record could not be decoded.
+    #[error(
+        "record {topic}/{partition}@{offset} cannot be decoded: {message}; the loader stops \
+         rather than skip it, and its offset is not committed"
+    )]
+    Decode {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// Why.
+        message: String,
+    },
+    /// The index server refused something for good.
+    #[error("Elasticsearch: {0}")]
+    Elasticsearch(String),
+    /// A document was refused for good.
+    #[error(
+        "Elasticsearch rejected document {id:?} of index {index}: {reason}; the loader stops \
+         rather than skip it, and the batch's offsets are not committed"
+    )]
+    Rejected {
+        /// Index.
+        index: String,
+        /// Document id.
+        id: String,
+        /// The server's reason.
+        reason: String,
+    },
+}
+
+/// A batch's records and the offsets to commit once it is applied.
+#[derive(Default)]
+struct Batch {
+    actions: Vec<Action>,
+    next_offsets: BTreeMap<(String, i32), i64>,
+    records: usize,
+}
+
+/// Runs the loader until `shutdown` (after finishing the batch at hand) or an error.
+pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadError> {
+    let es_cfg = cfg
+        .elasticsearch
+        .as_ref()
+        .expect("validated: the loader role has [elasticsearch]");
+    let topics: Vec<String> = cfg
+        .table_ids()
+        .iter()
+        .map(|t| Encoder::topic(&cfg.kafka.topic_prefix, t))
+        .collect();
+    kafka::ensure_topics(&cfg.kafka, &topics).await?;
+    let consumer: StreamConsumer = kafka::client_config(&cfg.kafka)
+        .set("group.id", cfg.group_id())
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(LoadError::Consumer)?;
+    let decoder = AvroDecoder::new(SrSettings::new(cfg.registry.url.trim_end_matches('/').to_string()));
+    let mut writer = IndexWriter::new(es_cfg)?;
+    let linger = Duration::from_millis(cfg.loader.linger_ms);
+    tracing::info!(group = %cfg.group_id(), topics = ?topics, "loader consuming");
+
+    loop {
+        let mut batch = Batch::default();
+        let mut deadline: Option<Instant> = None;
+        let stopping = loop {
+            let message = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break true,
+                () = sleep_until(deadline) => break false,
+                m = consumer.recv() => m,
+            };
+            let message = match message {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    // Transient broker and metadata errors; librdkafka keeps retrying.
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                    continue;
+                }
+            };
+            add(&mut batch, &message, &decoder).await?;
+            deadline.get_or_insert_with(|| Instant::now() + linger);
+            if batch.records >= cfg.loader.batch_size {
+                break false;
+            }
+        };
+        if batch.records > 0 && !apply(&mut writer, &batch, &shutdown).await? {
+            return Ok(()); // interrupted while retrying: nothing committed, replayed later
+        }
+        if !batch.next_offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &batch.next_offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(LoadError::Consumer)?;
+            }
+            let mode = if stopping { CommitMode::Sync } else { CommitMode::Async };
+            consumer.commit(&tpl, mode).map_err(LoadError::Consumer)?;
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes one record into the batch.
+async fn add(batch: &mut Batch, m: &OwnedMessage, decoder: &AvroDecoder) -> Result<(), LoadError> {
+    let fail = |message: String| LoadError::Decode {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        message,
+    };
+    batch.records += 1;
+    batch
+        .next_offsets
+        .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+    if m.payload().is_none() {
+        return Ok(()); // tombstone: the delete before it carried the version
+    }
+    let key = decoder
+        .decode_with_schema(m.key())
+        .await
+        .map_err(|e| fail(format!("key: {e}")))?
+        .ok_or_else(|| fail("record without a key".into()))?;
+    let value = decoder
+        .decode_with_schema(m.payload())
+        .await
+        .map_err(|e| fail(format!("value: {e}")))?
+        .ok_or_else(|| fail("empty value".into()))?;
+    let action = document::action(&key.value, &key.schema.parsed, &value.value, &value.schema.parsed)
+        .map_err(|e| fail(e.to_string()))?;
+    batch.actions.push(action);
+    Ok(())
+}
+
+/// Writes a batch until every item settled. Returns false if `shutdown` interrupted retries.
+async fn apply(writer: &mut IndexWriter, batch: &Batch, shutdown: &CancellationToken) -> Result<bool, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match try_apply(writer, batch).await {
+            Ok(()) => return Ok(true),
+            Err(Failure::Final(e)) => return Err(e),
+            Err(Failure::Transient(reason)) => {
+                let wait = backoff.next();
+                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; retrying the batch");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return Ok(false),
+                }
+            }
+        }
+    }
+}
+
+async fn try_apply(writer: &mut IndexWriter, batch: &Batch) -> Result<(), Failure> {
+    if batch.actions.is_empty() {
+        return Ok(());
+    }
+    for a in &batch.actions {
+        let (Action::Index { index, .. } | Action::Delete { index, .. }) = a;
+        writer.ensure_index(index).await?;
+    }
+    let response = writer.bulk(bulk::body(&batch.actions)).await?;
+    let outcomes = bulk::outcomes(&response).map_err(|m| Failure::Final(LoadError::Elasticsearch(m)))?;
+    if outcomes.len() != batch.actions.len() {
+        return Err(Failure::Final(LoadError::Elasticsearch(format!(
+            "bulk response has {} items for {} actions",
+            outcomes.len(),
+            batch.actions.len()
+        ))));
+    }
+    let mut retry = None;
+    for (outcome, action) in outcomes.into_iter().zip(&batch.actions) {
+        match outcome {
+            Outcome::Settled => {}
+            // Resending the whole batch is harmless: settled items come back as 409.
+            Outcome::Retry(reason) => retry = Some(reason),
+            Outcome::Rejected(reason) => {
+                let (Action::Index { index, id, .. } | Action::Delete { index, id, .. }) = action;
+                return Err(Failure::Final(LoadError::Rejected {
+                    index: index.clone(),
+                    id: id.clone(),
+                    reason,
+                }));
+            }
+        }
+    }
+    match retry {
+        Some(reason) => Err(Failure::Transient(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Exponential backoff from 100 ms to 10 s with full jitter.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let cap = 100u64.saturating_mul(1 << self.attempt.min(7)).min(10_000);
+        self.attempt += 1;
+        Duration::from_millis(fastrand::u64(cap / 2..=cap))
+    }
+}

@@ -1,0 +1,104 @@
+//! The `sluice` command line: the binary edge, where errors become messages and exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::config::{Config, Role};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Change data capture: MySQL/MariaDB binlog -> Avro -> Kafka -> Elasticsearch.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Snapshot and stream the configured tables (SIGINT/SIGTERM drain and exit 0).
+    Run {
+        /// TOML config file; see sluice.example.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Which half of the pipeline to run in this process.
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Serve a Confluent-compatible schema registry.
+    Registry {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Data directory (a sled database).
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone())?;
+    match cli.command {
+        Command::Run { config, role } => {
+            let cfg = Config::load(&config, role)?;
+            tracing::info!(config = %config.display(), ?role, tables = ?cfg.tables, "starting");
+            sluice::pipeline::run(cfg, role, shutdown).await?;
+            tracing::info!("stopped cleanly");
+        }
+        Command::Registry { listen, data } => {
+            sluice::registry::serve(listen, &data, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The first SIGINT/SIGTERM asks for a drain; a second one exits at once.
+fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                eprintln!("second signal: exiting without draining");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: draining (send it again to exit at once)");
+            shutdown.cancel();
+        }
+    });
+    Ok(())
+}

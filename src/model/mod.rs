@@ -1,0 +1,297 @@
+//! The vocabulary every stage shares and none of them owns: tables, typed values, row changes,
+//! binlog positions, versions and checkpoints.
+
+pub mod time;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A table, `database.table`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableId {
+    /// Database (schema) name.
+    pub db: String,
+    /// Table name.
+    pub table: String,
+}
+
+impl TableId {
+    /// Builds a table id from its two parts.
+    pub fn new(db: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            db: db.into(),
+            table: table.into(),
+        }
+    }
+
+    /// Parses `db.table`; `None` unless there are exactly two non-empty parts.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (db, table) = s.split_once('.')?;
+        let valid = |p: &str| !p.is_empty() && !p.contains('.') && !p.contains(char::is_whitespace);
+        (valid(db) && valid(table)).then(|| Self::new(db, table))
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.table)
+    }
+}
+
+/// The column types Sluice decodes. Anything else stops the table with an error naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// TINYINT (1 byte), SMALLINT (2), MEDIUMINT (3), INT (4), BIGINT (8).
+    Integer {
+        /// Storage width in bytes.
+        bytes: u8,
+        /// `UNSIGNED`.
+        unsigned: bool,
+    },
+    /// DECIMAL(precision, scale).
+    Decimal {
+        /// Total digits.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
+    /// CHAR, VARCHAR and the TEXT family in a UTF-8 character set.
+    Text,
+    /// DATE.
+    Date,
+    /// DATETIME(fsp): wall-clock time without a zone.
+    DateTime {
+        /// Fractional second digits, 0..=6.
+        fsp: u8,
+    },
+    /// TIMESTAMP(fsp): an instant, stored in UTC.
+    Timestamp {
+        /// Fractional second digits, 0..=6.
+        fsp: u8,
+    },
+}
+
+impl ColumnType {
+    /// The SQL spelling, for messages and schema documentation.
+    pub fn sql_name(&self) -> String {
+        match *self {
+            ColumnType::Integer { bytes, unsigned } => {
+                let name = match bytes {
+                    1 => "TINYINT",
+                    2 => "SMALLINT",
+                    3 => "MEDIUMINT",
+                    4 => "INT",
+                    _ => "BIGINT",
+                };
+                if unsigned {
+                    format!("{name} UNSIGNED")
+                } else {
+                    name.to_string()
+                }
+            }
+            ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+            ColumnType::Text => "TEXT".to_string(),
+            ColumnType::Date => "DATE".to_string(),
+            ColumnType::DateTime { fsp } => format!("DATETIME({fsp})"),
+            ColumnType::Timestamp { fsp } => format!("TIMESTAMP({fsp})"),
+        }
+    }
+}
+
+/// One column of a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Column name as the database spells it.
+    pub name: String,
+    /// Decoded type.
+    pub ty: ColumnType,
+    /// Whether the column accepts NULL.
+    pub nullable: bool,
+}
+
+/// A table's shape at one point of the binlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Which table.
+    pub id: TableId,
+    /// Columns in table order.
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary key, in key order. Never empty.
+    pub key: Vec<usize>,
+}
+
+impl TableSchema {
+    /// The primary-key values of a row, in key order.
+    pub fn key_values<'r>(&self, row: &'r [Value]) -> impl Iterator<Item = &'r Value> + use<'_, 'r> {
+        self.key.iter().map(move |&i| &row[i])
+    }
+}
+
+/// A typed column value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// SQL NULL, and zero or impossible dates (counted as warnings where they are read).
+    Null,
+    /// Every integer column except BIGINT UNSIGNED.
+    Int(i64),
+    /// BIGINT UNSIGNED.
+    UInt(u64),
+    /// Exact decimal text, `-?digits[.digits]` with exactly the column's scale digits after
+    /// the point and no leading zeros: it is what MySQL itself prints.
+    Decimal(String),
+    /// Text, valid UTF-8.
+    String(String),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01T00:00:00 on the wall clock (DATETIME).
+    DateTime(i64),
+    /// Microseconds since 1970-01-01T00:00:00Z (TIMESTAMP).
+    Timestamp(i64),
+}
+
+/// A row image: one value per column of its [`TableSchema`], in column order.
+pub type Row = Vec<Value>;
+
+/// What happened to a row, with Debezium's one-letter codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Inserted (`c`).
+    Create,
+    /// Updated in place (`u`).
+    Update,
+    /// Deleted (`d`).
+    Delete,
+    /// Read by a snapshot (`r`).
+    Read,
+}
+
+impl Op {
+    /// Debezium's code for the operation.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// A place in the binlog: the position of the next event to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Binlog file name, e.g. `binlog.000042`.
+    pub file: String,
+    /// Byte offset in that file.
+    pub pos: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos)
+    }
+}
+
+/// The order of a change in the binlog, used as Elasticsearch's external version.
+///
+/// `file sequence << 32 | byte offset of the row image in that file`: every row image starts at
+/// its own offset, so versions grow strictly in binlog order, across files too, and stay
+/// positive as a signed 64-bit `long` while the file sequence is below 2^31.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(u64);
+
+impl Version {
+    /// The version of whatever sits at `offset` in the binlog file with sequence `file_seq`.
+    pub fn at(file_seq: u32, offset: u32) -> Self {
+        Version((u64::from(file_seq) << 32) | u64::from(offset))
+    }
+
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The numeric sequence of a binlog file name (`binlog.000042` -> 42), if it fits a version.
+pub fn binlog_file_sequence(file: &str) -> Option<u32> {
+    let digits = file.rsplit('.').next()?;
+    let seq: u32 = digits.parse().ok()?;
+    (seq < 1 << 31).then_some(seq)
+}
+
+/// Where a change came from: Debezium's `source` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceInfo {
+    /// Binlog file of the event, or of the snapshot's consistent point.
+    pub file: Arc<str>,
+    /// Offset of the event (or of the snapshot point) in `file`.
+    pub pos: u64,
+    /// Index of the row inside its rows event (0 for snapshot rows).
+    pub row: u32,
+    /// Server id that wrote the event.
+    pub server_id: u32,
+    /// Event time (commit time for snapshot reads), milliseconds since the epoch.
+    pub ts_ms: i64,
+    /// GTID of the transaction, `domain-server-sequence`, when the server sends GTIDs.
+    pub gtid: Option<Arc<str>>,
+    /// Whether the row was read by a snapshot.
+    pub snapshot: bool,
+}
+
+/// One row change, the unit that travels through the pipeline.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// Schema of the table at the change's position.
+    pub table: Arc<TableSchema>,
+    /// What happened.
+    pub op: Op,
+    /// Row image before the change (update, delete).
+    pub before: Option<Row>,
+    /// Row image after the change (create, update, read).
+    pub after: Option<Row>,
+    /// Binlog order of the change.
+    pub version: Version,
+    /// Origin of the change.
+    pub source: SourceInfo,
+}
+
+/// A point that is safe to resume from, once Kafka acknowledged everything before it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Checkpoint {
+    /// Streaming reached a transaction commit; resume after it.
+    Stream(Position),
+    /// A snapshot of `tables` consistent with `position` is complete. Streaming starts at
+    /// `position` unless a stored position already exists.
+    Snapshot {
+        /// Tables copied by the snapshot.
+        tables: Vec<TableId>,
+        /// The binlog position the snapshot is consistent with.
+        position: Position,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_table_ids() {
+        assert_eq!(TableId::parse("shop.orders"), Some(TableId::new("shop", "orders")));
+        for bad in ["shop", "shop.", ".orders", "a.b.c", "a b.c", ""] {
+            assert_eq!(TableId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_grow_across_files_and_stay_positive_longs() {
+        assert!(Version::at(1, u32::MAX) < Version::at(2, 4));
+        assert!(Version::at(7, 100) < Version::at(7, 101));
+        let last = Version::at(binlog_file_sequence("binlog.2147483647").unwrap(), u32::MAX);
+        assert!(i64::try_from(last.get()).is_ok());
+        assert_eq!(binlog_file_sequence("binlog.2147483648"), None);
+        assert_eq!(binlog_file_sequence("mysql-bin.000042"), Some(42));
+        assert_eq!(binlog_file_sequence("nonsense"), None);
+    }
+}

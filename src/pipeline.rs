@@ -1,0 +1,121 @@
+//! Wires the stages into a running process: source -> publisher -> acker for the source role,
+//! the loader for the loader role, both for `all`. Any stage's failure stops the others; a
+//! shutdown request drains them (the source stops reading, the publisher flushes, the acker
+//! stores the last acknowledged checkpoint, the loader finishes and commits its batch).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Role};
+use crate::encode::Encoder;
+use crate::load::{self, LoadError};
+use crate::publish::{self, PublishError, acker};
+use crate::source::{self, SourceError};
+use crate::state::{State, StateError};
+
+/// Why `sluice run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The loader failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The position store could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A stage panicked.
+    #[error("internal error: the {0} task panicked; this is a bug in Sluice")]
+    Panicked(&'static str),
+}
+
+/// Batches of changes buffered between source and publisher.
+const SOURCE_QUEUE: usize = 64;
+/// Records awaiting acknowledgement; bounds memory and lets the publisher run ahead.
+const ACK_QUEUE: usize = 100_000;
+
+/// Runs `role` until `shutdown` or a failure.
+pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let stop = shutdown.child_token();
+    let source = (role != Role::Loader).then(|| {
+        let (c, s) = (config.clone(), stop.clone());
+        tokio::spawn(async move { stop_on_error(&s.clone(), run_source(c, s).await) })
+    });
+    let loader = (role != Role::Source).then(|| {
+        let (c, s) = (config.clone(), stop.clone());
+        tokio::spawn(async move { stop_on_error(&s.clone(), load::run(&c, s).await.map_err(RunError::from)) })
+    });
+    let mut result = Ok(());
+    for (name, task) in [("source", source), ("loader", loader)] {
+        if let Some(task) = task {
+            let r = task.await.unwrap_or(Err(RunError::Panicked(name)));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+    }
+    result
+}
+
+fn stop_on_error<T>(stop: &CancellationToken, r: Result<T, RunError>) -> Result<T, RunError> {
+    if r.is_err() {
+        stop.cancel();
+    }
+    r
+}
+
+/// Source, publisher and acker as three tasks, so decoding and encoding use separate cores.
+async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), RunError> {
+    let src = config
+        .source
+        .as_ref()
+        .expect("validated: the source role has [source]");
+    let state = Arc::new(State::open(&src.state_dir)?);
+    let producer = publish::producer(&config.kafka)?;
+    let encoder = Encoder::new(&config.registry.url, &config.kafka.topic_prefix);
+    let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
+    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+
+    let source = {
+        let (c, state, s) = (config.clone(), state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let src = c.source.as_ref().expect("validated");
+            let r = source::run(src, &c.table_ids(), &state, tx, s.clone()).await;
+            stop_on_error(&s, r.map_err(RunError::from))
+        })
+    };
+    let publisher = {
+        let (c, s) = (config.clone(), stop.clone());
+        tokio::spawn(async move {
+            let r = publish::run(&c.kafka, encoder, producer, rx, ack_tx).await;
+            stop_on_error(&s, r.map_err(RunError::from))
+        })
+    };
+    let acker = {
+        let s = stop.clone();
+        tokio::spawn(async move { stop_on_error(&s, acker::run(ack_rx, &state).await.map_err(RunError::from)) })
+    };
+    let source = source.await.unwrap_or(Err(RunError::Panicked("source")));
+    let publisher = publisher.await.unwrap_or(Err(RunError::Panicked("publisher")));
+    let acker = acker.await.unwrap_or(Err(RunError::Panicked("acker")));
+    // When one stage fails the others report only that their neighbour went away; the
+    // original failure is the one to show.
+    let secondary = |r: &Result<(), RunError>| {
+        matches!(
+            r,
+            Err(RunError::Source(SourceError::Downstream)) | Err(RunError::Publish(PublishError::ProducerGone))
+        )
+    };
+    [source, publisher, acker]
+        .into_iter()
+        .filter(|r| r.is_err())
+        .min_by_key(secondary)
+        .unwrap_or(Ok(()))
+}

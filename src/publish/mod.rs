@@ -1,0 +1,149 @@
+//! Stage 3, the publisher: encoded changes -> Kafka, keyed by primary key.
+//!
+//! One idempotent producer with `acks=all` and Java-compatible murmur2 partitioning, so every
+//! client agrees on a key's partition; a delete is followed by a tombstone so compacted topics
+//! forget the key. Deliveries and checkpoints go, in order, to the [`acker`].
+
+pub mod acker;
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use tokio::sync::mpsc;
+
+use crate::config::KafkaConfig;
+use crate::encode::{EncodeError, Encoder};
+use crate::kafka::{self, KafkaSetupError};
+use crate::model::{Op, time};
+use crate::source::SourceEvent;
+use crate::state::StateError;
+use acker::Pending;
+
+/// Why publishing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Client or topic setup failed.
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// A change could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// librdkafka refused a record before sending it.
+    #[error("cannot queue a record for topic {topic}: {error}")]
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Why.
+        error: KafkaError,
+    },
+    /// The broker did not acknowledge a record.
+    #[error(
+        "Kafka did not acknowledge a record for topic {topic}: {error}; no checkpoint after it \
+         was stored, so a restart sends it again"
+    )]
+    Delivery {
+        /// Topic.
+        topic: String,
+        /// Why.
+        error: KafkaError,
+    },
+    /// The producer was dropped with records in flight.
+    #[error("the Kafka producer shut down with records in flight")]
+    ProducerGone,
+    /// Storing a checkpoint failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The idempotent, ordered producer.
+pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, PublishError> {
+    let mut c = kafka::client_config(cfg);
+    if !cfg.properties.contains_key("linger.ms") {
+        c.set("linger.ms", "5");
+    }
+    // Not overridable: ordering, no duplicates from retries, and key placement depend on them.
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random");
+    c.create()
+        .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
+}
+
+/// Encodes and produces every change from `rx`, queueing deliveries and checkpoints on `acks`
+/// in the same order. Returns when `rx` closes, after librdkafka flushed its queue.
+pub async fn run(
+    cfg: &KafkaConfig,
+    mut encoder: Encoder,
+    producer: FutureProducer,
+    mut rx: mpsc::Receiver<SourceEvent>,
+    acks: mpsc::Sender<Pending>,
+) -> Result<(), PublishError> {
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    while let Some(event) = rx.recv().await {
+        let changes = match event {
+            SourceEvent::Checkpoint(cp) => {
+                queue(&acks, Pending::Checkpoint(cp)).await?;
+                continue;
+            }
+            SourceEvent::Changes(changes) => changes,
+        };
+        let now_ms = time::now_ms();
+        for change in &changes {
+            let (registered, first) = encoder.registered(&change.table).await?;
+            if first {
+                kafka::ensure_topics(cfg, std::slice::from_ref(&registered.topic)).await?;
+            }
+            encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
+            let topic = &registered.topic;
+            let delivery = send(&producer, topic, &key, Some(&value)).await?;
+            queue(&acks, Pending::Delivery { topic: topic.clone(), delivery }).await?;
+            if change.op == Op::Delete {
+                let delivery = send(&producer, topic, &key, None).await?;
+                queue(&acks, Pending::Delivery { topic: topic.clone(), delivery }).await?;
+            }
+        }
+    }
+    // Deliveries resolve as librdkafka drains; the acker awaits each one.
+    let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)));
+    match flush.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(PublishError::Produce {
+            topic: "(flush)".into(),
+            error,
+        }),
+        Err(_) => Err(PublishError::ProducerGone),
+    }
+}
+
+/// Queues one record, waiting while librdkafka's queue is full.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<DeliveryFuture, PublishError> {
+    loop {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((error, _)) => {
+                return Err(PublishError::Produce {
+                    topic: topic.to_string(),
+                    error,
+                });
+            }
+        }
+    }
+}
+
+async fn queue(acks: &mpsc::Sender<Pending>, p: Pending) -> Result<(), PublishError> {
+    // The acker only stops early on an error, which it returns itself.
+    acks.send(p).await.map_err(|_| PublishError::ProducerGone)
+}

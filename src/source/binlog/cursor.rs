@@ -1,0 +1,122 @@
+//! A bounds-checked reader over an event body. Every read names what it was reading, so a
+//! truncated or malformed event reports where it broke instead of panicking.
+
+/// A malformed event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The event ended before a field did.
+    #[error("event ends early while reading {0}")]
+    Truncated(&'static str),
+    /// A field holds a value the format does not allow.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads little- and big-endian fields from a byte slice.
+#[derive(Clone)]
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+
+    /// Bytes consumed so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Whether every byte was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError::Truncated(what))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// Everything not consumed yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let s = &self.buf[self.pos.min(self.buf.len())..];
+        self.pos = self.buf.len();
+        s
+    }
+
+    /// One byte.
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    /// An unsigned little-endian integer of `n` <= 8 bytes.
+    pub fn uint_le(&mut self, n: usize, what: &'static str) -> Result<u64, DecodeError> {
+        let b = self.take(n, what)?;
+        Ok(b.iter().rev().fold(0, |acc, &x| (acc << 8) | u64::from(x)))
+    }
+
+    /// An unsigned big-endian integer of `n` <= 8 bytes.
+    pub fn uint_be(&mut self, n: usize, what: &'static str) -> Result<u64, DecodeError> {
+        let b = self.take(n, what)?;
+        Ok(b.iter().fold(0, |acc, &x| (acc << 8) | u64::from(x)))
+    }
+
+    /// A length-encoded integer of the client/server protocol.
+    pub fn lenenc(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        match self.u8(what)? {
+            n @ 0..=0xfa => Ok(u64::from(n)),
+            0xfc => self.uint_le(2, what),
+            0xfd => self.uint_le(3, what),
+            0xfe => self.uint_le(8, what),
+            b => Err(DecodeError::Invalid(format!(
+                "byte {b:#04x} does not start a length-encoded integer ({what})"
+            ))),
+        }
+    }
+
+    /// A length-encoded count that must fit in memory.
+    pub fn lenenc_usize(&mut self, what: &'static str) -> Result<usize, DecodeError> {
+        let n = self.lenenc(what)?;
+        usize::try_from(n).map_err(|_| DecodeError::Invalid(format!("{what} of {n} is impossible")))
+    }
+
+    /// A length-encoded byte string.
+    pub fn lenenc_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let n = self.lenenc_usize(what)?;
+        self.take(n, what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_endians_and_length_encoded_ints() {
+        let mut c = Cursor::new(&[0x01, 0x02, 0x03, 0x01, 0x02, 0xfc, 0x34, 0x12, 0xfa]);
+        assert_eq!(c.uint_le(3, "a").unwrap(), 0x030201);
+        assert_eq!(c.uint_be(2, "b").unwrap(), 0x0102);
+        assert_eq!(c.lenenc("c").unwrap(), 0x1234);
+        assert_eq!(c.lenenc("d").unwrap(), 0xfa);
+        assert!(c.is_empty());
+        assert_eq!(c.u8("e"), Err(DecodeError::Truncated("e")));
+    }
+
+    #[test]
+    fn rejects_the_null_marker_as_a_length() {
+        assert!(matches!(
+            Cursor::new(&[0xfb]).lenenc("x"),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+}

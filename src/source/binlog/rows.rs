@@ -1,0 +1,375 @@
+//! WRITE/UPDATE/DELETE_ROWS events (v1 and v2) and the binary encoding of each column value.
+
+use super::cursor::{Cursor, DecodeError};
+use super::event::kind;
+use super::table_map::{ColumnDecoder, TableDecoder};
+use crate::model::{Row, Value, time};
+
+/// Which rows event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsKind {
+    /// Inserted rows: one after-image each.
+    Write,
+    /// Updated rows: a before- and an after-image each.
+    Update,
+    /// Deleted rows: one before-image each.
+    Delete,
+}
+
+impl RowsKind {
+    /// The kind of a rows event type, if it is one.
+    pub fn of(event_type: u8) -> Option<RowsKind> {
+        match event_type {
+            kind::WRITE_ROWS_V1 | kind::WRITE_ROWS_V2 => Some(RowsKind::Write),
+            kind::UPDATE_ROWS_V1 | kind::UPDATE_ROWS_V2 => Some(RowsKind::Update),
+            kind::DELETE_ROWS_V1 | kind::DELETE_ROWS_V2 => Some(RowsKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// The header of a rows event and a cursor at its first row image.
+pub struct RowsEvent<'a> {
+    /// Table id of the preceding TABLE_MAP.
+    pub table_id: u64,
+    /// Write, update or delete.
+    pub kind: RowsKind,
+    /// Cursor over the whole body, positioned at the first row image; its position is the
+    /// image's offset in the body, which versions are built from.
+    pub rows: Cursor<'a>,
+}
+
+/// Parses the header of a rows event. Images that leave out columns (a `binlog_row_image`
+/// other than FULL) are refused: a partial image cannot be turned into a whole document.
+pub fn parse_rows(
+    event_type: u8,
+    body: &[u8],
+    table_id_len: usize,
+    expected_columns: Option<usize>,
+) -> Result<RowsEvent<'_>, DecodeError> {
+    let kind = RowsKind::of(event_type)
+        .ok_or_else(|| DecodeError::Invalid(format!("event type {event_type} is not a rows event")))?;
+    let mut c = Cursor::new(body);
+    let table_id = c.uint_le(table_id_len, "rows table id")?;
+    c.take(2, "rows flags")?;
+    if event_type >= kind::WRITE_ROWS_V2 {
+        let extra = c.uint_le(2, "rows extra data length")? as usize;
+        c.take(extra.saturating_sub(2), "rows extra data")?;
+    }
+    let n = c.lenenc_usize("rows column count")?;
+    let images = if kind == RowsKind::Update { 2 } else { 1 };
+    for _ in 0..images {
+        let present = c.take(n.div_ceil(8), "columns-present bitmap")?;
+        if !all_set(present, n) || expected_columns.is_some_and(|e| e != n) {
+            return Err(DecodeError::Invalid(
+                "the row image leaves out columns; set binlog_row_image=FULL on the server".into(),
+            ));
+        }
+    }
+    Ok(RowsEvent {
+        table_id,
+        kind,
+        rows: c,
+    })
+}
+
+fn all_set(bitmap: &[u8], n: usize) -> bool {
+    (0..n).all(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+}
+
+/// Decodes one full row image. Zero and impossible dates become NULL and are counted in
+/// `zero_dates`.
+pub fn decode_row(
+    table: &TableDecoder,
+    c: &mut Cursor<'_>,
+    zero_dates: &mut u64,
+) -> Result<Row, DecodeError> {
+    let n = table.columns.len();
+    let nulls = c.take(n.div_ceil(8), "row null bitmap")?;
+    let mut row = Vec::with_capacity(n);
+    for (i, col) in table.columns.iter().enumerate() {
+        if nulls[i / 8] & (1 << (i % 8)) != 0 {
+            row.push(Value::Null);
+            continue;
+        }
+        let v = decode_value(*col, c, zero_dates).map_err(|e| {
+            DecodeError::Invalid(format!("column `{}`: {e}", table.schema.columns[i].name))
+        })?;
+        row.push(v);
+    }
+    Ok(row)
+}
+
+fn decode_value(
+    col: ColumnDecoder,
+    c: &mut Cursor<'_>,
+    zero_dates: &mut u64,
+) -> Result<Value, DecodeError> {
+    Ok(match col {
+        ColumnDecoder::Int { bytes, unsigned } => {
+            let raw = c.uint_le(usize::from(bytes), "integer")?;
+            if unsigned && bytes == 8 {
+                Value::UInt(raw)
+            } else if unsigned {
+                Value::Int(raw as i64)
+            } else {
+                let shift = 64 - 8 * u32::from(bytes);
+                Value::Int(((raw << shift) as i64) >> shift)
+            }
+        }
+        ColumnDecoder::Decimal { precision, scale } => {
+            Value::Decimal(decode_decimal(c, precision, scale)?)
+        }
+        ColumnDecoder::Text { len_bytes } => {
+            let len = c.uint_le(usize::from(len_bytes), "text length")? as usize;
+            let bytes = c.take(len, "text")?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|_| DecodeError::Invalid("text is not valid UTF-8".into()))?;
+            Value::String(s.to_string())
+        }
+        ColumnDecoder::Date => {
+            let v = c.uint_le(3, "date")? as u32;
+            let (y, m, d) = (v >> 9, (v >> 5) & 15, v & 31);
+            if time::is_valid_date(y, m, d) {
+                Value::Date(time::days_from_civil(y, m, d))
+            } else {
+                *zero_dates += 1;
+                Value::Null
+            }
+        }
+        ColumnDecoder::DateTime2 { fsp } => {
+            let packed = c.uint_be(5, "datetime")? as i64 - 0x80_0000_0000;
+            let micros = fraction(c, fsp)?;
+            let ymd = (packed >> 17) as u32;
+            let hms = (packed & 0x1ffff) as u32;
+            let (ym, d) = (ymd >> 5, ymd & 31);
+            let (y, m) = (ym / 13, ym % 13);
+            let (h, mi, s) = (hms >> 12, (hms >> 6) & 63, hms & 63);
+            if packed >= 0 && time::is_valid_date(y, m, d) && h < 24 && mi < 60 && s < 60 {
+                Value::DateTime(time::micros_from_civil(y, m, d, h, mi, s, micros))
+            } else {
+                *zero_dates += 1;
+                Value::Null
+            }
+        }
+        ColumnDecoder::Timestamp2 { fsp } => {
+            let secs = c.uint_be(4, "timestamp")? as i64;
+            let micros = fraction(c, fsp)?;
+            if secs == 0 && micros == 0 {
+                *zero_dates += 1;
+                Value::Null
+            } else {
+                Value::Timestamp(secs * 1_000_000 + i64::from(micros))
+            }
+        }
+    })
+}
+
+/// The fractional seconds of DATETIME2/TIMESTAMP2, in microseconds: `(fsp + 1) / 2` bytes,
+/// big-endian, in units of 10^-(2 * bytes) seconds.
+fn fraction(c: &mut Cursor<'_>, fsp: u8) -> Result<u32, DecodeError> {
+    Ok(match fsp {
+        0 => 0,
+        1 | 2 => c.uint_be(1, "fraction")? as u32 * 10_000,
+        3 | 4 => c.uint_be(2, "fraction")? as u32 * 100,
+        _ => c.uint_be(3, "fraction")? as u32,
+    })
+    .and_then(|us| {
+        if us < 1_000_000 {
+            Ok(us)
+        } else {
+            Err(DecodeError::Invalid(format!("fraction of {us} microseconds")))
+        }
+    })
+}
+
+/// Bytes used by a group of 0..=9 leading or trailing decimal digits.
+const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+
+/// Decodes MySQL's binary DECIMAL: digits in groups of nine per four big-endian bytes, the
+/// partial groups at both ends packed smaller, the sign in the inverted top bit and every byte
+/// inverted for negative numbers. Returns the text MySQL prints, e.g. `-123.4500`.
+pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<String, DecodeError> {
+    let (intg, frac) = (usize::from(precision - scale), usize::from(scale));
+    let (intg0, intg0x, frac0, frac0x) = (intg / 9, intg % 9, frac / 9, frac % 9);
+    let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
+    let raw = c.take(size, "decimal")?;
+    let mut buf = [0u8; 32]; // DECIMAL(65,30) needs 30 bytes
+    let buf = &mut buf[..size];
+    buf.copy_from_slice(raw);
+    let negative = buf[0] & 0x80 == 0;
+    buf[0] ^= 0x80;
+    if negative {
+        buf.iter_mut().for_each(|b| *b = !*b);
+    }
+    let mut r = Cursor::new(buf);
+    let mut group = |bytes: usize, digits: usize| -> Result<u64, DecodeError> {
+        let v = r.uint_be(bytes, "decimal digits")?;
+        if v >= 10u64.pow(digits as u32) {
+            return Err(DecodeError::Invalid(format!("decimal digit group {v} has more than {digits} digits")));
+        }
+        Ok(v)
+    };
+    let mut int_part = String::with_capacity(intg + 1);
+    if intg0x > 0 {
+        int_part.push_str(&group(DIG2BYTES[intg0x], intg0x)?.to_string());
+    }
+    for _ in 0..intg0 {
+        int_part.push_str(&format!("{:09}", group(4, 9)?));
+    }
+    let mut frac_part = String::with_capacity(frac);
+    for _ in 0..frac0 {
+        frac_part.push_str(&format!("{:09}", group(4, 9)?));
+    }
+    if frac0x > 0 {
+        frac_part.push_str(&format!("{:0w$}", group(DIG2BYTES[frac0x], frac0x)?, w = frac0x));
+    }
+    let int_part = int_part.trim_start_matches('0');
+    let zero = int_part.is_empty() && frac_part.bytes().all(|b| b == b'0');
+    let mut out = String::with_capacity(int_part.len() + frac + 3);
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(if int_part.is_empty() { "0" } else { int_part });
+    if frac > 0 {
+        out.push('.');
+        out.push_str(&frac_part);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decimal(bytes: &[u8], p: u8, s: u8) -> String {
+        let mut c = Cursor::new(bytes);
+        let out = decode_decimal(&mut c, p, s).unwrap();
+        assert!(c.is_empty(), "consumed exactly the decimal's bytes");
+        out
+    }
+
+    #[test]
+    fn decimals_match_mysqls_own_examples() {
+        // From MySQL's decimal.c: 1234567890.1234 as DECIMAL(14,4).
+        assert_eq!(
+            decimal(&[0x81, 0x0D, 0xFB, 0x38, 0xD2, 0x04, 0xD2], 14, 4),
+            "1234567890.1234"
+        );
+        // -1234567890.1234: every byte inverted.
+        assert_eq!(
+            decimal(&[0x7E, 0xF2, 0x04, 0xC7, 0x2D, 0xFB, 0x2D], 14, 4),
+            "-1234567890.1234"
+        );
+        assert_eq!(decimal(&[0x80, 0x00, 0x00], 5, 2), "0.00");
+        assert_eq!(decimal(&[0x80], 2, 0), "0");
+        // -0.5 as DECIMAL(3,1): intg 2 -> 1 byte, frac 1 -> 1 byte.
+        assert_eq!(decimal(&[0x7F, 0xFA], 3, 1), "-0.5");
+    }
+
+    #[test]
+    fn widest_decimal_round_trips() {
+        // DECIMAL(65,30): 35 integer digits (8 + 3 groups), 30 fraction digits (3 groups + 3).
+        let int_digits = "12345678".to_string() + &"987654321".repeat(3);
+        let frac_digits = "111111111".repeat(3) + "999";
+        let mut b = vec![];
+        b.extend_from_slice(&12345678u32.to_be_bytes());
+        for _ in 0..3 {
+            b.extend_from_slice(&987654321u32.to_be_bytes());
+        }
+        for _ in 0..3 {
+            b.extend_from_slice(&111111111u32.to_be_bytes());
+        }
+        b.extend_from_slice(&999u16.to_be_bytes());
+        b[0] ^= 0x80;
+        assert_eq!(decimal(&b, 65, 30), format!("{int_digits}.{frac_digits}"));
+        let neg: Vec<u8> = b.iter().map(|x| !x).collect();
+        assert_eq!(decimal(&neg, 65, 30), format!("-{int_digits}.{frac_digits}"));
+    }
+
+    #[test]
+    fn corrupt_decimals_are_errors_not_values() {
+        let mut c = Cursor::new(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert!(decode_decimal(&mut c, 10, 0).is_err());
+    }
+
+    fn one(col: ColumnDecoder, bytes: &[u8]) -> (Value, u64) {
+        let mut zero = 0;
+        let mut c = Cursor::new(bytes);
+        let v = decode_value(col, &mut c, &mut zero).unwrap();
+        assert!(c.is_empty());
+        (v, zero)
+    }
+
+    #[test]
+    fn integers_of_every_width_and_sign() {
+        let int = |bytes, unsigned| ColumnDecoder::Int { bytes, unsigned };
+        assert_eq!(one(int(1, false), &[0xff]).0, Value::Int(-1));
+        assert_eq!(one(int(1, true), &[0xff]).0, Value::Int(255));
+        assert_eq!(one(int(3, false), &[0xfb, 0xff, 0xff]).0, Value::Int(-5));
+        assert_eq!(one(int(3, false), &[0x00, 0x00, 0x80]).0, Value::Int(-8_388_608));
+        assert_eq!(one(int(3, true), &[0xff, 0xff, 0xff]).0, Value::Int(16_777_215));
+        assert_eq!(one(int(4, false), &i32::MIN.to_le_bytes()).0, Value::Int(i32::MIN.into()));
+        assert_eq!(one(int(4, true), &u32::MAX.to_le_bytes()).0, Value::Int(u32::MAX.into()));
+        assert_eq!(one(int(8, false), &i64::MIN.to_le_bytes()).0, Value::Int(i64::MIN));
+        assert_eq!(one(int(8, true), &u64::MAX.to_le_bytes()).0, Value::UInt(u64::MAX));
+    }
+
+    #[test]
+    fn temporal_values_keep_microseconds() {
+        // 2024-02-29 23:59:58.123456 as DATETIME(6).
+        let ym = 2024 * 13 + 2;
+        let packed: u64 = ((((ym << 5) | 29) << 17) | (23 << 12) | (59 << 6) | 58) + 0x80_0000_0000;
+        let mut b = packed.to_be_bytes()[3..].to_vec();
+        b.extend_from_slice(&123_456u32.to_be_bytes()[1..]);
+        let expected = time::micros_from_civil(2024, 2, 29, 23, 59, 58, 123_456);
+        assert_eq!(one(ColumnDecoder::DateTime2 { fsp: 6 }, &b).0, Value::DateTime(expected));
+
+        // TIMESTAMP(3) 2024-01-01 00:00:00.5 UTC.
+        let mut b = 1_704_067_200u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(
+            one(ColumnDecoder::Timestamp2 { fsp: 3 }, &b).0,
+            Value::Timestamp(1_704_067_200_500_000)
+        );
+        // TIMESTAMP(1) .5: one byte in hundredths.
+        let mut b = 1u32.to_be_bytes().to_vec();
+        b.push(50);
+        assert_eq!(one(ColumnDecoder::Timestamp2 { fsp: 1 }, &b).0, Value::Timestamp(1_500_000));
+    }
+
+    #[test]
+    fn zero_and_impossible_dates_become_counted_nulls() {
+        assert_eq!(one(ColumnDecoder::Date, &[0, 0, 0]), (Value::Null, 1));
+        let feb31 = (2024u32 << 9) | (2 << 5) | 31;
+        assert_eq!(one(ColumnDecoder::Date, &feb31.to_le_bytes()[..3]), (Value::Null, 1));
+        let ok = (2024u32 << 9) | (2 << 5) | 29;
+        assert_eq!(
+            one(ColumnDecoder::Date, &ok.to_le_bytes()[..3]),
+            (Value::Date(time::days_from_civil(2024, 2, 29)), 0)
+        );
+        assert_eq!(one(ColumnDecoder::Timestamp2 { fsp: 0 }, &[0, 0, 0, 0]), (Value::Null, 1));
+        let zero_dt = 0x80_0000_0000u64.to_be_bytes()[3..].to_vec();
+        assert_eq!(one(ColumnDecoder::DateTime2 { fsp: 0 }, &zero_dt), (Value::Null, 1));
+    }
+
+    #[test]
+    fn text_must_be_utf8() {
+        let (v, _) = one(ColumnDecoder::Text { len_bytes: 1 }, b"\x06h\xc3\xa9llo");
+        assert_eq!(v, Value::String("héllo".into()));
+        let mut zero = 0;
+        let mut c = Cursor::new(b"\x01\xff");
+        assert!(decode_value(ColumnDecoder::Text { len_bytes: 1 }, &mut c, &mut zero).is_err());
+    }
+
+    #[test]
+    fn partial_row_images_are_refused() {
+        // v1 write rows: table id, flags, 2 columns, present bitmap with only column 0.
+        let body = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0b01];
+        let e = parse_rows(kind::WRITE_ROWS_V1, &body, 6, None).err().unwrap();
+        assert!(e.to_string().contains("binlog_row_image=FULL"), "{e}");
+        let body = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0b11];
+        let ev = parse_rows(kind::WRITE_ROWS_V1, &body, 6, Some(2)).unwrap();
+        assert_eq!((ev.table_id, ev.kind, ev.rows.pos()), (1, RowsKind::Write, 10));
+    }
+}

@@ -1,0 +1,193 @@
+//! Stage 1, the source: MySQL/MariaDB -> typed row changes.
+//!
+//! On start it checks the server, snapshots the configured tables that have no snapshot yet,
+//! then streams the binlog from the stored position (or from the snapshot's point on the first
+//! run). Its only output is [`SourceEvent`]s on a channel: row changes in binlog order and
+//! checkpoints that are safe to resume from once everything before them is acknowledged.
+
+pub mod binlog;
+pub mod charset;
+pub mod mysql;
+pub mod snapshot;
+pub mod stream;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SourceConfig;
+use crate::model::{Change, Checkpoint, Position, TableId};
+use crate::state::{State, StateError};
+use binlog::{BinlogError, BinlogReader};
+
+/// What the source hands to the publisher.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Row changes, in binlog order.
+    Changes(Vec<Change>),
+    /// Everything sent before this is a complete prefix of the binlog up to the checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+/// Why the source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The server could not be reached or refused the login.
+    #[error(
+        "cannot connect to MySQL/MariaDB at {addr} as {user}: {source}; check source.host, \
+         source.port, source.user and the password, and that the server is running"
+    )]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// User name.
+        user: String,
+        /// Driver error.
+        source: mysql_async::Error,
+    },
+    /// The server is not configured for row-based CDC.
+    #[error("{0}")]
+    Precondition(String),
+    /// The user lacks a privilege.
+    #[error(
+        "{what}: {message}; grant the Sluice user SELECT, REPLICATION SLAVE and REPLICATION \
+         CLIENT (BINLOG MONITOR on MariaDB), e.g. GRANT SELECT, REPLICATION SLAVE, REPLICATION \
+         CLIENT ON *.* TO 'sluice'@'%'"
+    )]
+    Privilege {
+        /// What Sluice tried.
+        what: &'static str,
+        /// The server's message.
+        message: String,
+    },
+    /// A query failed.
+    #[error("{what}: {source}")]
+    Query {
+        /// What Sluice tried.
+        what: &'static str,
+        /// Driver error.
+        source: mysql_async::Error,
+    },
+    /// A configured table does not exist.
+    #[error(
+        "table {0} does not exist, or the Sluice user cannot see it; create it, grant SELECT \
+         on it, or remove it from `tables`"
+    )]
+    TableMissing(TableId),
+    /// A configured table has a column type Sluice does not decode.
+    #[error(
+        "table {table}: column `{column}` has type {type_name}, which Sluice cannot decode; \
+         remove the table from `tables` or change the column's type"
+    )]
+    Unsupported {
+        /// Table.
+        table: TableId,
+        /// Column.
+        column: String,
+        /// SQL type.
+        type_name: String,
+    },
+    /// A configured table has no primary key.
+    #[error(
+        "table {0} has no primary key, and records are keyed by primary key; add one or \
+         remove the table from `tables`"
+    )]
+    NoPrimaryKey(TableId),
+    /// A snapshot row holds a value the column type does not allow.
+    #[error("snapshot of {table}: column `{column}`: {message}")]
+    SnapshotValue {
+        /// Table.
+        table: TableId,
+        /// Column.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The binlog could not be decoded.
+    #[error(transparent)]
+    Binlog(#[from] BinlogError),
+    /// An event failed its CRC32.
+    #[error(
+        "binlog event ending at {log_pos} failed its CRC32 check (stored {stored:#010x}, \
+         computed {computed:#010x}); the stream is corrupt, nothing after the last commit was \
+         used; restart to read it again"
+    )]
+    Checksum {
+        /// End position of the event.
+        log_pos: u32,
+        /// Checksum in the event.
+        stored: u32,
+        /// Checksum of the bytes received.
+        computed: u32,
+    },
+    /// The binlog needed to resume is gone.
+    #[error(
+        "the server no longer has the binlog needed to resume at {position} ({message}); \
+         changes since then are lost to Sluice: stop it, delete `source.state_dir` and the \
+         target indexes, and start again to re-snapshot"
+    )]
+    Purged {
+        /// The stored position.
+        position: Position,
+        /// The server's message.
+        message: String,
+    },
+    /// The server closed the stream.
+    #[error("the server ended the binlog stream; restart to resume from the last checkpoint")]
+    StreamEnded,
+    /// The position store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The publisher stopped first; its error is the one to read.
+    #[error("the publisher stopped")]
+    Downstream,
+}
+
+/// Runs the source until `shutdown` or an error.
+pub async fn run(
+    cfg: &SourceConfig,
+    tables: &[TableId],
+    state: &State,
+    tx: mpsc::Sender<SourceEvent>,
+    shutdown: CancellationToken,
+) -> Result<(), SourceError> {
+    let mut conn = mysql::connect(cfg).await?;
+    let server = mysql::check_server(&mut conn).await?;
+    let collations = mysql::collations(&mut conn).await?;
+    let mut pending = Vec::new();
+    for t in tables {
+        let schema = mysql::table_schema(&mut conn, t).await?;
+        if !state.is_snapshotted(t)? {
+            pending.push(Arc::new(schema));
+        }
+    }
+    let mut start = state.position()?;
+    if !pending.is_empty() {
+        let Some(position) =
+            snapshot::run(&mut conn, &pending, server.server_id, &tx, &shutdown).await?
+        else {
+            return Ok(());
+        };
+        let tables = pending.iter().map(|s| s.id.clone()).collect();
+        tx.send(SourceEvent::Checkpoint(Checkpoint::Snapshot {
+            tables,
+            position: position.clone(),
+        }))
+        .await
+        .map_err(|_| SourceError::Downstream)?;
+        // Tables added later stream from the older stored position; the snapshot's versions
+        // order its rows correctly against the changes read again from there.
+        start.get_or_insert(position);
+    }
+    drop(conn);
+    let start = start.ok_or_else(|| {
+        SourceError::Precondition(format!(
+            "the state store at {} marks every table snapshotted but holds no position; it is \
+             damaged: delete it to re-snapshot",
+            cfg.state_dir.display()
+        ))
+    })?;
+    let reader = BinlogReader::new(&start, tables.iter().cloned(), collations)?;
+    stream::run(cfg, start, reader, &tx, &shutdown).await
+}

@@ -1,0 +1,207 @@
+//! The server side of the source: connecting, checking that the server can feed a CDC reader,
+//! and reading table definitions from `information_schema` for the snapshot.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+use super::SourceError;
+use super::charset::{Charset, Collations};
+use crate::config::SourceConfig;
+use crate::model::{Column, ColumnType, TableId, TableSchema};
+
+/// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
+/// many small round trips at start.
+pub fn opts(cfg: &SourceConfig) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname(cfg.host.clone())
+        .tcp_port(cfg.port)
+        .user(Some(cfg.user.clone()))
+        .pass((!cfg.password.is_empty()).then(|| cfg.password.expose().to_string()))
+        .prefer_socket(false)
+        .tcp_nodelay(true)
+        .into()
+}
+
+/// Opens a connection, naming the server and user (never the password) if it fails.
+pub async fn connect(cfg: &SourceConfig) -> Result<Conn, SourceError> {
+    Conn::new(opts(cfg))
+        .await
+        .map_err(|source| SourceError::Connect {
+            addr: format!("{}:{}", cfg.host, cfg.port),
+            user: cfg.user.clone(),
+            source,
+        })
+}
+
+/// Wraps a server error with what Sluice was doing and, for privilege errors, the grant.
+pub fn query_error(what: &'static str, e: mysql_async::Error) -> SourceError {
+    if let mysql_async::Error::Server(s) = &e
+        && matches!(s.code, 1142 | 1143 | 1227 | 1044)
+    {
+        return SourceError::Privilege {
+            what,
+            message: s.message.clone(),
+        };
+    }
+    SourceError::Query { what, source: e }
+}
+
+/// Facts about the server the source needs.
+pub struct ServerInfo {
+    /// `@@server_id`, reported in the source block of snapshot rows.
+    pub server_id: u32,
+}
+
+/// Checks that the server writes a binlog a row-level reader can use, and that the user may
+/// read it. Each failure names the setting or grant that fixes it.
+pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
+    let row: Option<(u32, Option<String>, Option<String>, Option<String>)> = conn
+        .query_first("SELECT @@server_id, @@log_bin, @@binlog_format, @@binlog_row_image")
+        .await
+        .map_err(|e| query_error("reading server settings", e))?;
+    let (server_id, log_bin, format, image) = row.unwrap_or_default();
+    let precondition = |m: String| Err(SourceError::Precondition(m));
+    if log_bin.as_deref() != Some("1") {
+        return precondition("the server does not write a binary log; start it with log_bin (e.g. --log-bin=binlog)".into());
+    }
+    if format.as_deref() != Some("ROW") {
+        return precondition(format!(
+            "binlog_format is {}; set binlog_format=ROW on the server (statements cannot be turned into row changes)",
+            format.unwrap_or_default()
+        ));
+    }
+    if image.as_deref() != Some("FULL") {
+        return precondition(format!(
+            "binlog_row_image is {}; set binlog_row_image=FULL on the server (partial images cannot become whole documents)",
+            image.unwrap_or_default()
+        ));
+    }
+    let metadata: Option<String> = match conn.query_first("SELECT @@binlog_row_metadata").await {
+        Ok(v) => v,
+        Err(mysql_async::Error::Server(e)) if e.code == 1193 => {
+            return precondition(
+                "the server has no binlog_row_metadata setting; Sluice needs MariaDB >= 10.5 or MySQL >= 8.0.1".into(),
+            );
+        }
+        Err(e) => return Err(query_error("reading binlog_row_metadata", e)),
+    };
+    if metadata.as_deref() != Some("FULL") {
+        return precondition(format!(
+            "binlog_row_metadata is {}; set binlog_row_metadata=FULL on the server (MariaDB >= 10.5, MySQL >= 8.0.1) so the binlog names columns and keys",
+            metadata.unwrap_or_default()
+        ));
+    }
+    conn.query_drop("SHOW MASTER STATUS")
+        .await
+        .map_err(|e| query_error("SHOW MASTER STATUS (needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)", e))?;
+    Ok(ServerInfo { server_id })
+}
+
+/// The server's collation ids and their character sets.
+pub async fn collations(conn: &mut Conn) -> Result<Collations, SourceError> {
+    let rows: Vec<(u64, String)> = conn
+        .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
+        .await
+        .map_err(|e| query_error("reading information_schema.COLLATIONS", e))?;
+    Ok(Collations::new(rows))
+}
+
+/// A table's current definition, as the snapshot reads it. The binlog's TABLE_MAP yields the
+/// same [`TableSchema`] for the same definition, so both register the same Avro schema.
+pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchema, SourceError> {
+    type ColumnRow = (
+        String,
+        String,
+        String,
+        String,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        Option<String>,
+    );
+    let rows: Vec<ColumnRow> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, \
+             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (&table.db, &table.table),
+        )
+        .await
+        .map_err(|e| query_error("reading information_schema.COLUMNS", e))?;
+    if rows.is_empty() {
+        return Err(SourceError::TableMissing(table.clone()));
+    }
+    let mut columns = Vec::with_capacity(rows.len());
+    for (name, data_type, column_type, nullable, precision, scale, fsp, charset) in rows {
+        let unsupported = || SourceError::Unsupported {
+            table: table.clone(),
+            column: name.clone(),
+            type_name: column_type.to_uppercase(),
+        };
+        let small = |v: Option<u64>| v.and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
+        let unsigned = column_type.to_lowercase().contains("unsigned");
+        let ty = match data_type.to_lowercase().as_str() {
+            "tinyint" => ColumnType::Integer { bytes: 1, unsigned },
+            "smallint" => ColumnType::Integer { bytes: 2, unsigned },
+            "mediumint" => ColumnType::Integer { bytes: 3, unsigned },
+            "int" => ColumnType::Integer { bytes: 4, unsigned },
+            "bigint" => ColumnType::Integer { bytes: 8, unsigned },
+            "decimal" => ColumnType::Decimal {
+                precision: small(precision),
+                scale: small(scale),
+            },
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
+                match Charset::from_name(charset.as_deref().unwrap_or("")) {
+                    Charset::Utf8 => ColumnType::Text,
+                    _ => {
+                        return Err(SourceError::Unsupported {
+                            table: table.clone(),
+                            column: name.clone(),
+                            type_name: format!(
+                                "{} CHARACTER SET {}",
+                                column_type.to_uppercase(),
+                                charset.unwrap_or_default()
+                            ),
+                        });
+                    }
+                }
+            }
+            "date" => ColumnType::Date,
+            "datetime" => ColumnType::DateTime { fsp: small(fsp) },
+            "timestamp" => ColumnType::Timestamp { fsp: small(fsp) },
+            _ => return Err(unsupported()),
+        };
+        columns.push(Column {
+            name,
+            ty,
+            nullable: nullable == "YES",
+        });
+    }
+    let key_names: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+             ORDER BY ORDINAL_POSITION",
+            (&table.db, &table.table),
+        )
+        .await
+        .map_err(|e| query_error("reading information_schema.KEY_COLUMN_USAGE", e))?;
+    let key: Vec<usize> = key_names
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+        .collect();
+    if key.is_empty() {
+        return Err(SourceError::NoPrimaryKey(table.clone()));
+    }
+    Ok(TableSchema {
+        id: table.clone(),
+        columns,
+        key,
+    })
+}
+
+/// Quotes an identifier for SQL text.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
