@@ -103,7 +103,7 @@ wait_for() { # name timeout_s command...
 
 spawn() { # dir name command... : detached from the caller, so it outlives the script and tests
   local dir=$1 name=$2; shift 2
-  setsid nohup "$@" >"$dir/$name.log" 2>&1 </dev/null &
+  setsid nohup "$@" >"$dir/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$dir/$name.pid"
 }
 

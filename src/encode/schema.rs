@@ -6,6 +6,9 @@ use serde_json::{Value as Json, json};
 
 use crate::model::{Column, ColumnType, TableSchema};
 
+/// Field property naming the column's MySQL type family, e.g. `BIGINT UNSIGNED`.
+pub const MYSQL_TYPE: &str = "mysql.type";
+
 /// The `source` block, as published in `proto/source.avsc`.
 pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
 
@@ -38,11 +41,15 @@ pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameCl
     let names = field_names(table)?;
     let field = |i: usize| {
         let c = &table.columns[i];
-        if is_optional(c) {
+        let mut f = if is_optional(c) {
             json!({"name": names[i], "type": ["null", avro_type(c.ty)], "default": null})
         } else {
             json!({"name": names[i], "type": avro_type(c.ty)})
-        }
+        };
+        // Consumers (the loader's index mapping among them) can tell BIGINT UNSIGNED from
+        // DECIMAL(20,0), which share an Avro type.
+        f[MYSQL_TYPE] = json!(c.ty.sql_name());
+        f
     };
     let key = json!({
         "type": "record",
@@ -163,6 +170,7 @@ mod tests {
         let fields = &s.value["fields"][0]["type"][1]["fields"];
         assert_eq!(fields[0]["type"]["logicalType"], "decimal");
         assert_eq!(fields[0]["type"]["precision"], 20);
+        assert_eq!(fields[0][MYSQL_TYPE], "BIGINT UNSIGNED");
         assert_eq!(fields[1]["type"], "long");
         assert_eq!(fields[2]["type"][1]["scale"], 4);
         assert_eq!(fields[3]["name"], "_1st_name");

@@ -113,7 +113,7 @@ pub fn action(
 }
 
 /// The row record schema, defined inline in the `before` field of the envelope.
-fn row_schema(envelope: &RecordSchema) -> Result<&RecordSchema, ShapeError> {
+pub fn row_schema(envelope: &RecordSchema) -> Result<&RecordSchema, ShapeError> {
     let before = envelope
         .fields
         .iter()

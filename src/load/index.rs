@@ -49,15 +49,20 @@ impl IndexWriter {
         })
     }
 
-    /// Creates `index` unless this process already saw it. Sluice's indexes keep deletes for
-    /// `gc_deletes` and do not guess dates or numbers inside strings.
-    pub async fn ensure_index(&mut self, index: &str) -> Result<(), Failure> {
+    /// Whether this process already created or found `index`.
+    pub fn is_ready(&self, index: &str) -> bool {
+        self.ready.contains(index)
+    }
+
+    /// Creates `index` with `mappings` unless it exists. Sluice's indexes keep deletes for
+    /// `gc_deletes`.
+    pub async fn ensure_index(&mut self, index: &str, mappings: &Json) -> Result<(), Failure> {
         if self.ready.contains(index) {
             return Ok(());
         }
         let body = json!({
             "settings": {"index": {"gc_deletes": self.gc_deletes}},
-            "mappings": {"date_detection": false, "numeric_detection": false},
+            "mappings": mappings,
         });
         let response = self
             .client

@@ -7,6 +7,7 @@
 pub mod bulk;
 pub mod document;
 pub mod index;
+pub mod mapping;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub enum LoadError {
 #[derive(Default)]
 struct Batch {
     actions: Vec<Action>,
+    /// Indexes to create first, with mappings from their writer schema.
+    new_indexes: BTreeMap<String, serde_json::Value>,
     next_offsets: BTreeMap<(String, i32), i64>,
     records: usize,
 }
@@ -120,7 +123,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     continue;
                 }
             };
-            add(&mut batch, &message, &decoder).await?;
+            add(&mut batch, &message, &decoder, &writer).await?;
             deadline.get_or_insert_with(|| Instant::now() + linger);
             if batch.records >= cfg.loader.batch_size {
                 break false;
@@ -152,7 +155,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Decodes one record into the batch.
-async fn add(batch: &mut Batch, m: &OwnedMessage, decoder: &AvroDecoder) -> Result<(), LoadError> {
+async fn add(batch: &mut Batch, m: &OwnedMessage, decoder: &AvroDecoder, writer: &IndexWriter) -> Result<(), LoadError> {
     let fail = |message: String| LoadError::Decode {
         topic: m.topic().to_string(),
         partition: m.partition(),
@@ -178,6 +181,14 @@ async fn add(batch: &mut Batch, m: &OwnedMessage, decoder: &AvroDecoder) -> Resu
         .ok_or_else(|| fail("empty value".into()))?;
     let action = document::action(&key.value, &key.schema.parsed, &value.value, &value.schema.parsed)
         .map_err(|e| fail(e.to_string()))?;
+    let (Action::Index { index, .. } | Action::Delete { index, .. }) = &action;
+    if !writer.is_ready(index) && !batch.new_indexes.contains_key(index) {
+        let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
+            return Err(fail("the value schema is not a record".into()));
+        };
+        let row = document::row_schema(envelope).map_err(|e| fail(e.to_string()))?;
+        batch.new_indexes.insert(index.clone(), mapping::mappings(row));
+    }
     batch.actions.push(action);
     Ok(())
 }
@@ -205,9 +216,8 @@ async fn try_apply(writer: &mut IndexWriter, batch: &Batch) -> Result<(), Failur
     if batch.actions.is_empty() {
         return Ok(());
     }
-    for a in &batch.actions {
-        let (Action::Index { index, .. } | Action::Delete { index, .. }) = a;
-        writer.ensure_index(index).await?;
+    for (index, mappings) in &batch.new_indexes {
+        writer.ensure_index(index, mappings).await?;
     }
     let response = writer.bulk(bulk::body(&batch.actions)).await?;
     let outcomes = bulk::outcomes(&response).map_err(|m| Failure::Final(LoadError::Elasticsearch(m)))?;

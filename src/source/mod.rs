@@ -188,6 +188,6 @@ pub async fn run(
             cfg.state_dir.display()
         ))
     })?;
-    let reader = BinlogReader::new(&start, tables.iter().cloned(), collations)?;
+    let reader = BinlogReader::new(&start, tables.iter().cloned(), collations, server.checksums)?;
     stream::run(cfg, start, reader, &tx, &shutdown).await
 }

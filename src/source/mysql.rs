@@ -50,6 +50,8 @@ pub fn query_error(what: &'static str, e: mysql_async::Error) -> SourceError {
 pub struct ServerInfo {
     /// `@@server_id`, reported in the source block of snapshot rows.
     pub server_id: u32,
+    /// Whether events carry a CRC32 (`binlog_checksum=CRC32`).
+    pub checksums: bool,
 }
 
 /// Checks that the server writes a binlog a row-level reader can use, and that the user may
@@ -94,7 +96,14 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
     conn.query_drop("SHOW MASTER STATUS")
         .await
         .map_err(|e| query_error("SHOW MASTER STATUS (needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)", e))?;
-    Ok(ServerInfo { server_id })
+    let checksum: Option<String> = conn
+        .query_first("SELECT @@global.binlog_checksum")
+        .await
+        .map_err(|e| query_error("reading binlog_checksum", e))?;
+    Ok(ServerInfo {
+        server_id,
+        checksums: checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE")),
+    })
 }
 
 /// The server's collation ids and their character sets.

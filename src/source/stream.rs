@@ -34,7 +34,7 @@ pub async fn run(
         .await
         .map_err(|e| dump_error(e, &start))?;
     tracing::info!(position = %start, "streaming the binlog");
-    let mut zero_dates = 0;
+    let mut zero_dates = ZeroDateLog::default();
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -66,15 +66,7 @@ pub async fn run(
         match reader.on_event(&header, event.data())? {
             Decoded::Nothing => {}
             Decoded::Changes(changes) => {
-                if reader.zero_dates() > zero_dates {
-                    let table = changes.first().map(|c| c.table.id.to_string()).unwrap_or_default();
-                    tracing::warn!(
-                        %table,
-                        count = reader.zero_dates() - zero_dates,
-                        "zero or impossible dates became null"
-                    );
-                    zero_dates = reader.zero_dates();
-                }
+                zero_dates.report(reader.zero_dates());
                 if !changes.is_empty() {
                     send(tx, SourceEvent::Changes(changes)).await?;
                 }
@@ -95,5 +87,23 @@ fn dump_error(e: mysql_async::Error, start: &Position) -> SourceError {
             message: s.message.clone(),
         },
         _ => query_error("reading the binlog (needs REPLICATION SLAVE)", e),
+    }
+}
+
+/// Warns about zero dates turned into null at most once a minute, with the running total.
+#[derive(Default)]
+struct ZeroDateLog {
+    reported: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl ZeroDateLog {
+    fn report(&mut self, total: u64) {
+        let due = self.last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if total > self.reported && due {
+            tracing::warn!(total, "zero or impossible dates were turned into null (design.md)");
+            self.reported = total;
+            self.last = Some(std::time::Instant::now());
+        }
     }
 }

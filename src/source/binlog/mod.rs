@@ -87,6 +87,9 @@ enum TableEntry {
 pub struct BinlogReader {
     include: HashSet<TableId>,
     collations: Collations,
+    /// Whether the server appends CRC32s; before the first FORMAT_DESCRIPTION the transport
+    /// cannot know, so the artificial ROTATE that opens a dump still carries its checksum.
+    checksums: bool,
     fde: Option<FormatDescription>,
     file: Arc<str>,
     file_seq: u32,
@@ -100,15 +103,18 @@ pub struct BinlogReader {
 }
 
 impl BinlogReader {
-    /// A reader that starts at `start` and keeps changes of `include`.
+    /// A reader that starts at `start` and keeps changes of `include`; `checksums` is whether
+    /// the server's events end in a CRC32.
     pub fn new(
         start: &Position,
         include: impl IntoIterator<Item = TableId>,
         collations: Collations,
+        checksums: bool,
     ) -> Result<Self, BinlogError> {
         let mut r = BinlogReader {
             include: include.into_iter().collect(),
             collations,
+            checksums,
             fde: None,
             file: Arc::from(""),
             file_seq: 0,
@@ -165,6 +171,10 @@ impl BinlogReader {
                 Ok(Decoded::Nothing)
             }
             kind::ROTATE => {
+                let body = match body.len().checked_sub(4) {
+                    Some(end) if self.fde.is_none() && self.checksums => &body[..end],
+                    _ => body,
+                };
                 let (file, pos) = event::parse_rotate(body).map_err(decode)?;
                 self.set_file(&file, pos)?;
                 // Table ids are only meaningful within a file's transactions.
@@ -370,7 +380,7 @@ mod tests {
             file: "binlog.000003".into(),
             pos: 4,
         };
-        BinlogReader::new(&start, [TableId::new("shop", "t")], collations()).unwrap()
+        BinlogReader::new(&start, [TableId::new("shop", "t")], collations(), true).unwrap()
     }
 
     fn table_map() -> Vec<u8> {
@@ -450,6 +460,7 @@ mod tests {
             &Position { file: "binlog.000001".into(), pos: 4 },
             [TableId::new("shop", "other")],
             collations(),
+            true,
         )
         .unwrap();
         let tm = table_map();
@@ -501,8 +512,21 @@ mod tests {
     }
 
     #[test]
+    fn the_opening_rotate_keeps_its_checksum_until_a_format_description() {
+        let mut r = reader();
+        let mut body = 4u64.to_le_bytes().to_vec();
+        body.extend_from_slice(b"binlog.000009");
+        body.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        r.on_event(&header(kind::ROTATE, 0, 44), &body).unwrap();
+        assert_eq!(&*r.file, "binlog.000009");
+    }
+
+    #[test]
     fn real_rotates_are_resume_points_and_switch_the_version_file() {
         let mut r = reader();
+        let mut fde = vec![0u8; 56];
+        fde.push(19);
+        r.on_event(&header(kind::FORMAT_DESCRIPTION, 0, 100), &fde).unwrap();
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(b"binlog.000004");
         let d = r.on_event(&header(kind::ROTATE, 900, 40), &body).unwrap();

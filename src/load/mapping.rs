@@ -1,0 +1,84 @@
+//! Index mappings from the writer schema, so the index server never guesses a type from the
+//! first value it sees (a BIGINT UNSIGNED above 2^63 is no `long`; a text that looks like a
+//! date is no date).
+
+use apache_avro::Schema;
+use apache_avro::schema::RecordSchema;
+use serde_json::{Map, Value as Json, json};
+
+use crate::encode::schema::MYSQL_TYPE;
+
+/// The `mappings` of a new index for rows of `row`.
+pub fn mappings(row: &RecordSchema) -> Json {
+    let mut properties = Map::new();
+    for f in &row.fields {
+        let unsigned_bigint = f
+            .custom_attributes
+            .get(MYSQL_TYPE)
+            .and_then(|t| t.as_str())
+            == Some("BIGINT UNSIGNED");
+        if let Some(m) = field_mapping(&f.schema, unsigned_bigint) {
+            properties.insert(f.name.clone(), m);
+        }
+    }
+    json!({"date_detection": false, "numeric_detection": false, "properties": properties})
+}
+
+fn field_mapping(schema: &Schema, unsigned_bigint: bool) -> Option<Json> {
+    Some(match schema {
+        Schema::Union(u) => {
+            let inner = u.variants().iter().find(|s| !matches!(s, Schema::Null))?;
+            return field_mapping(inner, unsigned_bigint);
+        }
+        Schema::Boolean => json!({"type": "boolean"}),
+        Schema::Int | Schema::Long => json!({"type": "long"}),
+        Schema::Float | Schema::Double => json!({"type": "double"}),
+        Schema::Decimal(_) if unsigned_bigint => json!({"type": "unsigned_long"}),
+        Schema::Decimal(d) if d.scale == 0 && d.precision <= 18 => json!({"type": "long"}),
+        // Exact text; numeric mappings that keep every digit are the loader issue's choice.
+        Schema::Decimal(_) => json!({"type": "keyword"}),
+        Schema::String => json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}),
+        Schema::Date | Schema::TimestampMicros | Schema::LocalTimestampMicros => {
+            json!({"type": "date", "format": "strict_date_optional_time"})
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::schema::table_avro;
+    use crate::model::{Column, ColumnType, TableId, TableSchema};
+
+    #[test]
+    fn every_sluice_type_gets_an_explicit_mapping() {
+        let col = |name: &str, ty| Column { name: name.into(), ty, nullable: true };
+        let table = TableSchema {
+            id: TableId::new("db", "t"),
+            columns: vec![
+                col("u", ColumnType::Integer { bytes: 8, unsigned: true }),
+                col("i", ColumnType::Integer { bytes: 4, unsigned: true }),
+                col("p", ColumnType::Decimal { precision: 12, scale: 2 }),
+                col("n", ColumnType::Decimal { precision: 10, scale: 0 }),
+                col("w", ColumnType::Decimal { precision: 20, scale: 0 }),
+                col("s", ColumnType::Text),
+                col("d", ColumnType::Date),
+                col("dt", ColumnType::DateTime { fsp: 6 }),
+                col("ts", ColumnType::Timestamp { fsp: 0 }),
+            ],
+            key: vec![1],
+        };
+        let avro = table_avro("x", &table).unwrap();
+        let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else { panic!() };
+        let Schema::Union(before) = &envelope.fields[0].schema else { panic!() };
+        let Schema::Record(row) = &before.variants()[1] else { panic!() };
+        let m = mappings(row);
+        let ty = |f: &str| m["properties"][f]["type"].as_str().unwrap().to_string();
+        assert_eq!(
+            ["u", "i", "p", "n", "w", "s", "d", "dt", "ts"].map(ty),
+            ["unsigned_long", "long", "keyword", "long", "keyword", "text", "date", "date", "date"]
+        );
+        assert_eq!(m["date_detection"], false);
+    }
+}

@@ -1,0 +1,460 @@
+//! Shared harness for tests against the real stack (MariaDB, tansu, osmem-server,
+//! `sluice registry`): each test gets its own database, topic prefix, consumer group, state
+//! directory and replica server id, so tests can run side by side.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, Pool};
+use serde_json::{Value as Json, json};
+
+/// Where the stack's components listen.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub mysql_host: String,
+    pub mysql_port: u16,
+    pub cdc_user: String,
+    pub cdc_password: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    pub brokers: String,
+    pub registry_url: String,
+    pub es_url: String,
+}
+
+/// Starts the stack (or finds it running) once per test binary.
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join("scripts/stack.sh");
+        let up = Command::new(&script)
+            .arg("up")
+            .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"))
+            .status()
+            .expect("run scripts/stack.sh up");
+        assert!(up.success(), "scripts/stack.sh up failed");
+        let out = Command::new(&script).arg("env").output().expect("run scripts/stack.sh env");
+        let vars: BTreeMap<String, String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let v = |k: &str| vars.get(&format!("SLUICE_STACK_{k}")).cloned().unwrap_or_else(|| panic!("stack.sh env lacks {k}"));
+        Stack {
+            mysql_host: v("MYSQL_HOST"),
+            mysql_port: v("MYSQL_PORT").parse().unwrap(),
+            cdc_user: v("MYSQL_USER"),
+            cdc_password: v("MYSQL_PASSWORD"),
+            admin_user: v("MYSQL_ADMIN_USER"),
+            admin_password: v("MYSQL_ADMIN_PASSWORD"),
+            brokers: v("KAFKA_BROKERS"),
+            registry_url: v("REGISTRY_URL"),
+            es_url: v("ELASTICSEARCH_URL"),
+        }
+    })
+}
+
+/// A name no other test (or earlier run) uses: lower-case, so it is a valid index name too.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{}", nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A connection pool as the admin user, in UTC, speaking utf8mb4.
+pub fn admin_pool() -> Pool {
+    let s = stack();
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(s.mysql_host.clone())
+        .tcp_port(s.mysql_port)
+        .user(Some(s.admin_user.clone()))
+        .pass(Some(s.admin_password.clone()))
+        .init(vec!["SET NAMES utf8mb4", "SET time_zone = '+00:00'"]);
+    Pool::new(opts)
+}
+
+/// Runs statements in order.
+pub async fn exec(conn: &mut Conn, sql: &[&str]) {
+    for s in sql {
+        conn.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+/// One test's isolated pipeline setup.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+    pub prefix: String,
+    pub tables: Vec<String>,
+    pub server_id: u32,
+    logs: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Setup {
+    /// A fresh database `db` (dropped first if it exists) and a config for `tables` in it.
+    pub async fn new(conn: &mut Conn, db: &str, tables: &[&str]) -> Setup {
+        exec(conn, &[&format!("DROP DATABASE IF EXISTS `{db}`"), &format!("CREATE DATABASE `{db}`")]).await;
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            db: db.to_string(),
+            prefix: unique("it"),
+            tables: tables.iter().map(|t| format!("{db}.{t}")).collect(),
+            server_id: 10_000 + fastrand::u32(0..1_000_000),
+            logs: Default::default(),
+        }
+    }
+
+    /// The config text; `extra` is appended verbatim.
+    pub fn config_text(&self, extra: &str) -> String {
+        let s = stack();
+        format!(
+            r#"tables = {tables:?}
+[source]
+host = "{host}"
+port = {port}
+user = "{user}"
+password = "{password}"
+server_id = {server_id}
+state_dir = "{state}"
+[kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+partitions = 3
+[registry]
+url = "{registry}"
+[elasticsearch]
+url = "{es}"
+[loader]
+batch_size = 500
+linger_ms = 50
+{extra}"#,
+            tables = self.tables,
+            host = s.mysql_host,
+            port = s.mysql_port,
+            user = s.cdc_user,
+            password = s.cdc_password,
+            server_id = self.server_id,
+            state = self.dir.path().join("state").display(),
+            brokers = s.brokers,
+            prefix = self.prefix,
+            registry = s.registry_url,
+            es = s.es_url,
+        )
+    }
+
+    /// Writes the config and returns its path.
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, self.config_text(extra)).unwrap();
+        path
+    }
+
+    /// Starts `sluice run` with this setup's config.
+    pub fn start(&self, role: &str) -> Sluice {
+        let config = self.dir.path().join("sluice.toml");
+        if !config.exists() {
+            self.write_config("");
+        }
+        let log = self.dir.path().join(format!("sluice-{}.log", unique(role)));
+        self.logs.lock().unwrap().push(log.clone());
+        Sluice::start(&config, role, &log)
+    }
+
+    /// Waits until the index of `table` holds exactly its rows; on failure the panic shows
+    /// the end of every sluice log of this setup.
+    pub async fn assert_index_matches(&self, conn: &mut Conn, table: &str, timeout: Duration) {
+        let result = tokio::time::timeout(timeout, index_matches(conn, &self.db, table)).await;
+        if let Ok(()) = result {
+            return;
+        }
+        let diff = describe_difference(conn, &self.db, table).await;
+        let mut logs = String::new();
+        for log in self.logs.lock().unwrap().iter() {
+            let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            logs.push_str(&format!("\n--- {} (last lines) ---\n", log.display()));
+            logs.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        panic!("after {timeout:?}: {diff}{logs}");
+    }
+
+    /// The Kafka topic of a table of this setup.
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.{}.{}", self.prefix, self.db, table)
+    }
+}
+
+/// A running `sluice` process, its output going to a log file.
+pub struct Sluice {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Sluice {
+    /// Spawns `sluice run --config <config> --role <role>`.
+    pub fn start(config: &Path, role: &str, log: &Path) -> Sluice {
+        let file = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--role", role])
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn sluice");
+        Sluice {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    /// The process's output so far, without colour codes.
+    pub fn output(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        strip_ansi(&raw)
+    }
+
+    /// Waits until the output contains `needle`; panics with the output after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluice exited ({status}) before logging {needle:?}:\n{}", self.output());
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in sluice's log after {timeout:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: no draining, no final checkpoint.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("sluice did not exit within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs a sluice command to completion and returns (exit status, stderr).
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, strip_ansi(&std::fs::read_to_string(&log).unwrap()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice {args:?} did not exit within {timeout:?}:\n{}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The documents a table should produce, computed by SQL from the table itself: integers as
+/// numbers, decimals with a fraction as their exact text, dates and times as ISO-8601 with
+/// microseconds (`Z` for TIMESTAMP, read in UTC), zero dates as null. Keyed by document id.
+pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<String, Json> {
+    let cols: Vec<(String, String, Option<u64>)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_SCALE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .unwrap();
+    let key: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? \
+             AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .unwrap();
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|(name, ty, scale)| {
+            let c = format!("`{name}`");
+            match ty.as_str() {
+                "decimal" if scale.unwrap_or(0) > 0 => format!("CAST({c} AS CHAR)"),
+                // A zero month or day (zero dates, `0000-00-00 12:00:00`) has no place on the
+                // timeline: null.
+                "date" => format!("IF(MONTH({c}) = 0 OR DAYOFMONTH({c}) = 0, NULL, DATE_FORMAT({c}, '%Y-%m-%d'))"),
+                "datetime" => format!("IF(MONTH({c}) = 0 OR DAYOFMONTH({c}) = 0, NULL, DATE_FORMAT({c}, '%Y-%m-%dT%H:%i:%s.%f'))"),
+                "timestamp" => format!("IF(UNIX_TIMESTAMP({c}) = 0, NULL, DATE_FORMAT({c}, '%Y-%m-%dT%H:%i:%s.%fZ'))"),
+                _ => c,
+            }
+        })
+        .collect();
+    conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    let rows: Vec<mysql_async::Row> = conn
+        .query(format!("SELECT {} FROM `{db}`.`{table}`", exprs.join(", ")))
+        .await
+        .unwrap();
+    let mut docs = BTreeMap::new();
+    for row in rows {
+        let values = row.unwrap();
+        let mut doc = serde_json::Map::new();
+        for ((name, ty, scale), v) in cols.iter().zip(values) {
+            let integral = matches!(ty.as_str(), "tinyint" | "smallint" | "mediumint" | "int" | "bigint")
+                || (ty == "decimal" && scale.unwrap_or(0) == 0);
+            doc.insert(name.clone(), sql_json(integral, v));
+        }
+        let parts: Vec<Json> = key.iter().map(|k| doc[k].clone()).collect();
+        let id = match parts.as_slice() {
+            [Json::String(s)] => s.clone(),
+            [single] => single.to_string(),
+            _ => Json::Array(parts).to_string(),
+        };
+        docs.insert(id, Json::Object(doc));
+    }
+    docs
+}
+
+/// A text-protocol value: integers (and scale-0 decimals) as JSON numbers, the rest as text.
+fn sql_json(integral: bool, v: mysql_async::Value) -> Json {
+    use mysql_async::Value as V;
+    match v {
+        V::NULL => Json::Null,
+        V::Bytes(b) => {
+            let s = String::from_utf8(b).unwrap();
+            if integral {
+                serde_json::from_str(&s).unwrap_or_else(|_| panic!("{s:?} is not an integer"))
+            } else {
+                Json::String(s)
+            }
+        }
+        other => panic!("unexpected SQL value {other:?}"),
+    }
+}
+
+/// Every document of an index, keyed by id (at most 10,000: keep test tables small).
+pub async fn index_docs(index: &str) -> BTreeMap<String, Json> {
+    let url = format!("{}/{index}/_search", stack().es_url);
+    let body = json!({"size": 10_000, "query": {"match_all": {}}});
+    let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
+    if response.status() == 404 {
+        return BTreeMap::new();
+    }
+    let r: Json = response.json().await.unwrap();
+    let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
+    assert!(total <= 10_000, "index {index} has {total} documents; the harness reads at most 10,000");
+    r["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_string(), h["_source"].clone()))
+        .collect()
+}
+
+/// Polls until the index of `db.table` equals the table.
+async fn index_matches(conn: &mut Conn, db: &str, table: &str) {
+    let index = format!("{db}.{table}").to_lowercase();
+    while expected_docs(conn, db, table).await != index_docs(&index).await {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What differs between the table and its index.
+async fn describe_difference(conn: &mut Conn, db: &str, table: &str) -> String {
+    let index = format!("{db}.{table}").to_lowercase();
+    let expected = expected_docs(conn, db, table).await;
+    let actual = index_docs(&index).await;
+    let missing: Vec<_> = expected.keys().filter(|k| !actual.contains_key(*k)).take(5).collect();
+    let extra: Vec<_> = actual.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
+        .take(3)
+        .map(|(k, v)| format!("{k}: expected {v}, index has {}", actual[k]))
+        .collect();
+    format!(
+        "index {index} does not match table {db}.{table}: {} rows, {} docs; missing {missing:?}; \
+         extra {extra:?}; differing {differing:#?}",
+        expected.len(),
+        actual.len()
+    )
+}
+
+/// The versions the registry holds for a subject.
+pub async fn subject_versions(subject: &str) -> Vec<u32> {
+    let url = format!("{}/subjects/{subject}/versions", stack().registry_url);
+    let r = reqwest::get(&url).await.unwrap();
+    if r.status() == 404 {
+        return vec![];
+    }
+    r.json().await.unwrap()
+}

@@ -1,0 +1,130 @@
+//! The whole pipeline on the real stack: MariaDB -> sluice -> tansu -> sluice -> osmem-server,
+//! with `sluice registry` in between. Every test ends by comparing every field of every row
+//! with the index.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::workload::{Workload, create_tables};
+use common::*;
+use mysql_async::Pool;
+use mysql_async::prelude::*;
+
+const START: Duration = Duration::from_secs(60);
+const CATCH_UP: Duration = Duration::from_secs(240);
+
+/// Writes random transactions from its own connection until `stop` is set.
+fn spawn_writer(
+    pool: Pool,
+    db: String,
+    mut w: Workload,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut conn = pool.get_conn().await.unwrap();
+        conn.query_drop(format!("USE `{db}`")).await.unwrap();
+        let mut changed = 0;
+        while !stop.load(Ordering::Relaxed) {
+            changed += w.transaction(&mut conn, 5).await;
+        }
+        changed
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
+    let pool = admin_pool();
+    let mut conn = pool.get_conn().await.unwrap();
+    let db = unique("it_mixed");
+    let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
+    create_tables(&mut conn, &db).await;
+    let mut w = Workload::new(1);
+    for _ in 0..5 {
+        w.transaction(&mut conn, 10).await; // rows the snapshot copies
+    }
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    let mut changed = 0;
+    for _ in 0..60 {
+        changed += w.transaction(&mut conn, 20).await;
+    }
+    assert!(changed >= 1000, "only {changed} row changes");
+    setup.assert_index_matches(&mut conn, "items", CATCH_UP).await;
+    setup.assert_index_matches(&mut conn, "links", CATCH_UP).await;
+    // The snapshot's schema (information_schema) and the stream's (TABLE_MAP) are the same
+    // table version, so each subject has exactly one.
+    for t in ["items", "links"] {
+        let subject = format!("{}-value", setup.topic(t));
+        assert_eq!(subject_versions(&subject).await, vec![1], "{subject}");
+    }
+    let status = sluice.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", sluice.output());
+    assert!(sluice.output().contains("stopped cleanly"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_under_concurrent_writes_then_stream_has_no_gap() {
+    let pool = admin_pool();
+    let mut conn = pool.get_conn().await.unwrap();
+    let db = unique("it_snap");
+    let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
+    create_tables(&mut conn, &db).await;
+    let mut w = Workload::new(2);
+    for _ in 0..20 {
+        w.insert_items(&mut conn, 100).await;
+    }
+    w.transaction(&mut conn, 50).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(pool.clone(), db.clone(), w, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Source and loader as separate processes.
+    let mut source = setup.start("source");
+    let mut loader = setup.start("loader");
+    source.wait_for_log("streaming the binlog", START);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    let changed = writer.await.unwrap();
+    assert!(changed > 0);
+    setup.assert_index_matches(&mut conn, "items", CATCH_UP).await;
+    setup.assert_index_matches(&mut conn, "links", CATCH_UP).await;
+    for p in [&mut source, &mut loader] {
+        let status = p.terminate(Duration::from_secs(30));
+        assert!(status.success(), "exit {status}:\n{}", p.output());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_nothing() {
+    let pool = admin_pool();
+    let mut conn = pool.get_conn().await.unwrap();
+    let db = unique("it_kill");
+    let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
+    create_tables(&mut conn, &db).await;
+    let mut w = Workload::new(3);
+    w.insert_items(&mut conn, 200).await;
+    let mut first = setup.start("all");
+    first.wait_for_log("streaming the binlog", START);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(pool.clone(), db.clone(), w, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    first.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut second = setup.start("all");
+    second.wait_for_log("streaming the binlog", START);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+    setup.assert_index_matches(&mut conn, "items", CATCH_UP).await;
+    setup.assert_index_matches(&mut conn, "links", CATCH_UP).await;
+    // It resumed from the stored position instead of starting over.
+    assert!(
+        !second.output().contains("snapshot: copying"),
+        "the restart snapshotted again:\n{}",
+        second.output()
+    );
+    let status = second.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", second.output());
+}
