@@ -1,1 +1,141 @@
-fn main() {}
+//! Avro encoding of one change of the demo `orders` table (9 columns, an update: before and
+//! after images): Sluice's direct writer against apache-avro's generic datum writer, the path
+//! schema_registry_converter's own encoder takes (build a `types::Value`, validate, write).
+//!
+//! `cargo bench --bench encode`; figures in docs/benchmarks.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sluice::encode::{avro, schema};
+use sluice::model::{
+    Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version,
+};
+
+fn orders() -> TableSchema {
+    let col = |name: &str, ty, nullable| Column {
+        name: name.into(),
+        ty,
+        nullable,
+    };
+    TableSchema {
+        id: TableId::new("shop", "orders"),
+        columns: vec![
+            col(
+                "id",
+                ColumnType::Integer {
+                    bytes: 8,
+                    unsigned: false,
+                },
+                false,
+            ),
+            col(
+                "customer_id",
+                ColumnType::Integer {
+                    bytes: 4,
+                    unsigned: true,
+                },
+                false,
+            ),
+            col("status", ColumnType::Text, false),
+            col(
+                "total",
+                ColumnType::Decimal {
+                    precision: 12,
+                    scale: 2,
+                },
+                false,
+            ),
+            col(
+                "quantity",
+                ColumnType::Integer {
+                    bytes: 2,
+                    unsigned: false,
+                },
+                false,
+            ),
+            col("note", ColumnType::Text, true),
+            col("ordered_on", ColumnType::Date, false),
+            col("created_at", ColumnType::DateTime { fsp: 6 }, false),
+            col("updated_at", ColumnType::Timestamp { fsp: 6 }, false),
+        ],
+        key: vec![0],
+    }
+}
+
+fn row(status: &str) -> Vec<Value> {
+    vec![
+        Value::Int(123_456),
+        Value::Int(42),
+        Value::String(status.into()),
+        Value::Decimal("1234.56".into()),
+        Value::Int(3),
+        Value::String("order 123456 – gift wrap ✓".into()),
+        Value::Date(19_876),
+        Value::DateTime(1_717_171_717_123_456),
+        Value::Timestamp(1_717_171_717_654_321),
+    ]
+}
+
+fn change() -> Change {
+    Change {
+        table: Arc::new(orders()),
+        op: Op::Update,
+        before: Some(row("paid")),
+        after: Some(row("shipped")),
+        version: Version::at(7, 123_456),
+        source: SourceInfo {
+            file: "binlog.000007".into(),
+            pos: 123_400,
+            row: 0,
+            server_id: 1,
+            ts_ms: 1_717_171_717_000,
+            gtid: Some("0-1-4242".into()),
+            snapshot: false,
+        },
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let change = change();
+    let avsc = schema::table_avro("bench", &change.table).unwrap();
+    let envelope = Schema::parse(&avsc.value).unwrap();
+
+    let mut direct = Vec::new();
+    avro::write_envelope(&mut direct, &change, "bench", 0).unwrap();
+    // The same record as apache-avro's generic value; its encoding must be byte-identical.
+    let reader = GenericDatumReader::builder(&envelope).build().unwrap();
+    let generic = reader.read_value(&mut direct.as_slice()).unwrap();
+    let writer = GenericDatumWriter::builder(&envelope).build().unwrap();
+    assert_eq!(writer.write_value_to_vec(generic.clone()).unwrap(), direct);
+
+    let mut g = c.benchmark_group("encode_orders_update");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sluice_direct", |b| {
+        let mut out = Vec::with_capacity(512);
+        b.iter(|| {
+            out.clear();
+            avro::write_envelope(&mut out, black_box(&change), "bench", 0).unwrap();
+            black_box(out.len())
+        })
+    });
+    g.bench_function("apache_avro_datum", |b| {
+        let mut out = Vec::with_capacity(512);
+        b.iter(|| {
+            out.clear();
+            black_box(
+                writer
+                    .write_value(&mut out, black_box(generic.clone()))
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -148,7 +148,7 @@ start_tansu() {
   log "starting tansu on 127.0.0.1:$KAFKA_PORT (SQLite storage)"
   # memory:// loses messages when a consumer group resumes mid-batch (probes.md), so SQLite.
   # The sqlite:// path must be relative to the working directory: an absolute one is doubled.
-  (cd "$d" && export RUST_LOG=warn && spawn "$d" tansu "$(tansu_bin)" broker \
+  (cd "$d" && export RUST_LOG=${TANSU_LOG:-warn} && spawn "$d" tansu "$(tansu_bin)" broker \
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine "sqlite://tansu.db")

@@ -115,6 +115,11 @@ fn default_gc_deletes() -> String {
 pub struct LoaderConfig {
     /// Consumer group; default `<topic_prefix>-loader`.
     pub group_id: Option<String>,
+    /// This loader's static member id in the group (Kafka's `group.instance.id`); default the
+    /// host name. A restarted loader with the same id takes its partitions back at once,
+    /// instead of waiting for the broker to expire its previous, dead membership. Loaders of
+    /// one group on one host need distinct ids.
+    pub instance_id: Option<String>,
     /// Most records in one bulk request.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -127,6 +132,7 @@ impl Default for LoaderConfig {
     fn default() -> Self {
         Self {
             group_id: None,
+            instance_id: None,
             batch_size: default_batch_size(),
             linger_ms: default_linger_ms(),
         }
@@ -270,17 +276,18 @@ impl Config {
                 continue;
             }
             let keys: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
-            set_path(&mut table, &keys, env_value(&raw)).map_err(|m| parse_err(format!("{var}: {m}")))?;
+            set_path(&mut table, &keys, env_value(&raw))
+                .map_err(|m| parse_err(format!("{var}: {m}")))?;
             from_env.insert(keys.join("."), var);
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 let origin = from_env
                     .get(&key)
                     .map(|var| format!(" (set by environment variable {var})"))
                     .unwrap_or_default();
-                parse_err(format!("`{key}`{origin}: {}", e.inner()))
+                parse_err(format!("`{key}`{origin}: {}", e.inner().message()))
             })?;
         let problems = config.problems(role);
         if problems.is_empty() {
@@ -295,7 +302,10 @@ impl Config {
 
     /// The configured tables, parsed. Valid after [`Config::load`].
     pub fn table_ids(&self) -> Vec<TableId> {
-        self.tables.iter().filter_map(|t| TableId::parse(t)).collect()
+        self.tables
+            .iter()
+            .filter_map(|t| TableId::parse(t))
+            .collect()
     }
 
     /// The consumer group of the loader.
@@ -306,15 +316,32 @@ impl Config {
             .unwrap_or_else(|| format!("{}-loader", self.kafka.topic_prefix))
     }
 
+    /// The loader's static group member id.
+    pub fn instance_id(&self) -> String {
+        self.loader.instance_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "sluice".into())
+        })
+    }
+
     fn problems(&self, role: Role) -> Vec<String> {
         let mut p = Vec::new();
         if self.tables.is_empty() {
-            p.push("`tables` is empty: list the tables to capture, e.g. tables = [\"shop.orders\"]".into());
+            p.push(
+                "`tables` is empty: list the tables to capture, e.g. tables = [\"shop.orders\"]"
+                    .into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for t in &self.tables {
             match TableId::parse(t) {
-                None => p.push(format!("`tables`: {t:?} is not of the form \"database.table\"")),
+                None => p.push(format!(
+                    "`tables`: {t:?} is not of the form \"database.table\""
+                )),
                 Some(id) => {
                     if !seen.insert(id.clone()) {
                         p.push(format!("`tables`: {t:?} is listed twice"));
@@ -399,9 +426,9 @@ fn check_brokers(brokers: &str) -> Result<(), String> {
     }
     for b in brokers.split(',') {
         let b = b.trim();
-        let ok = b
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = b.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !ok {
             return Err(format!("{b:?} is not host:port"));
         }
@@ -505,7 +532,10 @@ mod tests {
         assert!(e.to_string().contains("`source.serverid`"), "{e}");
         let e = load(MINIMAL, &[("SLUICE_SOURCE__PASWORD", "x")]).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("source.pasword") && m.contains("SLUICE_SOURCE__PASWORD"), "{m}");
+        assert!(
+            m.contains("source.pasword") && m.contains("SLUICE_SOURCE__PASWORD"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -52,16 +52,24 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[String]) -> Result<(), K
         .map_err(KafkaSetupError::Client)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                cfg.partitions,
+                TopicReplication::Fixed(cfg.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(&new, &opts).await.map_err(|e| {
-        KafkaSetupError::CreateTopic {
-            topic: topics.join(", "),
-            brokers: cfg.brokers.clone(),
-            message: e.to_string(),
-        }
-    })?;
+    let results =
+        admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| KafkaSetupError::CreateTopic {
+                topic: topics.join(", "),
+                brokers: cfg.brokers.clone(),
+                message: e.to_string(),
+            })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

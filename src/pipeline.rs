@@ -50,7 +50,9 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Res
     });
     let loader = (role != Role::Source).then(|| {
         let (c, s) = (config.clone(), stop.clone());
-        tokio::spawn(async move { stop_on_error(&s.clone(), load::run(&c, s).await.map_err(RunError::from)) })
+        tokio::spawn(async move {
+            stop_on_error(&s.clone(), load::run(&c, s).await.map_err(RunError::from))
+        })
     });
     let mut result = Ok(());
     for (name, task) in [("source", source), ("loader", loader)] {
@@ -100,17 +102,22 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
     };
     let acker = {
         let s = stop.clone();
-        tokio::spawn(async move { stop_on_error(&s, acker::run(ack_rx, &state).await.map_err(RunError::from)) })
+        tokio::spawn(async move {
+            stop_on_error(&s, acker::run(ack_rx, &state).await.map_err(RunError::from))
+        })
     };
     let source = source.await.unwrap_or(Err(RunError::Panicked("source")));
-    let publisher = publisher.await.unwrap_or(Err(RunError::Panicked("publisher")));
+    let publisher = publisher
+        .await
+        .unwrap_or(Err(RunError::Panicked("publisher")));
     let acker = acker.await.unwrap_or(Err(RunError::Panicked("acker")));
     // When one stage fails the others report only that their neighbour went away; the
     // original failure is the one to show.
     let secondary = |r: &Result<(), RunError>| {
         matches!(
             r,
-            Err(RunError::Source(SourceError::Downstream)) | Err(RunError::Publish(PublishError::ProducerGone))
+            Err(RunError::Source(SourceError::Downstream))
+                | Err(RunError::Publish(PublishError::ProducerGone))
         )
     };
     [source, publisher, acker]

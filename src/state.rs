@@ -30,7 +30,9 @@ pub enum StateError {
         source: sled::Error,
     },
     /// A stored value is not what this version of Sluice writes.
-    #[error("state store at {path}: key {key:?} holds an unreadable value ({message}); it was not written by this version of Sluice")]
+    #[error(
+        "state store at {path}: key {key:?} holds an unreadable value ({message}); it was not written by this version of Sluice"
+    )]
     Corrupt {
         /// The directory.
         path: PathBuf,

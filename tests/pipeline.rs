@@ -52,8 +52,12 @@ async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
         changed += w.transaction(&mut conn, 20).await;
     }
     assert!(changed >= 1000, "only {changed} row changes");
-    setup.assert_index_matches(&mut conn, "items", CATCH_UP).await;
-    setup.assert_index_matches(&mut conn, "links", CATCH_UP).await;
+    setup
+        .assert_index_matches(&mut conn, "items", CATCH_UP)
+        .await;
+    setup
+        .assert_index_matches(&mut conn, "links", CATCH_UP)
+        .await;
     // The snapshot's schema (information_schema) and the stream's (TABLE_MAP) are the same
     // table version, so each subject has exactly one.
     for t in ["items", "links"] {
@@ -88,8 +92,12 @@ async fn snapshot_under_concurrent_writes_then_stream_has_no_gap() {
     stop.store(true, Ordering::Relaxed);
     let changed = writer.await.unwrap();
     assert!(changed > 0);
-    setup.assert_index_matches(&mut conn, "items", CATCH_UP).await;
-    setup.assert_index_matches(&mut conn, "links", CATCH_UP).await;
+    setup
+        .assert_index_matches(&mut conn, "items", CATCH_UP)
+        .await;
+    setup
+        .assert_index_matches(&mut conn, "links", CATCH_UP)
+        .await;
     for p in [&mut source, &mut loader] {
         let status = p.terminate(Duration::from_secs(30));
         assert!(status.success(), "exit {status}:\n{}", p.output());
@@ -117,8 +125,12 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     assert!(writer.await.unwrap() > 0);
-    setup.assert_index_matches(&mut conn, "items", CATCH_UP).await;
-    setup.assert_index_matches(&mut conn, "links", CATCH_UP).await;
+    setup
+        .assert_index_matches(&mut conn, "items", CATCH_UP)
+        .await;
+    setup
+        .assert_index_matches(&mut conn, "links", CATCH_UP)
+        .await;
     // It resumed from the stored position instead of starting over.
     assert!(
         !second.output().contains("snapshot: copying"),

@@ -69,7 +69,13 @@ fn write_value(out: &mut Vec<u8>, col: &Column, v: &Value) -> Result<(), ValueEr
         write_long(out, 1);
     }
     match (col.ty, v) {
-        (ColumnType::Integer { bytes: 8, unsigned: true }, Value::UInt(u)) => {
+        (
+            ColumnType::Integer {
+                bytes: 8,
+                unsigned: true,
+            },
+            Value::UInt(u),
+        ) => {
             write_bytes(out, &minimal_twos_complement(&i128::from(*u).to_be_bytes()));
         }
         (ColumnType::Integer { .. }, Value::Int(i)) => write_long(out, *i),
@@ -163,11 +169,46 @@ mod tests {
         TableSchema {
             id: TableId::new("shop", "orders"),
             columns: vec![
-                col("id", ColumnType::Integer { bytes: 8, unsigned: false }, false),
-                col("u64", ColumnType::Integer { bytes: 8, unsigned: true }, false),
-                col("m", ColumnType::Integer { bytes: 3, unsigned: false }, false),
-                col("price", ColumnType::Decimal { precision: 65, scale: 30 }, true),
-                col("small", ColumnType::Decimal { precision: 5, scale: 2 }, false),
+                col(
+                    "id",
+                    ColumnType::Integer {
+                        bytes: 8,
+                        unsigned: false,
+                    },
+                    false,
+                ),
+                col(
+                    "u64",
+                    ColumnType::Integer {
+                        bytes: 8,
+                        unsigned: true,
+                    },
+                    false,
+                ),
+                col(
+                    "m",
+                    ColumnType::Integer {
+                        bytes: 3,
+                        unsigned: false,
+                    },
+                    false,
+                ),
+                col(
+                    "price",
+                    ColumnType::Decimal {
+                        precision: 65,
+                        scale: 30,
+                    },
+                    true,
+                ),
+                col(
+                    "small",
+                    ColumnType::Decimal {
+                        precision: 5,
+                        scale: 2,
+                    },
+                    false,
+                ),
                 col("name", ColumnType::Text, true),
                 col("d", ColumnType::Date, false),
                 col("at", ColumnType::DateTime { fsp: 6 }, true),
@@ -208,7 +249,10 @@ mod tests {
         assert_eq!(decimal_bytes("-1.29").unwrap(), [0xff, 0x7f]);
         let big = format!("-{}.{}", "9".repeat(35), "9".repeat(30));
         let b = decimal_bytes(&big).unwrap();
-        assert_eq!(BigInt::from_signed_bytes_be(&b).to_string(), big.replace('.', ""));
+        assert_eq!(
+            BigInt::from_signed_bytes_be(&b).to_string(),
+            big.replace('.', "")
+        );
     }
 
     #[test]
@@ -244,26 +288,45 @@ mod tests {
         };
         let mut value = vec![];
         write_envelope(&mut value, &change, "sluice", 42).unwrap();
-        let Avro::Record(fields) = decode(&avro.value, &value) else { panic!() };
+        let Avro::Record(fields) = decode(&avro.value, &value) else {
+            panic!()
+        };
         let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
         assert_eq!(get("op"), Avro::String("u".into()));
         assert_eq!(get("ts_ms"), Avro::Union(1, Box::new(Avro::Long(42))));
-        let Avro::Record(source) = get("source") else { panic!() };
-        assert_eq!(source.last().unwrap(), &("change_version".to_string(), Avro::Long((3 << 32) | 1234)));
-        let Avro::Union(1, after) = get("after") else { panic!() };
-        let Avro::Record(after) = *after else { panic!() };
+        let Avro::Record(source) = get("source") else {
+            panic!()
+        };
+        assert_eq!(
+            source.last().unwrap(),
+            &("change_version".to_string(), Avro::Long((3 << 32) | 1234))
+        );
+        let Avro::Union(1, after) = get("after") else {
+            panic!()
+        };
+        let Avro::Record(after) = *after else {
+            panic!()
+        };
         assert_eq!(after[0].1, Avro::Long(-7));
         assert_eq!(after[2].1, Avro::Int(-8_388_608));
-        assert_eq!(after[5].1, Avro::Union(1, Box::new(Avro::String("héllo 🌊".into()))));
+        assert_eq!(
+            after[5].1,
+            Avro::Union(1, Box::new(Avro::String("héllo 🌊".into())))
+        );
         assert_eq!(after[6].1, Avro::Union(0, Box::new(Avro::Null)));
-        let Avro::Decimal(u) = &after[1].1 else { panic!("{:?}", after[1].1) };
+        let Avro::Decimal(u) = &after[1].1 else {
+            panic!("{:?}", after[1].1)
+        };
         assert_eq!(BigInt::from(u.clone()).to_string(), u64::MAX.to_string());
 
         let mut key = vec![];
         write_key(&mut key, &table, &row).unwrap();
         assert_eq!(
             decode(&avro.key, &key),
-            Avro::Record(vec![("id".into(), Avro::Long(-7)), ("m".into(), Avro::Int(-8_388_608))])
+            Avro::Record(vec![
+                ("id".into(), Avro::Long(-7)),
+                ("m".into(), Avro::Int(-8_388_608))
+            ])
         );
     }
 
@@ -271,7 +334,9 @@ mod tests {
     fn mismatched_values_are_errors() {
         let table = sample_table();
         let mut row = vec![Value::Null; 9];
-        let e = write_key(&mut vec![], &table, &row).unwrap_err().to_string();
+        let e = write_key(&mut vec![], &table, &row)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "column `id`: NULL in a NOT NULL column");
         row[0] = Value::String("x".into());
         assert!(write_key(&mut vec![], &table, &row).is_err());

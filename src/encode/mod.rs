@@ -105,7 +105,11 @@ impl Encoder {
         Ok((r, first))
     }
 
-    async fn register(&self, subject: String, schema: &serde_json::Value) -> Result<u32, EncodeError> {
+    async fn register(
+        &self,
+        subject: String,
+        schema: &serde_json::Value,
+    ) -> Result<u32, EncodeError> {
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
         post_schema(&self.registry, subject.clone(), supplied)
             .await

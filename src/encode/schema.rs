@@ -14,7 +14,9 @@ pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
 
 /// A table whose names cannot become Avro names.
 #[derive(Debug, thiserror::Error)]
-#[error("table {table}: columns {first:?} and {second:?} both become the Avro field name {field:?}; rename one")]
+#[error(
+    "table {table}: columns {first:?} and {second:?} both become the Avro field name {field:?}; rename one"
+)]
 pub struct NameClash {
     table: String,
     first: String,
@@ -94,17 +96,24 @@ pub fn is_optional(c: &Column) -> bool {
 /// The Avro type of a column (design.md's type table).
 fn avro_type(ty: ColumnType) -> Json {
     match ty {
-        ColumnType::Integer { bytes: 8, unsigned: true } => {
+        ColumnType::Integer {
+            bytes: 8,
+            unsigned: true,
+        } => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 0})
         }
-        ColumnType::Integer { bytes, unsigned } if bytes < 4 || (bytes == 4 && !unsigned) => json!("int"),
+        ColumnType::Integer { bytes, unsigned } if bytes < 4 || (bytes == 4 && !unsigned) => {
+            json!("int")
+        }
         ColumnType::Integer { .. } => json!("long"),
         ColumnType::Decimal { precision, scale } => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
         }
         ColumnType::Text => json!("string"),
         ColumnType::Date => json!({"type": "int", "logicalType": "date"}),
-        ColumnType::DateTime { .. } => json!({"type": "long", "logicalType": "local-timestamp-micros"}),
+        ColumnType::DateTime { .. } => {
+            json!({"type": "long", "logicalType": "local-timestamp-micros"})
+        }
         ColumnType::Timestamp { .. } => json!({"type": "long", "logicalType": "timestamp-micros"}),
     }
 }
@@ -129,7 +138,13 @@ pub fn field_names(table: &TableSchema) -> Result<Vec<String>, NameClash> {
 fn avro_name(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -151,9 +166,30 @@ mod tests {
         TableSchema {
             id: TableId::new("shop", "order-items"),
             columns: vec![
-                col("id", ColumnType::Integer { bytes: 8, unsigned: true }, false),
-                col("qty", ColumnType::Integer { bytes: 4, unsigned: true }, false),
-                col("price", ColumnType::Decimal { precision: 12, scale: 4 }, true),
+                col(
+                    "id",
+                    ColumnType::Integer {
+                        bytes: 8,
+                        unsigned: true,
+                    },
+                    false,
+                ),
+                col(
+                    "qty",
+                    ColumnType::Integer {
+                        bytes: 4,
+                        unsigned: true,
+                    },
+                    false,
+                ),
+                col(
+                    "price",
+                    ColumnType::Decimal {
+                        precision: 12,
+                        scale: 4,
+                    },
+                    true,
+                ),
                 col("1st name", ColumnType::Text, false),
                 col("at", ColumnType::DateTime { fsp: 6 }, false),
             ],
@@ -174,7 +210,10 @@ mod tests {
         assert_eq!(fields[1]["type"], "long");
         assert_eq!(fields[2]["type"][1]["scale"], 4);
         assert_eq!(fields[3]["name"], "_1st_name");
-        assert_eq!(fields[4]["type"][1]["logicalType"], "local-timestamp-micros");
+        assert_eq!(
+            fields[4]["type"][1]["logicalType"],
+            "local-timestamp-micros"
+        );
         assert_eq!(s.key["fields"].as_array().unwrap().len(), 1);
     }
 
@@ -191,6 +230,9 @@ mod tests {
         let mut t = table();
         t.columns[2].name = "1st-name".into();
         let e = table_avro("sluice", &t).unwrap_err().to_string();
-        assert!(e.contains("\"1st-name\" and \"1st name\"") || e.contains("\"1st name\""), "{e}");
+        assert!(
+            e.contains("\"1st-name\" and \"1st name\"") || e.contains("\"1st name\""),
+            "{e}"
+        );
     }
 }

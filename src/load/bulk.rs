@@ -11,7 +11,12 @@ pub fn body(actions: &[Action]) -> Vec<u8> {
     let mut out = Vec::with_capacity(actions.len() * 256);
     for a in actions {
         let (op, index, id, version, doc) = match a {
-            Action::Index { index, id, version, doc } => ("index", index, id, version, Some(doc)),
+            Action::Index {
+                index,
+                id,
+                version,
+                doc,
+            } => ("index", index, id, version, Some(doc)),
             Action::Delete { index, id, version } => ("delete", index, id, version, None),
         };
         let meta = json!({op: {"_index": index, "_id": id, "version": version, "version_type": "external"}});
@@ -88,7 +93,10 @@ mod tests {
             },
         ]);
         let text = String::from_utf8(body).unwrap();
-        let lines: Vec<Json> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Json> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["index"]["version_type"], "external");
         assert_eq!(lines[0]["index"]["version"], 7);
@@ -108,9 +116,18 @@ mod tests {
             {"index": {"status": 404, "error": {"type": "index_not_found_exception", "reason": "gone"}}},
         ]});
         let o = outcomes(&response).unwrap();
-        assert_eq!(o[..3], [Outcome::Settled, Outcome::Settled, Outcome::Settled]);
-        assert_eq!(o[3], Outcome::Retry("429 es_rejected_execution_exception: queue full".into()));
-        assert_eq!(o[4], Outcome::Rejected("400 mapper_parsing_exception: bad".into()));
+        assert_eq!(
+            o[..3],
+            [Outcome::Settled, Outcome::Settled, Outcome::Settled]
+        );
+        assert_eq!(
+            o[3],
+            Outcome::Retry("429 es_rejected_execution_exception: queue full".into())
+        );
+        assert_eq!(
+            o[4],
+            Outcome::Rejected("400 mapper_parsing_exception: bad".into())
+        );
         assert!(matches!(o[5], Outcome::Rejected(_)));
     }
 }

@@ -72,7 +72,11 @@ pub fn action(
     let source_field = |name: &str| source.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let version = match source_field("change_version") {
         Some(Avro::Long(v)) if *v > 0 => *v as u64,
-        _ => return Err(shape("`source.change_version` is missing or not a positive long")),
+        _ => {
+            return Err(shape(
+                "`source.change_version` is missing or not a positive long",
+            ));
+        }
     };
     let db = match source_field("db") {
         Some(Avro::String(s)) => s.as_str(),
@@ -135,7 +139,10 @@ fn row_json(row: &Avro, schema: &RecordSchema) -> Result<Json, ShapeError> {
         Avro::Record(fields) => {
             let mut doc = Map::with_capacity(fields.len());
             for ((name, v), f) in fields.iter().zip(&schema.fields) {
-                doc.insert(name.clone(), scalar_json(v, &f.schema).map_err(|e| shape(format!("field `{name}`: {e}")))?);
+                doc.insert(
+                    name.clone(),
+                    scalar_json(v, &f.schema).map_err(|e| shape(format!("field `{name}`: {e}")))?,
+                );
             }
             Ok(Json::Object(doc))
         }
@@ -180,8 +187,14 @@ fn scalar_json(v: &Avro, schema: &Schema) -> Result<Json, ShapeError> {
         (Avro::Decimal(d), Schema::Decimal(ds)) => decimal_json(&BigInt::from(d.clone()), ds.scale),
         (Avro::Date(d), _) => Json::String(time::format_date(i64::from(*d))),
         (Avro::LocalTimestampMicros(us), _) => Json::String(time::format_datetime_micros(*us)),
-        (Avro::TimestampMicros(us), _) => Json::String(format!("{}Z", time::format_datetime_micros(*us))),
-        (other, _) => return Err(shape(format!("Avro value {other:?} is not one Sluice writes"))),
+        (Avro::TimestampMicros(us), _) => {
+            Json::String(format!("{}Z", time::format_datetime_micros(*us)))
+        }
+        (other, _) => {
+            return Err(shape(format!(
+                "Avro value {other:?} is not one Sluice writes"
+            )));
+        }
     })
 }
 
@@ -198,7 +211,11 @@ fn decimal_json(unscaled: &BigInt, scale: usize) -> Json {
     let digits = unscaled.magnitude().to_string();
     let digits = format!("{digits:0>width$}", width = scale + 1);
     let (int, frac) = digits.split_at(digits.len() - scale);
-    let sign = if unscaled.sign() == Sign::Minus { "-" } else { "" };
+    let sign = if unscaled.sign() == Sign::Minus {
+        "-"
+    } else {
+        ""
+    };
     Json::String(format!("{sign}{int}.{frac}"))
 }
 
@@ -214,20 +231,37 @@ mod tests {
         assert_eq!(d("0", 2), Json::String("0.00".into()));
         assert_eq!(d("18446744073709551615", 0), Json::from(u64::MAX));
         assert_eq!(d("-7", 0), Json::from(-7));
-        assert_eq!(d("99999999999999999999", 0), Json::String("99999999999999999999".into()));
+        assert_eq!(
+            d("99999999999999999999", 0),
+            Json::String("99999999999999999999".into())
+        );
     }
 
     #[test]
     fn composite_ids_cannot_collide_with_single_ones() {
         let schema = |n: usize| {
-            let fields: Vec<_> = (0..n).map(|i| serde_json::json!({"name": format!("k{i}"), "type": "string"})).collect();
-            Schema::parse(&serde_json::json!({"type": "record", "name": "Key", "fields": fields})).unwrap()
+            let fields: Vec<_> = (0..n)
+                .map(|i| serde_json::json!({"name": format!("k{i}"), "type": "string"}))
+                .collect();
+            Schema::parse(&serde_json::json!({"type": "record", "name": "Key", "fields": fields}))
+                .unwrap()
         };
         let rec = |vals: &[&str]| {
-            Avro::Record(vals.iter().enumerate().map(|(i, v)| (format!("k{i}"), Avro::String(v.to_string()))).collect())
+            Avro::Record(
+                vals.iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("k{i}"), Avro::String(v.to_string())))
+                    .collect(),
+            )
         };
         assert_eq!(document_id(&rec(&["a"]), &schema(1)).unwrap(), "a");
-        assert_eq!(document_id(&rec(&["a,b", "c"]), &schema(2)).unwrap(), r#"["a,b","c"]"#);
-        assert_eq!(document_id(&rec(&["a", "b,c"]), &schema(2)).unwrap(), r#"["a","b,c"]"#);
+        assert_eq!(
+            document_id(&rec(&["a,b", "c"]), &schema(2)).unwrap(),
+            r#"["a,b","c"]"#
+        );
+        assert_eq!(
+            document_id(&rec(&["a", "b,c"]), &schema(2)).unwrap(),
+            r#"["a","b,c"]"#
+        );
     }
 }

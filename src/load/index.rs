@@ -33,10 +33,14 @@ pub struct IndexWriter {
 impl IndexWriter {
     /// A writer for the configured server. Credentials go to the transport, never to logs.
     pub fn new(cfg: &ElasticsearchConfig) -> Result<IndexWriter, LoadError> {
-        let url = Url::parse(&cfg.url).map_err(|e| LoadError::Elasticsearch(format!("`elasticsearch.url`: {e}")))?;
+        let url = Url::parse(&cfg.url)
+            .map_err(|e| LoadError::Elasticsearch(format!("`elasticsearch.url`: {e}")))?;
         let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url));
         if let Some(user) = &cfg.username {
-            transport = transport.auth(Credentials::Basic(user.clone(), cfg.password.expose().to_string()));
+            transport = transport.auth(Credentials::Basic(
+                user.clone(),
+                cfg.password.expose().to_string(),
+            ));
         }
         let transport = transport
             .build()
@@ -77,7 +81,11 @@ impl IndexWriter {
         match status {
             200..=299 => tracing::info!(%index, gc_deletes = %self.gc_deletes, "created index"),
             400 if text.contains("resource_already_exists_exception") => {}
-            429 | 500..=599 => return Err(Failure::Transient(format!("creating index {index}: {status} {text}"))),
+            429 | 500..=599 => {
+                return Err(Failure::Transient(format!(
+                    "creating index {index}: {status} {text}"
+                )));
+            }
             _ => {
                 return Err(Failure::Final(LoadError::Elasticsearch(format!(
                     "{} refused to create index {index}: {status} {text}",

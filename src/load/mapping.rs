@@ -12,11 +12,8 @@ use crate::encode::schema::MYSQL_TYPE;
 pub fn mappings(row: &RecordSchema) -> Json {
     let mut properties = Map::new();
     for f in &row.fields {
-        let unsigned_bigint = f
-            .custom_attributes
-            .get(MYSQL_TYPE)
-            .and_then(|t| t.as_str())
-            == Some("BIGINT UNSIGNED");
+        let unsigned_bigint =
+            f.custom_attributes.get(MYSQL_TYPE).and_then(|t| t.as_str()) == Some("BIGINT UNSIGNED");
         if let Some(m) = field_mapping(&f.schema, unsigned_bigint) {
             properties.insert(f.name.clone(), m);
         }
@@ -37,7 +34,9 @@ fn field_mapping(schema: &Schema, unsigned_bigint: bool) -> Option<Json> {
         Schema::Decimal(d) if d.scale == 0 && d.precision <= 18 => json!({"type": "long"}),
         // Exact text; numeric mappings that keep every digit are the loader issue's choice.
         Schema::Decimal(_) => json!({"type": "keyword"}),
-        Schema::String => json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}),
+        Schema::String => {
+            json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}})
+        }
         Schema::Date | Schema::TimestampMicros | Schema::LocalTimestampMicros => {
             json!({"type": "date", "format": "strict_date_optional_time"})
         }
@@ -53,15 +52,49 @@ mod tests {
 
     #[test]
     fn every_sluice_type_gets_an_explicit_mapping() {
-        let col = |name: &str, ty| Column { name: name.into(), ty, nullable: true };
+        let col = |name: &str, ty| Column {
+            name: name.into(),
+            ty,
+            nullable: true,
+        };
         let table = TableSchema {
             id: TableId::new("db", "t"),
             columns: vec![
-                col("u", ColumnType::Integer { bytes: 8, unsigned: true }),
-                col("i", ColumnType::Integer { bytes: 4, unsigned: true }),
-                col("p", ColumnType::Decimal { precision: 12, scale: 2 }),
-                col("n", ColumnType::Decimal { precision: 10, scale: 0 }),
-                col("w", ColumnType::Decimal { precision: 20, scale: 0 }),
+                col(
+                    "u",
+                    ColumnType::Integer {
+                        bytes: 8,
+                        unsigned: true,
+                    },
+                ),
+                col(
+                    "i",
+                    ColumnType::Integer {
+                        bytes: 4,
+                        unsigned: true,
+                    },
+                ),
+                col(
+                    "p",
+                    ColumnType::Decimal {
+                        precision: 12,
+                        scale: 2,
+                    },
+                ),
+                col(
+                    "n",
+                    ColumnType::Decimal {
+                        precision: 10,
+                        scale: 0,
+                    },
+                ),
+                col(
+                    "w",
+                    ColumnType::Decimal {
+                        precision: 20,
+                        scale: 0,
+                    },
+                ),
                 col("s", ColumnType::Text),
                 col("d", ColumnType::Date),
                 col("dt", ColumnType::DateTime { fsp: 6 }),
@@ -70,14 +103,30 @@ mod tests {
             key: vec![1],
         };
         let avro = table_avro("x", &table).unwrap();
-        let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else { panic!() };
-        let Schema::Union(before) = &envelope.fields[0].schema else { panic!() };
-        let Schema::Record(row) = &before.variants()[1] else { panic!() };
+        let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
+            panic!()
+        };
+        let Schema::Union(before) = &envelope.fields[0].schema else {
+            panic!()
+        };
+        let Schema::Record(row) = &before.variants()[1] else {
+            panic!()
+        };
         let m = mappings(row);
         let ty = |f: &str| m["properties"][f]["type"].as_str().unwrap().to_string();
         assert_eq!(
             ["u", "i", "p", "n", "w", "s", "d", "dt", "ts"].map(ty),
-            ["unsigned_long", "long", "keyword", "long", "keyword", "text", "date", "date", "date"]
+            [
+                "unsigned_long",
+                "long",
+                "keyword",
+                "long",
+                "keyword",
+                "text",
+                "date",
+                "date",
+                "date"
+            ]
         );
         assert_eq!(m["date_detection"], false);
     }

@@ -93,6 +93,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     kafka::ensure_topics(&cfg.kafka, &topics).await?;
     let consumer: StreamConsumer = kafka::client_config(&cfg.kafka)
         .set("group.id", cfg.group_id())
+        // Static membership: after a crash the restarted loader takes its old member id
+        // back. Without it tansu hands a dead leader's partitions to nobody (issue 2 note).
+        .set("group.instance.id", cfg.instance_id())
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
@@ -100,10 +103,12 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
-    let decoder = AvroDecoder::new(SrSettings::new(cfg.registry.url.trim_end_matches('/').to_string()));
+    let decoder = AvroDecoder::new(SrSettings::new(
+        cfg.registry.url.trim_end_matches('/').to_string(),
+    ));
     let mut writer = IndexWriter::new(es_cfg)?;
     let linger = Duration::from_millis(cfg.loader.linger_ms);
-    tracing::info!(group = %cfg.group_id(), topics = ?topics, "loader consuming");
+    tracing::info!(group = %cfg.group_id(), instance = %cfg.instance_id(), topics = ?topics, "loader consuming");
 
     loop {
         let mut batch = Batch::default();
@@ -138,7 +143,11 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
                     .map_err(LoadError::Consumer)?;
             }
-            let mode = if stopping { CommitMode::Sync } else { CommitMode::Async };
+            let mode = if stopping {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
             consumer.commit(&tpl, mode).map_err(LoadError::Consumer)?;
         }
         if stopping {
@@ -155,7 +164,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Decodes one record into the batch.
-async fn add(batch: &mut Batch, m: &OwnedMessage, decoder: &AvroDecoder, writer: &IndexWriter) -> Result<(), LoadError> {
+async fn add(
+    batch: &mut Batch,
+    m: &OwnedMessage,
+    decoder: &AvroDecoder,
+    writer: &IndexWriter,
+) -> Result<(), LoadError> {
     let fail = |message: String| LoadError::Decode {
         topic: m.topic().to_string(),
         partition: m.partition(),
@@ -179,22 +193,33 @@ async fn add(batch: &mut Batch, m: &OwnedMessage, decoder: &AvroDecoder, writer:
         .await
         .map_err(|e| fail(format!("value: {e}")))?
         .ok_or_else(|| fail("empty value".into()))?;
-    let action = document::action(&key.value, &key.schema.parsed, &value.value, &value.schema.parsed)
-        .map_err(|e| fail(e.to_string()))?;
+    let action = document::action(
+        &key.value,
+        &key.schema.parsed,
+        &value.value,
+        &value.schema.parsed,
+    )
+    .map_err(|e| fail(e.to_string()))?;
     let (Action::Index { index, .. } | Action::Delete { index, .. }) = &action;
     if !writer.is_ready(index) && !batch.new_indexes.contains_key(index) {
         let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
             return Err(fail("the value schema is not a record".into()));
         };
         let row = document::row_schema(envelope).map_err(|e| fail(e.to_string()))?;
-        batch.new_indexes.insert(index.clone(), mapping::mappings(row));
+        batch
+            .new_indexes
+            .insert(index.clone(), mapping::mappings(row));
     }
     batch.actions.push(action);
     Ok(())
 }
 
 /// Writes a batch until every item settled. Returns false if `shutdown` interrupted retries.
-async fn apply(writer: &mut IndexWriter, batch: &Batch, shutdown: &CancellationToken) -> Result<bool, LoadError> {
+async fn apply(
+    writer: &mut IndexWriter,
+    batch: &Batch,
+    shutdown: &CancellationToken,
+) -> Result<bool, LoadError> {
     let mut backoff = Backoff::default();
     loop {
         match try_apply(writer, batch).await {
@@ -220,7 +245,8 @@ async fn try_apply(writer: &mut IndexWriter, batch: &Batch) -> Result<(), Failur
         writer.ensure_index(index, mappings).await?;
     }
     let response = writer.bulk(bulk::body(&batch.actions)).await?;
-    let outcomes = bulk::outcomes(&response).map_err(|m| Failure::Final(LoadError::Elasticsearch(m)))?;
+    let outcomes =
+        bulk::outcomes(&response).map_err(|m| Failure::Final(LoadError::Elasticsearch(m)))?;
     if outcomes.len() != batch.actions.len() {
         return Err(Failure::Final(LoadError::Elasticsearch(format!(
             "bulk response has {} items for {} actions",

@@ -124,7 +124,10 @@ pub struct TableSchema {
 
 impl TableSchema {
     /// The primary-key values of a row, in key order.
-    pub fn key_values<'r>(&self, row: &'r [Value]) -> impl Iterator<Item = &'r Value> + use<'_, 'r> {
+    pub fn key_values<'r>(
+        &self,
+        row: &'r [Value],
+    ) -> impl Iterator<Item = &'r Value> + use<'_, 'r> {
         self.key.iter().map(move |&i| &row[i])
     }
 }
@@ -278,7 +281,10 @@ mod tests {
 
     #[test]
     fn parses_table_ids() {
-        assert_eq!(TableId::parse("shop.orders"), Some(TableId::new("shop", "orders")));
+        assert_eq!(
+            TableId::parse("shop.orders"),
+            Some(TableId::new("shop", "orders"))
+        );
         for bad in ["shop", "shop.", ".orders", "a.b.c", "a b.c", ""] {
             assert_eq!(TableId::parse(bad), None, "{bad}");
         }

@@ -97,10 +97,24 @@ pub async fn run(
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
             let topic = &registered.topic;
             let delivery = send(&producer, topic, &key, Some(&value)).await?;
-            queue(&acks, Pending::Delivery { topic: topic.clone(), delivery }).await?;
+            queue(
+                &acks,
+                Pending::Delivery {
+                    topic: topic.clone(),
+                    delivery,
+                },
+            )
+            .await?;
             if change.op == Op::Delete {
                 let delivery = send(&producer, topic, &key, None).await?;
-                queue(&acks, Pending::Delivery { topic: topic.clone(), delivery }).await?;
+                queue(
+                    &acks,
+                    Pending::Delivery {
+                        topic: topic.clone(),
+                        delivery,
+                    },
+                )
+                .await?;
             }
         }
     }

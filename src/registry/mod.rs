@@ -41,11 +41,18 @@ pub enum ServeError {
 }
 
 /// Serves the registry on `listen` with data in `data` until `shutdown`.
-pub async fn serve(listen: SocketAddr, data: &Path, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve(
+    listen: SocketAddr,
+    data: &Path,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let store = Arc::new(Store::open(data).map_err(ServeError::Store)?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
     tracing::info!(%listen, data = %data.display(), "schema registry listening");
     axum::serve(listener, router(store))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -64,7 +71,10 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/subjects/{subject}", axum::routing::post(lookup))
         .route("/subjects/{subject}/versions", get(versions).post(register))
         .route("/subjects/{subject}/versions/{version}", get(version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(raw_version))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(raw_version),
+        )
         .with_state(store)
 }
 
@@ -81,9 +91,15 @@ impl From<RegistryError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16((self.0.code / 100) as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16((self.0.code / 100) as u16)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error_code": self.0.code, "message": self.0.message});
-        (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -105,10 +121,16 @@ fn parse_request(body: &[u8]) -> Result<SchemaRequest, RegistryError> {
     let req: SchemaRequest = serde_json::from_slice(body).map_err(RegistryError::invalid_schema)?;
     match req.schema_type.as_deref() {
         None | Some("AVRO") => {}
-        Some(other) => return Err(RegistryError::invalid_schema(format!("schemaType {other} is not supported; this registry stores AVRO schemas"))),
+        Some(other) => {
+            return Err(RegistryError::invalid_schema(format!(
+                "schemaType {other} is not supported; this registry stores AVRO schemas"
+            )));
+        }
     }
     if !req.references.is_empty() {
-        return Err(RegistryError::invalid_schema("schema references are not supported by this registry yet"));
+        return Err(RegistryError::invalid_schema(
+            "schema references are not supported by this registry yet",
+        ));
     }
     Ok(req)
 }
@@ -153,25 +175,43 @@ async fn versions(State(store): State<Arc<Store>>, UrlPath(subject): UrlPath<Str
     Ok(reply(json!(v)))
 }
 
-async fn register(State(store): State<Arc<Store>>, UrlPath(subject): UrlPath<String>, body: Bytes) -> Reply {
+async fn register(
+    State(store): State<Arc<Store>>,
+    UrlPath(subject): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
     let req = parse_request(&body)?;
     let id = store.register(&subject, &req.schema).await?;
     Ok(reply(json!({"id": id})))
 }
 
-async fn lookup(State(store): State<Arc<Store>>, UrlPath(subject): UrlPath<String>, body: Bytes) -> Reply {
+async fn lookup(
+    State(store): State<Arc<Store>>,
+    UrlPath(subject): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
     let req = parse_request(&body)?;
     let v = store.lookup(&subject, &req.schema)?;
-    Ok(reply(json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema})))
+    Ok(reply(
+        json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema}),
+    ))
 }
 
-async fn version(State(store): State<Arc<Store>>, UrlPath((subject, version)): UrlPath<(String, String)>) -> Reply {
+async fn version(
+    State(store): State<Arc<Store>>,
+    UrlPath((subject, version)): UrlPath<(String, String)>,
+) -> Reply {
     let n = parse_version(&store, &subject, &version)?;
     let v = store.version(&subject, n)?;
-    Ok(reply(json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema})))
+    Ok(reply(
+        json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema}),
+    ))
 }
 
-async fn raw_version(State(store): State<Arc<Store>>, UrlPath((subject, version)): UrlPath<(String, String)>) -> Reply {
+async fn raw_version(
+    State(store): State<Arc<Store>>,
+    UrlPath((subject, version)): UrlPath<(String, String)>,
+) -> Reply {
     let n = parse_version(&store, &subject, &version)?;
     let v = store.version(&subject, n)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], v.schema).into_response())

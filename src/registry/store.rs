@@ -51,7 +51,9 @@ impl RegistryError {
     pub fn invalid_version(version: &str) -> Self {
         Self::new(
             42202,
-            format!("The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""),
+            format!(
+                "The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+            ),
         )
     }
 
@@ -132,8 +134,10 @@ impl Store {
                 self.db
                     .insert(NEXT_ID, &(id + 1).to_be_bytes())
                     .map_err(RegistryError::store)?;
-                let stored = serde_json::to_vec(&StoredSchema { schema: text.clone() })
-                    .map_err(RegistryError::store)?;
+                let stored = serde_json::to_vec(&StoredSchema {
+                    schema: text.clone(),
+                })
+                .map_err(RegistryError::store)?;
                 self.schemas
                     .insert(id.to_be_bytes(), stored)
                     .map_err(RegistryError::store)?;
@@ -247,7 +251,8 @@ fn decode_u32(b: &[u8]) -> Result<u32, RegistryError> {
 /// Checks that `schema` is a valid Avro schema and returns its compact JSON text, so that the
 /// same schema written with different whitespace gets the same id.
 fn normalise(schema: &str) -> Result<String, RegistryError> {
-    let json: serde_json::Value = serde_json::from_str(schema).map_err(RegistryError::invalid_schema)?;
+    let json: serde_json::Value =
+        serde_json::from_str(schema).map_err(RegistryError::invalid_schema)?;
     apache_avro::Schema::parse(&json).map_err(RegistryError::invalid_schema)?;
     Ok(json.to_string())
 }
@@ -266,7 +271,11 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.register("t-value", A).await.unwrap(), 1);
             let spaced = A.replace(',', " , ");
-            assert_eq!(s.register("t-value", &spaced).await.unwrap(), 1, "same schema, same id");
+            assert_eq!(
+                s.register("t-value", &spaced).await.unwrap(),
+                1,
+                "same schema, same id"
+            );
             assert_eq!(s.register("u-value", A).await.unwrap(), 1, "ids are global");
             assert_eq!(s.register("t-value", B).await.unwrap(), 2);
             assert_eq!(s.versions("t-value").unwrap(), vec![1, 2]);
@@ -276,7 +285,11 @@ mod tests {
         assert_eq!(s.version("t-value", 2).unwrap().id, 2);
         assert_eq!(s.subjects().unwrap(), vec!["t-value", "u-value"]);
         let c = B.replace("long", "string");
-        assert_eq!(s.register("v-value", &c).await.unwrap(), 3, "the counter survived the restart");
+        assert_eq!(
+            s.register("v-value", &c).await.unwrap(),
+            3,
+            "the counter survived the restart"
+        );
     }
 
     #[tokio::test]
@@ -284,7 +297,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.register("x", "{").await.unwrap_err().code, 42201);
-        assert_eq!(s.register("x", r#"{"type":"nope"}"#).await.unwrap_err().code, 42201);
+        assert_eq!(
+            s.register("x", r#"{"type":"nope"}"#)
+                .await
+                .unwrap_err()
+                .code,
+            42201
+        );
         assert_eq!(s.lookup("x", A).unwrap_err().code, 40401);
         s.register("x", A).await.unwrap();
         assert_eq!(s.lookup("x", B).unwrap_err().code, 40403);

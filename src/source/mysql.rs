@@ -57,14 +57,18 @@ pub struct ServerInfo {
 /// Checks that the server writes a binlog a row-level reader can use, and that the user may
 /// read it. Each failure names the setting or grant that fixes it.
 pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
-    let row: Option<(u32, Option<String>, Option<String>, Option<String>)> = conn
+    type Settings = (u32, Option<String>, Option<String>, Option<String>);
+    let row: Option<Settings> = conn
         .query_first("SELECT @@server_id, @@log_bin, @@binlog_format, @@binlog_row_image")
         .await
         .map_err(|e| query_error("reading server settings", e))?;
     let (server_id, log_bin, format, image) = row.unwrap_or_default();
     let precondition = |m: String| Err(SourceError::Precondition(m));
     if log_bin.as_deref() != Some("1") {
-        return precondition("the server does not write a binary log; start it with log_bin (e.g. --log-bin=binlog)".into());
+        return precondition(
+            "the server does not write a binary log; start it with log_bin (e.g. --log-bin=binlog)"
+                .into(),
+        );
     }
     if format.as_deref() != Some("ROW") {
         return precondition(format!(
@@ -93,9 +97,12 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
             metadata.unwrap_or_default()
         ));
     }
-    conn.query_drop("SHOW MASTER STATUS")
-        .await
-        .map_err(|e| query_error("SHOW MASTER STATUS (needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)", e))?;
+    conn.query_drop("SHOW MASTER STATUS").await.map_err(|e| {
+        query_error(
+            "SHOW MASTER STATUS (needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)",
+            e,
+        )
+    })?;
     let checksum: Option<String> = conn
         .query_first("SELECT @@global.binlog_checksum")
         .await
@@ -109,7 +116,9 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
 /// The server's collation ids and their character sets.
 pub async fn collations(conn: &mut Conn) -> Result<Collations, SourceError> {
     let rows: Vec<(u64, String)> = conn
-        .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",
+        )
         .await
         .map_err(|e| query_error("reading information_schema.COLLATIONS", e))?;
     Ok(Collations::new(rows))

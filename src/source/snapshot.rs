@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::mysql::{query_error, quote};
 use super::{SourceError, SourceEvent};
 use crate::model::{
-    Change, ColumnType, Op, Position, SourceInfo, TableSchema, Value, Version, binlog_file_sequence,
-    time,
+    Change, ColumnType, Op, Position, SourceInfo, TableSchema, Value, Version,
+    binlog_file_sequence, time,
 };
 
 /// Rows per message to the publisher.
@@ -42,19 +42,27 @@ pub async fn run(
         .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await
         .map_err(|e| query_error("reading binlog_snapshot_file/position", e))?;
-    let get = |name: &str| status.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
-    let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position")) else {
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"))
+    else {
         return Err(SourceError::Precondition(
             "the server reports no binlog_snapshot_file/position (MariaDB does); consistent \
              snapshots of MySQL servers are not supported yet"
                 .into(),
         ));
     };
-    let pos: u32 = pos
-        .parse()
-        .map_err(|_| SourceError::Precondition(format!("binlog_snapshot_position {pos:?} is not a number")))?;
+    let pos: u32 = pos.parse().map_err(|_| {
+        SourceError::Precondition(format!("binlog_snapshot_position {pos:?} is not a number"))
+    })?;
     let seq = binlog_file_sequence(&file).ok_or_else(|| {
-        SourceError::Precondition(format!("binlog file {file:?} has no numeric sequence suffix"))
+        SourceError::Precondition(format!(
+            "binlog file {file:?} has no numeric sequence suffix"
+        ))
     })?;
     // Every later change sits past `pos`, so this version orders snapshot rows before them.
     let version = Version::at(seq, pos);
@@ -90,7 +98,9 @@ pub async fn run(
             .stream::<mysql_async::Row>()
             .await
             .map_err(|e| query_error("reading a table for the snapshot", e))?
-            .ok_or_else(|| SourceError::Precondition("snapshot query returned no result set".into()))?;
+            .ok_or_else(|| {
+                SourceError::Precondition("snapshot query returned no result set".into())
+            })?;
         let mut batch = Vec::with_capacity(BATCH);
         let mut count = 0u64;
         while let Some(row) = rows.next().await {
@@ -118,7 +128,10 @@ pub async fn run(
         tracing::info!(table = %table.id, rows = count, "snapshot: table copied");
     }
     if zero_dates > 0 {
-        tracing::warn!(count = zero_dates, "snapshot: zero or impossible dates became null");
+        tracing::warn!(
+            count = zero_dates,
+            "snapshot: zero or impossible dates became null"
+        );
     }
     conn.query_drop("COMMIT")
         .await
@@ -151,17 +164,29 @@ pub fn convert(
             };
             Ok(match (col.ty, v) {
                 (_, V::NULL) => Value::Null,
-                (ColumnType::Integer { bytes: 8, unsigned: true }, V::UInt(u)) => Value::UInt(u),
-                (ColumnType::Integer { bytes: 8, unsigned: true }, V::Int(i)) => {
-                    Value::UInt(u64::try_from(i).map_err(|_| bad("negative BIGINT UNSIGNED"))?)
-                }
+                (
+                    ColumnType::Integer {
+                        bytes: 8,
+                        unsigned: true,
+                    },
+                    V::UInt(u),
+                ) => Value::UInt(u),
+                (
+                    ColumnType::Integer {
+                        bytes: 8,
+                        unsigned: true,
+                    },
+                    V::Int(i),
+                ) => Value::UInt(u64::try_from(i).map_err(|_| bad("negative BIGINT UNSIGNED"))?),
                 (ColumnType::Integer { .. }, V::Int(i)) => Value::Int(i),
                 (ColumnType::Integer { .. }, V::UInt(u)) => {
                     Value::Int(i64::try_from(u).map_err(|_| bad("integer out of range"))?)
                 }
                 (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => {
                     let s = String::from_utf8(b).map_err(|_| bad("decimal is not text"))?;
-                    Value::Decimal(canonical_decimal(&s, scale).ok_or_else(|| bad("malformed decimal"))?)
+                    Value::Decimal(
+                        canonical_decimal(&s, scale).ok_or_else(|| bad("malformed decimal"))?,
+                    )
                 }
                 (ColumnType::Text, V::Bytes(b)) => {
                     Value::String(String::from_utf8(b).map_err(|_| bad("text is not valid UTF-8"))?)
@@ -175,20 +200,26 @@ pub fn convert(
                         Value::Null
                     }
                 }
-                (ColumnType::DateTime { .. } | ColumnType::Timestamp { .. }, V::Date(y, m, d, h, i, s, us)) => {
+                (
+                    ColumnType::DateTime { .. } | ColumnType::Timestamp { .. },
+                    V::Date(y, m, d, h, i, s, us),
+                ) => {
                     let (y, m, d) = (u32::from(y), u32::from(m), u32::from(d));
                     if !time::is_valid_date(y, m, d) {
                         *zero_dates += 1;
                         Value::Null
                     } else {
-                        let micros = time::micros_from_civil(y, m, d, h.into(), i.into(), s.into(), us);
+                        let micros =
+                            time::micros_from_civil(y, m, d, h.into(), i.into(), s.into(), us);
                         match col.ty {
                             ColumnType::DateTime { .. } => Value::DateTime(micros),
                             _ => Value::Timestamp(micros),
                         }
                     }
                 }
-                (ty, other) => return Err(bad(&format!("unexpected {other:?} for {}", ty.sql_name()))),
+                (ty, other) => {
+                    return Err(bad(&format!("unexpected {other:?} for {}", ty.sql_name())));
+                }
             })
         })
         .collect()
@@ -229,7 +260,10 @@ mod tests {
 
     #[test]
     fn decimals_take_the_binlog_decoders_form() {
-        assert_eq!(canonical_decimal("-123.4500", 4).as_deref(), Some("-123.4500"));
+        assert_eq!(
+            canonical_decimal("-123.4500", 4).as_deref(),
+            Some("-123.4500")
+        );
         assert_eq!(canonical_decimal("5", 2).as_deref(), Some("5.00"));
         assert_eq!(canonical_decimal("-0.00", 2).as_deref(), Some("0.00"));
         assert_eq!(canonical_decimal("007", 0).as_deref(), Some("7"));

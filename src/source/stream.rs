@@ -53,7 +53,8 @@ pub async fn run(
             event_size: h.event_size(),
             log_pos: h.log_pos(),
         };
-        if let (Some(stored), Ok(Some(alg))) = (event.checksum(), event.footer().get_checksum_alg()) {
+        if let (Some(stored), Ok(Some(alg))) = (event.checksum(), event.footer().get_checksum_alg())
+        {
             let computed = event.calc_checksum(alg);
             if computed != u32::from_le_bytes(stored) {
                 return Err(SourceError::Checksum {
@@ -99,9 +100,14 @@ struct ZeroDateLog {
 
 impl ZeroDateLog {
     fn report(&mut self, total: u64) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
         if total > self.reported && due {
-            tracing::warn!(total, "zero or impossible dates were turned into null (design.md)");
+            tracing::warn!(
+                total,
+                "zero or impossible dates were turned into null (design.md)"
+            );
             self.reported = total;
             self.last = Some(std::time::Instant::now());
         }

@@ -42,14 +42,21 @@ pub fn stack() -> &'static Stack {
             .status()
             .expect("run scripts/stack.sh up");
         assert!(up.success(), "scripts/stack.sh up failed");
-        let out = Command::new(&script).arg("env").output().expect("run scripts/stack.sh env");
+        let out = Command::new(&script)
+            .arg("env")
+            .output()
+            .expect("run scripts/stack.sh env");
         let vars: BTreeMap<String, String> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
             .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let v = |k: &str| vars.get(&format!("SLUICE_STACK_{k}")).cloned().unwrap_or_else(|| panic!("stack.sh env lacks {k}"));
+        let v = |k: &str| {
+            vars.get(&format!("SLUICE_STACK_{k}"))
+                .cloned()
+                .unwrap_or_else(|| panic!("stack.sh env lacks {k}"))
+        };
         Stack {
             mysql_host: v("MYSQL_HOST"),
             mysql_port: v("MYSQL_PORT").parse().unwrap(),
@@ -71,7 +78,11 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}_{}_{}", nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        nanos % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A connection pool as the admin user, in UTC, speaking utf8mb4.
@@ -89,7 +100,9 @@ pub fn admin_pool() -> Pool {
 /// Runs statements in order.
 pub async fn exec(conn: &mut Conn, sql: &[&str]) {
     for s in sql {
-        conn.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+        conn.query_drop(*s)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
 }
 
@@ -106,7 +119,14 @@ pub struct Setup {
 impl Setup {
     /// A fresh database `db` (dropped first if it exists) and a config for `tables` in it.
     pub async fn new(conn: &mut Conn, db: &str, tables: &[&str]) -> Setup {
-        exec(conn, &[&format!("DROP DATABASE IF EXISTS `{db}`"), &format!("CREATE DATABASE `{db}`")]).await;
+        exec(
+            conn,
+            &[
+                &format!("DROP DATABASE IF EXISTS `{db}`"),
+                &format!("CREATE DATABASE `{db}`"),
+            ],
+        )
+        .await;
         Setup {
             dir: tempfile::tempdir().unwrap(),
             db: db.to_string(),
@@ -234,9 +254,16 @@ impl Sluice {
         let deadline = Instant::now() + timeout;
         while !self.output().contains(needle) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sluice exited ({status}) before logging {needle:?}:\n{}", self.output());
+                panic!(
+                    "sluice exited ({status}) before logging {needle:?}:\n{}",
+                    self.output()
+                );
             }
-            assert!(Instant::now() < deadline, "no {needle:?} in sluice's log after {timeout:?}:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in sluice's log after {timeout:?}:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -318,7 +345,10 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("sluice {args:?} did not exit within {timeout:?}:\n{}", std::fs::read_to_string(&log).unwrap());
+            panic!(
+                "sluice {args:?} did not exit within {timeout:?}:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -369,8 +399,10 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
         let values = row.unwrap();
         let mut doc = serde_json::Map::new();
         for ((name, ty, scale), v) in cols.iter().zip(values) {
-            let integral = matches!(ty.as_str(), "tinyint" | "smallint" | "mediumint" | "int" | "bigint")
-                || (ty == "decimal" && scale.unwrap_or(0) == 0);
+            let integral = matches!(
+                ty.as_str(),
+                "tinyint" | "smallint" | "mediumint" | "int" | "bigint"
+            ) || (ty == "decimal" && scale.unwrap_or(0) == 0);
             doc.insert(name.clone(), sql_json(integral, v));
         }
         let parts: Vec<Json> = key.iter().map(|k| doc[k].clone()).collect();
@@ -405,13 +437,21 @@ fn sql_json(integral: bool, v: mysql_async::Value) -> Json {
 pub async fn index_docs(index: &str) -> BTreeMap<String, Json> {
     let url = format!("{}/{index}/_search", stack().es_url);
     let body = json!({"size": 10_000, "query": {"match_all": {}}});
-    let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     if response.status() == 404 {
         return BTreeMap::new();
     }
     let r: Json = response.json().await.unwrap();
     let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
-    assert!(total <= 10_000, "index {index} has {total} documents; the harness reads at most 10,000");
+    assert!(
+        total <= 10_000,
+        "index {index} has {total} documents; the harness reads at most 10,000"
+    );
     r["hits"]["hits"]
         .as_array()
         .unwrap()
@@ -433,8 +473,16 @@ async fn describe_difference(conn: &mut Conn, db: &str, table: &str) -> String {
     let index = format!("{db}.{table}").to_lowercase();
     let expected = expected_docs(conn, db, table).await;
     let actual = index_docs(&index).await;
-    let missing: Vec<_> = expected.keys().filter(|k| !actual.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = actual.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !actual.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = actual
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .take(5)
+        .collect();
     let differing: Vec<_> = expected
         .iter()
         .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))

@@ -72,11 +72,19 @@ impl Workload {
 
     /// NULL one time in ten, else `f`'s value.
     fn opt(&mut self, f: impl FnOnce(&mut Self) -> Value) -> Value {
-        if self.rng.u8(..10) == 0 { Value::NULL } else { f(self) }
+        if self.rng.u8(..10) == 0 {
+            Value::NULL
+        } else {
+            f(self)
+        }
     }
 
     fn int(&mut self, extremes: &[i64], lo: i64, hi: i64) -> Value {
-        let v = if self.rng.bool() { self.pick(extremes) } else { self.rng.i64(lo..=hi) };
+        let v = if self.rng.bool() {
+            self.pick(extremes)
+        } else {
+            self.rng.i64(lo..=hi)
+        };
         self.opt(|_| Value::Int(v))
     }
 
@@ -89,12 +97,20 @@ impl Workload {
     }
 
     fn decimal(&mut self, int_digits: usize, frac_digits: usize) -> String {
-        let digits = |rng: &mut fastrand::Rng, n: usize| (0..n).map(|_| char::from(b'0' + rng.u8(..10))).collect::<String>();
+        let digits = |rng: &mut fastrand::Rng, n: usize| {
+            (0..n)
+                .map(|_| char::from(b'0' + rng.u8(..10)))
+                .collect::<String>()
+        };
         let n = self.rng.usize(1..=int_digits.max(1));
         let int = digits(&mut self.rng, n);
         let frac = digits(&mut self.rng, frac_digits);
         let sign = if self.rng.bool() { "-" } else { "" };
-        if frac_digits == 0 { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") }
+        if frac_digits == 0 {
+            format!("{sign}{int}")
+        } else {
+            format!("{sign}{int}.{frac}")
+        }
     }
 
     fn date(&mut self) -> String {
@@ -103,19 +119,41 @@ impl Workload {
         }
         let y = self.pick(&[1000, 1969, 1970, 2024, 9999, 0]);
         let y = if y == 0 { self.rng.u32(1000..=9999) } else { y };
-        format!("{y:04}-{:02}-{:02}", self.rng.u32(1..=12), self.rng.u32(1..=28))
+        format!(
+            "{y:04}-{:02}-{:02}",
+            self.rng.u32(1..=12),
+            self.rng.u32(1..=28)
+        )
     }
 
     fn time(&mut self) -> String {
-        format!("{:02}:{:02}:{:02}", self.rng.u32(..24), self.rng.u32(..60), self.rng.u32(..60))
+        format!(
+            "{:02}:{:02}:{:02}",
+            self.rng.u32(..24),
+            self.rng.u32(..60),
+            self.rng.u32(..60)
+        )
     }
 
     fn item_row(&mut self, id: i64) -> Vec<Value> {
-        let dt = format!("{} {}.{:06}", self.date(), self.time(), self.rng.u32(..1_000_000));
+        let dt = format!(
+            "{} {}.{:06}",
+            self.date(),
+            self.time(),
+            self.rng.u32(..1_000_000)
+        );
         let ts_secs = self.pick(&[1i64, 2_147_483_647, 0]);
-        let ts_secs = if ts_secs == 0 { self.rng.i64(1..2_147_483_647) } else { ts_secs };
+        let ts_secs = if ts_secs == 0 {
+            self.rng.i64(1..2_147_483_647)
+        } else {
+            ts_secs
+        };
         let ts = format!("FROM_UNIXTIME({ts_secs}.{:06})", self.rng.u32(..1_000_000));
-        let long_body = if self.rng.u8(..20) == 0 { "x".repeat(70_000) + "🌊" } else { self.text(64) };
+        let long_body = if self.rng.u8(..20) == 0 {
+            "x".repeat(70_000) + "🌊"
+        } else {
+            self.text(64)
+        };
         vec![
             Value::Int(id),
             self.int(&[-128, 127, -1, 0], -128, 127),
@@ -124,19 +162,25 @@ impl Workload {
             self.int(&[0, 65535], 0, 65535),
             self.int(&[-8_388_608, 8_388_607, -1], -8_388_608, 8_388_607),
             self.int(&[0, 16_777_215], 0, 16_777_215),
-            self.int(&[i32::MIN.into(), i32::MAX.into(), -1], i32::MIN.into(), i32::MAX.into()),
+            self.int(
+                &[i32::MIN.into(), i32::MAX.into(), -1],
+                i32::MIN.into(),
+                i32::MAX.into(),
+            ),
             Value::UInt(match self.rng.u8(..3) {
                 0 => 0,
                 1 => u32::MAX.into(),
                 _ => self.rng.u64(..=u64::from(u32::MAX)),
             }),
             self.int(&[i64::MIN, i64::MAX, -1], i64::MIN, i64::MAX),
-            self.opt(|s| Value::UInt(match s.rng.u8(..4) {
-                0 => 0,
-                1 => u64::MAX,
-                2 => 1 << 63,
-                _ => s.rng.u64(..),
-            })),
+            self.opt(|s| {
+                Value::UInt(match s.rng.u8(..4) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => 1 << 63,
+                    _ => s.rng.u64(..),
+                })
+            }),
             self.opt(|s| Value::from(s.decimal(8, 4))),
             self.opt(|s| Value::from(s.decimal(35, 30))),
             Value::from(format!("0.{:04}", self.rng.u32(..10_000))),
@@ -164,31 +208,68 @@ impl Workload {
                 let sets = set_clause(ITEM_COLUMNS);
                 let mut params = row[1..].to_vec();
                 params.push(Value::Int(id));
-                exec_item(conn, &format!("UPDATE items SET {sets} WHERE id = ?"), params).await;
+                exec_item(
+                    conn,
+                    &format!("UPDATE items SET {sets} WHERE id = ?"),
+                    params,
+                )
+                .await;
                 1
             }
             55..=62 if !self.items.is_empty() => {
                 let id = self.items.swap_remove(self.rng.usize(..self.items.len()));
-                conn.exec_drop("DELETE FROM items WHERE id = ?", (id,)).await.unwrap();
+                conn.exec_drop("DELETE FROM items WHERE id = ?", (id,))
+                    .await
+                    .unwrap();
                 1
             }
             63..=64 if !self.items.is_empty() => {
                 // One statement, many rows.
                 let lo = self.items[self.rng.usize(..self.items.len())];
-                conn.exec_drop("UPDATE items SET frac = 0.5, t_small = NULL WHERE id BETWEEN ? AND ?", (lo, lo + 25))
-                    .await
-                    .unwrap();
-                self.items.iter().filter(|&&i| (lo..=lo + 25).contains(&i)).count()
+                conn.exec_drop(
+                    "UPDATE items SET frac = 0.5, t_small = NULL WHERE id BETWEEN ? AND ?",
+                    (lo, lo + 25),
+                )
+                .await
+                .unwrap();
+                self.items
+                    .iter()
+                    .filter(|&&i| (lo..=lo + 25).contains(&i))
+                    .count()
             }
             65..=79 => {
                 let owner = self.rng.u32(1..=50);
                 self.next_label += 1;
-                let label = format!("{}-{}-{}", self.text(12).replace(' ', "_"), self.seed, self.next_label);
-                let label: String = label.chars().rev().take(32).collect::<Vec<_>>().into_iter().rev().collect();
+                let label = format!(
+                    "{}-{}-{}",
+                    self.text(12).replace(' ', "_"),
+                    self.seed,
+                    self.next_label
+                );
+                let label: String = label
+                    .chars()
+                    .rev()
+                    .take(32)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 let weight = self.decimal(3, 2);
                 // utf8mb3 holds no four-byte characters.
-                let note = self.opt(|s| Value::from(s.text(100).chars().filter(|c| c.len_utf8() < 4).collect::<String>()));
-                let created = format!("{} {}.{:03}", self.date().replace("0000-00-00", "2000-01-01"), self.time(), self.rng.u32(..1000));
+                let note = self.opt(|s| {
+                    Value::from(
+                        s.text(100)
+                            .chars()
+                            .filter(|c| c.len_utf8() < 4)
+                            .collect::<String>(),
+                    )
+                });
+                let created = format!(
+                    "{} {}.{:03}",
+                    self.date().replace("0000-00-00", "2000-01-01"),
+                    self.time(),
+                    self.rng.u32(..1000)
+                );
                 conn.exec_drop(
                     "INSERT INTO links (owner_id, label, weight, note, created) VALUES (?, ?, ?, ?, ?)",
                     (owner, &label, weight, note, created),
@@ -203,25 +284,34 @@ impl Workload {
                 let (owner, label) = self.links[i].clone();
                 if self.rng.bool() {
                     let weight = self.decimal(3, 2);
-                    conn.exec_drop("UPDATE links SET weight = ?, note = NULL WHERE owner_id = ? AND label = ?", (weight, owner, &label))
-                        .await
-                        .unwrap();
+                    conn.exec_drop(
+                        "UPDATE links SET weight = ?, note = NULL WHERE owner_id = ? AND label = ?",
+                        (weight, owner, &label),
+                    )
+                    .await
+                    .unwrap();
                 } else {
                     // A primary-key update: the old document must disappear.
                     self.next_label += 1;
                     let new_label = format!("moved-{}-{}", self.seed, self.next_label);
-                    conn.exec_drop("UPDATE links SET label = ? WHERE owner_id = ? AND label = ?", (&new_label, owner, &label))
-                        .await
-                        .unwrap();
+                    conn.exec_drop(
+                        "UPDATE links SET label = ? WHERE owner_id = ? AND label = ?",
+                        (&new_label, owner, &label),
+                    )
+                    .await
+                    .unwrap();
                     self.links[i].1 = new_label;
                 }
                 1
             }
             90..=99 if !self.links.is_empty() => {
                 let (owner, label) = self.links.swap_remove(self.rng.usize(..self.links.len()));
-                conn.exec_drop("DELETE FROM links WHERE owner_id = ? AND label = ?", (owner, label))
-                    .await
-                    .unwrap();
+                conn.exec_drop(
+                    "DELETE FROM links WHERE owner_id = ? AND label = ?",
+                    (owner, label),
+                )
+                .await
+                .unwrap();
                 1
             }
             _ => self.insert_item(conn).await,
@@ -230,11 +320,20 @@ impl Workload {
 
     async fn insert_item(&mut self, conn: &mut Conn) -> usize {
         // Mostly ascending ids, sometimes negative ones.
-        let id = if self.rng.u8(..10) == 0 { -self.next_id } else { self.next_id };
+        let id = if self.rng.u8(..10) == 0 {
+            -self.next_id
+        } else {
+            self.next_id
+        };
         self.next_id += 1;
         let row = self.item_row(id);
         let placeholders = vec!["?"; 24].join(", ");
-        exec_item(conn, &format!("INSERT INTO items ({ITEM_COLUMNS}) VALUES ({placeholders})"), row).await;
+        exec_item(
+            conn,
+            &format!("INSERT INTO items ({ITEM_COLUMNS}) VALUES ({placeholders})"),
+            row,
+        )
+        .await;
         self.items.push(id);
         1
     }
@@ -279,7 +378,9 @@ async fn exec_item(conn: &mut Conn, sql: &str, params: Vec<Value>) {
     for (i, part) in sql.split('?').enumerate() {
         if i > 0 {
             match it.next().unwrap() {
-                Value::Bytes(b) if b.starts_with(b"FROM_UNIXTIME(") => sql_out.push_str(std::str::from_utf8(&b).unwrap()),
+                Value::Bytes(b) if b.starts_with(b"FROM_UNIXTIME(") => {
+                    sql_out.push_str(std::str::from_utf8(&b).unwrap())
+                }
                 v => {
                     sql_out.push('?');
                     bound.push(v);
@@ -288,7 +389,9 @@ async fn exec_item(conn: &mut Conn, sql: &str, params: Vec<Value>) {
         }
         sql_out.push_str(part);
     }
-    conn.exec_drop(sql_out, bound).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.exec_drop(sql_out, bound)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Creates both tables in `db` and makes it the connection's default database.

@@ -208,7 +208,10 @@ mod tests {
     fn classifies_transaction_statements() {
         assert_eq!(classify_query(b"BEGIN"), QueryKind::Begin);
         assert_eq!(classify_query(b"  commit"), QueryKind::Commit);
-        assert_eq!(classify_query(b"ROLLBACK TO SAVEPOINT x"), QueryKind::Rollback);
+        assert_eq!(
+            classify_query(b"ROLLBACK TO SAVEPOINT x"),
+            QueryKind::Rollback
+        );
         assert_eq!(classify_query(b"ALTER TABLE t ADD c INT"), QueryKind::Other);
         assert_eq!(classify_query(b"BEGINNING"), QueryKind::Other);
     }
@@ -231,7 +234,10 @@ mod tests {
     fn reads_rotate_and_gtid() {
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(b"binlog.000002");
-        assert_eq!(parse_rotate(&body).unwrap(), ("binlog.000002".to_string(), 4));
+        assert_eq!(
+            parse_rotate(&body).unwrap(),
+            ("binlog.000002".to_string(), 4)
+        );
 
         let mut body = 42u64.to_le_bytes().to_vec();
         body.extend_from_slice(&3u32.to_le_bytes());

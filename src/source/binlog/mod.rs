@@ -70,8 +70,8 @@ pub enum BinlogError {
         position: Position,
         /// Which table.
         table: TableId,
-        /// Why.
-        source: TableMapError,
+        /// Why (boxed: keeps every `Result` of the decoder small).
+        source: Box<TableMapError>,
     },
 }
 
@@ -243,7 +243,11 @@ impl BinlogReader {
 
     fn table_id_len(&self, event_type: u8) -> usize {
         // Servers before MySQL 5.1.4 wrote 4-byte table ids with a 6-byte post-header.
-        if self.post_header_len(event_type, 8) == 6 { 4 } else { 6 }
+        if self.post_header_len(event_type, 8) == 6 {
+            4
+        } else {
+            6
+        }
     }
 
     fn on_table_map(&mut self, h: &EventHeader, body: &[u8]) -> Result<Decoded, BinlogError> {
@@ -260,20 +264,23 @@ impl BinlogReader {
             return Ok(Decoded::Nothing);
         }
         let table = head.table.clone();
-        let mut decoder =
-            table_map::parse_columns(head, &self.collations).map_err(|source| BinlogError::Table {
+        let mut decoder = table_map::parse_columns(head, &self.collations).map_err(|source| {
+            BinlogError::Table {
                 position: self.position(h.log_pos.saturating_sub(h.event_size)),
                 table: table.clone(),
-                source,
-            })?;
+                source: Box::new(source),
+            }
+        })?;
         match self.schemas.get(&table) {
             Some(known) if **known == *decoder.schema => decoder.schema = known.clone(),
             _ => {
                 self.schemas.insert(table, decoder.schema.clone());
             }
         }
-        self.tables
-            .insert(table_id, TableEntry::Captured(body.to_vec(), Arc::new(decoder)));
+        self.tables.insert(
+            table_id,
+            TableEntry::Captured(body.to_vec(), Arc::new(decoder)),
+        );
         Ok(Decoded::Nothing)
     }
 
@@ -293,18 +300,24 @@ impl BinlogReader {
             }
         };
         let event_start = h.log_pos.checked_sub(h.event_size).ok_or_else(|| {
-            self.error(h, "rows event without a file position (log_pos < event size)")
+            self.error(
+                h,
+                "rows event without a file position (log_pos < event size)",
+            )
         })?;
-        let ev = rows::parse_rows(h.event_type, body, table_id_len, Some(decoder.columns.len()))
-            .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
+        let ev = rows::parse_rows(
+            h.event_type,
+            body,
+            table_id_len,
+            Some(decoder.columns.len()),
+        )
+        .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
         let mut c = ev.rows;
         let mut changes = Vec::new();
         let mut index = 0u32;
         while !c.is_empty() {
             let offset = event_start + HEADER_LEN + c.pos() as u32;
-            let mut next = |c: &mut Cursor<'_>| {
-                rows::decode_row(&decoder, c, &mut self.zero_dates)
-            };
+            let mut next = |c: &mut Cursor<'_>| rows::decode_row(&decoder, c, &mut self.zero_dates);
             let first = next(&mut c);
             let (first, second) = match (ev.kind, first) {
                 (RowsKind::Update, Ok(before)) => {
@@ -335,7 +348,9 @@ impl BinlogReader {
             };
             match (ev.kind, second) {
                 (RowsKind::Write, _) => changes.push(change(Op::Create, None, Some(first), offset)),
-                (RowsKind::Delete, _) => changes.push(change(Op::Delete, Some(first), None, offset)),
+                (RowsKind::Delete, _) => {
+                    changes.push(change(Op::Delete, Some(first), None, offset))
+                }
                 (RowsKind::Update, Some((after_offset, after))) => {
                     let after = after
                         .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
@@ -417,14 +432,20 @@ mod tests {
         let mut r = reader();
         let tm = table_map();
         assert!(matches!(
-            r.on_event(&header(kind::TABLE_MAP, 1000, 19 + tm.len() as u32), &tm).unwrap(),
+            r.on_event(&header(kind::TABLE_MAP, 1000, 19 + tm.len() as u32), &tm)
+                .unwrap(),
             Decoded::Nothing
         ));
         let body = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a")), row(-2, None)]);
         let h = header(kind::WRITE_ROWS_V1, 1100, 19 + body.len() as u32);
-        let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else { panic!() };
+        let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else {
+            panic!()
+        };
         assert_eq!(c.len(), 2);
-        assert_eq!(c[0].after, Some(vec![Value::Int(1), Value::String("a".into())]));
+        assert_eq!(
+            c[0].after,
+            Some(vec![Value::Int(1), Value::String("a".into())])
+        );
         assert_eq!(c[1].after, Some(vec![Value::Int(-2), Value::Null]));
         let start = 1100 - h.event_size;
         assert_eq!(c[0].version, Version::at(3, start + 19 + 10));
@@ -444,10 +465,17 @@ mod tests {
             .unwrap();
         let body = rows_event(
             kind::UPDATE_ROWS_V1,
-            &[row(1, Some("a")), row(1, Some("b")), row(2, Some("c")), row(3, Some("c"))],
+            &[
+                row(1, Some("a")),
+                row(1, Some("b")),
+                row(2, Some("c")),
+                row(3, Some("c")),
+            ],
         );
         let h = header(kind::UPDATE_ROWS_V1, 2000, 19 + body.len() as u32);
-        let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else { panic!() };
+        let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else {
+            panic!()
+        };
         let ops: Vec<_> = c.iter().map(|c| c.op).collect();
         assert_eq!(ops, [Op::Update, Op::Delete, Op::Create]);
         assert!(c[1].version < c[2].version);
@@ -457,7 +485,10 @@ mod tests {
     #[test]
     fn other_tables_are_skipped_without_decoding() {
         let mut r = BinlogReader::new(
-            &Position { file: "binlog.000001".into(), pos: 4 },
+            &Position {
+                file: "binlog.000001".into(),
+                pos: 4,
+            },
             [TableId::new("shop", "other")],
             collations(),
             true,
@@ -467,7 +498,9 @@ mod tests {
         r.on_event(&header(kind::TABLE_MAP, 1000, 19 + tm.len() as u32), &tm)
             .unwrap();
         let garbage = [9, 0, 0, 0, 0, 0, 0, 0, 0xff];
-        let d = r.on_event(&header(kind::WRITE_ROWS_V1, 1100, 28), &garbage).unwrap();
+        let d = r
+            .on_event(&header(kind::WRITE_ROWS_V1, 1100, 28), &garbage)
+            .unwrap();
         assert!(matches!(d, Decoded::Nothing));
     }
 
@@ -489,14 +522,28 @@ mod tests {
             b
         };
         // Standalone DDL commits after its statement.
-        r.on_event(&header(kind::MARIADB_GTID, 100, 42), &gtid(1)).unwrap();
-        let d = r.on_event(&header(kind::QUERY, 200, 100), &query("ALTER TABLE t ADD c INT")).unwrap();
+        r.on_event(&header(kind::MARIADB_GTID, 100, 42), &gtid(1))
+            .unwrap();
+        let d = r
+            .on_event(
+                &header(kind::QUERY, 200, 100),
+                &query("ALTER TABLE t ADD c INT"),
+            )
+            .unwrap();
         assert!(matches!(d, Decoded::Commit(p) if p.pos == 200));
         // Inside a transaction other statements do not commit; COMMIT does.
-        r.on_event(&header(kind::MARIADB_GTID, 300, 42), &gtid(0)).unwrap();
-        let d = r.on_event(&header(kind::QUERY, 400, 100), &query("INSERT INTO x VALUES (1)")).unwrap();
+        r.on_event(&header(kind::MARIADB_GTID, 300, 42), &gtid(0))
+            .unwrap();
+        let d = r
+            .on_event(
+                &header(kind::QUERY, 400, 100),
+                &query("INSERT INTO x VALUES (1)"),
+            )
+            .unwrap();
         assert!(matches!(d, Decoded::Nothing));
-        let d = r.on_event(&header(kind::QUERY, 500, 100), &query("COMMIT")).unwrap();
+        let d = r
+            .on_event(&header(kind::QUERY, 500, 100), &query("COMMIT"))
+            .unwrap();
         assert!(matches!(d, Decoded::Commit(p) if p.pos == 500));
         assert_eq!(r.gtid.as_deref(), Some("0-1-5"));
     }
@@ -504,11 +551,24 @@ mod tests {
     #[test]
     fn unknown_and_compressed_events_stop_the_stream() {
         let mut r = reader();
-        let e = r.on_event(&header(166, 100, 30), &[0; 11]).unwrap_err().to_string();
-        assert!(e.contains("log_bin_compress=OFF") && e.contains("binlog.000003:70"), "{e}");
-        let e = r.on_event(&header(99, 100, 30), &[0; 11]).unwrap_err().to_string();
+        let e = r
+            .on_event(&header(166, 100, 30), &[0; 11])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("log_bin_compress=OFF") && e.contains("binlog.000003:70"),
+            "{e}"
+        );
+        let e = r
+            .on_event(&header(99, 100, 30), &[0; 11])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("event type 99"), "{e}");
-        assert!(matches!(r.on_event(&header(kind::ANNOTATE_ROWS, 100, 30), &[]).unwrap(), Decoded::Nothing));
+        assert!(matches!(
+            r.on_event(&header(kind::ANNOTATE_ROWS, 100, 30), &[])
+                .unwrap(),
+            Decoded::Nothing
+        ));
     }
 
     #[test]
@@ -526,13 +586,17 @@ mod tests {
         let mut r = reader();
         let mut fde = vec![0u8; 56];
         fde.push(19);
-        r.on_event(&header(kind::FORMAT_DESCRIPTION, 0, 100), &fde).unwrap();
+        r.on_event(&header(kind::FORMAT_DESCRIPTION, 0, 100), &fde)
+            .unwrap();
         let mut body = 4u64.to_le_bytes().to_vec();
         body.extend_from_slice(b"binlog.000004");
         let d = r.on_event(&header(kind::ROTATE, 900, 40), &body).unwrap();
         assert!(matches!(d, Decoded::Commit(p) if p.to_string() == "binlog.000004:4"));
         assert_eq!(r.file_seq, 4);
         // The artificial rotate at the start of a dump has log_pos 0.
-        assert!(matches!(r.on_event(&header(kind::ROTATE, 0, 40), &body).unwrap(), Decoded::Nothing));
+        assert!(matches!(
+            r.on_event(&header(kind::ROTATE, 0, 40), &body).unwrap(),
+            Decoded::Nothing
+        ));
     }
 }

@@ -47,8 +47,9 @@ pub fn parse_rows(
     table_id_len: usize,
     expected_columns: Option<usize>,
 ) -> Result<RowsEvent<'_>, DecodeError> {
-    let kind = RowsKind::of(event_type)
-        .ok_or_else(|| DecodeError::Invalid(format!("event type {event_type} is not a rows event")))?;
+    let kind = RowsKind::of(event_type).ok_or_else(|| {
+        DecodeError::Invalid(format!("event type {event_type} is not a rows event"))
+    })?;
     let mut c = Cursor::new(body);
     let table_id = c.uint_le(table_id_len, "rows table id")?;
     c.take(2, "rows flags")?;
@@ -178,7 +179,9 @@ fn fraction(c: &mut Cursor<'_>, fsp: u8) -> Result<u32, DecodeError> {
         if us < 1_000_000 {
             Ok(us)
         } else {
-            Err(DecodeError::Invalid(format!("fraction of {us} microseconds")))
+            Err(DecodeError::Invalid(format!(
+                "fraction of {us} microseconds"
+            )))
         }
     })
 }
@@ -206,7 +209,9 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
     let mut group = |bytes: usize, digits: usize| -> Result<u64, DecodeError> {
         let v = r.uint_be(bytes, "decimal digits")?;
         if v >= 10u64.pow(digits as u32) {
-            return Err(DecodeError::Invalid(format!("decimal digit group {v} has more than {digits} digits")));
+            return Err(DecodeError::Invalid(format!(
+                "decimal digit group {v} has more than {digits} digits"
+            )));
         }
         Ok(v)
     };
@@ -222,7 +227,11 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
         frac_part.push_str(&format!("{:09}", group(4, 9)?));
     }
     if frac0x > 0 {
-        frac_part.push_str(&format!("{:0w$}", group(DIG2BYTES[frac0x], frac0x)?, w = frac0x));
+        frac_part.push_str(&format!(
+            "{:0w$}",
+            group(DIG2BYTES[frac0x], frac0x)?,
+            w = frac0x
+        ));
     }
     let int_part = int_part.trim_start_matches('0');
     let zero = int_part.is_empty() && frac_part.bytes().all(|b| b == b'0');
@@ -284,7 +293,10 @@ mod tests {
         b[0] ^= 0x80;
         assert_eq!(decimal(&b, 65, 30), format!("{int_digits}.{frac_digits}"));
         let neg: Vec<u8> = b.iter().map(|x| !x).collect();
-        assert_eq!(decimal(&neg, 65, 30), format!("-{int_digits}.{frac_digits}"));
+        assert_eq!(
+            decimal(&neg, 65, 30),
+            format!("-{int_digits}.{frac_digits}")
+        );
     }
 
     #[test]
@@ -307,12 +319,30 @@ mod tests {
         assert_eq!(one(int(1, false), &[0xff]).0, Value::Int(-1));
         assert_eq!(one(int(1, true), &[0xff]).0, Value::Int(255));
         assert_eq!(one(int(3, false), &[0xfb, 0xff, 0xff]).0, Value::Int(-5));
-        assert_eq!(one(int(3, false), &[0x00, 0x00, 0x80]).0, Value::Int(-8_388_608));
-        assert_eq!(one(int(3, true), &[0xff, 0xff, 0xff]).0, Value::Int(16_777_215));
-        assert_eq!(one(int(4, false), &i32::MIN.to_le_bytes()).0, Value::Int(i32::MIN.into()));
-        assert_eq!(one(int(4, true), &u32::MAX.to_le_bytes()).0, Value::Int(u32::MAX.into()));
-        assert_eq!(one(int(8, false), &i64::MIN.to_le_bytes()).0, Value::Int(i64::MIN));
-        assert_eq!(one(int(8, true), &u64::MAX.to_le_bytes()).0, Value::UInt(u64::MAX));
+        assert_eq!(
+            one(int(3, false), &[0x00, 0x00, 0x80]).0,
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(
+            one(int(3, true), &[0xff, 0xff, 0xff]).0,
+            Value::Int(16_777_215)
+        );
+        assert_eq!(
+            one(int(4, false), &i32::MIN.to_le_bytes()).0,
+            Value::Int(i32::MIN.into())
+        );
+        assert_eq!(
+            one(int(4, true), &u32::MAX.to_le_bytes()).0,
+            Value::Int(u32::MAX.into())
+        );
+        assert_eq!(
+            one(int(8, false), &i64::MIN.to_le_bytes()).0,
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(
+            one(int(8, true), &u64::MAX.to_le_bytes()).0,
+            Value::UInt(u64::MAX)
+        );
     }
 
     #[test]
@@ -323,7 +353,10 @@ mod tests {
         let mut b = packed.to_be_bytes()[3..].to_vec();
         b.extend_from_slice(&123_456u32.to_be_bytes()[1..]);
         let expected = time::micros_from_civil(2024, 2, 29, 23, 59, 58, 123_456);
-        assert_eq!(one(ColumnDecoder::DateTime2 { fsp: 6 }, &b).0, Value::DateTime(expected));
+        assert_eq!(
+            one(ColumnDecoder::DateTime2 { fsp: 6 }, &b).0,
+            Value::DateTime(expected)
+        );
 
         // TIMESTAMP(3) 2024-01-01 00:00:00.5 UTC.
         let mut b = 1_704_067_200u32.to_be_bytes().to_vec();
@@ -335,22 +368,34 @@ mod tests {
         // TIMESTAMP(1) .5: one byte in hundredths.
         let mut b = 1u32.to_be_bytes().to_vec();
         b.push(50);
-        assert_eq!(one(ColumnDecoder::Timestamp2 { fsp: 1 }, &b).0, Value::Timestamp(1_500_000));
+        assert_eq!(
+            one(ColumnDecoder::Timestamp2 { fsp: 1 }, &b).0,
+            Value::Timestamp(1_500_000)
+        );
     }
 
     #[test]
     fn zero_and_impossible_dates_become_counted_nulls() {
         assert_eq!(one(ColumnDecoder::Date, &[0, 0, 0]), (Value::Null, 1));
         let feb31 = (2024u32 << 9) | (2 << 5) | 31;
-        assert_eq!(one(ColumnDecoder::Date, &feb31.to_le_bytes()[..3]), (Value::Null, 1));
+        assert_eq!(
+            one(ColumnDecoder::Date, &feb31.to_le_bytes()[..3]),
+            (Value::Null, 1)
+        );
         let ok = (2024u32 << 9) | (2 << 5) | 29;
         assert_eq!(
             one(ColumnDecoder::Date, &ok.to_le_bytes()[..3]),
             (Value::Date(time::days_from_civil(2024, 2, 29)), 0)
         );
-        assert_eq!(one(ColumnDecoder::Timestamp2 { fsp: 0 }, &[0, 0, 0, 0]), (Value::Null, 1));
+        assert_eq!(
+            one(ColumnDecoder::Timestamp2 { fsp: 0 }, &[0, 0, 0, 0]),
+            (Value::Null, 1)
+        );
         let zero_dt = 0x80_0000_0000u64.to_be_bytes()[3..].to_vec();
-        assert_eq!(one(ColumnDecoder::DateTime2 { fsp: 0 }, &zero_dt), (Value::Null, 1));
+        assert_eq!(
+            one(ColumnDecoder::DateTime2 { fsp: 0 }, &zero_dt),
+            (Value::Null, 1)
+        );
     }
 
     #[test]
@@ -366,10 +411,15 @@ mod tests {
     fn partial_row_images_are_refused() {
         // v1 write rows: table id, flags, 2 columns, present bitmap with only column 0.
         let body = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0b01];
-        let e = parse_rows(kind::WRITE_ROWS_V1, &body, 6, None).err().unwrap();
+        let e = parse_rows(kind::WRITE_ROWS_V1, &body, 6, None)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("binlog_row_image=FULL"), "{e}");
         let body = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0b11];
         let ev = parse_rows(kind::WRITE_ROWS_V1, &body, 6, Some(2)).unwrap();
-        assert_eq!((ev.table_id, ev.kind, ev.rows.pos()), (1, RowsKind::Write, 10));
+        assert_eq!(
+            (ev.table_id, ev.kind, ev.rows.pos()),
+            (1, RowsKind::Write, 10)
+        );
     }
 }

@@ -193,9 +193,10 @@ fn parse_optional(mut c: Cursor<'_>) -> Result<OptionalMetadata<'_>, DecodeError
                 let mut names = Vec::new();
                 while !v.is_empty() {
                     let n = v.lenenc_bytes("column name")?;
-                    names.push(String::from_utf8(n.to_vec()).map_err(|_| {
-                        DecodeError::Invalid("column name is not UTF-8".into())
-                    })?);
+                    names
+                        .push(String::from_utf8(n.to_vec()).map_err(|_| {
+                            DecodeError::Invalid("column name is not UTF-8".into())
+                        })?);
                 }
                 m.names = Some(names);
             }
@@ -255,7 +256,9 @@ pub fn parse_columns(
         .as_ref()
         .ok_or(TableMapError::MissingMetadata("column names"))?;
     if names.len() != n {
-        return Err(DecodeError::Invalid(format!("{} column names for {n} columns", names.len())).into());
+        return Err(
+            DecodeError::Invalid(format!("{} column names for {n} columns", names.len())).into(),
+        );
     }
     let mut numeric = 0usize;
     let mut textual = 0usize;
@@ -319,7 +322,11 @@ pub fn parse_columns(
                             ))
                             .into());
                         }
-                        (len_bytes, ["", "TINYTEXT", "TEXT", "MEDIUMTEXT", "LONGTEXT"][usize::from(len_bytes)])
+                        (
+                            len_bytes,
+                            ["", "TINYTEXT", "TEXT", "MEDIUMTEXT", "LONGTEXT"]
+                                [usize::from(len_bytes)],
+                        )
                     }
                     col::STRING => {
                         let (real_type, max_len) =
@@ -363,9 +370,15 @@ pub fn parse_columns(
                     .into());
                 }
                 if ty == col::DATETIME2 {
-                    (ColumnDecoder::DateTime2 { fsp }, ColumnType::DateTime { fsp })
+                    (
+                        ColumnDecoder::DateTime2 { fsp },
+                        ColumnType::DateTime { fsp },
+                    )
                 } else {
-                    (ColumnDecoder::Timestamp2 { fsp }, ColumnType::Timestamp { fsp })
+                    (
+                        ColumnDecoder::Timestamp2 { fsp },
+                        ColumnType::Timestamp { fsp },
+                    )
                 }
             }
             other => return Err(unsupported(type_name(other))),
@@ -462,7 +475,13 @@ pub(crate) mod tests {
             self
         }
 
-        pub(crate) fn column(mut self, ty: u8, meta: &[u8], nullable: bool, name: &'static str) -> Self {
+        pub(crate) fn column(
+            mut self,
+            ty: u8,
+            meta: &[u8],
+            nullable: bool,
+            name: &'static str,
+        ) -> Self {
             if ty == col::NEWDECIMAL {
                 self.unsigned.push(false);
             }
@@ -549,21 +568,38 @@ pub(crate) mod tests {
             .key(&[0])
             .build(7);
         let head = parse_head(&body, 6).unwrap();
-        assert_eq!((head.table_id, head.table.to_string().as_str()), (7, "shop.t"));
+        assert_eq!(
+            (head.table_id, head.table.to_string().as_str()),
+            (7, "shop.t")
+        );
         let d = parse(&body).unwrap();
         assert_eq!(
             d.columns,
             vec![
-                ColumnDecoder::Int { bytes: 8, unsigned: true },
-                ColumnDecoder::Int { bytes: 3, unsigned: false },
-                ColumnDecoder::Decimal { precision: 12, scale: 4 },
+                ColumnDecoder::Int {
+                    bytes: 8,
+                    unsigned: true
+                },
+                ColumnDecoder::Int {
+                    bytes: 3,
+                    unsigned: false
+                },
+                ColumnDecoder::Decimal {
+                    precision: 12,
+                    scale: 4
+                },
                 ColumnDecoder::Text { len_bytes: 2 },
                 ColumnDecoder::Text { len_bytes: 1 },
                 ColumnDecoder::Text { len_bytes: 2 },
                 ColumnDecoder::DateTime2 { fsp: 6 },
             ]
         );
-        let names: Vec<_> = d.schema.columns.iter().map(|c| (c.name.as_str(), c.nullable)).collect();
+        let names: Vec<_> = d
+            .schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.nullable))
+            .collect();
         assert_eq!(names[0], ("id", false));
         assert_eq!(names[2], ("price", true));
         assert_eq!(d.schema.key, vec![0]);
