@@ -17,52 +17,31 @@ use sluice::model::{
 };
 
 fn orders() -> TableSchema {
-    let col = |name: &str, ty, nullable| Column {
-        name: name.into(),
-        ty,
-        nullable,
-    };
+    let int = |bytes, unsigned| ColumnType::Integer { bytes, unsigned };
+    let columns = [
+        ("id", int(8, false), false),
+        ("customer_id", int(4, true), false),
+        ("status", ColumnType::Text, false),
+        (
+            "total",
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2,
+            },
+            false,
+        ),
+        ("quantity", int(2, false), false),
+        ("note", ColumnType::Text, true),
+        ("ordered_on", ColumnType::Date, false),
+        ("created_at", ColumnType::DateTime { fsp: 6 }, false),
+        ("updated_at", ColumnType::Timestamp { fsp: 6 }, false),
+    ];
     TableSchema {
         id: TableId::new("shop", "orders"),
-        columns: vec![
-            col(
-                "id",
-                ColumnType::Integer {
-                    bytes: 8,
-                    unsigned: false,
-                },
-                false,
-            ),
-            col(
-                "customer_id",
-                ColumnType::Integer {
-                    bytes: 4,
-                    unsigned: true,
-                },
-                false,
-            ),
-            col("status", ColumnType::Text, false),
-            col(
-                "total",
-                ColumnType::Decimal {
-                    precision: 12,
-                    scale: 2,
-                },
-                false,
-            ),
-            col(
-                "quantity",
-                ColumnType::Integer {
-                    bytes: 2,
-                    unsigned: false,
-                },
-                false,
-            ),
-            col("note", ColumnType::Text, true),
-            col("ordered_on", ColumnType::Date, false),
-            col("created_at", ColumnType::DateTime { fsp: 6 }, false),
-            col("updated_at", ColumnType::Timestamp { fsp: 6 }, false),
-        ],
+        columns: columns
+            .into_iter()
+            .map(|(n, t, null)| Column::new(n, t, null))
+            .collect(),
         key: vec![0],
     }
 }

@@ -64,13 +64,15 @@ start=$(now_ms)
 "$BIN" run --config "$RUN/sluice.toml" 2>"$RUN/sluice.log" &
 SLUICE=$!
 stop_sluice() {
-  trap - INT TERM
+  trap - INT TERM EXIT
   say "stopping sluice (it drains and checkpoints)"
   kill -TERM "$SLUICE" 2>/dev/null || true
   wait "$SLUICE" && say "sluice stopped cleanly" || say "sluice exited with status $?; see $RUN/sluice.log"
   exit 0
 }
 trap stop_sluice INT TERM
+# On any failure of this script, sluice does not outlive it.
+trap 'kill -TERM "$SLUICE" 2>/dev/null || true' EXIT
 
 wait_equal() { # index expected-count timeout-s
   local deadline=$((SECONDS + $3))
@@ -104,24 +106,23 @@ burst_start=$(now_ms)
   for i in $(seq 10); do
     echo "DELETE FROM shop.orders WHERE id > 2000 AND id <= 12000 AND id % 100 = $i;"
   done
-} | sql
+} | sql shop
 committed=$(now_ms)
 orders=$(sql -e "SELECT COUNT(*) FROM shop.orders")
 wait_equal shop.orders "$orders" 600
 burst_ms=$(($(now_ms) - burst_start))
 say "live burst: index holds the table's $orders orders ${burst_ms} ms after the burst began, $(($(now_ms) - committed)) ms after its last commit"
 
-# Commit-to-searchable: one row, timed from its COMMIT until a GET finds it.
-lat=()
-for i in $(seq 10); do
-  id=$(sql -e "INSERT INTO shop.orders (customer_id, status, total, quantity, ordered_on, created_at)
-               VALUES (1, 'probe', 1.00, 1, CURRENT_DATE, NOW(6)); SELECT LAST_INSERT_ID();")
-  t0=$(now_ms)
-  until es -o /dev/null "$SLUICE_STACK_ELASTICSEARCH_URL/shop.orders/_doc/$id" 2>/dev/null; do sleep 0.005; done
-  lat+=($(($(now_ms) - t0)))
+for t in customers orders; do
+  say "shop.$t: table $(sql -e "SELECT COUNT(*) FROM shop.$t") rows, index $(es_count shop.$t) documents"
 done
-sorted=$(printf '%s\n' "${lat[@]}" | sort -n | tr '\n' ' ')
-say "commit-to-searchable over 10 single-row commits (ms, sorted): $sorted"
+
+say "commit-to-searchable: 2,000 single-row commits at 100/s"
+mysql_args=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' mariadb --no-defaults \
+  --default-character-set=utf8mb4 --batch --skip-column-names -h "$SLUICE_STACK_MYSQL_HOST" \
+  -P "$SLUICE_STACK_MYSQL_PORT" -u "$SLUICE_STACK_MYSQL_ADMIN_USER" -p"$SLUICE_STACK_MYSQL_ADMIN_PASSWORD")
+python3 scripts/latency.py "$mysql_args" "$SLUICE_STACK_ELASTICSEARCH_URL" 2000 100 >&2
+id=$(sql -e "SELECT MAX(id) FROM shop.orders")
 
 say "a document (GET shop.orders/_doc/$id):"
 es "$SLUICE_STACK_ELASTICSEARCH_URL/shop.orders/_doc/$id" | python3 -m json.tool >&2

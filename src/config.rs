@@ -144,7 +144,9 @@ fn default_batch_size() -> usize {
 }
 
 fn default_linger_ms() -> u64 {
-    100
+    // Records a busy topic already prefetched fill a batch within a few milliseconds; the
+    // linger only delays a trickle, so it is short (commit-to-searchable, docs/benchmarks.md).
+    20
 }
 
 /// A password or other secret: readable by the code that needs it, printed as `***`.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::workload::{Workload, create_tables};
 use common::*;
-use mysql_async::Pool;
 use mysql_async::prelude::*;
+use mysql_async::{Conn, Pool};
 
 const START: Duration = Duration::from_secs(60);
 const CATCH_UP: Duration = Duration::from_secs(240);
@@ -34,13 +34,26 @@ fn spawn_writer(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
+/// A fresh database with the workload's `items` and `links` tables and a setup for both.
+async fn two_tables(name: &str) -> (Pool, Conn, String, Setup) {
     let pool = admin_pool();
     let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_mixed");
+    let db = unique(name);
     let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
     create_tables(&mut conn, &db).await;
+    (pool, conn, db, setup)
+}
+
+/// Waits until both indexes equal their tables.
+async fn both_match(setup: &Setup, conn: &mut Conn) {
+    for table in ["items", "links"] {
+        setup.assert_index_matches(conn, table, CATCH_UP).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
+    let (_pool, mut conn, _, setup) = two_tables("it_mixed").await;
     let mut w = Workload::new(1);
     for _ in 0..5 {
         w.transaction(&mut conn, 10).await; // rows the snapshot copies
@@ -52,12 +65,7 @@ async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
         changed += w.transaction(&mut conn, 20).await;
     }
     assert!(changed >= 1000, "only {changed} row changes");
-    setup
-        .assert_index_matches(&mut conn, "items", CATCH_UP)
-        .await;
-    setup
-        .assert_index_matches(&mut conn, "links", CATCH_UP)
-        .await;
+    both_match(&setup, &mut conn).await;
     // The snapshot's schema (information_schema) and the stream's (TABLE_MAP) are the same
     // table version, so each subject has exactly one.
     for t in ["items", "links"] {
@@ -71,11 +79,7 @@ async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_under_concurrent_writes_then_stream_has_no_gap() {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_snap");
-    let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
-    create_tables(&mut conn, &db).await;
+    let (pool, mut conn, db, setup) = two_tables("it_snap").await;
     let mut w = Workload::new(2);
     for _ in 0..20 {
         w.insert_items(&mut conn, 100).await;
@@ -92,12 +96,7 @@ async fn snapshot_under_concurrent_writes_then_stream_has_no_gap() {
     stop.store(true, Ordering::Relaxed);
     let changed = writer.await.unwrap();
     assert!(changed > 0);
-    setup
-        .assert_index_matches(&mut conn, "items", CATCH_UP)
-        .await;
-    setup
-        .assert_index_matches(&mut conn, "links", CATCH_UP)
-        .await;
+    both_match(&setup, &mut conn).await;
     for p in [&mut source, &mut loader] {
         let status = p.terminate(Duration::from_secs(30));
         assert!(status.success(), "exit {status}:\n{}", p.output());
@@ -106,11 +105,7 @@ async fn snapshot_under_concurrent_writes_then_stream_has_no_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_loses_nothing() {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_kill");
-    let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
-    create_tables(&mut conn, &db).await;
+    let (pool, mut conn, db, setup) = two_tables("it_kill").await;
     let mut w = Workload::new(3);
     w.insert_items(&mut conn, 200).await;
     let mut first = setup.start("all");
@@ -125,12 +120,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     assert!(writer.await.unwrap() > 0);
-    setup
-        .assert_index_matches(&mut conn, "items", CATCH_UP)
-        .await;
-    setup
-        .assert_index_matches(&mut conn, "links", CATCH_UP)
-        .await;
+    both_match(&setup, &mut conn).await;
     // It resumed from the stored position instead of starting over.
     assert!(
         !second.output().contains("snapshot: copying"),

@@ -161,15 +161,10 @@ mod tests {
     use crate::model::{Op, SourceInfo, TableId, Version, time};
 
     pub(crate) fn sample_table() -> TableSchema {
-        let col = |name: &str, ty, nullable| Column {
-            name: name.into(),
-            ty,
-            nullable,
-        };
         TableSchema {
             id: TableId::new("shop", "orders"),
             columns: vec![
-                col(
+                Column::new(
                     "id",
                     ColumnType::Integer {
                         bytes: 8,
@@ -177,7 +172,7 @@ mod tests {
                     },
                     false,
                 ),
-                col(
+                Column::new(
                     "u64",
                     ColumnType::Integer {
                         bytes: 8,
@@ -185,7 +180,7 @@ mod tests {
                     },
                     false,
                 ),
-                col(
+                Column::new(
                     "m",
                     ColumnType::Integer {
                         bytes: 3,
@@ -193,7 +188,7 @@ mod tests {
                     },
                     false,
                 ),
-                col(
+                Column::new(
                     "price",
                     ColumnType::Decimal {
                         precision: 65,
@@ -201,7 +196,7 @@ mod tests {
                     },
                     true,
                 ),
-                col(
+                Column::new(
                     "small",
                     ColumnType::Decimal {
                         precision: 5,
@@ -209,10 +204,10 @@ mod tests {
                     },
                     false,
                 ),
-                col("name", ColumnType::Text, true),
-                col("d", ColumnType::Date, false),
-                col("at", ColumnType::DateTime { fsp: 6 }, true),
-                col("ts", ColumnType::Timestamp { fsp: 3 }, true),
+                Column::new("name", ColumnType::Text, true),
+                Column::new("d", ColumnType::Date, false),
+                Column::new("at", ColumnType::DateTime { fsp: 6 }, true),
+                Column::new("ts", ColumnType::Timestamp { fsp: 3 }, true),
             ],
             key: vec![0, 2],
         }

@@ -158,15 +158,10 @@ mod tests {
     use crate::model::TableId;
 
     fn table() -> TableSchema {
-        let col = |name: &str, ty, nullable| Column {
-            name: name.into(),
-            ty,
-            nullable,
-        };
         TableSchema {
             id: TableId::new("shop", "order-items"),
             columns: vec![
-                col(
+                Column::new(
                     "id",
                     ColumnType::Integer {
                         bytes: 8,
@@ -174,7 +169,7 @@ mod tests {
                     },
                     false,
                 ),
-                col(
+                Column::new(
                     "qty",
                     ColumnType::Integer {
                         bytes: 4,
@@ -182,7 +177,7 @@ mod tests {
                     },
                     false,
                 ),
-                col(
+                Column::new(
                     "price",
                     ColumnType::Decimal {
                         precision: 12,
@@ -190,8 +185,8 @@ mod tests {
                     },
                     true,
                 ),
-                col("1st name", ColumnType::Text, false),
-                col("at", ColumnType::DateTime { fsp: 6 }, false),
+                Column::new("1st name", ColumnType::Text, false),
+                Column::new("at", ColumnType::DateTime { fsp: 6 }, false),
             ],
             key: vec![0],
         }

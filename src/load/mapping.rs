@@ -52,11 +52,7 @@ mod tests {
 
     #[test]
     fn every_sluice_type_gets_an_explicit_mapping() {
-        let col = |name: &str, ty| Column {
-            name: name.into(),
-            ty,
-            nullable: true,
-        };
+        let col = |name: &str, ty| Column::new(name, ty, true);
         let table = TableSchema {
             id: TableId::new("db", "t"),
             columns: vec![

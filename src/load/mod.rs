@@ -91,7 +91,13 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         .map(|t| Encoder::topic(&cfg.kafka.topic_prefix, t))
         .collect();
     kafka::ensure_topics(&cfg.kafka, &topics).await?;
-    let consumer: StreamConsumer = kafka::client_config(&cfg.kafka)
+    let mut client = kafka::client_config(&cfg.kafka);
+    if !cfg.kafka.properties.contains_key("fetch.wait.max.ms") {
+        // Brokers that poll their storage instead of waking fetches on new data (tansu halves
+        // the remaining wait between polls) add up to this much latency; Kafka is unaffected.
+        client.set("fetch.wait.max.ms", "100");
+    }
+    let consumer: StreamConsumer = client
         .set("group.id", cfg.group_id())
         // Static membership: after a crash the restarted loader takes its old member id
         // back. Without it tansu hands a dead leader's partitions to nobody (issue 2 note).
@@ -113,6 +119,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     loop {
         let mut batch = Batch::default();
         let mut deadline: Option<Instant> = None;
+        let started = Instant::now();
         let stopping = loop {
             let message = tokio::select! {
                 biased;
@@ -134,8 +141,17 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                 break false;
             }
         };
+        let collected = started.elapsed();
         if batch.records > 0 && !apply(&mut writer, &batch, &shutdown).await? {
             return Ok(()); // interrupted while retrying: nothing committed, replayed later
+        }
+        if batch.records > 0 {
+            tracing::debug!(
+                records = batch.records,
+                collect_ms = collected.as_millis() as u64,
+                apply_ms = (started.elapsed() - collected).as_millis() as u64,
+                "batch applied"
+            );
         }
         if !batch.next_offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();

@@ -111,6 +111,17 @@ pub struct Column {
     pub nullable: bool,
 }
 
+impl Column {
+    /// A column named `name` of type `ty`.
+    pub fn new(name: impl Into<String>, ty: ColumnType, nullable: bool) -> Self {
+        Column {
+            name: name.into(),
+            ty,
+            nullable,
+        }
+    }
+}
+
 /// A table's shape at one point of the binlog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableSchema {

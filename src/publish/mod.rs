@@ -9,7 +9,7 @@ pub mod acker;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
@@ -96,25 +96,10 @@ pub async fn run(
             }
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
             let topic = &registered.topic;
-            let delivery = send(&producer, topic, &key, Some(&value)).await?;
-            queue(
-                &acks,
-                Pending::Delivery {
-                    topic: topic.clone(),
-                    delivery,
-                },
-            )
-            .await?;
+            produce(&producer, &acks, topic, &key, Some(&value)).await?;
             if change.op == Op::Delete {
-                let delivery = send(&producer, topic, &key, None).await?;
-                queue(
-                    &acks,
-                    Pending::Delivery {
-                        topic: topic.clone(),
-                        delivery,
-                    },
-                )
-                .await?;
+                // The tombstone lets log compaction drop the key once its delete is consumed.
+                produce(&producer, &acks, topic, &key, None).await?;
             }
         }
     }
@@ -131,19 +116,24 @@ pub async fn run(
 }
 
 /// Queues one record, waiting while librdkafka's queue is full.
-async fn send(
+/// Hands one record to librdkafka and queues its delivery for the acker.
+async fn produce(
     producer: &FutureProducer,
+    acks: &mpsc::Sender<Pending>,
     topic: &str,
     key: &[u8],
     value: Option<&[u8]>,
-) -> Result<DeliveryFuture, PublishError> {
+) -> Result<(), PublishError> {
     loop {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
         if let Some(v) = value {
             record = record.payload(v);
         }
         match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
+            Ok(delivery) => {
+                let topic = topic.to_string();
+                return queue(acks, Pending::Delivery { topic, delivery }).await;
+            }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use store::{RegistryError, Store};
+use store::{RegistryError, Store, SubjectVersion};
 use tokio_util::sync::CancellationToken;
 
 /// Confluent's content type.
@@ -192,9 +192,12 @@ async fn lookup(
 ) -> Reply {
     let req = parse_request(&body)?;
     let v = store.lookup(&subject, &req.schema)?;
-    Ok(reply(
-        json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema}),
-    ))
+    Ok(reply(version_json(v)))
+}
+
+/// A subject version as Confluent's API shows it.
+fn version_json(v: SubjectVersion) -> Json {
+    json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema})
 }
 
 async fn version(
@@ -203,9 +206,7 @@ async fn version(
 ) -> Reply {
     let n = parse_version(&store, &subject, &version)?;
     let v = store.version(&subject, n)?;
-    Ok(reply(
-        json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema}),
-    ))
+    Ok(reply(version_json(v)))
 }
 
 async fn raw_version(

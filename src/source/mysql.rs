@@ -190,11 +190,7 @@ pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchem
             "timestamp" => ColumnType::Timestamp { fsp: small(fsp) },
             _ => return Err(unsupported()),
         };
-        columns.push(Column {
-            name,
-            ty,
-            nullable: nullable == "YES",
-        });
+        columns.push(Column::new(name, ty, nullable == "YES"));
     }
     let key_names: Vec<String> = conn
         .exec(

@@ -384,11 +384,8 @@ pub fn parse_columns(
             other => return Err(unsupported(type_name(other))),
         };
         decoders.push(decoder);
-        columns.push(Column {
-            name: names[i].clone(),
-            ty: column_type,
-            nullable: null_bits[i / 8] & (1 << (i % 8)) != 0,
-        });
+        let nullable = null_bits[i / 8] & (1 << (i % 8)) != 0;
+        columns.push(Column::new(names[i].clone(), column_type, nullable));
     }
     let key = match opt.primary_key {
         Some(k) if !k.is_empty() => k,
