@@ -27,3 +27,4 @@ pub mod load;
 
 pub mod pipeline;
 pub mod registry;
+pub mod retry;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -168,17 +169,13 @@ async fn missing_table_and_missing_privileges_are_named() {
         ],
     )
     .await;
-    let s = stack();
-    let config = setup.config_text("").replace(
-        &format!(
-            "user = \"{}\"\npassword = \"{}\"",
-            s.cdc_user, s.cdc_password
-        ),
-        &format!("user = \"{user}\"\npassword = \"pw\""),
-    );
-    let config = config.replace(&format!("{db}.nope"), &format!("{db}.t"));
-    let path = setup.dir.path().join("readonly.toml");
-    std::fs::write(&path, config).unwrap();
+    let path = setup.write_config_as(&user, "pw", "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(&format!("{db}.nope"), &format!("{db}.t")),
+    )
+    .unwrap();
     let out = run_failing(&path);
     assert!(out.contains("REPLICATION SLAVE"), "{out}");
     assert!(out.contains("REPLICATION CLIENT"), "{out}");
@@ -198,17 +195,181 @@ async fn wrong_password_says_what_to_check_and_hides_the_password() {
         &[&format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY)")],
     )
     .await;
-    let s = stack();
-    let config = setup.config_text("").replace(
-        &format!("password = \"{}\"", s.cdc_password),
-        "password = \"wrong-Secret-42\"",
-    );
-    let path = setup.dir.path().join("badpw.toml");
-    std::fs::write(&path, config).unwrap();
+    let path = setup.write_config_as(&stack().cdc_user, "wrong-Secret-42", "");
     let out = run_failing(&path);
     assert!(out.contains("cannot connect"), "{out}");
     assert!(
         !out.contains("wrong-Secret-42"),
         "the password reached the output:\n{out}"
     );
+}
+
+/// A private mariadbd with its own data dir and settings, stopped on drop.
+struct PrivateServer {
+    child: std::process::Child,
+    port: u16,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    fn start(args: &[&str]) -> PrivateServer {
+        stack(); // MariaDB is installed
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let user =
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let user = format!("--user={}", user.trim());
+        let install = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                &user,
+            ])
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .unwrap();
+        assert!(
+            install.status.success(),
+            "{}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let socket = dir.path().join("sock");
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                &user,
+                &format!("--datadir={}", data.display()),
+            ])
+            .args([
+                &format!("--port={port}"),
+                "--bind-address=127.0.0.1",
+                "--server-id=1",
+            ])
+            .arg(format!("--socket={}", socket.display()))
+            .args(["--skip-name-resolve", "--innodb-buffer-pool-size=16M"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = PrivateServer {
+            child,
+            port,
+            socket,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !server.sql("SELECT 1").status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private mariadbd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let s = stack();
+        let grant = format!(
+            "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; \
+             GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{u}'@'%'; \
+             CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY)",
+            u = s.cdc_user,
+            p = s.cdc_password
+        );
+        let out = server.sql(&grant);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server
+    }
+
+    fn sql(&self, sql: &str) -> std::process::Output {
+        Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-uroot",
+                &format!("--socket={}", self.socket.display()),
+            ])
+            .args(["-e", sql])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn server_settings_unfit_for_row_cdc_are_named_with_their_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stack();
+    let config = dir.path().join("sluice.toml");
+    // `sluice run --role source` against `port`; returns its output, asserting a clean failure.
+    let run = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "tables = [\"d.t\"]\n[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
+                 password = \"{}\"\nserver_id = 4242\nstate_dir = \"{}\"\n[kafka]\n\
+                 brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n",
+                s.cdc_user,
+                s.cdc_password,
+                dir.path().join("state").display(),
+                s.brokers,
+                unique("it"),
+                s.registry_url,
+            ),
+        )
+        .unwrap();
+        let (status, out) = run_to_exit(
+            &[
+                "run",
+                "--role",
+                "source",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            EXIT,
+        );
+        assert!(!status.success() && !out.contains("panicked"), "{out}");
+        out
+    };
+
+    let no_binlog = PrivateServer::start(&[]);
+    let out = run(no_binlog.port);
+    assert!(
+        out.contains("does not write a binary log; start it with log_bin"),
+        "{out}"
+    );
+    drop(no_binlog);
+
+    let server = PrivateServer::start(&["--log-bin=binlog", "--binlog-format=STATEMENT"]);
+    let cases = [
+        ("", "binlog_format is STATEMENT; set binlog_format=ROW"),
+        (
+            "SET GLOBAL binlog_format = 'ROW', GLOBAL binlog_row_image = 'MINIMAL'",
+            "binlog_row_image is MINIMAL; set binlog_row_image=FULL",
+        ),
+        (
+            "SET GLOBAL binlog_row_image = 'FULL', GLOBAL binlog_row_metadata = 'MINIMAL'",
+            "binlog_row_metadata is MINIMAL; set binlog_row_metadata=FULL",
+        ),
+    ];
+    for (setting, expected) in cases {
+        if !setting.is_empty() {
+            assert!(server.sql(setting).status.success(), "{setting}");
+        }
+        let out = run(server.port);
+        assert!(out.contains(expected), "expected {expected:?}:\n{out}");
+    }
 }

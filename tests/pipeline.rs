@@ -130,3 +130,57 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     let status = second.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit {status}:\n{}", second.output());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_binlog_connections_are_reestablished_without_loss() {
+    let (pool, mut conn, db, setup) = two_tables("it_reconnect").await;
+    // A user of its own, so the test kills only this sluice's binlog connection.
+    let user = unique("cdc");
+    exec(
+        &mut conn,
+        &[
+            &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"),
+            &format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"),
+        ],
+    )
+    .await;
+    setup.write_config_as(&user, "pw", "");
+    let mut w = Workload::new(5);
+    w.insert_items(&mut conn, 100).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(pool.clone(), db.clone(), w, stop.clone());
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ids: Vec<u64> = conn
+            .query(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST \
+                 WHERE USER = '{user}' AND COMMAND LIKE 'Binlog Dump%'"
+            ))
+            .await
+            .unwrap();
+        assert!(
+            !ids.is_empty(),
+            "no binlog connection to kill:\n{}",
+            sluice.output()
+        );
+        for id in ids {
+            conn.query_drop(format!("KILL CONNECTION {id}"))
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+    both_match(&setup, &mut conn).await;
+    let out = sluice.output();
+    assert!(out.contains("reconnecting from the last commit"), "{out}");
+    assert!(out.matches("streaming the binlog").count() >= 4, "{out}");
+    let status = sluice.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", sluice.output());
+    conn.query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::encode::Encoder;
 use crate::kafka::{self, KafkaSetupError};
+use crate::retry::Backoff;
 use bulk::Outcome;
 use document::Action;
 use index::{Failure, IndexWriter};
@@ -242,7 +243,7 @@ async fn apply(
             Ok(()) => return Ok(true),
             Err(Failure::Final(e)) => return Err(e),
             Err(Failure::Transient(reason)) => {
-                let wait = backoff.next();
+                let wait = backoff.next_wait();
                 tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; retrying the batch");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
@@ -289,19 +290,5 @@ async fn try_apply(writer: &mut IndexWriter, batch: &Batch) -> Result<(), Failur
     match retry {
         Some(reason) => Err(Failure::Transient(reason)),
         None => Ok(()),
-    }
-}
-
-/// Exponential backoff from 100 ms to 10 s with full jitter.
-#[derive(Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let cap = 100u64.saturating_mul(1 << self.attempt.min(7)).min(10_000);
-        self.attempt += 1;
-        Duration::from_millis(fastrand::u64(cap / 2..=cap))
     }
 }

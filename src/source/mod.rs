@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SourceConfig;
 use crate::model::{Change, Checkpoint, Position, TableId};
 use crate::state::{State, StateError};
-use binlog::{BinlogError, BinlogReader};
+use binlog::BinlogError;
 
 /// What the source hands to the publisher.
 #[derive(Debug)]
@@ -134,14 +134,45 @@ pub enum SourceError {
         message: String,
     },
     /// The server closed the stream.
-    #[error("the server ended the binlog stream; restart to resume from the last checkpoint")]
+    #[error("the server ended the binlog stream")]
     StreamEnded,
+    /// Neither an event nor a heartbeat arrived for this many seconds.
+    #[error("no binlog event or heartbeat for {0} s; the connection is presumed dead")]
+    Silent(u64),
     /// The position store failed.
     #[error(transparent)]
     State(#[from] StateError),
     /// The publisher stopped first; its error is the one to read.
     #[error("the publisher stopped")]
     Downstream,
+}
+
+impl SourceError {
+    /// Whether this is a lost connection that reconnecting can cure, as opposed to a refusal
+    /// (credentials, privileges, purged binlog) or bad data, which reconnecting would repeat.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            SourceError::StreamEnded | SourceError::Silent(_) => true,
+            SourceError::Connect { source, .. } | SourceError::Query { source, .. } => {
+                is_transient(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn is_transient(e: &mysql_async::Error) -> bool {
+    use mysql_async::{DriverError, Error};
+    match e {
+        Error::Io(_) => true,
+        Error::Driver(d) => matches!(
+            d,
+            DriverError::ConnectionClosed | DriverError::PacketOutOfOrder
+        ),
+        // Server shutdown, network read/write failures, connection killed, gone away, lost.
+        Error::Server(s) => matches!(s.code, 1053 | 1077 | 1158..=1161 | 1927 | 2006 | 2013),
+        _ => false,
+    }
 }
 
 /// Runs the source until `shutdown` or an error.
@@ -188,6 +219,10 @@ pub async fn run(
             cfg.state_dir.display()
         ))
     })?;
-    let reader = BinlogReader::new(&start, tables.iter().cloned(), collations, server.checksums)?;
-    stream::run(cfg, start, reader, &tx, &shutdown).await
+    let decoding = stream::Decoding {
+        tables: tables.to_vec(),
+        collations,
+        checksums: server.checksums,
+    };
+    stream::run(cfg, start, decoding, &tx, &shutdown).await
 }

@@ -182,6 +182,21 @@ linger_ms = 50
         path
     }
 
+    /// Writes the config with another source user, and returns its path.
+    pub fn write_config_as(&self, user: &str, password: &str, extra: &str) -> PathBuf {
+        let s = stack();
+        let text = self.config_text(extra).replace(
+            &format!(
+                "user = \"{}\"\npassword = \"{}\"",
+                s.cdc_user, s.cdc_password
+            ),
+            &format!("user = \"{user}\"\npassword = \"{password}\""),
+        );
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// Starts `sluice run` with this setup's config.
     pub fn start(&self, role: &str) -> Sluice {
         let config = self.dir.path().join("sluice.toml");

@@ -1,0 +1,42 @@
+//! Retry pacing shared by the stages that wait out outages (binlog connection, index server).
+
+use std::time::Duration;
+
+/// Exponential backoff from 100 ms to 10 s, jittered over the upper half so that restarted
+/// clients do not retry in lockstep.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// How long to wait before the next attempt.
+    pub fn next_wait(&mut self) -> Duration {
+        let cap = 100u64.saturating_mul(1 << self.attempt.min(7)).min(10_000);
+        self.attempt += 1;
+        Duration::from_millis(fastrand::u64(cap / 2..=cap))
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_to_the_cap_and_restarts_after_reset() {
+        let mut b = Backoff::default();
+        let first = b.next_wait();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next_wait() <= Duration::from_secs(10));
+        }
+        assert!(b.next_wait() >= Duration::from_secs(5));
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+}
