@@ -309,28 +309,33 @@ impl Drop for PrivateServer {
     }
 }
 
+/// A source-role config for table `d.t` of a private server on `port`, written into `dir`.
+fn private_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let s = stack();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tables = [\"d.t\"]\n[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
+             password = \"{}\"\nserver_id = 4242\nstate_dir = \"{}\"\n[kafka]\n\
+             brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n",
+            s.cdc_user,
+            s.cdc_password,
+            dir.join("state").display(),
+            s.brokers,
+            unique("it"),
+            s.registry_url,
+        ),
+    )
+    .unwrap();
+    config
+}
+
 #[test]
 fn server_settings_unfit_for_row_cdc_are_named_with_their_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let s = stack();
-    let config = dir.path().join("sluice.toml");
-    // `sluice run --role source` against `port`; returns its output, asserting a clean failure.
     let run = |port: u16| {
-        std::fs::write(
-            &config,
-            format!(
-                "tables = [\"d.t\"]\n[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
-                 password = \"{}\"\nserver_id = 4242\nstate_dir = \"{}\"\n[kafka]\n\
-                 brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n",
-                s.cdc_user,
-                s.cdc_password,
-                dir.path().join("state").display(),
-                s.brokers,
-                unique("it"),
-                s.registry_url,
-            ),
-        )
-        .unwrap();
+        let config = private_config(dir.path(), port);
         let (status, out) = run_to_exit(
             &[
                 "run",
@@ -372,4 +377,47 @@ fn server_settings_unfit_for_row_cdc_are_named_with_their_fix() {
         let out = run(server.port);
         assert!(out.contains(expected), "expected {expected:?}:\n{out}");
     }
+}
+
+#[test]
+fn purged_binlog_says_to_resnapshot() {
+    let server = PrivateServer::start(&[
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--binlog-row-metadata=FULL",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = private_config(dir.path(), server.port);
+    // A first run snapshots the table and stores a position in binlog.000001.
+    let mut first = Sluice::start(&config, "source", &dir.path().join("first.log"));
+    first.wait_for_log("streaming the binlog", EXIT);
+    assert!(first.terminate(EXIT).success(), "{}", first.output());
+    let purge =
+        server.sql("FLUSH BINARY LOGS; FLUSH BINARY LOGS; PURGE BINARY LOGS TO 'binlog.000003'");
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    let (status, out) = run_to_exit(
+        &[
+            "run",
+            "--role",
+            "source",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        EXIT,
+    );
+    assert!(!status.success() && !out.contains("panicked"), "{out}");
+    assert!(
+        out.contains("no longer has the binlog needed to resume at binlog.000001"),
+        "{out}"
+    );
+    assert!(out.contains("re-snapshot"), "{out}");
+    assert!(
+        !out.contains("reconnecting"),
+        "a purged binlog is not a connection loss:\n{out}"
+    );
 }
