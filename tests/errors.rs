@@ -10,10 +10,11 @@ use mysql_async::prelude::*;
 
 const EXIT: Duration = Duration::from_secs(60);
 
-/// Runs `sluice run` on `config` to its exit; returns its output, asserting a failed exit
-/// without a panic.
-fn run_failing(config: &std::path::Path) -> String {
-    let (status, out) = run_to_exit(&["run", "--config", config.to_str().unwrap()], EXIT);
+/// Runs `sluice run --role <role>` on `config` to its exit; returns its output, asserting a
+/// failed exit without a panic.
+fn run_failing_as(config: &std::path::Path, role: &str) -> String {
+    let config = config.to_str().unwrap();
+    let (status, out) = run_to_exit(&["run", "--role", role, "--config", config], EXIT);
     assert!(!status.success(), "sluice exited 0:\n{out}");
     assert!(!out.contains("panicked"), "sluice panicked:\n{out}");
     out
@@ -29,7 +30,7 @@ fn config_errors_name_the_key_and_list_every_problem() {
         "tables = [\"shop.orders\"]\n[source]\nhost = \"h\"\nuser = \"u\"\npasword = \"x\"\n",
     )
     .unwrap();
-    let out = run_failing(&path);
+    let out = run_failing_as(&path, "all");
     assert!(
         out.contains("source.pasword") || out.contains("pasword"),
         "{out}"
@@ -54,7 +55,7 @@ url = "http://localhost:9200"
 "#,
     )
     .unwrap();
-    let out = run_failing(&path);
+    let out = run_failing_as(&path, "all");
     assert!(
         out.contains("orders"),
         "the table name problem is listed:\n{out}"
@@ -87,7 +88,7 @@ async fn unsupported_column_type_at_startup_names_table_column_and_type() {
         ],
     )
     .await;
-    let out = run_failing(&setup.write_config(""));
+    let out = run_failing_as(&setup.write_config(""), "all");
     assert!(out.contains(&format!("{db}.t")), "{out}");
     assert!(out.contains("column `y` has type YEAR"), "{out}");
 }
@@ -152,7 +153,7 @@ async fn missing_table_and_missing_privileges_are_named() {
     let mut conn = pool.get_conn().await.unwrap();
     let db = unique("it_err_missing");
     let setup = Setup::new(&mut conn, &db, &["nope"]).await;
-    let out = run_failing(&setup.write_config(""));
+    let out = run_failing_as(&setup.write_config(""), "all");
     assert!(
         out.contains(&format!("table {db}.nope does not exist")),
         "{out}"
@@ -176,7 +177,7 @@ async fn missing_table_and_missing_privileges_are_named() {
         text.replace(&format!("{db}.nope"), &format!("{db}.t")),
     )
     .unwrap();
-    let out = run_failing(&path);
+    let out = run_failing_as(&path, "all");
     assert!(out.contains("REPLICATION SLAVE"), "{out}");
     assert!(out.contains("REPLICATION CLIENT"), "{out}");
     conn.query_drop(format!("DROP USER '{user}'@'%'"))
@@ -196,7 +197,7 @@ async fn wrong_password_says_what_to_check_and_hides_the_password() {
     )
     .await;
     let path = setup.write_config_as(&stack().cdc_user, "wrong-Secret-42", "");
-    let out = run_failing(&path);
+    let out = run_failing_as(&path, "all");
     assert!(out.contains("cannot connect"), "{out}");
     assert!(
         !out.contains("wrong-Secret-42"),
@@ -334,21 +335,7 @@ fn private_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
 #[test]
 fn server_settings_unfit_for_row_cdc_are_named_with_their_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |port: u16| {
-        let config = private_config(dir.path(), port);
-        let (status, out) = run_to_exit(
-            &[
-                "run",
-                "--role",
-                "source",
-                "--config",
-                config.to_str().unwrap(),
-            ],
-            EXIT,
-        );
-        assert!(!status.success() && !out.contains("panicked"), "{out}");
-        out
-    };
+    let run = |port: u16| run_failing_as(&private_config(dir.path(), port), "source");
 
     let no_binlog = PrivateServer::start(&[]);
     let out = run(no_binlog.port);
@@ -400,17 +387,7 @@ fn purged_binlog_says_to_resnapshot() {
         "{}",
         String::from_utf8_lossy(&purge.stderr)
     );
-    let (status, out) = run_to_exit(
-        &[
-            "run",
-            "--role",
-            "source",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        EXIT,
-    );
-    assert!(!status.success() && !out.contains("panicked"), "{out}");
+    let out = run_failing_as(&config, "source");
     assert!(
         out.contains("no longer has the binlog needed to resume at binlog.000001"),
         "{out}"
