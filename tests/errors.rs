@@ -93,34 +93,52 @@ async fn unsupported_column_type_at_startup_names_table_column_and_type() {
     assert!(out.contains("column `y` has type YEAR"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_column_type_mid_stream_stops_with_the_column_named() {
+/// Streams table `t (id INT PRIMARY KEY, n INT)` of a fresh database, runs `statements` in it,
+/// and returns the setup and the output of the sluice process, which must fail cleanly.
+async fn stream_then_fail(name: &str, statements: &[&str]) -> (Setup, String) {
     let pool = admin_pool();
     let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_err_alter");
+    let db = unique(name);
     let setup = Setup::new(&mut conn, &db, &["t"]).await;
-    exec(
-        &mut conn,
-        &[&format!(
-            "CREATE TABLE `{db}`.t (id INT PRIMARY KEY, n INT)"
-        )],
-    )
-    .await;
+    conn.query_drop(format!("USE `{db}`")).await.unwrap();
+    exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY, n INT)"]).await;
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", Duration::from_secs(60));
-    exec(
-        &mut conn,
-        &[
-            &format!("INSERT INTO `{db}`.t VALUES (1, 1)"),
-            &format!("ALTER TABLE `{db}`.t ADD COLUMN f FLOAT"),
-            &format!("INSERT INTO `{db}`.t VALUES (2, 2, 1.5)"),
-        ],
-    )
-    .await;
+    sluice.wait_for_log("streaming the binlog", EXIT);
+    exec(&mut conn, statements).await;
     let status = sluice.wait_exit(EXIT);
     let out = sluice.output();
     assert!(!status.success(), "{out}");
     assert!(!out.contains("panicked"), "{out}");
+    (setup, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_of_a_captured_table_stops_instead_of_diverging() {
+    let (setup, out) = stream_then_fail(
+        "it_err_truncate",
+        &["INSERT INTO t VALUES (1, 1)", "TRUNCATE TABLE t"],
+    )
+    .await;
+    let message = format!(
+        "TRUNCATE TABLE {}.t: Sluice cannot stream a truncate yet",
+        setup.db
+    );
+    assert!(out.contains(&message), "{out}");
+    assert!(out.contains("re-snapshot"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_column_type_mid_stream_stops_with_the_column_named() {
+    let (setup, out) = stream_then_fail(
+        "it_err_alter",
+        &[
+            "INSERT INTO t VALUES (1, 1)",
+            "ALTER TABLE t ADD COLUMN f FLOAT",
+            "INSERT INTO t VALUES (2, 2, 1.5)",
+        ],
+    )
+    .await;
+    let db = &setup.db;
     assert!(out.contains("column `f` has type FLOAT"), "{out}");
     assert!(out.contains(&format!("{db}.t")), "{out}");
     // The row before the change reached Kafka (a loader started afterwards indexes it), and

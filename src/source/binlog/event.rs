@@ -2,6 +2,7 @@
 //! Bodies are the bytes after the 19-byte common header, without the checksum.
 
 use super::cursor::{Cursor, DecodeError};
+use crate::model::TableId;
 
 /// Binlog event type codes (MySQL and MariaDB).
 pub mod kind {
@@ -128,7 +129,7 @@ pub fn parse_rotate(body: &[u8]) -> Result<(String, u64), DecodeError> {
 }
 
 /// A QUERY event's thread id and statement text.
-pub fn parse_query(body: &[u8], post_header_len: usize) -> Result<(u32, &[u8]), DecodeError> {
+pub fn parse_query(body: &[u8], post_header_len: usize) -> Result<Query<'_>, DecodeError> {
     let mut c = Cursor::new(body);
     let thread = c.uint_le(4, "query thread id")? as u32;
     c.take(4, "query exec time")?;
@@ -141,8 +142,50 @@ pub fn parse_query(body: &[u8], post_header_len: usize) -> Result<(u32, &[u8]), 
     };
     c.take(post_header_len.saturating_sub(13), "query post-header")?;
     c.take(status_len, "query status variables")?;
-    c.take(db_len + 1, "query database")?;
-    Ok((thread, c.rest()))
+    let db = &c.take(db_len + 1, "query database")?[..db_len];
+    Ok(Query {
+        thread,
+        db,
+        text: c.rest(),
+    })
+}
+
+/// A QUERY event's statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query<'a> {
+    /// Connection that ran it.
+    pub thread: u32,
+    /// Default database of the statement (may be empty).
+    pub db: &'a [u8],
+    /// Statement text.
+    pub text: &'a [u8],
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties, resolved against the
+/// statement's default database; `None` for any other statement.
+pub fn truncated_table(q: &Query<'_>) -> Option<TableId> {
+    let text = std::str::from_utf8(q.text).ok()?.trim_start();
+    let mut words = text.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("TABLE") {
+        name = words.next()?;
+    }
+    let name = name.trim_end_matches(';');
+    let parts: Vec<String> = name
+        .split('.')
+        .map(|p| p.trim_matches('`').to_string())
+        .collect();
+    match parts.as_slice() {
+        [table] => Some(TableId::new(
+            std::str::from_utf8(q.db).ok()?,
+            table.as_str(),
+        )),
+        [db, table] => Some(TableId::new(db.as_str(), table.as_str())),
+        _ => None,
+    }
 }
 
 /// How a QUERY event bears on transaction boundaries.
@@ -205,6 +248,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn finds_the_table_a_truncate_empties() {
+        let q = |db: &'static str, text: &'static str| Query {
+            thread: 1,
+            db: db.as_bytes(),
+            text: text.as_bytes(),
+        };
+        let t = |db, table| Some(TableId::new(db, table));
+        assert_eq!(
+            truncated_table(&q("shop", "TRUNCATE TABLE orders")),
+            t("shop", "orders")
+        );
+        assert_eq!(
+            truncated_table(&q("x", "  truncate `shop`.`orders`;")),
+            t("shop", "orders")
+        );
+        assert_eq!(
+            truncated_table(&q("", "TRUNCATE shop.orders")),
+            t("shop", "orders")
+        );
+        assert_eq!(truncated_table(&q("shop", "DELETE FROM orders")), None);
+        assert_eq!(truncated_table(&q("shop", "TRUNCATE")), None);
+    }
+
+    #[test]
     fn classifies_transaction_statements() {
         assert_eq!(classify_query(b"BEGIN"), QueryKind::Begin);
         assert_eq!(classify_query(b"  commit"), QueryKind::Commit);
@@ -227,7 +294,8 @@ mod tests {
         body.extend_from_slice(&[1, 2, 3]);
         body.extend_from_slice(b"shop\0");
         body.extend_from_slice(b"COMMIT");
-        assert_eq!(parse_query(&body, 13).unwrap(), (7, &b"COMMIT"[..]));
+        let q = parse_query(&body, 13).unwrap();
+        assert_eq!((q.thread, q.text), (7, &b"COMMIT"[..]));
     }
 
     #[test]
