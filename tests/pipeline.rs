@@ -184,3 +184,33 @@ async fn killed_binlog_connections_are_reestablished_without_loss() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn year_columns_snapshot_and_stream_exactly() {
+    let pool = admin_pool();
+    let mut conn = pool.get_conn().await.unwrap();
+    let db = unique("it_year");
+    let setup = Setup::new(&mut conn, &db, &["y"]).await;
+    conn.query_drop(format!("USE `{db}`")).await.unwrap();
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE y (id INT PRIMARY KEY, a YEAR NULL, b YEAR NOT NULL)",
+            "INSERT INTO y VALUES (1, 1901, 2155), (2, NULL, 0), (3, 2024, 1970)",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO y VALUES (4, 2155, 1901), (5, 0, 2000)",
+            "UPDATE y SET a = NULL, b = 1999 WHERE id = 1",
+            "DELETE FROM y WHERE id = 3",
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "y", CATCH_UP).await;
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

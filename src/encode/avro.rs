@@ -85,6 +85,7 @@ fn write_value(out: &mut Vec<u8>, col: &Column, v: &Value) -> Result<(), ValueEr
         }
         (ColumnType::Text, Value::String(s)) => write_bytes(out, s.as_bytes()),
         (ColumnType::Date, Value::Date(d)) => write_long(out, i64::from(*d)),
+        (ColumnType::Year, Value::Int(y)) => write_long(out, *y),
         (ColumnType::DateTime { .. }, Value::DateTime(us)) => write_long(out, *us),
         (ColumnType::Timestamp { .. }, Value::Timestamp(us)) => write_long(out, *us),
         (_, Value::Null) => return Err(err("NULL in a NOT NULL column".into())),

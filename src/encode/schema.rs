@@ -111,6 +111,7 @@ fn avro_type(ty: ColumnType) -> Json {
         }
         ColumnType::Text => json!("string"),
         ColumnType::Date => json!({"type": "int", "logicalType": "date"}),
+        ColumnType::Year => json!("int"),
         ColumnType::DateTime { .. } => {
             json!({"type": "long", "logicalType": "local-timestamp-micros"})
         }

@@ -61,6 +61,8 @@ pub enum ColumnType {
     Text,
     /// DATE.
     Date,
+    /// YEAR: 1901..=2155, or 0 for the zero year `0000`.
+    Year,
     /// DATETIME(fsp): wall-clock time without a zone.
     DateTime {
         /// Fractional second digits, 0..=6.
@@ -94,6 +96,7 @@ impl ColumnType {
             ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
             ColumnType::Text => "TEXT".to_string(),
             ColumnType::Date => "DATE".to_string(),
+            ColumnType::Year => "YEAR".to_string(),
             ColumnType::DateTime { fsp } => format!("DATETIME({fsp})"),
             ColumnType::Timestamp { fsp } => format!("TIMESTAMP({fsp})"),
         }

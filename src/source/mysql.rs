@@ -186,6 +186,7 @@ pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchem
                 }
             }
             "date" => ColumnType::Date,
+            "year" => ColumnType::Year,
             "datetime" => ColumnType::DateTime { fsp: small(fsp) },
             "timestamp" => ColumnType::Timestamp { fsp: small(fsp) },
             _ => return Err(unsupported()),

@@ -191,6 +191,8 @@ pub fn convert(
                 (ColumnType::Text, V::Bytes(b)) => {
                     Value::String(String::from_utf8(b).map_err(|_| bad("text is not valid UTF-8"))?)
                 }
+                (ColumnType::Year, V::Int(y)) => Value::Int(y),
+                (ColumnType::Year, V::UInt(y)) => Value::Int(y as i64),
                 (ColumnType::Date, V::Date(y, m, d, ..)) => {
                     let (y, m, d) = (u32::from(y), u32::from(m), u32::from(d));
                     if time::is_valid_date(y, m, d) {

@@ -395,6 +395,8 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
             let c = format!("`{name}`");
             match ty.as_str() {
                 "decimal" if scale.unwrap_or(0) > 0 => format!("CAST({c} AS CHAR)"),
+                // The zero year prints as `0000`.
+                "year" => format!("{c} + 0"),
                 // A zero month or day (zero dates, `0000-00-00 12:00:00`) has no place on the
                 // timeline: null.
                 "date" => format!("IF(MONTH({c}) = 0 OR DAYOFMONTH({c}) = 0, NULL, DATE_FORMAT({c}, '%Y-%m-%d'))"),
@@ -416,7 +418,7 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
         for ((name, ty, scale), v) in cols.iter().zip(values) {
             let integral = matches!(
                 ty.as_str(),
-                "tinyint" | "smallint" | "mediumint" | "int" | "bigint"
+                "tinyint" | "smallint" | "mediumint" | "int" | "bigint" | "year"
             ) || (ty == "decimal" && scale.unwrap_or(0) == 0);
             doc.insert(name.clone(), sql_json(integral, v));
         }

@@ -128,6 +128,10 @@ fn decode_value(
                 .map_err(|_| DecodeError::Invalid("text is not valid UTF-8".into()))?;
             Value::String(s.to_string())
         }
+        ColumnDecoder::Year => match c.u8("year")? {
+            0 => Value::Int(0),
+            y => Value::Int(1900 + i64::from(y)),
+        },
         ColumnDecoder::Date => {
             let v = c.uint_le(3, "date")? as u32;
             let (y, m, d) = (v >> 9, (v >> 5) & 15, v & 31);
@@ -376,6 +380,9 @@ mod tests {
 
     #[test]
     fn zero_and_impossible_dates_become_counted_nulls() {
+        assert_eq!(one(ColumnDecoder::Year, &[0]), (Value::Int(0), 0));
+        assert_eq!(one(ColumnDecoder::Year, &[1]), (Value::Int(1901), 0));
+        assert_eq!(one(ColumnDecoder::Year, &[255]), (Value::Int(2155), 0));
         assert_eq!(one(ColumnDecoder::Date, &[0, 0, 0]), (Value::Null, 1));
         let feb31 = (2024u32 << 9) | (2 << 5) | 31;
         assert_eq!(

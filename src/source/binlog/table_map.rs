@@ -76,6 +76,8 @@ pub enum ColumnDecoder {
     },
     /// 3-byte packed date.
     Date,
+    /// One byte, years since 1900 (0 is the zero year).
+    Year,
     /// 5-byte big-endian packed DATETIME plus fraction.
     DateTime2 {
         /// Fractional digits.
@@ -360,6 +362,7 @@ pub fn parse_columns(
                 (ColumnDecoder::Text { len_bytes }, ColumnType::Text)
             }
             col::DATE => (ColumnDecoder::Date, ColumnType::Date),
+            col::YEAR => (ColumnDecoder::Year, ColumnType::Year),
             col::DATETIME2 | col::TIMESTAMP2 => {
                 let fsp = metadata.u8("fractional seconds precision")?;
                 if fsp > 6 {
@@ -614,11 +617,11 @@ pub(crate) mod tests {
     fn unsupported_types_are_named_with_their_column() {
         let body = TableMapBuilder::new()
             .int(col::LONG, false, "id")
-            .column(col::YEAR, &[], false, "y")
+            .column(col::FLOAT, &[4], false, "f")
             .key(&[0])
             .build(1);
         let e = parse(&body).unwrap_err().to_string();
-        assert_eq!(e, "column `y` has type YEAR, which Sluice cannot decode");
+        assert_eq!(e, "column `f` has type FLOAT, which Sluice cannot decode");
     }
 
     #[test]
