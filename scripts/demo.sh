@@ -61,7 +61,9 @@ TOML
 
 say "starting sluice (config $RUN/sluice.toml, log $RUN/sluice.log)"
 start=$(now_ms)
-"$BIN" run --config "$RUN/sluice.toml" 2>"$RUN/sluice.log" &
+# Its own session: Ctrl-C reaches only this script, which forwards a single SIGTERM (a
+# second signal would make sluice exit at once instead of draining).
+setsid "$BIN" run --config "$RUN/sluice.toml" 2>"$RUN/sluice.log" &
 SLUICE=$!
 stop_sluice() {
   trap - INT TERM EXIT
