@@ -34,10 +34,14 @@ pub enum KafkaSetupError {
     },
 }
 
-/// Base settings for every client: brokers, then the user's extra properties.
-pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+/// Base settings for every client: brokers, Sluice's `defaults` for this client, then the
+/// user's extra properties, which override the defaults.
+pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -47,7 +51,7 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 /// Creates the topics that do not exist yet. Brokers without auto-creation (tansu) need this
 /// before the first produce or subscribe.
 pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[String]) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .map_err(KafkaSetupError::Client)?;
     let new: Vec<NewTopic<'_>> = topics

@@ -76,10 +76,8 @@ url = "http://localhost:9200"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_column_type_at_startup_names_table_column_and_type() {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_err_type");
-    let setup = Setup::new(&mut conn, &db, &["t"]).await;
+    let (mut conn, setup) = fresh("it_err_type", &["t"]).await;
+    let db = setup.db.clone();
     exec(
         &mut conn,
         &[
@@ -96,11 +94,7 @@ async fn unsupported_column_type_at_startup_names_table_column_and_type() {
 /// Streams table `t (id INT PRIMARY KEY, n INT)` of a fresh database, runs `statements` in it,
 /// and returns the setup and the output of the sluice process, which must fail cleanly.
 async fn stream_then_fail(name: &str, statements: &[&str]) -> (Setup, String) {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique(name);
-    let setup = Setup::new(&mut conn, &db, &["t"]).await;
-    conn.query_drop(format!("USE `{db}`")).await.unwrap();
+    let (mut conn, setup) = fresh(name, &["t"]).await;
     exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY, n INT)"]).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", EXIT);
@@ -167,10 +161,8 @@ async fn unsupported_column_type_mid_stream_stops_with_the_column_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_table_and_missing_privileges_are_named() {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_err_missing");
-    let setup = Setup::new(&mut conn, &db, &["nope"]).await;
+    let (mut conn, setup) = fresh("it_err_missing", &["nope"]).await;
+    let db = setup.db.clone();
     let out = run_failing_as(&setup.write_config(""), "all");
     assert!(
         out.contains(&format!("table {db}.nope does not exist")),
@@ -205,10 +197,8 @@ async fn missing_table_and_missing_privileges_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_says_what_to_check_and_hides_the_password() {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_err_auth");
-    let setup = Setup::new(&mut conn, &db, &["t"]).await;
+    let (mut conn, setup) = fresh("it_err_auth", &["t"]).await;
+    let db = setup.db.clone();
     exec(
         &mut conn,
         &[&format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY)")],

@@ -36,12 +36,10 @@ fn spawn_writer(
 
 /// A fresh database with the workload's `items` and `links` tables and a setup for both.
 async fn two_tables(name: &str) -> (Pool, Conn, String, Setup) {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique(name);
-    let setup = Setup::new(&mut conn, &db, &["items", "links"]).await;
+    let (mut conn, setup) = fresh(name, &["items", "links"]).await;
+    let db = setup.db.clone();
     create_tables(&mut conn, &db).await;
-    (pool, conn, db, setup)
+    (admin_pool(), conn, db, setup)
 }
 
 /// Waits until both indexes equal their tables.
@@ -187,11 +185,7 @@ async fn killed_binlog_connections_are_reestablished_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn year_columns_snapshot_and_stream_exactly() {
-    let pool = admin_pool();
-    let mut conn = pool.get_conn().await.unwrap();
-    let db = unique("it_year");
-    let setup = Setup::new(&mut conn, &db, &["y"]).await;
-    conn.query_drop(format!("USE `{db}`")).await.unwrap();
+    let (mut conn, setup) = fresh("it_year", &["y"]).await;
     exec(
         &mut conn,
         &[

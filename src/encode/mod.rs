@@ -49,8 +49,8 @@ pub enum EncodeError {
 pub struct Registered {
     /// The table version.
     pub schema: Arc<TableSchema>,
-    /// Kafka topic of the table.
-    pub topic: String,
+    /// Kafka topic of the table; shared by every record's delivery report.
+    pub topic: Arc<str>,
     key_id: u32,
     value_id: u32,
 }
@@ -97,7 +97,7 @@ impl Encoder {
         tracing::info!(table = %table.id, key_id, value_id, "registered schemas");
         let r = Arc::new(Registered {
             schema: table.clone(),
-            topic,
+            topic: topic.into(),
             key_id,
             value_id,
         });

@@ -92,22 +92,19 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         .map(|t| Encoder::topic(&cfg.kafka.topic_prefix, t))
         .collect();
     kafka::ensure_topics(&cfg.kafka, &topics).await?;
-    let mut client = kafka::client_config(&cfg.kafka);
-    if !cfg.kafka.properties.contains_key("fetch.wait.max.ms") {
-        // Brokers that poll their storage instead of waking fetches on new data (tansu halves
-        // the remaining wait between polls) add up to this much latency; Kafka is unaffected.
-        client.set("fetch.wait.max.ms", "100");
-    }
-    let consumer: StreamConsumer = client
-        .set("group.id", cfg.group_id())
-        // Static membership: after a crash the restarted loader takes its old member id
-        // back. Without it tansu hands a dead leader's partitions to nobody (issue 2 note).
-        .set("group.instance.id", cfg.instance_id())
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+    // Brokers that poll their storage instead of waking fetches on new data (tansu halves the
+    // remaining wait between polls) add up to fetch.wait.max.ms of latency; Kafka does not.
+    let consumer: StreamConsumer =
+        kafka::client_config(&cfg.kafka, &[("fetch.wait.max.ms", "100")])
+            .set("group.id", cfg.group_id())
+            // Static membership: after a crash the restarted loader takes its old member id
+            // back. Without it tansu hands a dead leader's partitions to nobody (issue 2 note).
+            .set("group.instance.id", cfg.instance_id())
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
     let decoder = AvroDecoder::new(SrSettings::new(

@@ -1,6 +1,7 @@
 //! Turns Kafka acknowledgements into stored checkpoints: a checkpoint is saved only after
 //! every record queued before it was acknowledged (design.md, invariant 1).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::DeliveryFuture;
@@ -19,7 +20,7 @@ pub enum Pending {
     /// A produced record; resolves when the broker acknowledged it.
     Delivery {
         /// Topic, for error messages.
-        topic: String,
+        topic: Arc<str>,
         /// librdkafka's delivery report.
         delivery: DeliveryFuture,
     },
@@ -49,7 +50,10 @@ pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), P
             }
             Some(Pending::Delivery { topic, delivery }) => match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(PublishError::Delivery { topic, error }),
+                Ok(Err((error, _))) => {
+                    let topic = topic.to_string();
+                    return Err(PublishError::Delivery { topic, error });
+                }
                 Err(_) => return Err(PublishError::ProducerGone),
             },
             Some(Pending::Checkpoint(cp @ Checkpoint::Snapshot { .. })) => {

@@ -6,6 +6,7 @@
 
 pub mod acker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -58,10 +59,7 @@ pub enum PublishError {
 
 /// The idempotent, ordered producer.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, PublishError> {
-    let mut c = kafka::client_config(cfg);
-    if !cfg.properties.contains_key("linger.ms") {
-        c.set("linger.ms", "5");
-    }
+    let mut c = kafka::client_config(cfg, &[("linger.ms", "5")]);
     // Not overridable: ordering, no duplicates from retries, and key placement depend on them.
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -92,7 +90,7 @@ pub async fn run(
         for change in &changes {
             let (registered, first) = encoder.registered(&change.table).await?;
             if first {
-                kafka::ensure_topics(cfg, std::slice::from_ref(&registered.topic)).await?;
+                kafka::ensure_topics(cfg, &[registered.topic.to_string()]).await?;
             }
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
             let topic = &registered.topic;
@@ -120,7 +118,7 @@ pub async fn run(
 async fn produce(
     producer: &FutureProducer,
     acks: &mpsc::Sender<Pending>,
-    topic: &str,
+    topic: &Arc<str>,
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<(), PublishError> {
@@ -131,7 +129,7 @@ async fn produce(
         }
         match producer.send_result(record) {
             Ok(delivery) => {
-                let topic = topic.to_string();
+                let topic = topic.clone();
                 return queue(acks, Pending::Delivery { topic, delivery }).await;
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -97,6 +97,17 @@ pub fn admin_pool() -> Pool {
     Pool::new(opts)
 }
 
+/// An admin connection using a fresh database named after `name`, and a setup capturing
+/// `tables` of it.
+pub async fn fresh(name: &str, tables: &[&str]) -> (Conn, Setup) {
+    let mut conn = admin_pool().get_conn().await.unwrap();
+    let setup = Setup::new(&mut conn, &unique(name), tables).await;
+    conn.query_drop(format!("USE `{}`", setup.db))
+        .await
+        .unwrap();
+    (conn, setup)
+}
+
 /// Runs statements in order.
 pub async fn exec(conn: &mut Conn, sql: &[&str]) {
     for s in sql {
