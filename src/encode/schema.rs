@@ -41,12 +41,14 @@ pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameCl
         .collect::<Vec<_>>()
         .join(".");
     let names = field_names(table)?;
-    let field = |i: usize| {
+    // A named type is defined at its first use in a schema document and referenced after.
+    let field = |i: usize, geometry_defined: &mut bool| {
         let c = &table.columns[i];
+        let ty = avro_type(&c.ty, geometry_defined);
         let mut f = if is_optional(c) {
-            json!({"name": names[i], "type": ["null", avro_type(c.ty)], "default": null})
+            json!({"name": names[i], "type": ["null", ty], "default": null})
         } else {
-            json!({"name": names[i], "type": avro_type(c.ty)})
+            json!({"name": names[i], "type": ty})
         };
         // Consumers (the loader's index mapping among them) can tell BIGINT UNSIGNED from
         // DECIMAL(20,0), which share an Avro type.
@@ -58,13 +60,16 @@ pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameCl
         "name": "Key",
         "namespace": namespace,
         "connect.name": format!("{namespace}.Key"),
-        "fields": table.key.iter().map(|&i| field(i)).collect::<Vec<_>>(),
+        "fields": table.key.iter().map(|&i| field(i, &mut false)).collect::<Vec<_>>(),
     });
+    let mut geometry_defined = false;
     let row = json!({
         "type": "record",
         "name": "Value",
         "connect.name": format!("{namespace}.Value"),
-        "fields": (0..table.columns.len()).map(field).collect::<Vec<_>>(),
+        "fields": (0..table.columns.len())
+            .map(|i| field(i, &mut geometry_defined))
+            .collect::<Vec<_>>(),
     });
     let source: Json = serde_json::from_str(SOURCE_AVSC).expect("proto/source.avsc is JSON");
     let value = json!({
@@ -93,8 +98,12 @@ pub fn is_optional(c: &Column) -> bool {
         )
 }
 
-/// The Avro type of a column (design.md's type table).
-fn avro_type(ty: ColumnType) -> Json {
+/// Full name of the record GEOMETRY columns become (Debezium's shape).
+const GEOMETRY: &str = "io.debezium.data.geometry.Geometry";
+
+/// The Avro type of a column (design.md's type table). `geometry_defined` says whether the
+/// schema document already defined the named geometry record.
+fn avro_type(ty: &ColumnType, geometry_defined: &mut bool) -> Json {
     match ty {
         ColumnType::Integer {
             bytes: 8,
@@ -102,16 +111,52 @@ fn avro_type(ty: ColumnType) -> Json {
         } => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 0})
         }
-        ColumnType::Integer { bytes, unsigned } if bytes < 4 || (bytes == 4 && !unsigned) => {
+        ColumnType::Integer { bytes, unsigned } if *bytes < 4 || (*bytes == 4 && !unsigned) => {
             json!("int")
         }
         ColumnType::Integer { .. } => json!("long"),
         ColumnType::Decimal { precision, scale } => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
         }
+        ColumnType::Float => json!("float"),
+        ColumnType::Double => json!("double"),
+        ColumnType::Bit { bits: 1 } => json!("boolean"),
+        ColumnType::Bit { bits } => json!({
+            "type": "bytes",
+            "connect.name": "io.debezium.data.Bits",
+            "connect.parameters": {"length": bits.to_string()},
+        }),
         ColumnType::Text => json!("string"),
+        ColumnType::Bytes => json!("bytes"),
+        ColumnType::Enum(labels) => json!({
+            "type": "string",
+            "connect.name": "io.debezium.data.Enum",
+            "connect.parameters": {"allowed": labels.join(",")},
+        }),
+        ColumnType::Set(labels) => json!({
+            "type": "string",
+            "connect.name": "io.debezium.data.EnumSet",
+            "connect.parameters": {"allowed": labels.join(",")},
+        }),
+        ColumnType::Json => json!({"type": "string", "connect.name": "io.debezium.data.Json"}),
+        ColumnType::Geometry if *geometry_defined => json!(GEOMETRY),
+        ColumnType::Geometry => {
+            *geometry_defined = true;
+            json!({
+                "type": "record",
+                "name": GEOMETRY,
+                "connect.name": GEOMETRY,
+                "fields": [
+                    {"name": "wkb", "type": "bytes"},
+                    {"name": "srid", "type": ["null", "int"], "default": null},
+                ],
+            })
+        }
         ColumnType::Date => json!({"type": "int", "logicalType": "date"}),
         ColumnType::Year => json!("int"),
+        ColumnType::Time { .. } => {
+            json!({"type": "long", "connect.name": "io.debezium.time.MicroTime"})
+        }
         ColumnType::DateTime { .. } => {
             json!({"type": "long", "logicalType": "local-timestamp-micros"})
         }

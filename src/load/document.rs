@@ -2,11 +2,13 @@
 //! operation from the envelope, the document from its `after` image.
 
 use apache_avro::Schema;
-use apache_avro::schema::RecordSchema;
+use apache_avro::schema::{RecordField, RecordSchema};
 use apache_avro::types::Value as Avro;
+use base64::Engine;
 use num_bigint::{BigInt, Sign};
 use serde_json::{Map, Value as Json};
 
+use crate::encode::schema::MYSQL_TYPE;
 use crate::model::time;
 
 /// What to do in the index for one record.
@@ -141,7 +143,7 @@ fn row_json(row: &Avro, schema: &RecordSchema) -> Result<Json, ShapeError> {
             for ((name, v), f) in fields.iter().zip(&schema.fields) {
                 doc.insert(
                     name.clone(),
-                    scalar_json(v, &f.schema).map_err(|e| shape(format!("field `{name}`: {e}")))?,
+                    field_json(v, f).map_err(|e| shape(format!("field `{name}`: {e}")))?,
                 );
             }
             Ok(Json::Object(doc))
@@ -159,7 +161,7 @@ pub fn document_id(key: &Avro, schema: &Schema) -> Result<String, ShapeError> {
     let parts = fields
         .iter()
         .zip(&rs.fields)
-        .map(|((_, v), f)| scalar_json(v, &f.schema))
+        .map(|((_, v), f)| field_json(v, f))
         .collect::<Result<Vec<_>, _>>()?;
     match parts.as_slice() {
         [Json::String(s)] => Ok(s.clone()),
@@ -168,8 +170,30 @@ pub fn document_id(key: &Avro, schema: &Schema) -> Result<String, ShapeError> {
     }
 }
 
+/// One column value as the document stores it. BIT(n) columns, bytes in Avro, become the
+/// unsigned number they spell.
+fn field_json(v: &Avro, field: &RecordField) -> Result<Json, ShapeError> {
+    let is_bits = field
+        .custom_attributes
+        .get(MYSQL_TYPE)
+        .and_then(|t| t.as_str())
+        .is_some_and(|t| t.starts_with("BIT("));
+    let bits = match v {
+        Avro::Union(_, inner) => inner.as_ref(),
+        v => v,
+    };
+    match bits {
+        Avro::Bytes(b) if is_bits && b.len() <= 8 => Ok(Json::from(
+            b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        )),
+        _ => scalar_json(v, &field.schema),
+    }
+}
+
 /// One column value as the document stores it: integers as numbers, decimals with a fraction
-/// as exact strings, temporal values as ISO-8601 with microseconds (`Z` for instants).
+/// as exact strings, temporal values as ISO-8601 with microseconds (`Z` for instants), bytes
+/// as base64 (Elasticsearch's `binary`), FLOAT as the shortest decimal that reads back as the
+/// same single-precision number.
 fn scalar_json(v: &Avro, schema: &Schema) -> Result<Json, ShapeError> {
     Ok(match (v, schema) {
         (Avro::Union(i, inner), Schema::Union(u)) => {
@@ -184,6 +208,34 @@ fn scalar_json(v: &Avro, schema: &Schema) -> Result<Json, ShapeError> {
         (Avro::Int(i), _) => Json::from(*i),
         (Avro::Long(l), _) => Json::from(*l),
         (Avro::String(s), _) => Json::String(s.clone()),
+        // f32's Display is the shortest text that reads back as the same f32.
+        (Avro::Float(f), _) => float_json(f.to_string().parse().unwrap_or(f64::from(*f)))?,
+        (Avro::Double(d), _) => float_json(*d)?,
+        (Avro::Bytes(b), _) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        (Avro::Record(fields), _) => {
+            // GEOMETRY, Sluice's only nested record: {wkb: bytes, srid: [null, int]}.
+            let mut object = Map::with_capacity(fields.len());
+            for (name, v) in fields {
+                let v = match v {
+                    Avro::Union(_, inner) => inner.as_ref(),
+                    v => v,
+                };
+                let json = match v {
+                    Avro::Bytes(b) => {
+                        Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+                    }
+                    Avro::Int(i) => Json::from(*i),
+                    Avro::Null => Json::Null,
+                    other => {
+                        return Err(shape(format!(
+                            "nested value {other:?} is not one Sluice writes"
+                        )));
+                    }
+                };
+                object.insert(name.clone(), json);
+            }
+            Json::Object(object)
+        }
         (Avro::Decimal(d), Schema::Decimal(ds)) => decimal_json(&BigInt::from(d.clone()), ds.scale),
         (Avro::Date(d), _) => Json::String(time::format_date(i64::from(*d))),
         (Avro::LocalTimestampMicros(us), _) => Json::String(time::format_datetime_micros(*us)),
@@ -196,6 +248,12 @@ fn scalar_json(v: &Avro, schema: &Schema) -> Result<Json, ShapeError> {
             )));
         }
     })
+}
+
+fn float_json(d: f64) -> Result<Json, ShapeError> {
+    serde_json::Number::from_f64(d)
+        .map(Json::Number)
+        .ok_or_else(|| shape(format!("{d} is not a finite number")))
 }
 
 fn decimal_json(unscaled: &BigInt, scale: usize) -> Json {

@@ -12,34 +12,46 @@ use crate::encode::schema::MYSQL_TYPE;
 pub fn mappings(row: &RecordSchema) -> Json {
     let mut properties = Map::new();
     for f in &row.fields {
-        let unsigned_bigint =
-            f.custom_attributes.get(MYSQL_TYPE).and_then(|t| t.as_str()) == Some("BIGINT UNSIGNED");
-        if let Some(m) = field_mapping(&f.schema, unsigned_bigint) {
+        let mysql_type = f
+            .custom_attributes
+            .get(MYSQL_TYPE)
+            .and_then(|t| t.as_str())
+            .unwrap_or("");
+        if let Some(m) = field_mapping(&f.schema, mysql_type) {
             properties.insert(f.name.clone(), m);
         }
     }
     json!({"date_detection": false, "numeric_detection": false, "properties": properties})
 }
 
-fn field_mapping(schema: &Schema, unsigned_bigint: bool) -> Option<Json> {
+fn field_mapping(schema: &Schema, mysql_type: &str) -> Option<Json> {
     Some(match schema {
         Schema::Union(u) => {
             let inner = u.variants().iter().find(|s| !matches!(s, Schema::Null))?;
-            return field_mapping(inner, unsigned_bigint);
+            return field_mapping(inner, mysql_type);
         }
         Schema::Boolean => json!({"type": "boolean"}),
         Schema::Int | Schema::Long => json!({"type": "long"}),
-        Schema::Float | Schema::Double => json!({"type": "double"}),
-        Schema::Decimal(_) if unsigned_bigint => json!({"type": "unsigned_long"}),
+        Schema::Float => json!({"type": "float"}),
+        Schema::Double => json!({"type": "double"}),
+        Schema::Decimal(_) if mysql_type == "BIGINT UNSIGNED" => json!({"type": "unsigned_long"}),
         Schema::Decimal(d) if d.scale == 0 && d.precision <= 18 => json!({"type": "long"}),
         // Exact text; numeric mappings that keep every digit are the loader issue's choice.
         Schema::Decimal(_) => json!({"type": "keyword"}),
+        Schema::Bytes if mysql_type.starts_with("BIT(") => json!({"type": "unsigned_long"}),
+        Schema::Bytes => json!({"type": "binary"}),
+        Schema::String if mysql_type == "ENUM" || mysql_type == "SET" => {
+            json!({"type": "keyword"})
+        }
         Schema::String => {
             json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}})
         }
         Schema::Date | Schema::TimestampMicros | Schema::LocalTimestampMicros => {
             json!({"type": "date", "format": "strict_date_optional_time"})
         }
+        Schema::Record(_) | Schema::Ref { .. } if mysql_type == "GEOMETRY" => json!({
+            "properties": {"wkb": {"type": "binary"}, "srid": {"type": "integer"}}
+        }),
         _ => return None,
     })
 }
@@ -125,5 +137,53 @@ mod tests {
             ]
         );
         assert_eq!(m["date_detection"], false);
+    }
+
+    #[test]
+    fn bits_labels_bytes_and_shapes_get_their_own_mappings() {
+        let col = |name: &str, ty| Column::new(name, ty, true);
+        let labels: std::sync::Arc<[String]> = ["a".to_string()].into();
+        let table = TableSchema {
+            id: TableId::new("db", "t"),
+            columns: vec![
+                col("f", ColumnType::Float),
+                col("d", ColumnType::Double),
+                col("b1", ColumnType::Bit { bits: 1 }),
+                col("b9", ColumnType::Bit { bits: 9 }),
+                col("raw", ColumnType::Bytes),
+                col("e", ColumnType::Enum(labels.clone())),
+                col("s", ColumnType::Set(labels)),
+                col("g", ColumnType::Geometry),
+                col("t", ColumnType::Time { fsp: 0 }),
+            ],
+            key: vec![0],
+        };
+        let avro = table_avro("x", &table).unwrap();
+        let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
+            panic!()
+        };
+        let row = crate::load::document::row_schema(&envelope).unwrap();
+        let m = mappings(row);
+        let ty = |f: &str| {
+            m["properties"][f]["type"]
+                .as_str()
+                .unwrap_or("object")
+                .to_string()
+        };
+        assert_eq!(
+            ["f", "d", "b1", "b9", "raw", "e", "s", "g", "t"].map(ty),
+            [
+                "float",
+                "double",
+                "boolean",
+                "unsigned_long",
+                "binary",
+                "keyword",
+                "keyword",
+                "object",
+                "long"
+            ]
+        );
+        assert_eq!(m["properties"]["g"]["properties"]["wkb"]["type"], "binary");
     }
 }

@@ -41,7 +41,7 @@ impl fmt::Display for TableId {
 }
 
 /// The column types Sluice decodes. Anything else stops the table with an error naming it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ColumnType {
     /// TINYINT (1 byte), SMALLINT (2), MEDIUMINT (3), INT (4), BIGINT (8).
     Integer {
@@ -57,12 +57,37 @@ pub enum ColumnType {
         /// Digits after the point.
         scale: u8,
     },
-    /// CHAR, VARCHAR and the TEXT family in a UTF-8 character set.
+    /// FLOAT: IEEE single precision.
+    Float,
+    /// DOUBLE: IEEE double precision.
+    Double,
+    /// BIT(bits), 1..=64.
+    Bit {
+        /// Declared width.
+        bits: u8,
+    },
+    /// CHAR, VARCHAR and the TEXT family in any character set Sluice can transcode to UTF-8
+    /// (MariaDB's JSON is LONGTEXT and arrives here too).
     Text,
+    /// BINARY, VARBINARY and the BLOB family: raw bytes.
+    Bytes,
+    /// ENUM, with its labels in declaration order (index 1 is the first label).
+    Enum(Arc<[String]>),
+    /// SET, with its labels in bit order.
+    Set(Arc<[String]>),
+    /// MySQL's binary JSON, decoded to JSON text.
+    Json,
+    /// GEOMETRY and its subtypes: SRID plus well-known binary.
+    Geometry,
     /// DATE.
     Date,
     /// YEAR: 1901..=2155, or 0 for the zero year `0000`.
     Year,
+    /// TIME(fsp): a signed duration up to 838:59:59.
+    Time {
+        /// Fractional second digits, 0..=6.
+        fsp: u8,
+    },
     /// DATETIME(fsp): wall-clock time without a zone.
     DateTime {
         /// Fractional second digits, 0..=6.
@@ -78,7 +103,7 @@ pub enum ColumnType {
 impl ColumnType {
     /// The SQL spelling, for messages and schema documentation.
     pub fn sql_name(&self) -> String {
-        match *self {
+        match self {
             ColumnType::Integer { bytes, unsigned } => {
                 let name = match bytes {
                     1 => "TINYINT",
@@ -87,16 +112,25 @@ impl ColumnType {
                     4 => "INT",
                     _ => "BIGINT",
                 };
-                if unsigned {
+                if *unsigned {
                     format!("{name} UNSIGNED")
                 } else {
                     name.to_string()
                 }
             }
             ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+            ColumnType::Float => "FLOAT".to_string(),
+            ColumnType::Double => "DOUBLE".to_string(),
+            ColumnType::Bit { bits } => format!("BIT({bits})"),
             ColumnType::Text => "TEXT".to_string(),
+            ColumnType::Bytes => "BLOB".to_string(),
+            ColumnType::Enum(_) => "ENUM".to_string(),
+            ColumnType::Set(_) => "SET".to_string(),
+            ColumnType::Json => "JSON".to_string(),
+            ColumnType::Geometry => "GEOMETRY".to_string(),
             ColumnType::Date => "DATE".to_string(),
             ColumnType::Year => "YEAR".to_string(),
+            ColumnType::Time { fsp } => format!("TIME({fsp})"),
             ColumnType::DateTime { fsp } => format!("DATETIME({fsp})"),
             ColumnType::Timestamp { fsp } => format!("TIMESTAMP({fsp})"),
         }
@@ -147,7 +181,7 @@ impl TableSchema {
 }
 
 /// A typed column value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     /// SQL NULL, and zero or impossible dates (counted as warnings where they are read).
     Null,
@@ -158,8 +192,25 @@ pub enum Value {
     /// Exact decimal text, `-?digits[.digits]` with exactly the column's scale digits after
     /// the point and no leading zeros: it is what MySQL itself prints.
     Decimal(String),
-    /// Text, valid UTF-8.
+    /// FLOAT.
+    Float(f32),
+    /// DOUBLE.
+    Double(f64),
+    /// BIT(n), right-aligned.
+    Bits(u64),
+    /// Text, valid UTF-8: character columns, ENUM and SET labels, JSON.
     String(String),
+    /// BINARY, VARBINARY, BLOB.
+    Bytes(Vec<u8>),
+    /// GEOMETRY: the SRID and the well-known binary of the shape.
+    Geometry {
+        /// Spatial reference id (0 when none was given).
+        srid: u32,
+        /// OGC well-known binary.
+        wkb: Vec<u8>,
+    },
+    /// TIME: signed microseconds.
+    Time(i64),
     /// Days since 1970-01-01.
     Date(i32),
     /// Microseconds since 1970-01-01T00:00:00 on the wall clock (DATETIME).

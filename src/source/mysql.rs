@@ -169,9 +169,29 @@ pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchem
                 precision: small(precision),
                 scale: small(scale),
             },
+            "float" => ColumnType::Float,
+            "double" => ColumnType::Double,
+            "bit" => ColumnType::Bit {
+                bits: small(precision),
+            },
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                ColumnType::Bytes
+            }
+            "enum" | "set" => {
+                let labels = enum_labels(&column_type).ok_or_else(unsupported)?;
+                if data_type.eq_ignore_ascii_case("enum") {
+                    ColumnType::Enum(labels.into())
+                } else {
+                    ColumnType::Set(labels.into())
+                }
+            }
+            "json" => ColumnType::Json,
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" => ColumnType::Geometry,
+            "time" => ColumnType::Time { fsp: small(fsp) },
             "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
                 match Charset::from_name(charset.as_deref().unwrap_or("")) {
-                    Charset::Utf8 => ColumnType::Text,
+                    Charset::Utf8 | Charset::Encoded(_) => ColumnType::Text,
                     _ => {
                         return Err(SourceError::Unsupported {
                             table: table.clone(),
@@ -216,7 +236,55 @@ pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchem
     })
 }
 
+/// The labels of `enum('a','it''s')` or `set(...)` as `COLUMN_TYPE` spells them: quotes
+/// doubled, backslashes escaped.
+fn enum_labels(column_type: &str) -> Option<Vec<String>> {
+    let open = column_type.find('(')?;
+    let inner = column_type[open + 1..].strip_suffix(')')?;
+    let mut labels = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => label.push(chars.next()?),
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+        match chars.next() {
+            None => return Some(labels),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 /// Quotes an identifier for SQL text.
 pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enum_labels;
+
+    #[test]
+    fn enum_labels_unescape_as_column_type_spells_them() {
+        assert_eq!(
+            enum_labels(r"enum('x','it''s','back\\slash','é','')").unwrap(),
+            vec!["x", "it's", r"back\slash", "é", ""]
+        );
+        assert_eq!(enum_labels("set('a,b')").unwrap(), vec!["a,b"]);
+        assert_eq!(enum_labels("enum('x'"), None);
+        assert_eq!(enum_labels("enum(x)"), None);
+    }
 }

@@ -162,7 +162,7 @@ pub fn convert(
                 column: col.name.clone(),
                 message: what.to_string(),
             };
-            Ok(match (col.ty, v) {
+            Ok(match (&col.ty, v) {
                 (_, V::NULL) => Value::Null,
                 (
                     ColumnType::Integer {
@@ -185,11 +185,32 @@ pub fn convert(
                 (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => {
                     let s = String::from_utf8(b).map_err(|_| bad("decimal is not text"))?;
                     Value::Decimal(
-                        canonical_decimal(&s, scale).ok_or_else(|| bad("malformed decimal"))?,
+                        canonical_decimal(&s, *scale).ok_or_else(|| bad("malformed decimal"))?,
                     )
                 }
-                (ColumnType::Text, V::Bytes(b)) => {
+                (
+                    ColumnType::Text | ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Json,
+                    V::Bytes(b),
+                ) => {
                     Value::String(String::from_utf8(b).map_err(|_| bad("text is not valid UTF-8"))?)
+                }
+                (ColumnType::Float, V::Float(f)) => Value::Float(f),
+                (ColumnType::Double, V::Double(d)) => Value::Double(d),
+                (ColumnType::Bit { .. }, V::Bytes(b)) if b.len() <= 8 => {
+                    Value::Bits(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+                }
+                (ColumnType::Bytes, V::Bytes(b)) => Value::Bytes(b),
+                (ColumnType::Geometry, V::Bytes(b)) if b.len() >= 4 => Value::Geometry {
+                    srid: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    wkb: b[4..].to_vec(),
+                },
+                (ColumnType::Time { .. }, V::Time(negative, days, h, m, s, us)) => {
+                    let secs = i64::from(days) * 86_400
+                        + i64::from(h) * 3600
+                        + i64::from(m) * 60
+                        + i64::from(s);
+                    let micros = secs * 1_000_000 + i64::from(us);
+                    Value::Time(if negative { -micros } else { micros })
                 }
                 (ColumnType::Year, V::Int(y)) => Value::Int(y),
                 (ColumnType::Year, V::UInt(y)) => Value::Int(y as i64),

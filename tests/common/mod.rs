@@ -380,13 +380,16 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
     }
 }
 
-/// The documents a table should produce, computed by SQL from the table itself: integers as
-/// numbers, decimals with a fraction as their exact text, dates and times as ISO-8601 with
-/// microseconds (`Z` for TIMESTAMP, read in UTC), zero dates as null. Keyed by document id.
+/// The documents a table should produce, computed by SQL from the table itself (binary
+/// protocol, so floats arrive exact): integers as numbers, decimals with a fraction as their
+/// exact text, dates and times as ISO-8601 with microseconds (`Z` for TIMESTAMP, read in UTC),
+/// zero dates as null, TIME as signed microseconds, bytes as base64, BIT(1) as a boolean and
+/// BIT(n) as a number, FLOAT as its shortest round-trip decimal, GEOMETRY as `{wkb, srid}`.
+/// Keyed by document id.
 pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<String, Json> {
-    let cols: Vec<(String, String, Option<u64>)> = conn
+    let cols: Vec<(String, String, String)> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_SCALE FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (db, table),
         )
@@ -402,12 +405,12 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
         .unwrap();
     let exprs: Vec<String> = cols
         .iter()
-        .map(|(name, ty, scale)| {
+        .map(|(name, ty, _)| {
             let c = format!("`{name}`");
             match ty.as_str() {
-                "decimal" if scale.unwrap_or(0) > 0 => format!("CAST({c} AS CHAR)"),
+                "decimal" => format!("CAST({c} AS CHAR)"),
                 // The zero year prints as `0000`.
-                "year" => format!("{c} + 0"),
+                "year" | "bit" => format!("{c} + 0"),
                 // A zero month or day (zero dates, `0000-00-00 12:00:00`) has no place on the
                 // timeline: null.
                 "date" => format!("IF(MONTH({c}) = 0 OR DAYOFMONTH({c}) = 0, NULL, DATE_FORMAT({c}, '%Y-%m-%d'))"),
@@ -419,19 +422,18 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
         .collect();
     conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
     let rows: Vec<mysql_async::Row> = conn
-        .query(format!("SELECT {} FROM `{db}`.`{table}`", exprs.join(", ")))
+        .exec(
+            format!("SELECT {} FROM `{db}`.`{table}`", exprs.join(", ")),
+            (),
+        )
         .await
         .unwrap();
     let mut docs = BTreeMap::new();
     for row in rows {
         let values = row.unwrap();
         let mut doc = serde_json::Map::new();
-        for ((name, ty, scale), v) in cols.iter().zip(values) {
-            let integral = matches!(
-                ty.as_str(),
-                "tinyint" | "smallint" | "mediumint" | "int" | "bigint" | "year"
-            ) || (ty == "decimal" && scale.unwrap_or(0) == 0);
-            doc.insert(name.clone(), sql_json(integral, v));
+        for ((name, ty, column_type), v) in cols.iter().zip(values) {
+            doc.insert(name.clone(), sql_json(ty, column_type, v));
         }
         let parts: Vec<Json> = key.iter().map(|k| doc[k].clone()).collect();
         let id = match parts.as_slice() {
@@ -444,20 +446,49 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
     docs
 }
 
-/// A text-protocol value: integers (and scale-0 decimals) as JSON numbers, the rest as text.
-fn sql_json(integral: bool, v: mysql_async::Value) -> Json {
+/// A binary-protocol value of a column of `data_type` as the index should hold it.
+fn sql_json(data_type: &str, column_type: &str, v: mysql_async::Value) -> Json {
+    use base64::Engine;
     use mysql_async::Value as V;
-    match v {
-        V::NULL => Json::Null,
-        V::Bytes(b) => {
+    let b64 = |b: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(b));
+    match (data_type, v) {
+        (_, V::NULL) => Json::Null,
+        ("bit", V::Int(i)) if column_type == "bit(1)" => Json::Bool(i != 0),
+        ("bit", V::UInt(u)) if column_type == "bit(1)" => Json::Bool(u != 0),
+        (_, V::Int(i)) => Json::from(i),
+        (_, V::UInt(u)) => Json::from(u),
+        (_, V::Float(f)) => Json::from(f.to_string().parse::<f64>().unwrap()),
+        (_, V::Double(d)) => Json::from(d),
+        (_, V::Time(negative, days, h, m, s, us)) => {
+            let secs = i64::from(days) * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60;
+            let micros = (secs + i64::from(s)) * 1_000_000 + i64::from(us);
+            Json::from(if negative { -micros } else { micros })
+        }
+        ("binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob", V::Bytes(b)) => {
+            b64(&b)
+        }
+        (
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection",
+            V::Bytes(b),
+        ) => json!({
+            "wkb": b64(&b[4..]),
+            "srid": u32::from_le_bytes(b[..4].try_into().unwrap()),
+        }),
+        (_, V::Bytes(b)) => {
             let s = String::from_utf8(b).unwrap();
-            if integral {
-                serde_json::from_str(&s).unwrap_or_else(|_| panic!("{s:?} is not an integer"))
+            // Scale-0 decimals are numbers where they fit 64 bits, exact text otherwise.
+            if data_type != "decimal" || s.contains('.') {
+                Json::String(s)
+            } else if let Ok(i) = s.parse::<i64>() {
+                Json::from(i)
+            } else if let Ok(u) = s.parse::<u64>() {
+                Json::from(u)
             } else {
                 Json::String(s)
             }
         }
-        other => panic!("unexpected SQL value {other:?}"),
+        (_, other) => panic!("unexpected SQL value {other:?} for {column_type}"),
     }
 }
 

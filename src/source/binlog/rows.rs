@@ -2,8 +2,9 @@
 
 use super::cursor::{Cursor, DecodeError};
 use super::event::kind;
-use super::table_map::{ColumnDecoder, TableDecoder};
-use crate::model::{Row, Value, time};
+use super::json;
+use super::table_map::{ColumnDecoder, TableDecoder, transcode};
+use crate::model::{ColumnType, Row, Value, time};
 
 /// Which rows event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +89,13 @@ pub fn decode_row(
     let n = table.columns.len();
     let nulls = c.take(n.div_ceil(8), "row null bitmap")?;
     let mut row = Vec::with_capacity(n);
-    for (i, col) in table.columns.iter().enumerate() {
+    for (i, (col, column)) in table.columns.iter().zip(&table.schema.columns).enumerate() {
         if nulls[i / 8] & (1 << (i % 8)) != 0 {
             row.push(Value::Null);
             continue;
         }
-        let v = decode_value(*col, c, zero_dates).map_err(|e| {
-            DecodeError::Invalid(format!("column `{}`: {e}", table.schema.columns[i].name))
-        })?;
+        let v = decode_value(*col, &column.ty, c, zero_dates)
+            .map_err(|e| DecodeError::Invalid(format!("column `{}`: {e}", column.name)))?;
         row.push(v);
     }
     Ok(row)
@@ -103,6 +103,7 @@ pub fn decode_row(
 
 fn decode_value(
     col: ColumnDecoder,
+    ty: &ColumnType,
     c: &mut Cursor<'_>,
     zero_dates: &mut u64,
 ) -> Result<Value, DecodeError> {
@@ -121,12 +122,89 @@ fn decode_value(
         ColumnDecoder::Decimal { precision, scale } => {
             Value::Decimal(decode_decimal(c, precision, scale)?)
         }
-        ColumnDecoder::Text { len_bytes } => {
+        ColumnDecoder::Float => Value::Float(f32::from_bits(c.uint_le(4, "float")? as u32)),
+        ColumnDecoder::Double => Value::Double(f64::from_bits(c.uint_le(8, "double")?)),
+        ColumnDecoder::Bit { bytes } => Value::Bits(c.uint_be(usize::from(bytes), "bit")?),
+        ColumnDecoder::Text {
+            len_bytes,
+            encoding,
+            trim_spaces,
+        } => {
             let len = c.uint_le(usize::from(len_bytes), "text length")? as usize;
             let bytes = c.take(len, "text")?;
-            let s = std::str::from_utf8(bytes)
-                .map_err(|_| DecodeError::Invalid("text is not valid UTF-8".into()))?;
-            Value::String(s.to_string())
+            let mut s = transcode(bytes, encoding).ok_or_else(|| {
+                DecodeError::Invalid(format!(
+                    "text is not valid {}",
+                    encoding.map_or("UTF-8", |e| e.name())
+                ))
+            })?;
+            if trim_spaces {
+                s.truncate(s.trim_end_matches(' ').len());
+            }
+            Value::String(s)
+        }
+        ColumnDecoder::Bytes { len_bytes, pad_to } => {
+            let len = c.uint_le(usize::from(len_bytes), "byte string length")? as usize;
+            let mut bytes = c.take(len, "byte string")?.to_vec();
+            if bytes.len() < usize::from(pad_to) {
+                bytes.resize(usize::from(pad_to), 0);
+            }
+            Value::Bytes(bytes)
+        }
+        ColumnDecoder::Enum { bytes } => {
+            let index = c.uint_le(usize::from(bytes), "enum index")? as usize;
+            let ColumnType::Enum(labels) = ty else {
+                return Err(DecodeError::Invalid("ENUM decoder without labels".into()));
+            };
+            match index {
+                0 => Value::String(String::new()), // MySQL's error value, '' in SELECT too
+                i => Value::String(
+                    labels
+                        .get(i - 1)
+                        .ok_or_else(|| {
+                            DecodeError::Invalid(format!(
+                                "enum index {i} of {} labels",
+                                labels.len()
+                            ))
+                        })?
+                        .clone(),
+                ),
+            }
+        }
+        ColumnDecoder::Set { bytes } => {
+            let bits = c.uint_le(usize::from(bytes), "set bitmap")?;
+            let ColumnType::Set(labels) = ty else {
+                return Err(DecodeError::Invalid("SET decoder without labels".into()));
+            };
+            if labels.len() < 64 && bits >> labels.len() != 0 {
+                return Err(DecodeError::Invalid(format!(
+                    "set bitmap {bits:#x} names more than {} labels",
+                    labels.len()
+                )));
+            }
+            let mut out = String::new();
+            for (i, label) in labels.iter().enumerate() {
+                if bits & (1 << i) != 0 {
+                    if !out.is_empty() {
+                        out.push(',');
+                    }
+                    out.push_str(label);
+                }
+            }
+            Value::String(out)
+        }
+        ColumnDecoder::Json { len_bytes } => {
+            let len = c.uint_le(usize::from(len_bytes), "json length")? as usize;
+            Value::String(json::to_text(c.take(len, "json")?)?)
+        }
+        ColumnDecoder::Geometry { len_bytes } => {
+            let len = c.uint_le(usize::from(len_bytes), "geometry length")? as usize;
+            let mut g = Cursor::new(c.take(len, "geometry")?);
+            let srid = g.uint_le(4, "geometry srid")? as u32;
+            Value::Geometry {
+                srid,
+                wkb: g.rest().to_vec(),
+            }
         }
         ColumnDecoder::Year => match c.u8("year")? {
             0 => Value::Int(0),
@@ -142,6 +220,7 @@ fn decode_value(
                 Value::Null
             }
         }
+        ColumnDecoder::Time2 { fsp } => Value::Time(decode_time2(c, fsp)?),
         ColumnDecoder::DateTime2 { fsp } => {
             let packed = c.uint_be(5, "datetime")? as i64 - 0x80_0000_0000;
             let micros = fraction(c, fsp)?;
@@ -168,6 +247,40 @@ fn decode_value(
             }
         }
     })
+}
+
+/// TIME2: a 3-byte big-endian offset integer `sign | hour(10) | minute(6) | second(6)` (on 24
+/// bits with an extra 0x800000 bias) followed by the fraction; negative values store the
+/// fraction as a borrow from the integer part. Returns signed microseconds.
+fn decode_time2(c: &mut Cursor<'_>, fsp: u8) -> Result<i64, DecodeError> {
+    const INT_OFS: i64 = 0x80_0000;
+    let packed: i64 = match fsp {
+        0 => (c.uint_be(3, "time")? as i64 - INT_OFS) << 24,
+        1..=4 => {
+            let mut int = c.uint_be(3, "time")? as i64 - INT_OFS;
+            let (bytes, unit) = if fsp <= 2 { (1, 10_000) } else { (2, 100) };
+            let raw = c.uint_be(bytes, "time fraction")? as i64;
+            let mut frac = raw;
+            if int < 0 && frac != 0 {
+                int += 1;
+                frac -= 1 << (8 * bytes);
+            }
+            (int << 24) + frac * unit
+        }
+        _ => c.uint_be(6, "time")? as i64 - 0x8000_0000_0000,
+    };
+    let negative = packed < 0;
+    let magnitude = packed.unsigned_abs();
+    let hms = magnitude >> 24;
+    let micros = magnitude & 0xff_ffff;
+    let (h, m, s) = ((hms >> 12) & 0x3ff, (hms >> 6) & 63, hms & 63);
+    if m > 59 || s > 59 || micros > 999_999 {
+        return Err(DecodeError::Invalid(format!(
+            "time {h}:{m}:{s}.{micros} is out of range"
+        )));
+    }
+    let total = ((h * 3600 + m * 60 + s) * 1_000_000 + micros) as i64;
+    Ok(if negative { -total } else { total })
 }
 
 /// The fractional seconds of DATETIME2/TIMESTAMP2, in microseconds: `(fsp + 1) / 2` bytes,
@@ -253,6 +366,8 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn decimal(bytes: &[u8], p: u8, s: u8) -> String {
@@ -309,13 +424,27 @@ mod tests {
         assert!(decode_decimal(&mut c, 10, 0).is_err());
     }
 
+    fn typed(col: ColumnDecoder, ty: &ColumnType, bytes: &[u8]) -> Result<Value, DecodeError> {
+        let mut zero = 0;
+        let mut c = Cursor::new(bytes);
+        let v = decode_value(col, ty, &mut c, &mut zero)?;
+        assert!(c.is_empty());
+        Ok(v)
+    }
+
     fn one(col: ColumnDecoder, bytes: &[u8]) -> (Value, u64) {
         let mut zero = 0;
         let mut c = Cursor::new(bytes);
-        let v = decode_value(col, &mut c, &mut zero).unwrap();
+        let v = decode_value(col, &ColumnType::Text, &mut c, &mut zero).unwrap();
         assert!(c.is_empty());
         (v, zero)
     }
+
+    const UTF8: ColumnDecoder = ColumnDecoder::Text {
+        len_bytes: 1,
+        encoding: None,
+        trim_spaces: false,
+    };
 
     #[test]
     fn integers_of_every_width_and_sign() {
@@ -406,12 +535,122 @@ mod tests {
     }
 
     #[test]
-    fn text_must_be_utf8() {
-        let (v, _) = one(ColumnDecoder::Text { len_bytes: 1 }, b"\x06h\xc3\xa9llo");
-        assert_eq!(v, Value::String("héllo".into()));
+    fn text_is_validated_transcoded_and_char_padding_dropped() {
+        assert_eq!(
+            one(UTF8, b"\x06h\xc3\xa9llo").0,
+            Value::String("héllo".into())
+        );
         let mut zero = 0;
         let mut c = Cursor::new(b"\x01\xff");
-        assert!(decode_value(ColumnDecoder::Text { len_bytes: 1 }, &mut c, &mut zero).is_err());
+        assert!(decode_value(UTF8, &ColumnType::Text, &mut c, &mut zero).is_err());
+        let latin1 = ColumnDecoder::Text {
+            len_bytes: 1,
+            encoding: Some(encoding_rs::WINDOWS_1252),
+            trim_spaces: true,
+        };
+        // 0x80 is the euro sign in MySQL's latin1; CHAR padding is not part of the value.
+        assert_eq!(
+            one(latin1, b"\x07caf\xe9\x80  ").0,
+            Value::String("café€".into())
+        );
+        let sjis = ColumnDecoder::Text {
+            len_bytes: 1,
+            encoding: Some(encoding_rs::SHIFT_JIS),
+            trim_spaces: false,
+        };
+        let mut c = Cursor::new(b"\x01\x82"); // a lead byte without its trail byte
+        assert!(decode_value(sjis, &ColumnType::Text, &mut c, &mut zero).is_err());
+    }
+
+    #[test]
+    fn binary_keeps_every_byte_and_fixed_width_padding() {
+        let binary4 = ColumnDecoder::Bytes {
+            len_bytes: 1,
+            pad_to: 4,
+        };
+        assert_eq!(one(binary4, b"\x01a").0, Value::Bytes(b"a\0\0\0".to_vec()));
+        let blob = ColumnDecoder::Bytes {
+            len_bytes: 2,
+            pad_to: 0,
+        };
+        assert_eq!(
+            one(blob, b"\x03\x00\x00\xff\x00").0,
+            Value::Bytes(vec![0, 0xff, 0])
+        );
+    }
+
+    #[test]
+    fn floats_bits_and_geometry() {
+        assert_eq!(
+            one(ColumnDecoder::Float, &(-0.1f32).to_le_bytes()).0,
+            Value::Float(-0.1)
+        );
+        assert_eq!(
+            one(ColumnDecoder::Double, &f64::MAX.to_le_bytes()).0,
+            Value::Double(f64::MAX)
+        );
+        assert_eq!(
+            one(ColumnDecoder::Bit { bytes: 2 }, &[0x02, 0x01]).0,
+            Value::Bits(0x201)
+        );
+        assert_eq!(
+            one(ColumnDecoder::Bit { bytes: 8 }, &[0xff; 8]).0,
+            Value::Bits(u64::MAX)
+        );
+        let mut g = vec![25, 0, 0, 0, 0xe6, 0x10, 0, 0]; // length 25, SRID 4326
+        g.extend_from_slice(&[1, 1, 0, 0, 0]);
+        g.extend_from_slice(&[0; 16]);
+        g[0] = (g.len() - 4) as u8;
+        let (v, _) = one(ColumnDecoder::Geometry { len_bytes: 4 }, &g);
+        let Value::Geometry { srid, wkb } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!((srid, wkb.len(), wkb[0]), (4326, 21, 1));
+    }
+
+    #[test]
+    fn enum_and_set_values_become_labels() {
+        let labels: Arc<[String]> = ["a", "b", "c"].map(String::from).into();
+        let e = ColumnType::Enum(labels.clone());
+        let dec = ColumnDecoder::Enum { bytes: 1 };
+        assert_eq!(typed(dec, &e, &[2]).unwrap(), Value::String("b".into()));
+        assert_eq!(typed(dec, &e, &[0]).unwrap(), Value::String("".into()));
+        assert!(typed(dec, &e, &[4]).is_err());
+        let s = ColumnType::Set(labels);
+        let dec = ColumnDecoder::Set { bytes: 1 };
+        assert_eq!(
+            typed(dec, &s, &[0b101]).unwrap(),
+            Value::String("a,c".into())
+        );
+        assert_eq!(typed(dec, &s, &[0]).unwrap(), Value::String("".into()));
+        assert!(typed(dec, &s, &[0b1000]).is_err());
+    }
+
+    #[test]
+    fn times_are_signed_microseconds() {
+        let time = |fsp, bytes: &[u8]| one(ColumnDecoder::Time2 { fsp }, bytes).0;
+        // 838:59:59 and -00:00:01 at fsp 0.
+        let max = (838u32 << 12 | 59 << 6 | 59) + 0x80_0000;
+        assert_eq!(
+            time(0, &max.to_be_bytes()[1..]),
+            Value::Time(((838 * 3600 + 59 * 60 + 59) as i64) * 1_000_000)
+        );
+        assert_eq!(time(0, &[0x7f, 0xff, 0xff]), Value::Time(-1_000_000));
+        // -00:00:00.50 at fsp 2: the integer part borrows one, the fraction byte is 0x100 - 50.
+        assert_eq!(time(2, &[0x7f, 0xff, 0xff, 0xce]), Value::Time(-500_000));
+        // -00:00:00.001 at fsp 3.
+        let frac = (0x1_0000u32 - 10).to_be_bytes();
+        assert_eq!(
+            time(3, &[0x7f, 0xff, 0xff, frac[2], frac[3]]),
+            Value::Time(-1_000)
+        );
+        // -01:02:03.123456 at fsp 6: one 48-bit offset integer.
+        let packed: i64 = -((((1i64 << 12) | (2 << 6) | 3) << 24) + 123_456);
+        let stored = (packed + 0x8000_0000_0000) as u64;
+        assert_eq!(
+            time(6, &stored.to_be_bytes()[2..]),
+            Value::Time(-3_723_123_456)
+        );
     }
 
     #[test]

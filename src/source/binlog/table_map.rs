@@ -49,7 +49,11 @@ mod meta {
     pub const COLUMN_CHARSET: u8 = 3;
     pub const COLUMN_NAME: u8 = 4;
     pub const SIMPLE_PRIMARY_KEY: u8 = 8;
+    pub const SET_STR_VALUE: u8 = 5;
+    pub const ENUM_STR_VALUE: u8 = 6;
     pub const PRIMARY_KEY_WITH_PREFIX: u8 = 9;
+    pub const ENUM_AND_SET_DEFAULT_CHARSET: u8 = 10;
+    pub const ENUM_AND_SET_COLUMN_CHARSET: u8 = 11;
 }
 
 /// How to read one column's value from a row image.
@@ -69,8 +73,48 @@ pub enum ColumnDecoder {
         /// Fraction digits.
         scale: u8,
     },
-    /// Length-prefixed UTF-8 text; the prefix has `len_bytes` bytes.
+    /// 4-byte little-endian IEEE float.
+    Float,
+    /// 8-byte little-endian IEEE double.
+    Double,
+    /// BIT(n): `ceil(n / 8)` big-endian bytes.
+    Bit {
+        /// Stored bytes.
+        bytes: u8,
+    },
+    /// Length-prefixed text; the prefix has `len_bytes` bytes.
     Text {
+        /// Width of the length prefix.
+        len_bytes: u8,
+        /// The column's character set when it is not UTF-8 already.
+        encoding: Option<&'static encoding_rs::Encoding>,
+        /// CHAR: the server pads with spaces that `SELECT` does not return.
+        trim_spaces: bool,
+    },
+    /// Length-prefixed raw bytes.
+    Bytes {
+        /// Width of the length prefix.
+        len_bytes: u8,
+        /// BINARY(n): the byte length the value is padded to with NULs, as `SELECT` returns it.
+        pad_to: u16,
+    },
+    /// ENUM: a 1- or 2-byte index into the labels, 0 for the empty error value.
+    Enum {
+        /// Stored bytes.
+        bytes: u8,
+    },
+    /// SET: a bitmap of 1 to 8 bytes.
+    Set {
+        /// Stored bytes.
+        bytes: u8,
+    },
+    /// MySQL binary JSON behind a length prefix.
+    Json {
+        /// Width of the length prefix.
+        len_bytes: u8,
+    },
+    /// SRID and WKB behind a length prefix.
+    Geometry {
         /// Width of the length prefix.
         len_bytes: u8,
     },
@@ -78,6 +122,11 @@ pub enum ColumnDecoder {
     Date,
     /// One byte, years since 1900 (0 is the zero year).
     Year,
+    /// 3-byte big-endian packed TIME plus fraction.
+    Time2 {
+        /// Fractional digits.
+        fsp: u8,
+    },
     /// 5-byte big-endian packed DATETIME plus fraction.
     DateTime2 {
         /// Fractional digits.
@@ -162,10 +211,66 @@ fn name(c: &mut Cursor<'_>, what: &'static str) -> Result<String, DecodeError> {
 #[derive(Default)]
 struct OptionalMetadata<'a> {
     signedness: Option<&'a [u8]>,
-    default_charset: Option<(u64, Vec<(usize, u64)>)>,
-    column_charsets: Option<Vec<u64>>,
+    text_charsets: Option<Charsets>,
+    enum_set_charsets: Option<Charsets>,
     names: Option<Vec<String>>,
     primary_key: Option<Vec<usize>>,
+    set_labels: Vec<Vec<&'a [u8]>>,
+    enum_labels: Vec<Vec<&'a [u8]>>,
+}
+
+/// Collations of the character (or ENUM/SET) columns, counted among those columns only.
+enum Charsets {
+    /// A default with exceptions by index.
+    Default(u64, Vec<(usize, u64)>),
+    /// One per column.
+    PerColumn(Vec<u64>),
+}
+
+impl Charsets {
+    fn parse_default(mut v: Cursor<'_>) -> Result<Self, DecodeError> {
+        let default = v.lenenc("default charset")?;
+        let mut exceptions = Vec::new();
+        while !v.is_empty() {
+            let idx = v.lenenc_usize("charset column index")?;
+            exceptions.push((idx, v.lenenc("charset collation")?));
+        }
+        Ok(Charsets::Default(default, exceptions))
+    }
+
+    fn parse_columns(mut v: Cursor<'_>) -> Result<Self, DecodeError> {
+        let mut ids = Vec::new();
+        while !v.is_empty() {
+            ids.push(v.lenenc("column charset")?);
+        }
+        Ok(Charsets::PerColumn(ids))
+    }
+
+    /// The collation of the `nth` column of the kind.
+    fn nth(&self, nth: usize) -> Result<u64, DecodeError> {
+        match self {
+            Charsets::PerColumn(ids) => ids.get(nth).copied().ok_or(DecodeError::Invalid(
+                "fewer column charsets than character columns".into(),
+            )),
+            Charsets::Default(default, exceptions) => Ok(exceptions
+                .iter()
+                .find(|(i, _)| *i == nth)
+                .map_or(*default, |(_, c)| *c)),
+        }
+    }
+}
+
+fn parse_labels<'a>(mut v: Cursor<'a>) -> Result<Vec<Vec<&'a [u8]>>, DecodeError> {
+    let mut columns = Vec::new();
+    while !v.is_empty() {
+        let n = v.lenenc_usize("label count")?;
+        let mut labels = Vec::with_capacity(n.min(65_535));
+        for _ in 0..n {
+            labels.push(v.lenenc_bytes("label")?);
+        }
+        columns.push(labels);
+    }
+    Ok(columns)
 }
 
 fn parse_optional(mut c: Cursor<'_>) -> Result<OptionalMetadata<'_>, DecodeError> {
@@ -175,22 +280,16 @@ fn parse_optional(mut c: Cursor<'_>) -> Result<OptionalMetadata<'_>, DecodeError
         let mut v = Cursor::new(c.lenenc_bytes("optional metadata field")?);
         match kind {
             meta::SIGNEDNESS => m.signedness = Some(v.rest()),
-            meta::DEFAULT_CHARSET => {
-                let default = v.lenenc("default charset")?;
-                let mut exceptions = Vec::new();
-                while !v.is_empty() {
-                    let idx = v.lenenc_usize("charset column index")?;
-                    exceptions.push((idx, v.lenenc("charset collation")?));
-                }
-                m.default_charset = Some((default, exceptions));
+            meta::DEFAULT_CHARSET => m.text_charsets = Some(Charsets::parse_default(v)?),
+            meta::COLUMN_CHARSET => m.text_charsets = Some(Charsets::parse_columns(v)?),
+            meta::ENUM_AND_SET_DEFAULT_CHARSET => {
+                m.enum_set_charsets = Some(Charsets::parse_default(v)?)
             }
-            meta::COLUMN_CHARSET => {
-                let mut ids = Vec::new();
-                while !v.is_empty() {
-                    ids.push(v.lenenc("column charset")?);
-                }
-                m.column_charsets = Some(ids);
+            meta::ENUM_AND_SET_COLUMN_CHARSET => {
+                m.enum_set_charsets = Some(Charsets::parse_columns(v)?)
             }
+            meta::SET_STR_VALUE => m.set_labels = parse_labels(v)?,
+            meta::ENUM_STR_VALUE => m.enum_labels = parse_labels(v)?,
             meta::COLUMN_NAME => {
                 let mut names = Vec::new();
                 while !v.is_empty() {
@@ -218,27 +317,36 @@ fn parse_optional(mut c: Cursor<'_>) -> Result<OptionalMetadata<'_>, DecodeError
                 }
                 m.primary_key = Some(key);
             }
-            _ => {} // enum/set labels, geometry types, visibility: not needed by these types
+            _ => {} // geometry subtypes, column visibility: not needed to decode values
         }
     }
     Ok(m)
 }
 
-/// The collation of the `nth` character column.
-fn collation_of(m: &OptionalMetadata<'_>, nth: usize) -> Result<u64, TableMapError> {
-    if let Some(ids) = &m.column_charsets {
-        return ids
-            .get(nth)
-            .copied()
-            .ok_or(DecodeError::Invalid("fewer column charsets than text columns".into()).into());
+/// Labels of an ENUM or SET column as UTF-8.
+fn labels(
+    raw: Option<&Vec<&[u8]>>,
+    charset: Charset,
+    column: &str,
+) -> Result<Arc<[String]>, TableMapError> {
+    let raw = raw.ok_or(TableMapError::MissingMetadata("ENUM/SET labels"))?;
+    raw.iter()
+        .map(|l| {
+            transcode(l, charset.encoding()).ok_or_else(|| {
+                DecodeError::Invalid(format!("column `{column}`: a label is not valid text")).into()
+            })
+        })
+        .collect()
+}
+
+/// Text in `encoding` (UTF-8 when `None`) as a UTF-8 string; `None` if the bytes are malformed.
+pub fn transcode(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>) -> Option<String> {
+    match encoding {
+        None => std::str::from_utf8(bytes).ok().map(str::to_string),
+        Some(e) => e
+            .decode_without_bom_handling_and_without_replacement(bytes)
+            .map(|s| s.into_owned()),
     }
-    if let Some((default, exceptions)) = &m.default_charset {
-        return Ok(exceptions
-            .iter()
-            .find(|(i, _)| *i == nth)
-            .map_or(*default, |(_, c)| *c));
-    }
-    Err(TableMapError::MissingMetadata("column character sets"))
 }
 
 /// Parses the columns of a TABLE_MAP whose table is captured.
@@ -262,14 +370,17 @@ pub fn parse_columns(
             DecodeError::Invalid(format!("{} column names for {n} columns", names.len())).into(),
         );
     }
-    let mut numeric = 0usize;
-    let mut textual = 0usize;
+    let (mut numeric, mut textual, mut enums, mut sets) = (0usize, 0usize, 0usize, 0usize);
     let mut columns = Vec::with_capacity(n);
     let mut decoders = Vec::with_capacity(n);
     for (i, &ty) in types.iter().enumerate() {
+        let name = names[i].as_str();
         let unsupported = |type_name: &str| TableMapError::Unsupported {
-            column: names[i].clone(),
+            column: name.to_string(),
             type_name: type_name.to_string(),
+        };
+        let invalid = |what: String| -> TableMapError {
+            DecodeError::Invalid(format!("column `{name}`: {what}")).into()
         };
         let mut unsigned = || -> Result<bool, TableMapError> {
             let bits = opt
@@ -281,6 +392,23 @@ pub fn parse_columns(
             let flag = byte & (0x80 >> (numeric % 8)) != 0;
             numeric += 1;
             Ok(flag)
+        };
+        let mut text_charset = || -> Result<Charset, TableMapError> {
+            let collation = opt
+                .text_charsets
+                .as_ref()
+                .ok_or(TableMapError::MissingMetadata("column character sets"))?
+                .nth(textual)?;
+            textual += 1;
+            Ok(collations.charset(collation))
+        };
+        let enum_set_charset = |nth: usize| -> Result<Charset, TableMapError> {
+            let collation = opt
+                .enum_set_charsets
+                .as_ref()
+                .ok_or(TableMapError::MissingMetadata("ENUM/SET character sets"))?
+                .nth(nth)?;
+            Ok(collations.charset(collation))
         };
         let (decoder, column_type) = match ty {
             col::TINY | col::SHORT | col::INT24 | col::LONG | col::LONGLONG => {
@@ -302,93 +430,160 @@ pub fn parse_columns(
                 let scale = metadata.u8("decimal scale")?;
                 unsigned()?; // DECIMAL UNSIGNED only forbids negatives; values decode the same
                 if precision == 0 || precision > 65 || scale > 30 || scale > precision {
-                    return Err(DecodeError::Invalid(format!(
-                        "column `{}`: DECIMAL({precision},{scale}) is out of range",
-                        names[i]
-                    ))
-                    .into());
+                    return Err(invalid(format!(
+                        "DECIMAL({precision},{scale}) is out of range"
+                    )));
                 }
                 (
                     ColumnDecoder::Decimal { precision, scale },
                     ColumnType::Decimal { precision, scale },
                 )
             }
-            col::VARCHAR | col::VAR_STRING | col::STRING | col::BLOB => {
-                let (len_bytes, sql) = match ty {
-                    col::BLOB => {
-                        let len_bytes = metadata.u8("blob length size")?;
-                        if !(1..=4).contains(&len_bytes) {
-                            return Err(DecodeError::Invalid(format!(
-                                "column `{}`: blob length size {len_bytes}",
-                                names[i]
-                            ))
-                            .into());
+            col::FLOAT | col::DOUBLE => {
+                let size = metadata.u8("float size")?;
+                unsigned()?; // FLOAT UNSIGNED only forbids negatives
+                match (ty, size) {
+                    (col::FLOAT, 4) => (ColumnDecoder::Float, ColumnType::Float),
+                    (col::DOUBLE, 8) => (ColumnDecoder::Double, ColumnType::Double),
+                    _ => return Err(invalid(format!("floating-point size {size}"))),
+                }
+            }
+            col::BIT => {
+                let extra_bits = metadata.u8("bit length")?;
+                let whole_bytes = metadata.u8("bit length")?;
+                let bits = u16::from(whole_bytes) * 8 + u16::from(extra_bits);
+                if extra_bits > 7 || !(1..=64).contains(&bits) {
+                    return Err(invalid(format!("BIT({bits})")));
+                }
+                (
+                    ColumnDecoder::Bit {
+                        bytes: whole_bytes + u8::from(extra_bits > 0),
+                    },
+                    ColumnType::Bit { bits: bits as u8 },
+                )
+            }
+            col::STRING => {
+                let (real_type, max_len) =
+                    string_meta(metadata.u8("char type")?, metadata.u8("char length")?);
+                match real_type {
+                    col::ENUM => {
+                        let labels = labels(
+                            opt.enum_labels.get(enums),
+                            enum_set_charset(enums + sets)?,
+                            name,
+                        )?;
+                        enums += 1;
+                        let bytes = max_len as u8;
+                        if !(1..=2).contains(&bytes) {
+                            return Err(invalid(format!("ENUM stored in {bytes} bytes")));
                         }
-                        (
-                            len_bytes,
-                            ["", "TINYTEXT", "TEXT", "MEDIUMTEXT", "LONGTEXT"]
-                                [usize::from(len_bytes)],
-                        )
+                        (ColumnDecoder::Enum { bytes }, ColumnType::Enum(labels))
                     }
-                    col::STRING => {
-                        let (real_type, max_len) =
-                            string_meta(metadata.u8("char type")?, metadata.u8("char length")?);
-                        match real_type {
-                            col::ENUM => return Err(unsupported("ENUM")),
-                            col::SET => return Err(unsupported("SET")),
-                            _ => (if max_len < 256 { 1 } else { 2 }, "CHAR"),
+                    col::SET => {
+                        let labels = labels(
+                            opt.set_labels.get(sets),
+                            enum_set_charset(enums + sets)?,
+                            name,
+                        )?;
+                        sets += 1;
+                        let bytes = max_len as u8;
+                        if !(1..=8).contains(&bytes) {
+                            return Err(invalid(format!("SET stored in {bytes} bytes")));
                         }
+                        (ColumnDecoder::Set { bytes }, ColumnType::Set(labels))
                     }
                     _ => {
-                        let max_len = metadata.uint_le(2, "varchar length")?;
-                        (if max_len < 256 { 1 } else { 2 }, "VARCHAR")
+                        let len_bytes = if max_len < 256 { 1 } else { 2 };
+                        match text_charset()? {
+                            Charset::Binary => (
+                                ColumnDecoder::Bytes {
+                                    len_bytes,
+                                    pad_to: max_len,
+                                },
+                                ColumnType::Bytes,
+                            ),
+                            Charset::Other(cs) => {
+                                return Err(unsupported(&format!("CHAR CHARACTER SET {cs}")));
+                            }
+                            cs => (
+                                ColumnDecoder::Text {
+                                    len_bytes,
+                                    encoding: cs.encoding(),
+                                    trim_spaces: true,
+                                },
+                                ColumnType::Text,
+                            ),
+                        }
                     }
+                }
+            }
+            col::VARCHAR | col::VAR_STRING | col::BLOB => {
+                let (len_bytes, sql) = if ty == col::BLOB {
+                    let len_bytes = metadata.u8("blob length size")?;
+                    if !(1..=4).contains(&len_bytes) {
+                        return Err(invalid(format!("blob length size {len_bytes}")));
+                    }
+                    (len_bytes, "TEXT")
+                } else {
+                    let max_len = metadata.uint_le(2, "varchar length")?;
+                    (if max_len < 256 { 1 } else { 2 }, "VARCHAR")
                 };
-                let collation = collation_of(&opt, textual)?;
-                textual += 1;
-                match collations.charset(collation) {
-                    Charset::Utf8 => {}
-                    Charset::Binary => {
-                        return Err(unsupported(match sql {
-                            "CHAR" => "BINARY",
-                            "VARCHAR" => "VARBINARY",
-                            _ => "BLOB",
-                        }));
-                    }
+                match text_charset()? {
+                    Charset::Binary => (
+                        ColumnDecoder::Bytes {
+                            len_bytes,
+                            pad_to: 0,
+                        },
+                        ColumnType::Bytes,
+                    ),
                     Charset::Other(cs) => {
                         return Err(unsupported(&format!("{sql} CHARACTER SET {cs}")));
                     }
+                    cs => (
+                        ColumnDecoder::Text {
+                            len_bytes,
+                            encoding: cs.encoding(),
+                            trim_spaces: false,
+                        },
+                        ColumnType::Text,
+                    ),
                 }
-                (ColumnDecoder::Text { len_bytes }, ColumnType::Text)
+            }
+            col::JSON | col::GEOMETRY => {
+                let len_bytes = metadata.u8("length size")?;
+                if !(1..=4).contains(&len_bytes) {
+                    return Err(invalid(format!("length size {len_bytes}")));
+                }
+                if ty == col::JSON {
+                    (ColumnDecoder::Json { len_bytes }, ColumnType::Json)
+                } else {
+                    (ColumnDecoder::Geometry { len_bytes }, ColumnType::Geometry)
+                }
             }
             col::DATE => (ColumnDecoder::Date, ColumnType::Date),
             col::YEAR => (ColumnDecoder::Year, ColumnType::Year),
-            col::DATETIME2 | col::TIMESTAMP2 => {
+            col::TIME2 | col::DATETIME2 | col::TIMESTAMP2 => {
                 let fsp = metadata.u8("fractional seconds precision")?;
                 if fsp > 6 {
-                    return Err(DecodeError::Invalid(format!(
-                        "column `{}`: fractional precision {fsp}",
-                        names[i]
-                    ))
-                    .into());
+                    return Err(invalid(format!("fractional precision {fsp}")));
                 }
-                if ty == col::DATETIME2 {
-                    (
+                match ty {
+                    col::TIME2 => (ColumnDecoder::Time2 { fsp }, ColumnType::Time { fsp }),
+                    col::DATETIME2 => (
                         ColumnDecoder::DateTime2 { fsp },
                         ColumnType::DateTime { fsp },
-                    )
-                } else {
-                    (
+                    ),
+                    _ => (
                         ColumnDecoder::Timestamp2 { fsp },
                         ColumnType::Timestamp { fsp },
-                    )
+                    ),
                 }
             }
             other => return Err(unsupported(type_name(other))),
         };
         decoders.push(decoder);
         let nullable = null_bits[i / 8] & (1 << (i % 8)) != 0;
-        columns.push(Column::new(names[i].clone(), column_type, nullable));
+        columns.push(Column::new(name, column_type, nullable));
     }
     let key = match opt.primary_key {
         Some(k) if !k.is_empty() => k,
@@ -421,20 +616,14 @@ fn string_meta(byte0: u8, byte1: u8) -> (u8, u16) {
 fn type_name(ty: u8) -> &'static str {
     match ty {
         col::DECIMAL => "DECIMAL (pre-5.0 format)",
-        col::FLOAT => "FLOAT",
-        col::DOUBLE => "DOUBLE",
         col::NULL => "NULL",
         col::TIMESTAMP => "TIMESTAMP (pre-5.6 format)",
-        col::TIME | col::TIME2 => "TIME",
+        col::TIME => "TIME (pre-5.6 format)",
         col::DATETIME => "DATETIME (pre-5.6 format)",
-        col::YEAR => "YEAR",
         col::NEWDATE => "NEWDATE",
-        col::BIT => "BIT",
         col::VARCHAR_COMPRESSED | col::BLOB_COMPRESSED => "COMPRESSED column",
-        col::JSON => "JSON",
-        col::ENUM => "ENUM",
-        col::SET => "SET",
-        col::GEOMETRY => "GEOMETRY",
+        col::ENUM => "ENUM (bare type code)",
+        col::SET => "SET (bare type code)",
         _ => "an unknown type",
     }
 }
@@ -588,9 +777,21 @@ pub(crate) mod tests {
                     precision: 12,
                     scale: 4
                 },
-                ColumnDecoder::Text { len_bytes: 2 },
-                ColumnDecoder::Text { len_bytes: 1 },
-                ColumnDecoder::Text { len_bytes: 2 },
+                ColumnDecoder::Text {
+                    len_bytes: 2,
+                    encoding: None,
+                    trim_spaces: false
+                },
+                ColumnDecoder::Text {
+                    len_bytes: 1,
+                    encoding: None,
+                    trim_spaces: true
+                },
+                ColumnDecoder::Text {
+                    len_bytes: 2,
+                    encoding: None,
+                    trim_spaces: false
+                },
                 ColumnDecoder::DateTime2 { fsp: 6 },
             ]
         );
@@ -617,11 +818,14 @@ pub(crate) mod tests {
     fn unsupported_types_are_named_with_their_column() {
         let body = TableMapBuilder::new()
             .int(col::LONG, false, "id")
-            .column(col::FLOAT, &[4], false, "f")
+            .column(col::VARCHAR_COMPRESSED, &[10, 0], false, "f")
             .key(&[0])
             .build(1);
         let e = parse(&body).unwrap_err().to_string();
-        assert_eq!(e, "column `f` has type FLOAT, which Sluice cannot decode");
+        assert_eq!(
+            e,
+            "column `f` has type COMPRESSED column, which Sluice cannot decode"
+        );
     }
 
     #[test]
