@@ -226,7 +226,7 @@ struct PrivateServer {
     child: std::process::Child,
     port: u16,
     socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateServer {
@@ -285,7 +285,7 @@ impl PrivateServer {
             child,
             port,
             socket,
-            _dir: dir,
+            dir,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while !server.sql("SELECT 1").status.success() {
@@ -310,6 +310,11 @@ impl PrivateServer {
             String::from_utf8_lossy(&out.stderr)
         );
         server
+    }
+
+    /// A file in the data directory.
+    fn data_file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("data").join(name)
     }
 
     fn sql(&self, sql: &str) -> std::process::Output {
@@ -390,12 +395,7 @@ fn server_settings_unfit_for_row_cdc_are_named_with_their_fix() {
 
 #[test]
 fn purged_binlog_says_to_resnapshot() {
-    let server = PrivateServer::start(&[
-        "--log-bin=binlog",
-        "--binlog-format=ROW",
-        "--binlog-row-image=FULL",
-        "--binlog-row-metadata=FULL",
-    ]);
+    let server = PrivateServer::start(&ROW_CDC);
     let dir = tempfile::tempdir().unwrap();
     let config = private_config(dir.path(), server.port);
     // A first run snapshots the table and stores a position in binlog.000001.
@@ -419,4 +419,57 @@ fn purged_binlog_says_to_resnapshot() {
         !out.contains("reconnecting"),
         "a purged binlog is not a connection loss:\n{out}"
     );
+}
+
+/// The ROW-format settings Sluice needs, for a private server.
+const ROW_CDC: [&str; 4] = [
+    "--log-bin=binlog",
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+];
+
+#[test]
+fn corrupted_binlog_event_fails_its_checksum_and_emits_nothing() {
+    let server = PrivateServer::start(&ROW_CDC);
+    let dir = tempfile::tempdir().unwrap();
+    let config = private_config(dir.path(), server.port);
+    let mut first = Sluice::start(&config, "source", &dir.path().join("first.log"));
+    first.wait_for_log("streaming the binlog", EXIT);
+    assert!(first.terminate(EXIT).success(), "{}", first.output());
+
+    // A row whose id is easy to find in the file; flip one of its bytes on disk.
+    let marker: u32 = 0x5a3c_5a3c;
+    let insert = server.sql(&format!(
+        "INSERT INTO d.t VALUES (1); INSERT INTO d.t VALUES ({marker})"
+    ));
+    assert!(insert.status.success());
+    let path = server.data_file("binlog.000001");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(4)
+        .rposition(|w| w == marker.to_le_bytes())
+        .expect("the row image is in the binlog");
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = run_failing_as(&config, "source");
+    assert!(out.contains("failed its CRC32 check"), "{out}");
+    assert!(
+        !out.contains("reconnecting"),
+        "a corrupt event is not a connection loss:\n{out}"
+    );
+    let topic = format!("{}.d.t", config_prefix(&config));
+    // The intact transaction before it was published; the corrupt one was not.
+    assert_eq!(topic_records(&topic), 1, "{topic}");
+}
+
+/// The `topic_prefix` of a config file.
+fn config_prefix(config: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_prefix = "))
+        .unwrap();
+    line.trim_matches('"').to_string()
 }

@@ -208,3 +208,40 @@ async fn year_columns_snapshot_and_stream_exactly() {
     setup.assert_index_matches(&mut conn, "y", CATCH_UP).await;
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_table_mid_stream_decodes_rows_on_both_sides_with_their_schema() {
+    let (mut conn, setup) = fresh("it_alter", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, a INT NOT NULL, b VARCHAR(10))",
+            "INSERT INTO t VALUES (1, 10, 'one'), (2, 20, 'two')",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO t VALUES (3, 30, 'three')",
+            "ALTER TABLE t ADD COLUMN c DATE NULL AFTER id",
+            "INSERT INTO t VALUES (4, '2024-02-29', 40, 'four')",
+            "UPDATE t SET c = '2000-01-01' WHERE id = 1",
+            "ALTER TABLE t MODIFY COLUMN a BIGINT NOT NULL",
+            "INSERT INTO t VALUES (5, NULL, 5000000000, 'five')",
+            "ALTER TABLE t DROP COLUMN b",
+            "INSERT INTO t VALUES (6, NULL, -6)",
+            "DELETE FROM t WHERE id = 2",
+            // Documents hold what their last change wrote; rewrite all under the final schema.
+            "UPDATE t SET a = a + 1",
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    // One value schema per table version the stream saw.
+    let subject = format!("{}-value", setup.topic("t"));
+    assert_eq!(subject_versions(&subject).await, vec![1, 2, 3, 4]);
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

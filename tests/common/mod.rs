@@ -565,3 +565,29 @@ pub async fn subject_versions(subject: &str) -> Vec<u32> {
     }
     r.json().await.unwrap()
 }
+
+/// How many records all partitions of `topic` hold (0 if it does not exist).
+pub fn topic_records(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack().brokers)
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+        return 0;
+    };
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
+            high - low
+        })
+        .sum()
+}
