@@ -3,6 +3,7 @@
 //! directory and replica server id, so tests can run side by side.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod families;
 pub mod workload;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,7 @@
 
 pub mod cursor;
 pub mod event;
+pub mod file;
 pub mod json;
 pub mod rows;
 pub mod table_map;
