@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::families::FAMILIES;
+use common::private::{PrivateServer, ROW_CDC};
 use common::workload::{Workload, create_tables};
 use common::*;
 use mysql_async::Conn;
@@ -411,12 +412,35 @@ fn compare_image(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decoder_agrees_with_mariadb_binlog_on_every_value() {
     let (mut conn, setup) = fresh("it_diff", &[]).await;
-    let db = setup.db.clone();
-    exec(
-        &mut conn,
-        &["SET SESSION sql_mode = ''", "FLUSH BINARY LOGS"],
-    )
-    .await;
+    agrees_with_reference(&mut conn, &setup.db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_binlog_events_decode_the_same() {
+    let mut args = ROW_CDC.to_vec();
+    args.extend(["--log-bin-compress=ON", "--log-bin-compress-min-len=10"]);
+    let server = tokio::task::spawn_blocking(move || PrivateServer::start(&args))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .socket(Some(server.socket.to_str().unwrap()))
+        .user(Some("root"))
+        .init(vec!["SET NAMES utf8mb4"]);
+    let mut conn = Conn::new(opts).await.unwrap();
+    exec(&mut conn, &["CREATE DATABASE diff", "USE diff"]).await;
+    let (compressed, rows_events) = agrees_with_reference(&mut conn, "diff").await;
+    assert!(
+        compressed * 2 > rows_events,
+        "only {compressed} of {rows_events} rows events were compressed"
+    );
+}
+
+/// Runs the type matrix and a random workload in `db` (the connection's current database) on
+/// a fresh binlog file, decodes the file with Sluice and with `mariadb-binlog`, and compares
+/// every value. Returns how many rows events were compressed, of how many.
+async fn agrees_with_reference(conn: &mut Conn, db: &str) -> (usize, usize) {
+    let db = db.to_string();
+    exec(conn, &["SET SESSION sql_mode = ''", "FLUSH BINARY LOGS"]).await;
     let (file, _): (String, u64) = conn
         .query_first("SHOW MASTER STATUS")
         .await
@@ -427,23 +451,23 @@ async fn decoder_agrees_with_mariadb_binlog_on_every_value() {
     // The type matrix, then random work on three tables of mixed types.
     for (table, definition, rows, changes) in FAMILIES {
         exec(
-            &mut conn,
+            conn,
             &[
                 &format!("CREATE TABLE {table} ({definition}) DEFAULT CHARSET utf8mb4"),
                 &format!("INSERT INTO {table} VALUES {rows}"),
             ],
         )
         .await;
-        exec(&mut conn, changes).await;
+        exec(conn, changes).await;
     }
-    create_tables(&mut conn, &db).await;
-    exec(&mut conn, &[MIX_DDL]).await;
+    create_tables(conn, &db).await;
+    exec(conn, &[MIX_DDL]).await;
     let mut rng = fastrand::Rng::with_seed(7);
     let mut workload = Workload::new(7);
     let (mut next_id, mut changed) = (0, 0);
     while changed < 21_000 {
-        changed += mix_transaction(&mut conn, &mut rng, &mut next_id).await;
-        changed += workload.transaction(&mut conn, 10).await;
+        changed += mix_transaction(conn, &mut rng, &mut next_id).await;
+        changed += workload.transaction(conn, 10).await;
     }
     let (end_file, end): (String, u64) = conn
         .query_first("SHOW MASTER STATUS")
@@ -485,8 +509,14 @@ async fn decoder_agrees_with_mariadb_binlog_on_every_value() {
     };
     let mut reader = BinlogReader::new(&start, tables, Collations::new(collations), true).unwrap();
     let mut ours: Vec<Change> = vec![];
+    let (mut compressed, mut rows_events) = (0, 0);
     for event in file::events(&bytes[..end as usize], true).unwrap() {
         let (header, body) = event.unwrap();
+        match header.event_type {
+            23..=25 | 30..=32 => rows_events += 1,
+            166..=171 => (compressed, rows_events) = (compressed + 1, rows_events + 1),
+            _ => {}
+        }
         if let Decoded::Changes(changes) = reader.on_event(&header, body).unwrap() {
             ours.extend(changes);
         }
@@ -561,4 +591,5 @@ async fn decoder_agrees_with_mariadb_binlog_on_every_value() {
         "Sluice decoded more changes than the reference"
     );
     assert!(images >= 20_000, "only {images} row changes compared");
+    (compressed, rows_events)
 }

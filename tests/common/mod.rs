@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod families;
+pub mod private;
 pub mod workload;
 
 use std::collections::BTreeMap;

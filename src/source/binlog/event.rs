@@ -58,10 +58,20 @@ pub mod kind {
     pub const GTID_LIST: u8 = 163;
     /// MariaDB: the rest of the file is encrypted.
     pub const START_ENCRYPTION: u8 = 164;
-    /// MariaDB: first of the compressed query and rows events (`log_bin_compress=ON`).
-    pub const FIRST_COMPRESSED: u8 = 165;
-    /// MariaDB: last of the compressed events.
-    pub const LAST_COMPRESSED: u8 = 171;
+    /// MariaDB: query event with compressed text (`log_bin_compress=ON`).
+    pub const QUERY_COMPRESSED: u8 = 165;
+    /// MariaDB: v1 rows events with compressed row images.
+    pub const WRITE_ROWS_COMPRESSED_V1: u8 = 166;
+    /// See [`WRITE_ROWS_COMPRESSED_V1`].
+    pub const UPDATE_ROWS_COMPRESSED_V1: u8 = 167;
+    /// See [`WRITE_ROWS_COMPRESSED_V1`].
+    pub const DELETE_ROWS_COMPRESSED_V1: u8 = 168;
+    /// MariaDB: v2 rows events with compressed row images.
+    pub const WRITE_ROWS_COMPRESSED_V2: u8 = 169;
+    /// See [`WRITE_ROWS_COMPRESSED_V2`].
+    pub const UPDATE_ROWS_COMPRESSED_V2: u8 = 170;
+    /// See [`WRITE_ROWS_COMPRESSED_V2`].
+    pub const DELETE_ROWS_COMPRESSED_V2: u8 = 171;
     /// MySQL: zstd-compressed transaction (`binlog_transaction_compression=ON`).
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     /// MySQL: partial JSON update rows event.

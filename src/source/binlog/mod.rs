@@ -5,6 +5,7 @@
 //! here, because the probes (shared/probes.md) caught both Rust decoders around corrupting
 //! or dropping values on MariaDB.
 
+pub mod compressed;
 pub mod cursor;
 pub mod event;
 pub mod file;
@@ -194,9 +195,14 @@ impl BinlogReader {
                 self.in_transaction = !g.standalone;
                 Ok(Decoded::Nothing)
             }
-            kind::QUERY => {
-                let post = self.post_header_len(kind::QUERY, 13);
-                let query = event::parse_query(body, post).map_err(decode)?;
+            kind::QUERY | kind::QUERY_COMPRESSED => {
+                let post = self.post_header_len(h.event_type, 13);
+                let mut query = event::parse_query(body, post).map_err(decode)?;
+                let inflated;
+                if h.event_type == kind::QUERY_COMPRESSED {
+                    inflated = compressed::uncompress(query.text).map_err(decode)?;
+                    query.text = &inflated;
+                }
                 if let Some(table) = event::truncated_table(&query)
                     && self.include.contains(&table)
                 {
@@ -226,11 +232,6 @@ impl BinlogReader {
             kind::XID => self.commit(h),
             kind::TABLE_MAP => self.on_table_map(h, body),
             t if RowsKind::of(t).is_some() => self.on_rows(h, body),
-            kind::FIRST_COMPRESSED..=kind::LAST_COMPRESSED => Err(self.error(
-                h,
-                "compressed binlog events are not supported yet; set log_bin_compress=OFF on \
-                 the server",
-            )),
             kind::TRANSACTION_PAYLOAD => Err(self.error(
                 h,
                 "compressed transactions are not supported yet; set \
@@ -322,23 +323,57 @@ impl BinlogReader {
                 "rows event without a file position (log_pos < event size)",
             )
         })?;
-        let ev = rows::parse_rows(
+        let mut ev = rows::parse_rows(
             h.event_type,
             body,
             table_id_len,
             Some(decoder.columns.len()),
         )
         .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
-        let mut c = ev.rows;
+        // Versions are byte offsets of row images in the file. Compressed images have no
+        // offsets of their own: they count up from the start of the compressed block, which
+        // keeps them unique and ordered as long as the event has more bytes than images.
+        let block_start = event_start + HEADER_LEN + ev.rows.pos() as u32;
+        let inflated;
+        let mut c = if ev.compressed {
+            inflated = compressed::uncompress(ev.rows.rest())
+                .map_err(|e| self.error(h, format!("table {}: rows: {e}", decoder.schema.id)))?;
+            Cursor::new(&inflated[..])
+        } else {
+            ev.rows
+        };
+        let (compressed, event_end) = (ev.compressed, h.log_pos);
+        let too_dense = || {
+            self.error(
+                h,
+                format!(
+                    "table {}: this compressed rows event holds more row images than it has \
+                     bytes, so they cannot get distinct versions; set log_bin_compress=OFF on \
+                     the server",
+                    decoder.schema.id
+                ),
+            )
+        };
+        let mut images = 0u32;
+        let mut version_offset = |c: &Cursor<'_>| -> Option<u32> {
+            let offset = if compressed {
+                Some(block_start + images).filter(|&o| o < event_end)?
+            } else {
+                event_start + HEADER_LEN + c.pos() as u32
+            };
+            images += 1;
+            Some(offset)
+        };
         let mut changes = Vec::new();
         let mut index = 0u32;
+        let mut zero_dates = 0;
         while !c.is_empty() {
-            let offset = event_start + HEADER_LEN + c.pos() as u32;
-            let mut next = |c: &mut Cursor<'_>| rows::decode_row(&decoder, c, &mut self.zero_dates);
+            let offset = version_offset(&c).ok_or_else(too_dense)?;
+            let mut next = |c: &mut Cursor<'_>| rows::decode_row(&decoder, c, &mut zero_dates);
             let first = next(&mut c);
             let (first, second) = match (ev.kind, first) {
                 (RowsKind::Update, Ok(before)) => {
-                    let after_offset = event_start + HEADER_LEN + c.pos() as u32;
+                    let after_offset = version_offset(&c).ok_or_else(too_dense)?;
                     (before, Some((after_offset, next(&mut c))))
                 }
                 (_, Ok(row)) => (row, None),
@@ -384,6 +419,7 @@ impl BinlogReader {
             }
             index += 1;
         }
+        self.zero_dates += zero_dates;
         Ok(Decoded::Changes(changes))
     }
 }

@@ -20,13 +20,29 @@ pub enum RowsKind {
 impl RowsKind {
     /// The kind of a rows event type, if it is one.
     pub fn of(event_type: u8) -> Option<RowsKind> {
+        use kind::*;
         match event_type {
-            kind::WRITE_ROWS_V1 | kind::WRITE_ROWS_V2 => Some(RowsKind::Write),
-            kind::UPDATE_ROWS_V1 | kind::UPDATE_ROWS_V2 => Some(RowsKind::Update),
-            kind::DELETE_ROWS_V1 | kind::DELETE_ROWS_V2 => Some(RowsKind::Delete),
+            WRITE_ROWS_V1 | WRITE_ROWS_V2 | WRITE_ROWS_COMPRESSED_V1 | WRITE_ROWS_COMPRESSED_V2 => {
+                Some(RowsKind::Write)
+            }
+            UPDATE_ROWS_V1
+            | UPDATE_ROWS_V2
+            | UPDATE_ROWS_COMPRESSED_V1
+            | UPDATE_ROWS_COMPRESSED_V2 => Some(RowsKind::Update),
+            DELETE_ROWS_V1
+            | DELETE_ROWS_V2
+            | DELETE_ROWS_COMPRESSED_V1
+            | DELETE_ROWS_COMPRESSED_V2 => Some(RowsKind::Delete),
             _ => None,
         }
     }
+}
+
+/// Whether a rows event type has the v2 extra-data header.
+fn is_v2(event_type: u8) -> bool {
+    use kind::*;
+    (WRITE_ROWS_V2..=DELETE_ROWS_V2).contains(&event_type)
+        || (WRITE_ROWS_COMPRESSED_V2..=DELETE_ROWS_COMPRESSED_V2).contains(&event_type)
 }
 
 /// The header of a rows event and a cursor at its first row image.
@@ -38,6 +54,8 @@ pub struct RowsEvent<'a> {
     /// Cursor over the whole body, positioned at the first row image; its position is the
     /// image's offset in the body, which versions are built from.
     pub rows: Cursor<'a>,
+    /// The rest of the body is one compressed block holding the row images.
+    pub compressed: bool,
 }
 
 /// Parses the header of a rows event. Images that leave out columns (a `binlog_row_image`
@@ -54,7 +72,7 @@ pub fn parse_rows(
     let mut c = Cursor::new(body);
     let table_id = c.uint_le(table_id_len, "rows table id")?;
     c.take(2, "rows flags")?;
-    if event_type >= kind::WRITE_ROWS_V2 {
+    if is_v2(event_type) {
         let extra = c.uint_le(2, "rows extra data length")? as usize;
         c.take(extra.saturating_sub(2), "rows extra data")?;
     }
@@ -72,6 +90,7 @@ pub fn parse_rows(
         table_id,
         kind,
         rows: c,
+        compressed: event_type >= kind::WRITE_ROWS_COMPRESSED_V1,
     })
 }
 

@@ -1,0 +1,135 @@
+//! Private `mariadbd` instances for tests that need server settings the shared stack must
+//! not change.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::stack;
+
+/// The ROW-format settings Sluice needs, for a private server.
+pub const ROW_CDC: [&str; 4] = [
+    "--log-bin=binlog",
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+];
+
+/// A private mariadbd with its own data dir and settings, stopped on drop.
+pub struct PrivateServer {
+    child: std::process::Child,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Unix socket, where root logs in without a password.
+    pub socket: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    /// Installs and starts a server with `args`, a CDC user, and table `d.t`.
+    pub fn start(args: &[&str]) -> PrivateServer {
+        stack(); // MariaDB is installed
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // A private tmpdir: parallel bootstraps in a shared /tmp can clash over temp names.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let tmpdir = format!("--tmpdir={}", tmp.display());
+        let user =
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let user = format!("--user={}", user.trim());
+        let install = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                &user,
+                &tmpdir,
+            ])
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .unwrap();
+        assert!(
+            install.status.success(),
+            "{}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let socket = dir.path().join("sock");
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                &user,
+                &format!("--datadir={}", data.display()),
+                &tmpdir,
+            ])
+            .args([
+                &format!("--port={port}"),
+                "--bind-address=127.0.0.1",
+                "--server-id=1",
+            ])
+            .arg(format!("--socket={}", socket.display()))
+            .args(["--skip-name-resolve", "--innodb-buffer-pool-size=16M"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = PrivateServer {
+            child,
+            port,
+            socket,
+            dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !server.sql("SELECT 1").status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private mariadbd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let s = stack();
+        let grant = format!(
+            "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; \
+             GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{u}'@'%'; \
+             CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY)",
+            u = s.cdc_user,
+            p = s.cdc_password
+        );
+        let out = server.sql(&grant);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server
+    }
+
+    /// A file in the data directory.
+    pub fn data_file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("data").join(name)
+    }
+
+    /// Runs SQL as root through the `mariadb` client.
+    pub fn sql(&self, sql: &str) -> std::process::Output {
+        Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-uroot",
+                &format!("--socket={}", self.socket.display()),
+            ])
+            .args(["-e", sql])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
