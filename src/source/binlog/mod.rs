@@ -602,14 +602,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_compressed_events_stop_the_stream() {
+    fn unknown_and_zstd_compressed_events_stop_the_stream() {
         let mut r = reader();
         let e = r
-            .on_event(&header(166, 100, 30), &[0; 11])
+            .on_event(&header(kind::TRANSACTION_PAYLOAD, 100, 30), &[0; 11])
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("log_bin_compress=OFF") && e.contains("binlog.000003:70"),
+            e.contains("binlog_transaction_compression=OFF") && e.contains("binlog.000003:70"),
             "{e}"
         );
         let e = r
