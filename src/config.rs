@@ -14,8 +14,14 @@ use crate::model::TableId;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Tables to capture, `database.table`.
+    /// Tables to capture, `database.table`; `*` and `?` match within a part (`shop.*`).
     pub tables: Vec<String>,
+    /// Tables the `tables` patterns match that are not to be captured (same syntax).
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    /// Columns to leave out or mask before anything leaves the source.
+    #[serde(default)]
+    pub columns: ColumnsConfig,
     /// The MySQL/MariaDB server to read; needed by the source role.
     pub source: Option<SourceConfig>,
     /// The Kafka cluster between source and loader.
@@ -51,6 +57,119 @@ pub struct SourceConfig {
 
 fn default_mysql_port() -> u16 {
     3306
+}
+
+/// `[columns]`: `database.table.column` patterns (`*` and `?` match within a part).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsConfig {
+    /// Columns dropped from every record.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Columns replaced by the hex SHA-256 of `hash_salt` followed by the value: joins still
+    /// work, the value does not leave.
+    #[serde(default)]
+    pub hash: Vec<String>,
+    /// Salt of `hash`; keep it secret, or the hashes of guessable values can be reversed.
+    #[serde(default)]
+    pub hash_salt: Secret,
+    /// Columns whose non-null values are replaced by `mask_with`.
+    #[serde(default)]
+    pub mask: Vec<String>,
+    /// The constant masked columns carry.
+    #[serde(default = "default_mask")]
+    pub mask_with: String,
+}
+
+fn default_mask() -> String {
+    "****".into()
+}
+
+/// A `database.table` pattern; `*` matches any run of characters, `?` one character.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TablePattern {
+    /// Database part.
+    pub db: String,
+    /// Table part.
+    pub table: String,
+}
+
+impl TablePattern {
+    /// Parses `db.table`; `None` unless there are exactly two non-empty parts.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (db, table) = s.split_once('.')?;
+        let valid = |p: &str| !p.is_empty() && !p.contains('.') && !p.contains(char::is_whitespace);
+        (valid(db) && valid(table)).then(|| TablePattern {
+            db: db.into(),
+            table: table.into(),
+        })
+    }
+
+    /// The one table this names, when it has no wildcard.
+    pub fn exact(&self) -> Option<TableId> {
+        let plain = |p: &str| !p.contains(['*', '?']);
+        (plain(&self.db) && plain(&self.table)).then(|| TableId::new(&self.db, &self.table))
+    }
+
+    /// Whether `t` matches.
+    pub fn matches(&self, t: &TableId) -> bool {
+        glob(&self.db, &t.db) && glob(&self.table, &t.table)
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.table)
+    }
+}
+
+/// A `database.table.column` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPattern {
+    /// The table part.
+    pub table: TablePattern,
+    /// The column part.
+    pub column: String,
+}
+
+impl ColumnPattern {
+    /// Parses `db.table.column`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (table, column) = s.rsplit_once('.')?;
+        (!column.is_empty()).then_some(())?;
+        Some(ColumnPattern {
+            table: TablePattern::parse(table)?,
+            column: column.into(),
+        })
+    }
+
+    /// Whether column `column` of table `t` matches.
+    pub fn matches(&self, t: &TableId, column: &str) -> bool {
+        self.table.matches(t) && glob(&self.column, column)
+    }
+}
+
+/// Shell-style matching of `text` against `pattern` with `*` and `?`.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// `[kafka]`.
@@ -302,11 +421,19 @@ impl Config {
         }
     }
 
-    /// The configured tables, parsed. Valid after [`Config::load`].
-    pub fn table_ids(&self) -> Vec<TableId> {
+    /// The `tables` patterns, parsed. Valid after [`Config::load`].
+    pub fn table_patterns(&self) -> Vec<TablePattern> {
         self.tables
             .iter()
-            .filter_map(|t| TableId::parse(t))
+            .filter_map(|t| TablePattern::parse(t))
+            .collect()
+    }
+
+    /// The `exclude_tables` patterns, parsed.
+    pub fn exclude_patterns(&self) -> Vec<TablePattern> {
+        self.exclude_tables
+            .iter()
+            .filter_map(|t| TablePattern::parse(t))
             .collect()
     }
 
@@ -339,16 +466,45 @@ impl Config {
             );
         }
         let mut seen = std::collections::HashSet::new();
+        for t in &self.exclude_tables {
+            if TablePattern::parse(t).is_none() {
+                p.push(format!(
+                    "`exclude_tables`: {t:?} is not of the form \"database.table\""
+                ));
+            }
+        }
+        let c = &self.columns;
+        for (key, list) in [
+            ("columns.exclude", &c.exclude),
+            ("columns.hash", &c.hash),
+            ("columns.mask", &c.mask),
+        ] {
+            for col in list {
+                if ColumnPattern::parse(col).is_none() {
+                    p.push(format!(
+                        "`{key}`: {col:?} is not of the form \"database.table.column\""
+                    ));
+                }
+            }
+        }
+        if !c.hash.is_empty() && c.hash_salt.is_empty() {
+            p.push(
+                "`columns.hash` is set without `columns.hash_salt`: unsalted hashes of \
+                 guessable values can be reversed; set a secret salt"
+                    .into(),
+            );
+        }
         for t in &self.tables {
-            match TableId::parse(t) {
+            match TablePattern::parse(t) {
                 None => p.push(format!(
                     "`tables`: {t:?} is not of the form \"database.table\""
                 )),
-                Some(id) => {
-                    if !seen.insert(id.clone()) {
+                Some(pattern) => {
+                    if !seen.insert(pattern.clone()) {
                         p.push(format!("`tables`: {t:?} is listed twice"));
                     }
-                    let topic = format!("{}.{}", self.kafka.topic_prefix, id);
+                    let topic =
+                        format!("{}.{}", self.kafka.topic_prefix, pattern).replace(['*', '?'], "x");
                     if !is_valid_topic(&topic) {
                         p.push(format!(
                             "`tables`: {t:?} gives topic {topic:?}, which Kafka does not accept \
@@ -507,7 +663,44 @@ mod tests {
     fn the_example_file_is_valid() {
         let text = include_str!("../sluice.example.toml");
         let c = load(text, &[]).unwrap();
-        assert_eq!(c.table_ids().len(), 2);
+        assert_eq!(c.table_patterns().len(), 2);
+        assert_eq!(c.exclude_patterns().len(), 1);
+        assert_eq!(c.columns.hash_salt.expose(), "change-me");
+    }
+
+    #[test]
+    fn table_and_column_patterns() {
+        let p = TablePattern::parse("shop.ord?r*").unwrap();
+        assert!(p.matches(&TableId::new("shop", "orders")));
+        assert!(p.matches(&TableId::new("shop", "ordxr")));
+        assert!(!p.matches(&TableId::new("shop", "customers")));
+        assert!(!p.matches(&TableId::new("shopx", "orders")));
+        assert_eq!(p.exact(), None);
+        assert_eq!(
+            TablePattern::parse("a.b").unwrap().exact(),
+            Some(TableId::new("a", "b"))
+        );
+        assert!(glob("*a*b*", "xxaxxbxx") && !glob("*a*b", "xxaxxbxx"));
+        let c = ColumnPattern::parse("*.*.phone").unwrap();
+        assert!(c.matches(&TableId::new("a", "b"), "phone"));
+        assert!(!c.matches(&TableId::new("a", "b"), "phones"));
+        assert!(ColumnPattern::parse("a.b").is_none());
+        let e = load(
+            &MINIMAL.replace(
+                "[source]",
+                "exclude_tables = [\"x\"]\n[columns]\nhash = [\"a.b.c\"]\nmask = [\"a.b\"]\n[source]",
+            ),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "`exclude_tables`: \"x\"",
+            "columns.hash_salt",
+            "`columns.mask`: \"a.b\"",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]

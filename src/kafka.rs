@@ -51,6 +51,9 @@ pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConf
 /// Creates the topics that do not exist yet. Brokers without auto-creation (tansu) need this
 /// before the first produce or subscribe.
 pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[String]) -> Result<(), KafkaSetupError> {
+    if topics.is_empty() {
+        return Ok(()); // an empty CreateTopics request is an error to the admin client
+    }
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .map_err(KafkaSetupError::Client)?;

@@ -89,7 +89,12 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
         let (c, state, s) = (config.clone(), state.clone(), stop.clone());
         tokio::spawn(async move {
             let src = c.source.as_ref().expect("validated");
-            let r = source::run(src, &c.table_ids(), &state, tx, s.clone()).await;
+            let capture = source::Capture {
+                include: c.table_patterns(),
+                exclude: c.exclude_patterns(),
+                columns: source::filter::ColumnFilter::new(&c.columns),
+            };
+            let r = source::run(src, capture, &state, tx, s.clone()).await;
             stop_on_error(&s, r.map_err(RunError::from))
         })
     };

@@ -245,3 +245,87 @@ async fn alter_table_mid_stream_decodes_rows_on_both_sides_with_their_schema() {
     assert_eq!(subject_versions(&subject).await, vec![1, 2, 3, 4]);
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_patterns_and_column_rules_shape_what_leaves_the_source() {
+    let (mut conn, setup) = fresh("it_filter", &["f_*"]).await;
+    let ddl = |t: &str| {
+        format!(
+            "CREATE TABLE {t} (id INT PRIMARY KEY, ssn CHAR(11), email VARCHAR(64), \
+             phone VARCHAR(20), age INT)"
+        )
+    };
+    let rows = "(1, '123-45-6789', 'a@example.com', '555-0100', 30), \
+                (2, NULL, NULL, NULL, NULL), (3, '987-65-4321', 'b@example.com', '', 41)";
+    for t in ["f_keep", "f_skip", "other"] {
+        exec(
+            &mut conn,
+            &[&ddl(t), &format!("INSERT INTO {t} VALUES {rows}")],
+        )
+        .await;
+    }
+    let config = setup
+        .config_text(
+            "[columns]\nexclude = [\"*.f_*.ssn\"]\nhash = [\"*.*.email\"]\n\
+             hash_salt = \"pepper\"\nmask = [\"*.*.phone\"]\nmask_with = \"***\"\n",
+        )
+        .replacen(
+            "\n[source]",
+            &format!("\nexclude_tables = [\"{}.f_skip\"]\n[source]", setup.db),
+            1,
+        );
+    std::fs::write(setup.dir.path().join("sluice.toml"), config).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO f_keep VALUES (4, '000-00-0000', 'c@example.com', '555-0199', 7)",
+            "UPDATE f_keep SET email = 'new@example.com', phone = NULL WHERE id = 1",
+            "INSERT INTO f_skip VALUES (4, NULL, NULL, NULL, NULL)",
+        ],
+    )
+    .await;
+
+    // What the index must hold: the table's rows with the rules applied, computed apart.
+    let index = format!("{}.f_keep", setup.db).to_lowercase();
+    let expected = |mut docs: std::collections::BTreeMap<String, serde_json::Value>| {
+        use sha2::Digest;
+        for doc in docs.values_mut() {
+            let doc = doc.as_object_mut().unwrap();
+            doc.remove("ssn");
+            if let Some(email) = doc["email"].as_str() {
+                let hash = sha2::Sha256::digest(format!("pepper{email}"));
+                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                doc["email"] = hex.into();
+            }
+            if !doc["phone"].is_null() {
+                doc["phone"] = "***".into();
+            }
+        }
+        docs
+    };
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    loop {
+        let want = expected(expected_docs(&mut conn, &setup.db, "f_keep").await);
+        let have = index_docs(&index).await;
+        if want == have {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index {index}: expected {want:#?}\nhas {have:#?}\n{}",
+            sluice.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for excluded in ["f_skip", "other"] {
+        assert_eq!(topic_records(&setup.topic(excluded)), 0, "{excluded}");
+    }
+    assert!(sluice.output().contains("capturing"));
+    assert!(
+        !sluice.output().contains("pepper"),
+        "the salt reached the log"
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

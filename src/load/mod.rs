@@ -80,18 +80,57 @@ struct Batch {
     records: usize,
 }
 
+/// `s` with regular-expression metacharacters escaped.
+fn regex_literal(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escape = "\\.+*?()|[]{}^$".contains(c);
+            escape.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+/// A table-name glob as a regular expression over one topic-name part.
+fn glob_regex(glob: &str) -> String {
+    glob.split('*')
+        .map(|run| {
+            run.split('?')
+                .map(regex_literal)
+                .collect::<Vec<_>>()
+                .join("[^.]")
+        })
+        .collect::<Vec<_>>()
+        .join("[^.]*")
+}
+
 /// Runs the loader until `shutdown` (after finishing the batch at hand) or an error.
 pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadError> {
     let es_cfg = cfg
         .elasticsearch
         .as_ref()
         .expect("validated: the loader role has [elasticsearch]");
-    let topics: Vec<String> = cfg
-        .table_ids()
+    // Exact tables are subscribed by name (created here if the source has not yet); table
+    // patterns by regular expression, so their topics join as the source creates them.
+    let prefix = &cfg.kafka.topic_prefix;
+    let patterns = cfg.table_patterns();
+    let exact: Vec<String> = patterns
         .iter()
-        .map(|t| Encoder::topic(&cfg.kafka.topic_prefix, t))
+        .filter_map(|p| p.exact())
+        .map(|t| Encoder::topic(prefix, &t))
         .collect();
-    kafka::ensure_topics(&cfg.kafka, &topics).await?;
+    kafka::ensure_topics(&cfg.kafka, &exact).await?;
+    let topics: Vec<String> = patterns
+        .iter()
+        .map(|p| match p.exact() {
+            Some(t) => Encoder::topic(prefix, &t),
+            None => format!(
+                "^{}\\.{}\\.{}$",
+                regex_literal(prefix),
+                glob_regex(&p.db),
+                glob_regex(&p.table)
+            ),
+        })
+        .collect();
     // Brokers that poll their storage instead of waking fetches on new data (tansu halves the
     // remaining wait between polls) add up to fetch.wait.max.ms of latency; Kafka does not.
     let consumer: StreamConsumer =
@@ -103,6 +142,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // New topics matching a table pattern are found at the next metadata refresh.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .create()
             .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -7,6 +7,7 @@
 
 pub mod binlog;
 pub mod charset;
+pub mod filter;
 pub mod mysql;
 pub mod snapshot;
 pub mod stream;
@@ -16,10 +17,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SourceConfig;
+use crate::config::{SourceConfig, TablePattern};
 use crate::model::{Change, Checkpoint, Position, TableId};
 use crate::state::{State, StateError};
 use binlog::BinlogError;
+use filter::{ColumnFilter, KeyFilterError};
 
 /// What the source hands to the publisher.
 #[derive(Debug)]
@@ -28,6 +30,42 @@ pub enum SourceEvent {
     Changes(Vec<Change>),
     /// Everything sent before this is a complete prefix of the binlog up to the checkpoint.
     Checkpoint(Checkpoint),
+}
+
+/// What to capture: table patterns and column filters.
+pub struct Capture {
+    /// Tables matching any of these...
+    pub include: Vec<TablePattern>,
+    /// ...and none of these.
+    pub exclude: Vec<TablePattern>,
+    /// Column rules applied to every change.
+    pub columns: ColumnFilter,
+}
+
+/// The source's output: filters each change's columns, then hands it to the publisher.
+pub struct Emitter {
+    tx: mpsc::Sender<SourceEvent>,
+    columns: ColumnFilter,
+}
+
+impl Emitter {
+    /// Sends changes, filtered.
+    pub async fn changes(&mut self, mut changes: Vec<Change>) -> Result<(), SourceError> {
+        self.columns.apply(&mut changes)?;
+        self.send(SourceEvent::Changes(changes)).await
+    }
+
+    /// Sends a checkpoint.
+    pub async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<(), SourceError> {
+        self.send(SourceEvent::Checkpoint(checkpoint)).await
+    }
+
+    async fn send(&self, event: SourceEvent) -> Result<(), SourceError> {
+        self.tx
+            .send(event)
+            .await
+            .map_err(|_| SourceError::Downstream)
+    }
 }
 
 /// Why the source stopped.
@@ -94,6 +132,18 @@ pub enum SourceError {
          remove the table from `tables`"
     )]
     NoPrimaryKey(TableId),
+    /// A column rule would remove a table's key.
+    #[error(transparent)]
+    Filter(#[from] KeyFilterError),
+    /// No table matches the configured patterns.
+    #[error(
+        "no table matches `tables` {patterns} (minus `exclude_tables`); check the patterns and \
+         that the Sluice user can see the tables"
+    )]
+    NothingToCapture {
+        /// The patterns, as configured.
+        patterns: String,
+    },
     /// A snapshot row holds a value the column type does not allow.
     #[error("snapshot of {table}: column `{column}`: {message}")]
     SnapshotValue {
@@ -178,7 +228,7 @@ fn is_transient(e: &mysql_async::Error) -> bool {
 /// Runs the source until `shutdown` or an error.
 pub async fn run(
     cfg: &SourceConfig,
-    tables: &[TableId],
+    capture: Capture,
     state: &State,
     tx: mpsc::Sender<SourceEvent>,
     shutdown: CancellationToken,
@@ -186,27 +236,39 @@ pub async fn run(
     let mut conn = mysql::connect(cfg).await?;
     let server = mysql::check_server(&mut conn).await?;
     let collations = mysql::collations(&mut conn).await?;
+    let tables = mysql::resolve_tables(&mut conn, &capture.include, &capture.exclude).await?;
+    if tables.is_empty() {
+        let patterns: Vec<String> = capture.include.iter().map(|p| p.to_string()).collect();
+        return Err(SourceError::NothingToCapture {
+            patterns: patterns.join(", "),
+        });
+    }
+    tracing::info!(tables = ?tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "capturing");
+    let mut out = Emitter {
+        tx,
+        columns: capture.columns,
+    };
     let mut pending = Vec::new();
-    for t in tables {
-        let schema = mysql::table_schema(&mut conn, t).await?;
+    for t in &tables {
+        let schema = Arc::new(mysql::table_schema(&mut conn, t).await?);
+        out.columns.check(&schema)?;
         if !state.is_snapshotted(t)? {
-            pending.push(Arc::new(schema));
+            pending.push(schema);
         }
     }
     let mut start = state.position()?;
     if !pending.is_empty() {
         let Some(position) =
-            snapshot::run(&mut conn, &pending, server.server_id, &tx, &shutdown).await?
+            snapshot::run(&mut conn, &pending, server.server_id, &mut out, &shutdown).await?
         else {
             return Ok(());
         };
         let tables = pending.iter().map(|s| s.id.clone()).collect();
-        tx.send(SourceEvent::Checkpoint(Checkpoint::Snapshot {
+        out.checkpoint(Checkpoint::Snapshot {
             tables,
             position: position.clone(),
-        }))
-        .await
-        .map_err(|_| SourceError::Downstream)?;
+        })
+        .await?;
         // Tables added later stream from the older stored position; the snapshot's versions
         // order its rows correctly against the changes read again from there.
         start.get_or_insert(position);
@@ -220,9 +282,9 @@ pub async fn run(
         ))
     })?;
     let decoding = stream::Decoding {
-        tables: tables.to_vec(),
+        tables,
         collations,
         checksums: server.checksums,
     };
-    stream::run(cfg, start, decoding, &tx, &shutdown).await
+    stream::run(cfg, start, decoding, &mut out, &shutdown).await
 }

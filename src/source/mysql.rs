@@ -7,6 +7,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use super::SourceError;
 use super::charset::{Charset, Collations};
 use crate::config::SourceConfig;
+use crate::config::TablePattern;
 use crate::model::{Column, ColumnType, TableId, TableSchema};
 
 /// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
@@ -122,6 +123,39 @@ pub async fn collations(conn: &mut Conn) -> Result<Collations, SourceError> {
         .await
         .map_err(|e| query_error("reading information_schema.COLLATIONS", e))?;
     Ok(Collations::new(rows))
+}
+
+/// The base tables that match `include` and not `exclude`, sorted. A pattern without wildcards
+/// must name an existing table.
+pub async fn resolve_tables(
+    conn: &mut Conn,
+    include: &[TablePattern],
+    exclude: &[TablePattern],
+) -> Result<Vec<TableId>, SourceError> {
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
+             ('mysql', 'information_schema', 'performance_schema', 'sys') \
+             ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        )
+        .await
+        .map_err(|e| query_error("listing tables in information_schema.TABLES", e))?;
+    let all: Vec<TableId> = rows.into_iter().map(|(d, t)| TableId::new(d, t)).collect();
+    for p in include {
+        if let Some(t) = p.exact()
+            && !all.contains(&t)
+        {
+            return Err(SourceError::TableMissing(t));
+        }
+        if !all.iter().any(|t| p.matches(t)) {
+            tracing::warn!(pattern = %p, "no table matches this `tables` pattern");
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|t| include.iter().any(|p| p.matches(t)) && !exclude.iter().any(|p| p.matches(t)))
+        .collect())
 }
 
 /// A table's current definition, as the snapshot reads it. The binlog's TABLE_MAP yields the

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::mysql::{query_error, quote};
-use super::{SourceError, SourceEvent};
+use super::{Emitter, SourceError};
 use crate::model::{
     Change, ColumnType, Op, Position, SourceInfo, TableSchema, Value, Version,
     binlog_file_sequence, time,
@@ -25,7 +24,7 @@ pub async fn run(
     conn: &mut Conn,
     tables: &[Arc<TableSchema>],
     server_id: u32,
-    tx: &mpsc::Sender<SourceEvent>,
+    out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<Option<Position>, SourceError> {
     // TIMESTAMP values come back in the session zone; UTC makes them instants.
@@ -119,11 +118,12 @@ pub async fn run(
                 if shutdown.is_cancelled() {
                     return Ok(None);
                 }
-                send(tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await?;
+                out.changes(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .await?;
             }
         }
         if !batch.is_empty() {
-            send(tx, batch).await?;
+            out.changes(batch).await?;
         }
         tracing::info!(table = %table.id, rows = count, "snapshot: table copied");
     }
@@ -137,12 +137,6 @@ pub async fn run(
         .await
         .map_err(|e| query_error("ending the snapshot transaction", e))?;
     Ok(Some(position))
-}
-
-async fn send(tx: &mpsc::Sender<SourceEvent>, batch: Vec<Change>) -> Result<(), SourceError> {
-    tx.send(SourceEvent::Changes(batch))
-        .await
-        .map_err(|_| SourceError::Downstream)
 }
 
 /// Turns one result row into typed values with the same meaning the binlog decoder gives them.

@@ -4,7 +4,6 @@
 use futures_util::StreamExt;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::prelude::*;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use super::binlog::{BinlogReader, Decoded, EventHeader};
 use super::charset::Collations;
 use super::mysql::{connect, query_error};
-use super::{SourceError, SourceEvent};
+use super::{Emitter, SourceError};
 use crate::config::SourceConfig;
 use crate::model::{Checkpoint, Position, TableId};
 use crate::retry::Backoff;
@@ -33,7 +32,7 @@ pub struct Decoding {
     pub checksums: bool,
 }
 
-/// Streams from `start` until `shutdown`, sending changes and commit checkpoints to `tx`.
+/// Streams from `start` until `shutdown`, sending changes and commit checkpoints to `out`.
 ///
 /// A lost connection is re-established with jittered backoff, resuming at the last commit
 /// read: rows of the transaction that was cut off are sent again with the same versions, so
@@ -42,7 +41,7 @@ pub async fn run(
     cfg: &SourceConfig,
     start: Position,
     decoding: Decoding,
-    tx: &mpsc::Sender<SourceEvent>,
+    out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<(), SourceError> {
     let mut resume = start;
@@ -55,12 +54,12 @@ pub async fn run(
             decoding.checksums,
         )?;
         let mut progressed = false;
-        let error = match stream_from(cfg, &mut resume, reader, tx, shutdown, &mut progressed).await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_connection_loss() => e,
-            Err(e) => return Err(e),
-        };
+        let error =
+            match stream_from(cfg, &mut resume, reader, out, shutdown, &mut progressed).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_connection_loss() => e,
+                Err(e) => return Err(e),
+            };
         if progressed {
             backoff.reset();
         }
@@ -83,7 +82,7 @@ async fn stream_from(
     cfg: &SourceConfig,
     resume: &mut Position,
     mut reader: BinlogReader,
-    tx: &mpsc::Sender<SourceEvent>,
+    out: &mut Emitter,
     shutdown: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<(), SourceError> {
@@ -142,19 +141,15 @@ async fn stream_from(
             Decoded::Changes(changes) => {
                 zero_dates.report(reader.zero_dates());
                 if !changes.is_empty() {
-                    send(tx, SourceEvent::Changes(changes)).await?;
+                    out.changes(changes).await?;
                 }
             }
             Decoded::Commit(p) => {
                 *resume = p.clone();
-                send(tx, SourceEvent::Checkpoint(Checkpoint::Stream(p))).await?;
+                out.checkpoint(Checkpoint::Stream(p)).await?;
             }
         }
     }
-}
-
-async fn send(tx: &mpsc::Sender<SourceEvent>, event: SourceEvent) -> Result<(), SourceError> {
-    tx.send(event).await.map_err(|_| SourceError::Downstream)
 }
 
 fn dump_error(e: mysql_async::Error, start: &Position) -> SourceError {
