@@ -22,6 +22,10 @@ pub struct Config {
     /// Columns to leave out or mask before anything leaves the source.
     #[serde(default)]
     pub columns: ColumnsConfig,
+    /// `"database.table" = ["column", ...]`: the columns that key a table's records, for
+    /// tables without a primary key (or to replace it).
+    #[serde(default)]
+    pub keys: BTreeMap<String, Vec<String>>,
     /// The MySQL/MariaDB server to read; needed by the source role.
     pub source: Option<SourceConfig>,
     /// The Kafka cluster between source and loader.
@@ -429,6 +433,14 @@ impl Config {
             .collect()
     }
 
+    /// The `[keys]` section, parsed.
+    pub fn key_columns(&self) -> std::collections::HashMap<TableId, Vec<String>> {
+        self.keys
+            .iter()
+            .filter_map(|(t, cols)| Some((TableId::parse(t)?, cols.clone())))
+            .collect()
+    }
+
     /// The `exclude_tables` patterns, parsed.
     pub fn exclude_patterns(&self) -> Vec<TablePattern> {
         self.exclude_tables
@@ -471,6 +483,16 @@ impl Config {
                 p.push(format!(
                     "`exclude_tables`: {t:?} is not of the form \"database.table\""
                 ));
+            }
+        }
+        for (table, columns) in &self.keys {
+            if TableId::parse(table).is_none() {
+                p.push(format!(
+                    "`keys`: {table:?} is not of the form \"database.table\""
+                ));
+            }
+            if columns.is_empty() {
+                p.push(format!("`keys`: {table:?} names no columns"));
             }
         }
         let c = &self.columns;

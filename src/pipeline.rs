@@ -93,6 +93,7 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
                 include: c.table_patterns(),
                 exclude: c.exclude_patterns(),
                 columns: source::filter::ColumnFilter::new(&c.columns),
+                keys: c.key_columns(),
             };
             let r = source::run(src, capture, &state, tx, s.clone()).await;
             stop_on_error(&s, r.map_err(RunError::from))

@@ -329,3 +329,65 @@ async fn table_patterns_and_column_rules_shape_what_leaves_the_source() {
     );
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_primary_key_need_and_use_a_configured_key() {
+    let (mut conn, setup) = fresh("it_keys", &["events"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE events (k1 INT NOT NULL, k2 VARCHAR(10) NOT NULL, v INT)",
+            "INSERT INTO events VALUES (1, 'a', 10), (1, 'b', 11), (2, 'a', 20)",
+        ],
+    )
+    .await;
+    let config = setup.write_config("");
+    let (status, out) = run_to_exit(
+        &[
+            "run",
+            "--role",
+            "source",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        START,
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("has no primary key") && out.contains("[keys]"),
+        "{out}"
+    );
+
+    setup.write_config(&format!(
+        "[keys]\n\"{}.events\" = [\"k1\", \"k2\"]\n",
+        setup.db
+    ));
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO events VALUES (3, 'c', 30)",
+            "UPDATE events SET v = v + 1 WHERE k1 = 1",
+            "UPDATE events SET k2 = 'z' WHERE k1 = 2",
+            "DELETE FROM events WHERE k1 = 3",
+        ],
+    )
+    .await;
+    let index = format!("{}.events", setup.db).to_lowercase();
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    loop {
+        let want = expected_docs_keyed(&mut conn, &setup.db, "events", Some(&["k1", "k2"])).await;
+        let have = index_docs(&index).await;
+        if want == have {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {want:#?}\nhas {have:#?}\n{}",
+            sluice.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

@@ -12,6 +12,7 @@ pub mod mysql;
 pub mod snapshot;
 pub mod stream;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -40,6 +41,8 @@ pub struct Capture {
     pub exclude: Vec<TablePattern>,
     /// Column rules applied to every change.
     pub columns: ColumnFilter,
+    /// Columns that key a table's records instead of its primary key.
+    pub keys: HashMap<TableId, Vec<String>>,
 }
 
 /// The source's output: filters each change's columns, then hands it to the publisher.
@@ -128,10 +131,19 @@ pub enum SourceError {
     },
     /// A configured table has no primary key.
     #[error(
-        "table {0} has no primary key, and records are keyed by primary key; add one or \
-         remove the table from `tables`"
+        "table {0} has no primary key, and records are keyed by primary key; add one, name its \
+         key columns under [keys] in the config (e.g. \"{0}\" = [\"col\"]), or remove the table \
+         from `tables`"
     )]
     NoPrimaryKey(TableId),
+    /// A configured key names a column the table does not have.
+    #[error("`keys`: table {table} has no column `{column}`; fix the key under [keys]")]
+    KeyColumnMissing {
+        /// Table.
+        table: TableId,
+        /// The missing column.
+        column: String,
+    },
     /// A column rule would remove a table's key.
     #[error(transparent)]
     Filter(#[from] KeyFilterError),
@@ -250,7 +262,8 @@ pub async fn run(
     };
     let mut pending = Vec::new();
     for t in &tables {
-        let schema = Arc::new(mysql::table_schema(&mut conn, t).await?);
+        let key = capture.keys.get(t).map(Vec::as_slice);
+        let schema = Arc::new(mysql::table_schema(&mut conn, t, key).await?);
         out.columns.check(&schema)?;
         if !state.is_snapshotted(t)? {
             pending.push(schema);
@@ -283,6 +296,7 @@ pub async fn run(
     })?;
     let decoding = stream::Decoding {
         tables,
+        keys: capture.keys,
         collations,
         checksums: server.checksums,
     };

@@ -160,7 +160,12 @@ pub async fn resolve_tables(
 
 /// A table's current definition, as the snapshot reads it. The binlog's TABLE_MAP yields the
 /// same [`TableSchema`] for the same definition, so both register the same Avro schema.
-pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchema, SourceError> {
+/// `key`, when given, replaces the primary key.
+pub async fn table_schema(
+    conn: &mut Conn,
+    table: &TableId,
+    key: Option<&[String]>,
+) -> Result<TableSchema, SourceError> {
     type ColumnRow = (
         String,
         String,
@@ -256,10 +261,23 @@ pub async fn table_schema(conn: &mut Conn, table: &TableId) -> Result<TableSchem
         )
         .await
         .map_err(|e| query_error("reading information_schema.KEY_COLUMN_USAGE", e))?;
-    let key: Vec<usize> = key_names
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| &c.name == k))
-        .collect();
+    let key: Vec<usize> = match key {
+        Some(names) => names
+            .iter()
+            .map(|k| {
+                columns.iter().position(|c| &c.name == k).ok_or_else(|| {
+                    SourceError::KeyColumnMissing {
+                        table: table.clone(),
+                        column: k.clone(),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        None => key_names
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect(),
+    };
     if key.is_empty() {
         return Err(SourceError::NoPrimaryKey(table.clone()));
     }

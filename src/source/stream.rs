@@ -6,6 +6,7 @@ use mysql_async::BinlogStreamRequest;
 use mysql_async::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::binlog::{BinlogReader, Decoded, EventHeader};
@@ -26,6 +27,8 @@ const SILENCE: Duration = Duration::from_secs(20);
 pub struct Decoding {
     /// Tables to capture.
     pub tables: Vec<TableId>,
+    /// Configured key columns, replacing primary keys.
+    pub keys: HashMap<TableId, Vec<String>>,
     /// The server's collations.
     pub collations: Collations,
     /// Whether events carry a CRC32.
@@ -52,7 +55,8 @@ pub async fn run(
             decoding.tables.iter().cloned(),
             decoding.collations.clone(),
             decoding.checksums,
-        )?;
+        )?
+        .with_keys(decoding.keys.clone());
         let mut progressed = false;
         let error =
             match stream_from(cfg, &mut resume, reader, out, shutdown, &mut progressed).await {

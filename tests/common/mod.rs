@@ -389,6 +389,16 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
 /// BIT(n) as a number, FLOAT as its shortest round-trip decimal, GEOMETRY as `{wkb, srid}`.
 /// Keyed by document id.
 pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<String, Json> {
+    expected_docs_keyed(conn, db, table, None).await
+}
+
+/// [`expected_docs`] for a table keyed by `key` instead of its primary key.
+pub async fn expected_docs_keyed(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+    key: Option<&[&str]>,
+) -> BTreeMap<String, Json> {
     let cols: Vec<(String, String, String)> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS \
@@ -397,14 +407,18 @@ pub async fn expected_docs(conn: &mut Conn, db: &str, table: &str) -> BTreeMap<S
         )
         .await
         .unwrap();
-    let key: Vec<String> = conn
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? \
-             AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-            (db, table),
-        )
-        .await
-        .unwrap();
+    let key: Vec<String> = match key {
+        Some(k) => k.iter().map(|c| c.to_string()).collect(),
+        None => conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE \
+                 TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                 ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            .await
+            .unwrap(),
+    };
     let exprs: Vec<String> = cols
         .iter()
         .map(|(name, ty, _)| {

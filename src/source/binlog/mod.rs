@@ -103,6 +103,8 @@ pub struct BinlogReader {
     in_transaction: bool,
     gtid: Option<Arc<str>>,
     zero_dates: u64,
+    /// Configured key columns of tables, replacing their primary keys.
+    keys: HashMap<TableId, Vec<String>>,
 }
 
 impl BinlogReader {
@@ -126,9 +128,16 @@ impl BinlogReader {
             in_transaction: false,
             gtid: None,
             zero_dates: 0,
+            keys: HashMap::new(),
         };
         r.set_file(&start.file, start.pos)?;
         Ok(r)
+    }
+
+    /// Keys tables by the given columns instead of their primary keys.
+    pub fn with_keys(mut self, keys: HashMap<TableId, Vec<String>>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Zero or impossible dates turned into NULL so far.
@@ -282,13 +291,15 @@ impl BinlogReader {
             return Ok(Decoded::Nothing);
         }
         let table = head.table.clone();
-        let mut decoder = table_map::parse_columns(head, &self.collations).map_err(|source| {
-            BinlogError::Table {
-                position: self.position(h.log_pos.saturating_sub(h.event_size)),
-                table: table.clone(),
-                source: Box::new(source),
-            }
-        })?;
+        let key = self.keys.get(&head.table).map(Vec::as_slice);
+        let mut decoder =
+            table_map::parse_columns(head, &self.collations, key).map_err(|source| {
+                BinlogError::Table {
+                    position: self.position(h.log_pos.saturating_sub(h.event_size)),
+                    table: table.clone(),
+                    source: Box::new(source),
+                }
+            })?;
         match self.schemas.get(&table) {
             Some(known) if **known == *decoder.schema => decoder.schema = known.clone(),
             _ => {

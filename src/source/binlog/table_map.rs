@@ -170,10 +170,13 @@ pub enum TableMapError {
     MissingMetadata(&'static str),
     /// The table has no primary key.
     #[error(
-        "the table has no primary key, and records are keyed by primary key; add one or \
-         remove the table from `tables`"
+        "the table has no primary key, and records are keyed by primary key; add one, name \
+         its key columns under [keys] in the config, or remove the table from `tables`"
     )]
     NoPrimaryKey,
+    /// A configured key column is not in the table.
+    #[error("the key configured under [keys] names column `{0}`, which the table does not have")]
+    KeyColumnMissing(String),
 }
 
 /// The table id and name of a TABLE_MAP, and a cursor at the column count.
@@ -350,9 +353,12 @@ pub fn transcode(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>)
 }
 
 /// Parses the columns of a TABLE_MAP whose table is captured.
+/// `key`, when given, names the columns that key the table's records instead of its primary key
+/// (tables without one need it).
 pub fn parse_columns(
     head: TableMapHead<'_>,
     collations: &Collations,
+    key: Option<&[String]>,
 ) -> Result<TableDecoder, TableMapError> {
     let mut c = head.rest;
     let n = c.lenenc_usize("column count")?;
@@ -585,8 +591,17 @@ pub fn parse_columns(
         let nullable = null_bits[i / 8] & (1 << (i % 8)) != 0;
         columns.push(Column::new(name, column_type, nullable));
     }
-    let key = match opt.primary_key {
-        Some(k) if !k.is_empty() => k,
+    let key = match (key, opt.primary_key) {
+        (Some(names), _) => names
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c: &Column| &c.name == k)
+                    .ok_or_else(|| TableMapError::KeyColumnMissing(k.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        (None, Some(k)) if !k.is_empty() => k,
         _ => return Err(TableMapError::NoPrimaryKey),
     };
     if let Some(&bad) = key.iter().find(|&&k| k >= n) {
@@ -741,7 +756,7 @@ pub(crate) mod tests {
     }
 
     fn parse(body: &[u8]) -> Result<TableDecoder, TableMapError> {
-        parse_columns(parse_head(body, 6).unwrap(), &collations())
+        parse_columns(parse_head(body, 6).unwrap(), &collations(), None)
     }
 
     #[test]
@@ -832,6 +847,18 @@ pub(crate) mod tests {
     fn tables_without_full_metadata_or_key_are_refused() {
         let body = TableMapBuilder::new().int(col::LONG, false, "id").build(1);
         assert!(matches!(parse(&body), Err(TableMapError::NoPrimaryKey)));
+        let keyed = |k: &str| {
+            parse_columns(
+                parse_head(&body, 6).unwrap(),
+                &collations(),
+                Some(&[k.to_string()]),
+            )
+        };
+        assert_eq!(keyed("id").unwrap().schema.key, vec![0]);
+        assert!(matches!(
+            keyed("nope"),
+            Err(TableMapError::KeyColumnMissing(_))
+        ));
         let minimal = TableMapBuilder::new()
             .int(col::LONG, false, "id")
             .key(&[0])
