@@ -10,6 +10,11 @@ use sluice::config::{Config, Role};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: every decoded row allocates its values, and glibc's malloc was a quarter of
+/// decode time in the decoder bench (docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Change data capture: MySQL/MariaDB binlog -> Avro -> Kafka -> Elasticsearch.
 #[derive(Parser)]
 #[command(version)]

@@ -351,34 +351,47 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
         }
         Ok(v)
     };
-    let mut int_part = String::with_capacity(intg + 1);
+    // Digits go into a stack buffer (65 at most): this runs for every decimal of every row.
+    let mut digits = [0u8; 65];
+    let mut n = 0;
+    let mut push = |v: u64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            digits[n + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        n += width;
+    };
     if intg0x > 0 {
-        int_part.push_str(&group(DIG2BYTES[intg0x], intg0x)?.to_string());
+        push(group(DIG2BYTES[intg0x], intg0x)?, intg0x);
     }
     for _ in 0..intg0 {
-        int_part.push_str(&format!("{:09}", group(4, 9)?));
+        push(group(4, 9)?, 9);
     }
-    let mut frac_part = String::with_capacity(frac);
     for _ in 0..frac0 {
-        frac_part.push_str(&format!("{:09}", group(4, 9)?));
+        push(group(4, 9)?, 9);
     }
     if frac0x > 0 {
-        frac_part.push_str(&format!(
-            "{:0w$}",
-            group(DIG2BYTES[frac0x], frac0x)?,
-            w = frac0x
-        ));
+        push(group(DIG2BYTES[frac0x], frac0x)?, frac0x);
     }
-    let int_part = int_part.trim_start_matches('0');
-    let zero = int_part.is_empty() && frac_part.bytes().all(|b| b == b'0');
-    let mut out = String::with_capacity(int_part.len() + frac + 3);
+    let (int_digits, frac_digits) = digits[..n].split_at(intg);
+    let first = int_digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(int_digits.len());
+    let int_digits = &int_digits[first..];
+    let zero = int_digits.is_empty() && frac_digits.iter().all(|&d| d == b'0');
+    let mut out = String::with_capacity(int_digits.len() + frac + 3);
     if negative && !zero {
         out.push('-');
     }
-    out.push_str(if int_part.is_empty() { "0" } else { int_part });
+    if int_digits.is_empty() {
+        out.push('0');
+    }
+    out.extend(int_digits.iter().map(|&d| char::from(d)));
     if frac > 0 {
         out.push('.');
-        out.push_str(&frac_part);
+        out.extend(frac_digits.iter().map(|&d| char::from(d)));
     }
     Ok(out)
 }
