@@ -148,10 +148,7 @@ fn check(outcome: &mut Outcome, row: &[V]) {
 }
 
 fn sluice(bytes: &[u8], collations: &Collations, mut visit: impl FnMut(Op, &[Value])) -> u64 {
-    let start = Position {
-        file: "decode.000001".into(),
-        pos: 4,
-    };
+    let start = Position::new("decode.000001", 4);
     let mut reader = BinlogReader::new(
         &start,
         [TableId::new("bench_decode", "t")],

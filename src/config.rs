@@ -57,6 +57,21 @@ pub struct SourceConfig {
     pub server_id: u32,
     /// Directory of the position store (sled).
     pub state_dir: PathBuf,
+    /// How a restart finds its place in the binlog.
+    #[serde(default)]
+    pub resume_by: ResumeBy,
+}
+
+/// How the stream resumes from a stored checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeBy {
+    /// Binlog file and offset: exact on the server that wrote them.
+    #[default]
+    Position,
+    /// MariaDB GTID state (`@slave_connect_state`): survives purged or renumbered files of
+    /// the same server lineage.
+    Gtid,
 }
 
 fn default_mysql_port() -> u16 {

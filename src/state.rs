@@ -139,10 +139,7 @@ mod tests {
     use super::*;
 
     fn pos(file: &str, pos: u64) -> Position {
-        Position {
-            file: file.into(),
-            pos,
-        }
+        Position::new(file, pos)
     }
 
     #[tokio::test]

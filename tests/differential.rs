@@ -503,10 +503,7 @@ async fn agrees_with_reference(conn: &mut Conn, db: &str) -> (usize, usize) {
         .map(|(t, _)| TableId::new(db.clone(), t.clone()))
         .collect();
     let bytes = std::fs::read(&path).unwrap();
-    let start = Position {
-        file: file.clone(),
-        pos: 4,
-    };
+    let start = Position::new(file.clone(), 4);
     let mut reader = BinlogReader::new(&start, tables, Collations::new(collations), true).unwrap();
     let mut ours: Vec<Change> = vec![];
     let (mut compressed, mut rows_events) = (0, 0);

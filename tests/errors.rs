@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::private::{PrivateServer, ROW_CDC};
+use common::private::{PrivateServer, ROW_CDC, private_config};
 use common::*;
 use mysql_async::prelude::*;
 
@@ -219,28 +219,6 @@ async fn wrong_password_says_what_to_check_and_hides_the_password() {
         !out.contains("wrong-Secret-42"),
         "the password reached the output:\n{out}"
     );
-}
-
-/// A source-role config for table `d.t` of a private server on `port`, written into `dir`.
-fn private_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let s = stack();
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "tables = [\"d.t\"]\n[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
-             password = \"{}\"\nserver_id = 4242\nstate_dir = \"{}\"\n[kafka]\n\
-             brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n",
-            s.cdc_user,
-            s.cdc_password,
-            dir.join("state").display(),
-            s.brokers,
-            unique("it"),
-            s.registry_url,
-        ),
-    )
-    .unwrap();
-    config
 }
 
 #[test]

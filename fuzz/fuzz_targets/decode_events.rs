@@ -15,10 +15,7 @@ use sluice::source::binlog::{BinlogReader, EventHeader};
 use sluice::source::charset::Collations;
 
 fuzz_target!(|data: &[u8]| {
-    let start = Position {
-        file: "binlog.000001".into(),
-        pos: 4,
-    };
+    let start = Position::new("binlog.000001", 4);
     let Ok(mut reader) = BinlogReader::new(
         &start,
         [TableId::new("d", "t")],

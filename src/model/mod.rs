@@ -254,6 +254,63 @@ pub struct Position {
     pub file: String,
     /// Byte offset in that file.
     pub pos: u64,
+    /// The server's GTID state at this point (MariaDB `domain-server-seq[,...]`), when known:
+    /// resuming by GTID needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+}
+
+impl Position {
+    /// A position without a known GTID state.
+    pub fn new(file: impl Into<String>, pos: u64) -> Self {
+        Position {
+            file: file.into(),
+            pos,
+            gtid: None,
+        }
+    }
+}
+
+/// MariaDB's GTID state: the last sequence number per replication domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GtidState(std::collections::BTreeMap<u32, (u32, u64)>);
+
+impl GtidState {
+    /// Parses `domain-server-seq[,domain-server-seq...]` (empty text is the empty state).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut state = GtidState::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let mut it = part.split('-');
+            let (d, srv, seq) = (it.next()?, it.next()?, it.next()?);
+            if it.next().is_some() {
+                return None;
+            }
+            state.set(d.parse().ok()?, srv.parse().ok()?, seq.parse().ok()?);
+        }
+        Some(state)
+    }
+
+    /// Records the GTID of a transaction.
+    pub fn set(&mut self, domain: u32, server: u32, seq: u64) {
+        self.0.insert(domain, (server, seq));
+    }
+
+    /// Whether no domain is known.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for GtidState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (d, (srv, seq))) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}-{srv}-{seq}")?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Position {
@@ -343,6 +400,17 @@ pub enum Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtid_states_round_trip() {
+        let mut s = GtidState::parse("1-2-30, 0-1-5").unwrap();
+        assert_eq!(s.to_string(), "0-1-5,1-2-30");
+        s.set(0, 3, 6);
+        assert_eq!(s.to_string(), "0-3-6,1-2-30");
+        assert_eq!(GtidState::parse("").unwrap(), GtidState::default());
+        assert_eq!(GtidState::parse("0-1"), None);
+        assert_eq!(GtidState::parse("0-1-x"), None);
+    }
 
     #[test]
     fn parses_table_ids() {

@@ -65,9 +65,17 @@ pub async fn run(
     })?;
     // Every later change sits past `pos`, so this version orders snapshot rows before them.
     let version = Version::at(seq, pos);
+    // The GTID state at the same point, so the stream can also resume by GTID.
+    let gtid: Option<String> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
+        .await
+        .ok()
+        .flatten()
+        .filter(|g: &String| !g.is_empty());
     let position = Position {
         file,
         pos: u64::from(pos),
+        gtid,
     };
     let source = SourceInfo {
         file: Arc::from(position.file.as_str()),

@@ -13,7 +13,7 @@ use super::binlog::{BinlogReader, Decoded, EventHeader};
 use super::charset::Collations;
 use super::mysql::{connect, query_error};
 use super::{Emitter, SourceError};
-use crate::config::SourceConfig;
+use crate::config::{ResumeBy, SourceConfig};
 use crate::model::{Checkpoint, Position, TableId};
 use crate::retry::Backoff;
 
@@ -50,16 +50,9 @@ pub async fn run(
     let mut resume = start;
     let mut backoff = Backoff::default();
     loop {
-        let reader = BinlogReader::new(
-            &resume,
-            decoding.tables.iter().cloned(),
-            decoding.collations.clone(),
-            decoding.checksums,
-        )?
-        .with_keys(decoding.keys.clone());
         let mut progressed = false;
         let error =
-            match stream_from(cfg, &mut resume, reader, out, shutdown, &mut progressed).await {
+            match stream_from(cfg, &mut resume, &decoding, out, shutdown, &mut progressed).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_connection_loss() => e,
                 Err(e) => return Err(e),
@@ -85,12 +78,28 @@ pub async fn run(
 async fn stream_from(
     cfg: &SourceConfig,
     resume: &mut Position,
-    mut reader: BinlogReader,
+    decoding: &Decoding,
     out: &mut Emitter,
     shutdown: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<(), SourceError> {
     let mut conn = connect(cfg).await?;
+    if resume.gtid.is_none() {
+        // Positions stored before GTIDs were tracked (or a MySQL server: NULL or an error).
+        resume.gtid = conn
+            .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&resume.file, resume.pos))
+            .await
+            .ok()
+            .flatten()
+            .filter(|g: &String| !g.is_empty());
+    }
+    let mut reader = BinlogReader::new(
+        resume,
+        decoding.tables.iter().cloned(),
+        decoding.collations.clone(),
+        decoding.checksums,
+    )?
+    .with_keys(decoding.keys.clone());
     // Capability 4 makes MariaDB send its GTID events instead of downgrading them to BEGIN.
     let setup = format!(
         "SET @mariadb_slave_capability = 4, @master_heartbeat_period = {}",
@@ -100,14 +109,35 @@ async fn stream_from(
         .await
         .map_err(|e| query_error("announcing replica capabilities", e))?;
     let start = resume.clone();
-    let request = BinlogStreamRequest::new(cfg.server_id)
-        .with_filename(start.file.as_bytes())
-        .with_pos(start.pos);
+    let request = BinlogStreamRequest::new(cfg.server_id);
+    let request = match (cfg.resume_by, &start.gtid) {
+        (ResumeBy::Position, _) => request
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.pos),
+        (ResumeBy::Gtid, Some(gtid)) => {
+            // The server finds the place itself and announces it with a ROTATE event.
+            conn.exec_drop("SET @slave_connect_state = ?", (gtid,))
+                .await
+                .map_err(|e| query_error("setting @slave_connect_state", e))?;
+            request.with_filename(&b""[..]).with_pos(4u64)
+        }
+        (ResumeBy::Gtid, None) => {
+            return Err(SourceError::Precondition(format!(
+                "source.resume_by = \"gtid\", but the server knows no GTID state for {start}; \
+                 MariaDB answers BINLOG_GTID_POS, MySQL does not: set resume_by = \"position\""
+            )));
+        }
+    };
     let mut stream = conn
         .get_binlog_stream(request)
         .await
         .map_err(|e| dump_error(e, &start))?;
-    tracing::info!(position = %start, "streaming the binlog");
+    tracing::info!(
+        position = %start,
+        gtid = start.gtid.as_deref().unwrap_or(""),
+        resume_by = ?cfg.resume_by,
+        "streaming the binlog"
+    );
     let mut zero_dates = ZeroDateLog::default();
     loop {
         let next = tokio::select! {

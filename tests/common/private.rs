@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::stack;
+use super::{stack, unique};
 
 /// The ROW-format settings Sluice needs, for a private server.
 pub const ROW_CDC: [&str; 4] = [
@@ -132,4 +132,26 @@ impl Drop for PrivateServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A source-role config for table `d.t` of a private server on `port`, written into `dir`.
+pub fn private_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let s = stack();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tables = [\"d.t\"]\n[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
+             password = \"{}\"\nserver_id = 4242\nstate_dir = \"{}\"\n[kafka]\n\
+             brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n",
+            s.cdc_user,
+            s.cdc_password,
+            dir.join("state").display(),
+            s.brokers,
+            unique("it"),
+            s.registry_url,
+        ),
+    )
+    .unwrap();
+    config
 }

@@ -253,9 +253,34 @@ pub fn parse_mariadb_gtid(body: &[u8]) -> Result<MariadbGtid, DecodeError> {
     })
 }
 
+/// A MariaDB GTID_LIST body: `(domain, server, sequence)` of every domain.
+pub fn parse_gtid_list(body: &[u8]) -> Result<Vec<(u32, u32, u64)>, DecodeError> {
+    let mut c = Cursor::new(body);
+    let count = (c.uint_le(4, "GTID list count")? & 0x0fff_ffff) as usize;
+    let mut list = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let domain = c.uint_le(4, "GTID list domain")? as u32;
+        let server = c.uint_le(4, "GTID list server")? as u32;
+        list.push((domain, server, c.uint_le(8, "GTID list sequence")?));
+    }
+    Ok(list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtid_lists() {
+        let mut b = 2u32.to_le_bytes().to_vec();
+        for (d, s, q) in [(0u32, 1u32, 5u64), (1, 2, 30)] {
+            b.extend(d.to_le_bytes());
+            b.extend(s.to_le_bytes());
+            b.extend(q.to_le_bytes());
+        }
+        assert_eq!(parse_gtid_list(&b).unwrap(), vec![(0, 1, 5), (1, 2, 30)]);
+        assert!(parse_gtid_list(&b[..20]).is_err());
+    }
 
     #[test]
     fn finds_the_table_a_truncate_empties() {

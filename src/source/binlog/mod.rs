@@ -22,7 +22,8 @@ use rows::RowsKind;
 use table_map::{TableDecoder, TableMapError};
 
 use crate::model::{
-    Change, Op, Position, SourceInfo, TableId, TableSchema, Version, binlog_file_sequence,
+    Change, GtidState, Op, Position, SourceInfo, TableId, TableSchema, Version,
+    binlog_file_sequence,
 };
 use crate::source::charset::Collations;
 
@@ -102,6 +103,8 @@ pub struct BinlogReader {
     schemas: HashMap<TableId, Arc<TableSchema>>,
     in_transaction: bool,
     gtid: Option<Arc<str>>,
+    /// GTID state after the last transaction read.
+    gtid_state: GtidState,
     zero_dates: u64,
     /// Configured key columns of tables, replacing their primary keys.
     keys: HashMap<TableId, Vec<String>>,
@@ -127,6 +130,11 @@ impl BinlogReader {
             schemas: HashMap::new(),
             in_transaction: false,
             gtid: None,
+            gtid_state: start
+                .gtid
+                .as_deref()
+                .and_then(GtidState::parse)
+                .unwrap_or_default(),
             zero_dates: 0,
             keys: HashMap::new(),
         };
@@ -147,10 +155,7 @@ impl BinlogReader {
 
     fn set_file(&mut self, file: &str, pos: u64) -> Result<(), BinlogError> {
         self.file_seq = binlog_file_sequence(file).ok_or_else(|| BinlogError::Event {
-            position: Position {
-                file: file.to_string(),
-                pos,
-            },
+            position: Position::new(file, pos),
             message: format!(
                 "binlog file name {file:?} does not end in a sequence number below 2^31, \
                  which change versions are built from"
@@ -161,9 +166,15 @@ impl BinlogReader {
     }
 
     fn position(&self, pos: u32) -> Position {
+        Position::new(self.file.to_string(), u64::from(pos))
+    }
+
+    /// A resumable position: `pos` in the current file, with the GTID state reached.
+    fn checkpoint(&self, file: String, pos: u64) -> Position {
         Position {
-            file: self.file.to_string(),
-            pos: u64::from(pos),
+            file,
+            pos,
+            gtid: (!self.gtid_state.is_empty()).then(|| self.gtid_state.to_string()),
         }
     }
 
@@ -194,13 +205,14 @@ impl BinlogReader {
                 // A real rotate (not the artificial one a dump starts with) closes a file
                 // between transactions: a safe place to resume.
                 if h.log_pos != 0 && !self.in_transaction {
-                    return Ok(Decoded::Commit(Position { file, pos }));
+                    return Ok(Decoded::Commit(self.checkpoint(file, pos)));
                 }
                 Ok(Decoded::Nothing)
             }
             kind::MARIADB_GTID => {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
                 self.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
+                self.gtid_state.set(g.domain, h.server_id, g.seq);
                 self.in_transaction = !g.standalone;
                 Ok(Decoded::Nothing)
             }
@@ -239,6 +251,15 @@ impl BinlogReader {
                 }
             }
             kind::XID => self.commit(h),
+            kind::GTID_LIST => {
+                // The server's whole GTID state where this file starts.
+                let mut state = GtidState::default();
+                for (domain, server, seq) in event::parse_gtid_list(body).map_err(decode)? {
+                    state.set(domain, server, seq);
+                }
+                self.gtid_state = state;
+                Ok(Decoded::Nothing)
+            }
             kind::TABLE_MAP => self.on_table_map(h, body),
             t if RowsKind::of(t).is_some() => self.on_rows(h, body),
             kind::TRANSACTION_PAYLOAD => Err(self.error(
@@ -259,7 +280,9 @@ impl BinlogReader {
 
     fn commit(&mut self, h: &EventHeader) -> Result<Decoded, BinlogError> {
         self.in_transaction = false;
-        Ok(Decoded::Commit(self.position(h.log_pos)))
+        Ok(Decoded::Commit(
+            self.checkpoint(self.file.to_string(), u64::from(h.log_pos)),
+        ))
     }
 
     fn post_header_len(&self, event_type: u8, default: usize) -> usize {
@@ -455,10 +478,7 @@ mod tests {
     }
 
     fn reader() -> BinlogReader {
-        let start = Position {
-            file: "binlog.000003".into(),
-            pos: 4,
-        };
+        let start = Position::new("binlog.000003", 4);
         BinlogReader::new(&start, [TableId::new("shop", "t")], collations(), true).unwrap()
     }
 
@@ -549,10 +569,7 @@ mod tests {
     #[test]
     fn other_tables_are_skipped_without_decoding() {
         let mut r = BinlogReader::new(
-            &Position {
-                file: "binlog.000001".into(),
-                pos: 4,
-            },
+            &Position::new("binlog.000001", 4),
             [TableId::new("shop", "other")],
             collations(),
             true,

@@ -1,0 +1,101 @@
+//! Resuming the stream: by file/position and by GTID, on a private server whose binlogs the
+//! test may purge.
+
+mod common;
+
+use std::time::Duration;
+
+use common::private::{PrivateServer, ROW_CDC, private_config};
+use common::*;
+
+const EXIT: Duration = Duration::from_secs(60);
+
+/// Inserts rows with the given ids into `d.t`.
+fn insert(server: &PrivateServer, ids: std::ops::RangeInclusive<u32>) {
+    let values: Vec<String> = ids.map(|i| format!("({i})")).collect();
+    let out = server.sql(&format!("INSERT INTO d.t VALUES {}", values.join(", ")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the source until it has published `records` records to `topic`, then stops it.
+fn run_until(config: &std::path::Path, log: &std::path::Path, topic: &str, records: i64) -> String {
+    let mut sluice = Sluice::start(config, "source", log);
+    sluice.wait_for_log("streaming the binlog", EXIT);
+    let deadline = std::time::Instant::now() + EXIT;
+    while topic_records(topic) < records {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} holds {} of {records} records:\n{}",
+            topic_records(topic),
+            sluice.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Give the acker a moment to store the last commit, then stop cleanly.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = sluice.terminate(EXIT);
+    let out = sluice.output();
+    assert!(status.success(), "{out}");
+    out
+}
+
+#[test]
+fn resume_by_gtid_survives_purged_files_that_resume_by_position_cannot() {
+    let server = PrivateServer::start(&ROW_CDC);
+    let dir = tempfile::tempdir().unwrap();
+    let config = private_config(dir.path(), server.port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let prefix = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_prefix = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let topic = format!("{prefix}.d.t");
+    let log = |n: &str| dir.path().join(format!("{n}.log"));
+
+    // First run: snapshot of the empty table, then three streamed rows.
+    insert(&server, 1..=3);
+    run_until(&config, &log("first"), &topic, 3);
+    insert(&server, 4..=5);
+    let out = run_until(&config, &log("second"), &topic, 5);
+    assert!(out.contains("resume_by=Position"), "{out}");
+
+    // The file holding the stored position goes away; two more rows land in the next file.
+    let purge = server.sql(
+        "FLUSH BINARY LOGS; PURGE BINARY LOGS TO 'binlog.000002'; \
+         INSERT INTO d.t VALUES (6), (7)",
+    );
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    let (status, out) = run_to_exit(
+        &[
+            "run",
+            "--role",
+            "source",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        EXIT,
+    );
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("no longer has the binlog"), "{out}");
+
+    // The same stored checkpoint, resumed by its GTID: nothing missing, nothing repeated.
+    std::fs::write(
+        &config,
+        text.replace("[source]\n", "[source]\nresume_by = \"gtid\"\n"),
+    )
+    .unwrap();
+    let out = run_until(&config, &log("gtid"), &topic, 7);
+    assert!(out.contains("resume_by=Gtid"), "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(topic_records(&topic), 7, "rows were published twice");
+}
