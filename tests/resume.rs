@@ -99,3 +99,47 @@ fn resume_by_gtid_survives_purged_files_that_resume_by_position_cannot() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(topic_records(&topic), 7, "rows were published twice");
 }
+
+#[test]
+fn rows_over_16_mb_stream_through() {
+    let mut args = ROW_CDC.to_vec();
+    args.push("--max-allowed-packet=128M");
+    let server = PrivateServer::start(&args);
+    let created = server.sql("CREATE TABLE d.big (id INT PRIMARY KEY, b LONGBLOB)");
+    assert!(created.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let config = private_config(dir.path(), server.port);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("tables = [\"d.t\"]", "tables = [\"d.big\"]")
+        + "[kafka.properties]\n\"message.max.bytes\" = \"134217728\"\n";
+    std::fs::write(&config, &text).unwrap();
+    let prefix = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_prefix = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let topic = format!("{prefix}.d.big");
+    // 17 MB: more than one protocol packet, in one rows event.
+    let insert = "INSERT INTO d.big VALUES (1, REPEAT('x', 17825792)), (2, 'small')";
+    let mut sluice = Sluice::start(&config, "source", &dir.path().join("big.log"));
+    sluice.wait_for_log("streaming the binlog", EXIT);
+    let out = server.sql(insert);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + EXIT;
+    while topic_records(&topic) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: {} records\n{}",
+            topic_records(&topic),
+            sluice.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(sluice.terminate(EXIT).success(), "{}", sluice.output());
+}

@@ -89,12 +89,9 @@ pub fn is_harmless(event_type: u8) -> bool {
             | HEARTBEAT
             | IGNORABLE
             | ROWS_QUERY
-            | MYSQL_GTID
-            | MYSQL_ANONYMOUS_GTID
             | MYSQL_PREVIOUS_GTIDS
             | ANNOTATE_ROWS
             | BINLOG_CHECKPOINT
-            | GTID_LIST
     )
 }
 
@@ -253,6 +250,23 @@ pub fn parse_mariadb_gtid(body: &[u8]) -> Result<MariadbGtid, DecodeError> {
     })
 }
 
+/// A MySQL GTID event's transaction id, `source_uuid:sequence`.
+pub fn parse_mysql_gtid(body: &[u8]) -> Result<String, DecodeError> {
+    let mut c = Cursor::new(body);
+    c.u8("GTID flags")?;
+    let sid = c.take(16, "GTID source id")?;
+    let gno = c.uint_le(8, "GTID sequence")?;
+    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}:{gno}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
 /// A MariaDB GTID_LIST body: `(domain, server, sequence)` of every domain.
 pub fn parse_gtid_list(body: &[u8]) -> Result<Vec<(u32, u32, u64)>, DecodeError> {
     let mut c = Cursor::new(body);
@@ -269,6 +283,18 @@ pub fn parse_gtid_list(body: &[u8]) -> Result<Vec<(u32, u32, u64)>, DecodeError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_gtids() {
+        let mut b = vec![1];
+        b.extend((0..16u8).map(|i| i * 17));
+        b.extend(42u64.to_le_bytes());
+        assert_eq!(
+            parse_mysql_gtid(&b).unwrap(),
+            "00112233-4455-6677-8899-aabbccddeeff:42"
+        );
+        assert!(parse_mysql_gtid(&b[..10]).is_err());
+    }
 
     #[test]
     fn gtid_lists() {

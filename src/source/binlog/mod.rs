@@ -251,6 +251,14 @@ impl BinlogReader {
                 }
             }
             kind::XID => self.commit(h),
+            kind::MYSQL_GTID => {
+                self.gtid = Some(Arc::from(event::parse_mysql_gtid(body).map_err(decode)?));
+                Ok(Decoded::Nothing)
+            }
+            kind::MYSQL_ANONYMOUS_GTID => {
+                self.gtid = None;
+                Ok(Decoded::Nothing)
+            }
             kind::GTID_LIST => {
                 // The server's whole GTID state where this file starts.
                 let mut state = GtidState::default();
