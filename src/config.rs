@@ -60,6 +60,27 @@ pub struct SourceConfig {
     /// How a restart finds its place in the binlog.
     #[serde(default)]
     pub resume_by: ResumeBy,
+    /// Encryption of the connection to the server.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of the CA that signed the server's certificate (`verify_ca`,
+    /// `verify_identity`); the system's roots are used when unset.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Whether and how the source connection is encrypted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain TCP.
+    #[default]
+    Disabled,
+    /// Encrypted, the server's certificate not checked (protects against eavesdropping only).
+    Required,
+    /// Encrypted, the certificate chain checked against the CA.
+    VerifyCa,
+    /// Encrypted, chain and host name checked.
+    VerifyIdentity,
 }
 
 /// How the stream resumes from a stored checkpoint.
@@ -569,6 +590,20 @@ impl Config {
                     }
                     if s.state_dir.as_os_str().is_empty() {
                         p.push("`source.state_dir` is empty".into());
+                    }
+                    if let Some(ca) = &s.tls_ca_file {
+                        if s.tls == TlsMode::Disabled || s.tls == TlsMode::Required {
+                            p.push(
+                                "`source.tls_ca_file` is set but `source.tls` does not verify \
+                                 certificates; set tls = \"verify_ca\" or \"verify_identity\""
+                                    .into(),
+                            );
+                        } else if !ca.is_file() {
+                            p.push(format!(
+                                "`source.tls_ca_file`: {} is not a readable file",
+                                ca.display()
+                            ));
+                        }
                     }
                 }
             }

@@ -77,7 +77,8 @@ pub enum SourceError {
     /// The server could not be reached or refused the login.
     #[error(
         "cannot connect to MySQL/MariaDB at {addr} as {user}: {source}; check source.host, \
-         source.port, source.user and the password, and that the server is running"
+         source.port, source.user and the password, source.tls and source.tls_ca_file (a user \
+         created with REQUIRE SSL needs TLS), and that the server is running"
     )]
     Connect {
         /// host:port.

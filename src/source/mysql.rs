@@ -2,17 +2,28 @@
 //! and reading table definitions from `information_schema` for the snapshot.
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
 use super::SourceError;
 use super::charset::{Charset, Collations};
-use crate::config::SourceConfig;
-use crate::config::TablePattern;
+use crate::config::{SourceConfig, TablePattern, TlsMode};
 use crate::model::{Column, ColumnType, TableId, TableSchema};
 
 /// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
 /// many small round trips at start.
 pub fn opts(cfg: &SourceConfig) -> Opts {
+    let ssl = match cfg.tls {
+        TlsMode::Disabled => None,
+        mode => {
+            let roots = cfg.tls_ca_file.iter().map(|p| p.clone().into()).collect();
+            Some(
+                SslOpts::default()
+                    .with_root_certs(roots)
+                    .with_danger_accept_invalid_certs(mode == TlsMode::Required)
+                    .with_danger_skip_domain_validation(mode != TlsMode::VerifyIdentity),
+            )
+        }
+    };
     OptsBuilder::default()
         .ip_or_hostname(cfg.host.clone())
         .tcp_port(cfg.port)
@@ -20,6 +31,7 @@ pub fn opts(cfg: &SourceConfig) -> Opts {
         .pass((!cfg.password.is_empty()).then(|| cfg.password.expose().to_string()))
         .prefer_socket(false)
         .tcp_nodelay(true)
+        .ssl_opts(ssl)
         .into()
 }
 

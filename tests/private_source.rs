@@ -1,5 +1,5 @@
-//! Resuming the stream: by file/position and by GTID, on a private server whose binlogs the
-//! test may purge.
+//! The source role against private servers, whose settings and binlogs a test may change:
+//! resuming by position and by GTID, rows over 16 MB, TLS.
 
 mod common;
 
@@ -142,4 +142,135 @@ fn rows_over_16_mb_stream_through() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(sluice.terminate(EXIT).success(), "{}", sluice.output());
+}
+
+/// Writes a CA and a server certificate for 127.0.0.1 signed by it into `dir`; returns the
+/// CA file.
+fn certificates(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_key, ca) = (format!("{name}-ca.key"), format!("{name}-ca.pem"));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &format!("{name}-server.key"),
+        "-out",
+        &format!("{name}-server.csr"),
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        &format!("{name}-server.csr"),
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-extfile",
+        "san.ext",
+        "-out",
+        &format!("{name}-server.pem"),
+    ]);
+    dir.join(ca)
+}
+
+#[test]
+fn tls_connections_verify_the_server_against_the_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certificates(certs.path(), "good");
+    let other_ca = certificates(certs.path(), "other");
+    let file = |n: &str| certs.path().join(n).display().to_string();
+    let mut args = ROW_CDC.to_vec();
+    let tls_args = [
+        format!("--ssl-ca={}", ca.display()),
+        format!("--ssl-cert={}", file("good-server.pem")),
+        format!("--ssl-key={}", file("good-server.key")),
+    ];
+    args.extend(tls_args.iter().map(String::as_str));
+    let server = PrivateServer::start(&args);
+    let s = stack();
+    let require = server.sql(&format!("ALTER USER '{}'@'%' REQUIRE SSL", s.cdc_user));
+    assert!(
+        require.status.success(),
+        "{}",
+        String::from_utf8_lossy(&require.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = private_config(dir.path(), server.port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with = |tls: &str| {
+        std::fs::write(
+            &config,
+            text.replace("[source]\n", &format!("[source]\n{tls}\n")),
+        )
+        .unwrap();
+        config.to_str().unwrap().to_string()
+    };
+    let fails = |tls: &str| {
+        let (status, out) = run_to_exit(&["run", "--role", "source", "--config", &with(tls)], EXIT);
+        assert!(!status.success(), "{tls}: {out}");
+        assert!(out.contains("cannot connect"), "{tls}: {out}");
+        out
+    };
+    // The user must use TLS; a CA that did not sign the server's certificate is refused.
+    fails("");
+    fails(&format!(
+        "tls = \"verify_ca\"\ntls_ca_file = \"{}\"",
+        other_ca.display()
+    ));
+    for tls in [
+        format!("tls = \"verify_ca\"\ntls_ca_file = \"{}\"", ca.display()),
+        format!(
+            "tls = \"verify_identity\"\ntls_ca_file = \"{}\"",
+            ca.display()
+        ),
+        "tls = \"required\"".to_string(),
+    ] {
+        let mut sluice = Sluice::start(
+            std::path::Path::new(&with(&tls)),
+            "source",
+            &dir.path().join(format!("{}.log", unique("tls"))),
+        );
+        sluice.wait_for_log("streaming the binlog", EXIT);
+        assert!(
+            sluice.terminate(EXIT).success(),
+            "{tls}: {}",
+            sluice.output()
+        );
+    }
 }
