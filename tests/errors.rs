@@ -10,16 +10,6 @@ use mysql_async::prelude::*;
 
 const EXIT: Duration = Duration::from_secs(60);
 
-/// Runs `sluice run --role <role>` on `config` to its exit; returns its output, asserting a
-/// failed exit without a panic.
-fn run_failing_as(config: &std::path::Path, role: &str) -> String {
-    let config = config.to_str().unwrap();
-    let (status, out) = run_to_exit(&["run", "--role", role, "--config", config], EXIT);
-    assert!(!status.success(), "sluice exited 0:\n{out}");
-    assert!(!out.contains("panicked"), "sluice panicked:\n{out}");
-    out
-}
-
 #[test]
 fn config_errors_name_the_key_and_list_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,16 +251,14 @@ fn purged_binlog_says_to_resnapshot() {
     let dir = tempfile::tempdir().unwrap();
     let config = private_config(dir.path(), server.port);
     // A first run snapshots the table and stores a position in binlog.000001.
-    let mut first = Sluice::start(&config, "source", &dir.path().join("first.log"));
-    first.wait_for_log("streaming the binlog", EXIT);
-    assert!(first.terminate(EXIT).success(), "{}", first.output());
-    let purge =
-        server.sql("FLUSH BINARY LOGS; FLUSH BINARY LOGS; PURGE BINARY LOGS TO 'binlog.000003'");
+    run_once(&config, &dir.path().join("first.log"));
     assert!(
-        purge.status.success(),
-        "{}",
-        String::from_utf8_lossy(&purge.stderr)
+        server
+            .sql("FLUSH BINARY LOGS; FLUSH BINARY LOGS")
+            .status
+            .success()
     );
+    server.purge_to("binlog.000003");
     let out = run_failing_as(&config, "source");
     assert!(
         out.contains("no longer has the binlog needed to resume at binlog.000001"),
@@ -288,9 +276,7 @@ fn corrupted_binlog_event_fails_its_checksum_and_emits_nothing() {
     let server = PrivateServer::start(&ROW_CDC);
     let dir = tempfile::tempdir().unwrap();
     let config = private_config(dir.path(), server.port);
-    let mut first = Sluice::start(&config, "source", &dir.path().join("first.log"));
-    first.wait_for_log("streaming the binlog", EXIT);
-    assert!(first.terminate(EXIT).success(), "{}", first.output());
+    run_once(&config, &dir.path().join("first.log"));
 
     // A row whose id is easy to find in the file; flip one of its bytes on disk.
     let marker: u32 = 0x5a3c_5a3c;
@@ -316,14 +302,4 @@ fn corrupted_binlog_event_fails_its_checksum_and_emits_nothing() {
     let topic = format!("{}.d.t", config_prefix(&config));
     // The intact transaction before it was published; the corrupt one was not.
     assert_eq!(topic_records(&topic), 1, "{topic}");
-}
-
-/// The `topic_prefix` of a config file.
-fn config_prefix(config: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(config).unwrap();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("topic_prefix = "))
-        .unwrap();
-    line.trim_matches('"').to_string()
 }

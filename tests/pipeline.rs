@@ -341,18 +341,7 @@ async fn tables_without_primary_key_need_and_use_a_configured_key() {
         ],
     )
     .await;
-    let config = setup.write_config("");
-    let (status, out) = run_to_exit(
-        &[
-            "run",
-            "--role",
-            "source",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        START,
-    );
-    assert!(!status.success(), "{out}");
+    let out = run_failing_as(&setup.write_config(""), "source");
     assert!(
         out.contains("has no primary key") && out.contains("[keys]"),
         "{out}"

@@ -49,13 +49,7 @@ fn resume_by_gtid_survives_purged_files_that_resume_by_position_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let config = private_config(dir.path(), server.port);
     let text = std::fs::read_to_string(&config).unwrap();
-    let prefix = text
-        .lines()
-        .find_map(|l| l.strip_prefix("topic_prefix = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let topic = format!("{prefix}.d.t");
+    let topic = format!("{}.d.t", config_prefix(&config));
     let log = |n: &str| dir.path().join(format!("{n}.log"));
 
     // First run: snapshot of the empty table, then three streamed rows.
@@ -66,26 +60,10 @@ fn resume_by_gtid_survives_purged_files_that_resume_by_position_cannot() {
     assert!(out.contains("resume_by=Position"), "{out}");
 
     // The file holding the stored position goes away; two more rows land in the next file.
-    let purge = server.sql(
-        "FLUSH BINARY LOGS; PURGE BINARY LOGS TO 'binlog.000002'; \
-         INSERT INTO d.t VALUES (6), (7)",
-    );
-    assert!(
-        purge.status.success(),
-        "{}",
-        String::from_utf8_lossy(&purge.stderr)
-    );
-    let (status, out) = run_to_exit(
-        &[
-            "run",
-            "--role",
-            "source",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        EXIT,
-    );
-    assert!(!status.success(), "{out}");
+    assert!(server.sql("FLUSH BINARY LOGS").status.success());
+    server.purge_to("binlog.000002");
+    insert(&server, 6..=7);
+    let out = run_failing_as(&config, "source");
     assert!(out.contains("no longer has the binlog"), "{out}");
 
     // The same stored checkpoint, resumed by its GTID: nothing missing, nothing repeated.
@@ -114,13 +92,7 @@ fn rows_over_16_mb_stream_through() {
         .replace("tables = [\"d.t\"]", "tables = [\"d.big\"]")
         + "[kafka.properties]\n\"message.max.bytes\" = \"134217728\"\n";
     std::fs::write(&config, &text).unwrap();
-    let prefix = text
-        .lines()
-        .find_map(|l| l.strip_prefix("topic_prefix = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let topic = format!("{prefix}.d.big");
+    let topic = format!("{}.d.big", config_prefix(&config));
     // 17 MB: more than one protocol packet, in one rows event.
     let insert = "INSERT INTO d.big VALUES (1, REPEAT('x', 17825792)), (2, 'small')";
     let mut sluice = Sluice::start(&config, "source", &dir.path().join("big.log"));
@@ -242,10 +214,8 @@ fn tls_connections_verify_the_server_against_the_configured_ca() {
         config.to_str().unwrap().to_string()
     };
     let fails = |tls: &str| {
-        let (status, out) = run_to_exit(&["run", "--role", "source", "--config", &with(tls)], EXIT);
-        assert!(!status.success(), "{tls}: {out}");
+        let out = run_failing_as(std::path::Path::new(&with(tls)), "source");
         assert!(out.contains("cannot connect"), "{tls}: {out}");
-        out
     };
     // The user must use TLS; a CA that did not sign the server's certificate is refused.
     fails("");

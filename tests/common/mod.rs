@@ -607,3 +607,34 @@ pub fn topic_records(topic: &str) -> i64 {
         })
         .sum()
 }
+
+/// Runs `sluice run --role <role>` on `config` to its exit; returns its output, asserting a
+/// failed exit without a panic.
+pub fn run_failing_as(config: &Path, role: &str) -> String {
+    let config = config.to_str().unwrap();
+    let (status, out) = run_to_exit(
+        &["run", "--role", role, "--config", config],
+        Duration::from_secs(60),
+    );
+    assert!(!status.success(), "sluice exited 0:\n{out}");
+    assert!(!out.contains("panicked"), "sluice panicked:\n{out}");
+    out
+}
+
+/// Runs the source role on `config` until it streams, then stops it cleanly.
+pub fn run_once(config: &Path, log: &Path) {
+    let mut sluice = Sluice::start(config, "source", log);
+    sluice.wait_for_log("streaming the binlog", Duration::from_secs(60));
+    let status = sluice.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{}", sluice.output());
+}
+
+/// The `topic_prefix` of a config file.
+pub fn config_prefix(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_prefix = "))
+        .unwrap();
+    line.trim_matches('"').to_string()
+}

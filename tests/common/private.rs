@@ -113,6 +113,30 @@ impl PrivateServer {
         self.dir.path().join("data").join(name)
     }
 
+    /// Purges the binlogs before `file`, waiting out the server's dump threads of replicas
+    /// that just left (a file a dump thread still has open is skipped by PURGE).
+    pub fn purge_to(&self, file: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.sql(&format!("PURGE BINARY LOGS TO '{file}'; SHOW BINARY LOGS"));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            let first = listed.lines().nth(1).unwrap_or_default().to_string();
+            if first.starts_with(file) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PURGE left {first}:\n{listed}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs SQL as root through the `mariadb` client.
     pub fn sql(&self, sql: &str) -> std::process::Output {
         Command::new("mariadb")

@@ -25,8 +25,10 @@ pub fn uncompress(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
             "compressed block claims {len} bytes"
         )));
     }
-    let mut out = Vec::with_capacity(len as usize);
-    flate2::read::ZlibDecoder::new(c.rest())
+    let data = c.rest();
+    // The declared length is not trusted for the allocation: zlib expands at most ~1000x.
+    let mut out = Vec::with_capacity((len as usize).min(data.len().saturating_mul(1032)));
+    flate2::read::ZlibDecoder::new(data)
         .take(len + 1)
         .read_to_end(&mut out)
         .map_err(|e| DecodeError::Invalid(format!("corrupt zlib data: {e}")))?;
