@@ -138,7 +138,15 @@ async fn stream_from(
         resume_by = ?cfg.resume_by,
         "streaming the binlog"
     );
-    let mut zero_dates = ZeroDateLog::default();
+    let mut zero_dates = CounterLog::new(
+        "zero or impossible dates were turned into null (design.md)",
+        tracing::Level::WARN,
+    );
+    let mut skipped = CounterLog::new(
+        "control events without row data skipped (statement-based context, annotations, \
+         checkpoints)",
+        tracing::Level::DEBUG,
+    );
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(SILENCE, stream.next()) => next,
@@ -179,6 +187,7 @@ async fn stream_from(
                 }
             }
             Decoded::Commit(p) => {
+                skipped.report(reader.skipped_events());
                 *resume = p.clone();
                 out.checkpoint(Checkpoint::Stream(p)).await?;
             }
@@ -196,23 +205,34 @@ fn dump_error(e: mysql_async::Error, start: &Position) -> SourceError {
     }
 }
 
-/// Warns about zero dates turned into null at most once a minute, with the running total.
-#[derive(Default)]
-struct ZeroDateLog {
+/// Reports a growing counter at most once a minute, so a steady trickle does not flood the log.
+struct CounterLog {
+    what: &'static str,
+    level: tracing::Level,
     reported: u64,
     last: Option<std::time::Instant>,
 }
 
-impl ZeroDateLog {
+impl CounterLog {
+    fn new(what: &'static str, level: tracing::Level) -> Self {
+        CounterLog {
+            what,
+            level,
+            reported: 0,
+            last: None,
+        }
+    }
+
     fn report(&mut self, total: u64) {
         let due = self
             .last
             .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
         if total > self.reported && due {
-            tracing::warn!(
-                total,
-                "zero or impossible dates were turned into null (design.md)"
-            );
+            if self.level == tracing::Level::WARN {
+                tracing::warn!(total, "{}", self.what);
+            } else {
+                tracing::debug!(total, "{}", self.what);
+            }
             self.reported = total;
             self.last = Some(std::time::Instant::now());
         }

@@ -108,6 +108,8 @@ pub struct BinlogReader {
     zero_dates: u64,
     /// Configured key columns of tables, replacing their primary keys.
     keys: HashMap<TableId, Vec<String>>,
+    /// Control events skipped because they carry no row data.
+    skipped: u64,
 }
 
 impl BinlogReader {
@@ -137,6 +139,7 @@ impl BinlogReader {
                 .unwrap_or_default(),
             zero_dates: 0,
             keys: HashMap::new(),
+            skipped: 0,
         };
         r.set_file(&start.file, start.pos)?;
         Ok(r)
@@ -146,6 +149,11 @@ impl BinlogReader {
     pub fn with_keys(mut self, keys: HashMap<TableId, Vec<String>>) -> Self {
         self.keys = keys;
         self
+    }
+
+    /// Control events without row data skipped so far (heartbeats not counted).
+    pub fn skipped_events(&self) -> u64 {
+        self.skipped
     }
 
     /// Zero or impossible dates turned into NULL so far.
@@ -275,7 +283,11 @@ impl BinlogReader {
                 "compressed transactions are not supported yet; set \
                  binlog_transaction_compression=OFF on the server",
             )),
-            t if event::is_harmless(t) => Ok(Decoded::Nothing),
+            kind::HEARTBEAT => Ok(Decoded::Nothing),
+            t if event::is_harmless(t) => {
+                self.skipped += 1;
+                Ok(Decoded::Nothing)
+            }
             t => Err(self.error(
                 h,
                 format!(
