@@ -61,14 +61,28 @@ impl<'a> Cursor<'a> {
 
     /// An unsigned little-endian integer of `n` <= 8 bytes.
     pub fn uint_le(&mut self, n: usize, what: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(n, what)?;
-        Ok(b.iter().rev().fold(0, |acc, &x| (acc << 8) | u64::from(x)))
+        let b = self.take(Self::width(n, what)?, what)?;
+        let mut buf = [0u8; 8];
+        buf[..n].copy_from_slice(b);
+        Ok(u64::from_le_bytes(buf))
     }
 
     /// An unsigned big-endian integer of `n` <= 8 bytes.
     pub fn uint_be(&mut self, n: usize, what: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(n, what)?;
-        Ok(b.iter().fold(0, |acc, &x| (acc << 8) | u64::from(x)))
+        let b = self.take(Self::width(n, what)?, what)?;
+        let mut buf = [0u8; 8];
+        buf[8 - n..].copy_from_slice(b);
+        Ok(u64::from_be_bytes(buf))
+    }
+
+    fn width(n: usize, what: &'static str) -> Result<usize, DecodeError> {
+        if n <= 8 {
+            Ok(n)
+        } else {
+            Err(DecodeError::Invalid(format!(
+                "{what}: a {n}-byte integer does not fit 64 bits"
+            )))
+        }
     }
 
     /// A length-encoded integer of the client/server protocol.

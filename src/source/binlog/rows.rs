@@ -322,6 +322,20 @@ fn fraction(c: &mut Cursor<'_>, fsp: u8) -> Result<u32, DecodeError> {
     })
 }
 
+/// 10^n for the digit counts of a group.
+const POW10: [u64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
 /// Bytes used by a group of 0..=9 leading or trailing decimal digits.
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 
@@ -344,7 +358,7 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
     let mut r = Cursor::new(buf);
     let mut group = |bytes: usize, digits: usize| -> Result<u64, DecodeError> {
         let v = r.uint_be(bytes, "decimal digits")?;
-        if v >= 10u64.pow(digits as u32) {
+        if v >= POW10[digits] {
             return Err(DecodeError::Invalid(format!(
                 "decimal digit group {v} has more than {digits} digits"
             )));
