@@ -5,8 +5,10 @@
 //!
 //!     cd fuzz && cargo fuzz run decode_events corpus/decode_events seeds -- -max_total_time=300
 //!
-//! `seeds/` holds real MariaDB events (format description, table map, write/update/delete
-//! rows, XID) of a 10-column table `d.t`.
+//! `seeds/` holds real MariaDB events (format description, GTID list, GTIDs, table map,
+//! write/update/delete rows, XID) of a 10-column table `d.t` (`seed0`..) and of a 19-column one
+//! with the other type families: FLOAT, DOUBLE, BIT, TIME, ENUM, SET, VARBINARY, latin1,
+//! POINT, JSON, BLOB, zero dates (`seed_types`, table renamed to `d.t` in its map).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
