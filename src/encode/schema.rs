@@ -9,6 +9,20 @@ use crate::model::{Column, ColumnType, TableSchema};
 /// Field property naming the column's MySQL type family, e.g. `BIGINT UNSIGNED`.
 pub const MYSQL_TYPE: &str = "mysql.type";
 
+/// The MySQL type a field of a Sluice row schema records (empty for other schemas).
+pub fn mysql_type(field: &apache_avro::schema::RecordField) -> &str {
+    field
+        .custom_attributes
+        .get(MYSQL_TYPE)
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+}
+
+/// Whether a MySQL type is BIT(n) with n > 1: Avro bytes that spell an unsigned number.
+pub fn is_bits(mysql_type: &str) -> bool {
+    mysql_type.starts_with("BIT(")
+}
+
 /// The `source` block, as published in `proto/source.avsc`.
 pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
 

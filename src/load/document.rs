@@ -8,7 +8,7 @@ use base64::Engine;
 use num_bigint::{BigInt, Sign};
 use serde_json::{Map, Value as Json};
 
-use crate::encode::schema::MYSQL_TYPE;
+use crate::encode::schema::{is_bits, mysql_type};
 use crate::model::time;
 
 /// What to do in the index for one record.
@@ -173,17 +173,12 @@ pub fn document_id(key: &Avro, schema: &Schema) -> Result<String, ShapeError> {
 /// One column value as the document stores it. BIT(n) columns, bytes in Avro, become the
 /// unsigned number they spell.
 fn field_json(v: &Avro, field: &RecordField) -> Result<Json, ShapeError> {
-    let is_bits = field
-        .custom_attributes
-        .get(MYSQL_TYPE)
-        .and_then(|t| t.as_str())
-        .is_some_and(|t| t.starts_with("BIT("));
     let bits = match v {
         Avro::Union(_, inner) => inner.as_ref(),
         v => v,
     };
     match bits {
-        Avro::Bytes(b) if is_bits && b.len() <= 8 => Ok(Json::from(
+        Avro::Bytes(b) if is_bits(mysql_type(field)) && b.len() <= 8 => Ok(Json::from(
             b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
         )),
         _ => scalar_json(v, &field.schema),

@@ -6,18 +6,13 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use serde_json::{Map, Value as Json, json};
 
-use crate::encode::schema::MYSQL_TYPE;
+use crate::encode::schema::{is_bits, mysql_type};
 
 /// The `mappings` of a new index for rows of `row`.
 pub fn mappings(row: &RecordSchema) -> Json {
     let mut properties = Map::new();
     for f in &row.fields {
-        let mysql_type = f
-            .custom_attributes
-            .get(MYSQL_TYPE)
-            .and_then(|t| t.as_str())
-            .unwrap_or("");
-        if let Some(m) = field_mapping(&f.schema, mysql_type) {
+        if let Some(m) = field_mapping(&f.schema, mysql_type(f)) {
             properties.insert(f.name.clone(), m);
         }
     }
@@ -38,7 +33,7 @@ fn field_mapping(schema: &Schema, mysql_type: &str) -> Option<Json> {
         Schema::Decimal(d) if d.scale == 0 && d.precision <= 18 => json!({"type": "long"}),
         // Exact text; numeric mappings that keep every digit are the loader issue's choice.
         Schema::Decimal(_) => json!({"type": "keyword"}),
-        Schema::Bytes if mysql_type.starts_with("BIT(") => json!({"type": "unsigned_long"}),
+        Schema::Bytes if is_bits(mysql_type) => json!({"type": "unsigned_long"}),
         Schema::Bytes => json!({"type": "binary"}),
         Schema::String if mysql_type == "ENUM" || mysql_type == "SET" => {
             json!({"type": "keyword"})

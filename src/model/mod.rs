@@ -159,6 +159,14 @@ impl Column {
     }
 }
 
+/// The indexes of the columns named `names`, in that order; `Err` names the first missing one.
+pub fn column_indices<'n>(columns: &[Column], names: &'n [String]) -> Result<Vec<usize>, &'n str> {
+    names
+        .iter()
+        .map(|n| columns.iter().position(|c| &c.name == n).ok_or(n.as_str()))
+        .collect()
+}
+
 /// A table's shape at one point of the binlog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableSchema {

@@ -7,7 +7,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 use super::SourceError;
 use super::charset::{Charset, Collations};
 use crate::config::{SourceConfig, TablePattern, TlsMode};
-use crate::model::{Column, ColumnType, TableId, TableSchema};
+use crate::model::{Column, ColumnType, TableId, TableSchema, column_indices};
 
 /// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
 /// many small round trips at start.
@@ -124,6 +124,16 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
         server_id,
         checksums: checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE")),
     })
+}
+
+/// The server's GTID state at a binlog position (MariaDB's `BINLOG_GTID_POS`); `None` where the
+/// server cannot tell (MySQL, or a position it no longer has).
+pub async fn gtid_at(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
+    conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
+        .await
+        .ok()
+        .flatten()
+        .filter(|g: &String| !g.is_empty())
 }
 
 /// The server's collation ids and their character sets.
@@ -274,17 +284,12 @@ pub async fn table_schema(
         .await
         .map_err(|e| query_error("reading information_schema.KEY_COLUMN_USAGE", e))?;
     let key: Vec<usize> = match key {
-        Some(names) => names
-            .iter()
-            .map(|k| {
-                columns.iter().position(|c| &c.name == k).ok_or_else(|| {
-                    SourceError::KeyColumnMissing {
-                        table: table.clone(),
-                        column: k.clone(),
-                    }
-                })
-            })
-            .collect::<Result<_, _>>()?,
+        Some(names) => {
+            column_indices(&columns, names).map_err(|missing| SourceError::KeyColumnMissing {
+                table: table.clone(),
+                column: missing.to_string(),
+            })?
+        }
         None => key_names
             .iter()
             .filter_map(|k| columns.iter().position(|c| &c.name == k))

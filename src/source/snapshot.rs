@@ -8,7 +8,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::mysql::{query_error, quote};
+use super::mysql::{gtid_at, query_error, quote};
 use super::{Emitter, SourceError};
 use crate::model::{
     Change, ColumnType, Op, Position, SourceInfo, TableSchema, Value, Version,
@@ -66,12 +66,7 @@ pub async fn run(
     // Every later change sits past `pos`, so this version orders snapshot rows before them.
     let version = Version::at(seq, pos);
     // The GTID state at the same point, so the stream can also resume by GTID.
-    let gtid: Option<String> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
-        .await
-        .ok()
-        .flatten()
-        .filter(|g: &String| !g.is_empty());
+    let gtid = gtid_at(conn, &file, u64::from(pos)).await;
     let position = Position {
         file,
         pos: u64::from(pos),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::binlog::{BinlogReader, Decoded, EventHeader};
 use super::charset::Collations;
-use super::mysql::{connect, query_error};
+use super::mysql::{connect, gtid_at, query_error};
 use super::{Emitter, SourceError};
 use crate::config::{ResumeBy, SourceConfig};
 use crate::model::{Checkpoint, Position, TableId};
@@ -86,12 +86,7 @@ async fn stream_from(
     let mut conn = connect(cfg).await?;
     if resume.gtid.is_none() {
         // Positions stored before GTIDs were tracked (or a MySQL server: NULL or an error).
-        resume.gtid = conn
-            .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&resume.file, resume.pos))
-            .await
-            .ok()
-            .flatten()
-            .filter(|g: &String| !g.is_empty());
+        resume.gtid = gtid_at(&mut conn, &resume.file, resume.pos).await;
     }
     let mut reader = BinlogReader::new(
         resume,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::cursor::{Cursor, DecodeError};
-use crate::model::{Column, ColumnType, TableId, TableSchema};
+use crate::model::{Column, ColumnType, TableId, TableSchema, column_indices};
 use crate::source::charset::{Charset, Collations};
 
 /// MySQL column type codes as they appear in TABLE_MAP events.
@@ -472,54 +472,30 @@ pub fn parse_columns(
                 let (real_type, max_len) =
                     string_meta(metadata.u8("char type")?, metadata.u8("char length")?);
                 match real_type {
-                    col::ENUM => {
-                        let labels = labels(
-                            opt.enum_labels.get(enums),
-                            enum_set_charset(enums + sets)?,
-                            name,
-                        )?;
-                        enums += 1;
+                    col::ENUM | col::SET => {
+                        let is_enum = real_type == col::ENUM;
+                        let (raw, widest) = if is_enum {
+                            (opt.enum_labels.get(enums), 2)
+                        } else {
+                            (opt.set_labels.get(sets), 8)
+                        };
+                        let labels = labels(raw, enum_set_charset(enums + sets)?, name)?;
                         let bytes = max_len as u8;
-                        if !(1..=2).contains(&bytes) {
-                            return Err(invalid(format!("ENUM stored in {bytes} bytes")));
+                        if !(1..=widest).contains(&bytes) {
+                            return Err(invalid(format!("ENUM/SET stored in {bytes} bytes")));
                         }
-                        (ColumnDecoder::Enum { bytes }, ColumnType::Enum(labels))
-                    }
-                    col::SET => {
-                        let labels = labels(
-                            opt.set_labels.get(sets),
-                            enum_set_charset(enums + sets)?,
-                            name,
-                        )?;
-                        sets += 1;
-                        let bytes = max_len as u8;
-                        if !(1..=8).contains(&bytes) {
-                            return Err(invalid(format!("SET stored in {bytes} bytes")));
+                        if is_enum {
+                            enums += 1;
+                            (ColumnDecoder::Enum { bytes }, ColumnType::Enum(labels))
+                        } else {
+                            sets += 1;
+                            (ColumnDecoder::Set { bytes }, ColumnType::Set(labels))
                         }
-                        (ColumnDecoder::Set { bytes }, ColumnType::Set(labels))
                     }
                     _ => {
                         let len_bytes = if max_len < 256 { 1 } else { 2 };
-                        match text_charset()? {
-                            Charset::Binary => (
-                                ColumnDecoder::Bytes {
-                                    len_bytes,
-                                    pad_to: max_len,
-                                },
-                                ColumnType::Bytes,
-                            ),
-                            Charset::Other(cs) => {
-                                return Err(unsupported(&format!("CHAR CHARACTER SET {cs}")));
-                            }
-                            cs => (
-                                ColumnDecoder::Text {
-                                    len_bytes,
-                                    encoding: cs.encoding(),
-                                    trim_spaces: true,
-                                },
-                                ColumnType::Text,
-                            ),
-                        }
+                        character_column(text_charset()?, len_bytes, max_len, "CHAR")
+                            .map_err(|cs| unsupported(&cs))?
                     }
                 }
             }
@@ -534,26 +510,8 @@ pub fn parse_columns(
                     let max_len = metadata.uint_le(2, "varchar length")?;
                     (if max_len < 256 { 1 } else { 2 }, "VARCHAR")
                 };
-                match text_charset()? {
-                    Charset::Binary => (
-                        ColumnDecoder::Bytes {
-                            len_bytes,
-                            pad_to: 0,
-                        },
-                        ColumnType::Bytes,
-                    ),
-                    Charset::Other(cs) => {
-                        return Err(unsupported(&format!("{sql} CHARACTER SET {cs}")));
-                    }
-                    cs => (
-                        ColumnDecoder::Text {
-                            len_bytes,
-                            encoding: cs.encoding(),
-                            trim_spaces: false,
-                        },
-                        ColumnType::Text,
-                    ),
-                }
+                character_column(text_charset()?, len_bytes, 0, sql)
+                    .map_err(|cs| unsupported(&cs))?
             }
             col::JSON | col::GEOMETRY => {
                 let len_bytes = metadata.u8("length size")?;
@@ -592,15 +550,8 @@ pub fn parse_columns(
         columns.push(Column::new(name, column_type, nullable));
     }
     let key = match (key, opt.primary_key) {
-        (Some(names), _) => names
-            .iter()
-            .map(|k| {
-                columns
-                    .iter()
-                    .position(|c: &Column| &c.name == k)
-                    .ok_or_else(|| TableMapError::KeyColumnMissing(k.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        (Some(names), _) => column_indices(&columns, names)
+            .map_err(|missing| TableMapError::KeyColumnMissing(missing.to_string()))?,
         (None, Some(k)) if !k.is_empty() => k,
         _ => return Err(TableMapError::NoPrimaryKey),
     };
@@ -615,6 +566,35 @@ pub fn parse_columns(
         }),
         columns: decoders,
     })
+}
+
+/// A column of a character type, by its character set: raw bytes for `binary` (padded to
+/// `fixed_len`, BINARY's width, when non-zero), text otherwise; CHAR (`fixed_len` non-zero)
+/// drops the server's space padding. `Err` is the SQL type Sluice cannot transcode.
+fn character_column(
+    charset: Charset,
+    len_bytes: u8,
+    fixed_len: u16,
+    sql: &str,
+) -> Result<(ColumnDecoder, ColumnType), String> {
+    match charset {
+        Charset::Binary => Ok((
+            ColumnDecoder::Bytes {
+                len_bytes,
+                pad_to: fixed_len,
+            },
+            ColumnType::Bytes,
+        )),
+        Charset::Other(cs) => Err(format!("{sql} CHARACTER SET {cs}")),
+        cs => Ok((
+            ColumnDecoder::Text {
+                len_bytes,
+                encoding: cs.encoding(),
+                trim_spaces: fixed_len > 0,
+            },
+            ColumnType::Text,
+        )),
+    }
 }
 
 /// Decodes MYSQL_TYPE_STRING metadata: the real type (CHAR, ENUM, SET) and the maximum byte
