@@ -288,7 +288,6 @@ async fn table_patterns_and_column_rules_shape_what_leaves_the_source() {
     .await;
 
     // What the index must hold: the table's rows with the rules applied, computed apart.
-    let index = format!("{}.f_keep", setup.db).to_lowercase();
     let expected = |mut docs: std::collections::BTreeMap<String, serde_json::Value>| {
         use sha2::Digest;
         for doc in docs.values_mut() {
@@ -305,20 +304,12 @@ async fn table_patterns_and_column_rules_shape_what_leaves_the_source() {
         }
         docs
     };
-    let deadline = std::time::Instant::now() + CATCH_UP;
-    loop {
-        let want = expected(expected_docs(&mut conn, &setup.db, "f_keep").await);
-        let have = index_docs(&index).await;
-        if want == have {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "index {index}: expected {want:#?}\nhas {have:#?}\n{}",
-            sluice.output()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let db = setup.db.clone();
+    setup
+        .assert_index_holds("f_keep", CATCH_UP, async || {
+            expected(expected_docs(&mut conn, &db, "f_keep").await)
+        })
+        .await;
     for excluded in ["f_skip", "other"] {
         assert_eq!(topic_records(&setup.topic(excluded)), 0, "{excluded}");
     }
@@ -363,20 +354,11 @@ async fn tables_without_primary_key_need_and_use_a_configured_key() {
         ],
     )
     .await;
-    let index = format!("{}.events", setup.db).to_lowercase();
-    let deadline = std::time::Instant::now() + CATCH_UP;
-    loop {
-        let want = expected_docs_keyed(&mut conn, &setup.db, "events", Some(&["k1", "k2"])).await;
-        let have = index_docs(&index).await;
-        if want == have {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expected {want:#?}\nhas {have:#?}\n{}",
-            sluice.output()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let db = setup.db.clone();
+    setup
+        .assert_index_holds("events", CATCH_UP, async || {
+            expected_docs_keyed(&mut conn, &db, "events", Some(&["k1", "k2"])).await
+        })
+        .await;
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
