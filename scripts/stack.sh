@@ -36,16 +36,25 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- installation -----------------------------------------------------------------------------
 
-install_mariadb() {
-  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] && return 0
-  log "installing mariadb-server from Debian"
+# Debian packages: the server, and what the build and tests need beside it (OpenSSL headers and
+# pkg-config for the TLS crates, the openssl CLI for the TLS test's certificates).
+DEBIAN_PACKAGES="mariadb-server libssl-dev pkg-config openssl"
+
+install_debian() {
+  local missing=""
+  for p in $DEBIAN_PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  log "installing from Debian:$missing"
   export DEBIAN_FRONTEND=noninteractive
   # A dpkg hook on some images deletes downloaded .debs between runs, so the first attempt can
   # fail half-way; `apt-get -f install` and a retry recover (shared/probes.md).
-  as_root apt-get install -y -q mariadb-server >/dev/null 2>&1 \
-    || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q mariadb-server >/dev/null 2>&1; } \
-    || { as_root apt-get -f install -y -q >/dev/null 2>&1; as_root apt-get install -y -q mariadb-server >/dev/null; } \
-    || die "apt-get install mariadb-server failed; run it by hand to see why"
+  # shellcheck disable=SC2086
+  as_root apt-get install -y -q $missing >/dev/null 2>&1 \
+    || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q $missing >/dev/null 2>&1; } \
+    || { as_root apt-get -f install -y -q >/dev/null 2>&1; as_root apt-get install -y -q $missing >/dev/null; } \
+    || die "apt-get install$missing failed; run it by hand to see why"
 }
 
 tansu_bin() { command -v tansu 2>/dev/null || true; }
@@ -81,7 +90,7 @@ sluice_bin() {
 }
 
 install_all() {
-  install_mariadb
+  install_debian
   install_osmem
   install_tansu
 }
