@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::{Config, Role};
+use sluice::model::TableId;
+use sluice::state::State;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,15 @@ enum Command {
         /// Which half of the pipeline to run in this process.
         #[arg(long, value_enum, default_value = "all")]
         role: Role,
+    },
+    /// Print a table's schema history: every shape the source saw in the binlog, with the
+    /// position of the first change that had it (stop `sluice run` first: sled locks it).
+    Schemas {
+        /// TOML config file of the source whose state to read.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The table, `db.table`.
+        table: String,
     },
     /// Serve a Confluent-compatible schema registry.
     Registry {
@@ -91,6 +102,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(config = %config.display(), ?role, tables = ?cfg.tables, "starting");
             sluice::pipeline::run(cfg, role, shutdown).await?;
             tracing::info!("stopped cleanly");
+        }
+        Command::Schemas { config, table } => {
+            let cfg = Config::load(&config, Role::Source)?;
+            let id = TableId::parse(&table)
+                .with_context(|| format!("{table:?} is not a table name of the form db.table"))?;
+            let dir = &cfg
+                .source
+                .as_ref()
+                .expect("validated: the source role has [source]")
+                .state_dir;
+            let history = State::open(dir)?.schema_history(&id)?;
+            if history.is_empty() {
+                println!("no schema of {id} recorded in {}", dir.display());
+            }
+            for (position, schema) in history {
+                println!("{position}\t{schema}");
+            }
         }
         Command::Registry { listen, data } => {
             sluice::registry::serve(listen, &data, shutdown).await?;

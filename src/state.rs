@@ -1,11 +1,12 @@
-//! The source's durable state in sled: the binlog position to resume from and which tables
-//! have been snapshotted. Written only from acknowledged checkpoints (see `publish::acker`).
+//! The source's durable state in sled: the binlog position to resume from, which tables have
+//! been snapshotted, and each table's schema history. Positions and snapshots are written only
+//! from acknowledged checkpoints (see `publish::acker`).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Checkpoint, Position, TableId};
+use crate::model::{Checkpoint, Position, TableId, TableSchema, Version};
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,18 @@ pub enum StateError {
 const POSITION: &str = "position";
 /// Prefix of per-table snapshot records.
 const SNAPSHOT: &str = "snapshot/";
+
+/// Prefix of schema-history records: `schema/<db.table>\0<version, big-endian>`. Identifiers
+/// cannot hold NUL, so one table's records never interleave with another's.
+const SCHEMA: &str = "schema/";
+
+/// One entry of a table's schema history.
+#[derive(Debug, Serialize, Deserialize)]
+struct SchemaRecord {
+    /// The binlog event of the first change with this schema.
+    position: Position,
+    schema: TableSchema,
+}
 
 /// A table's finished snapshot.
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,17 +122,82 @@ impl State {
         Ok(())
     }
 
+    /// Records that `schema` is the table's shape from the change at `version` (read at
+    /// `position`) on. Recording it again (a replay after a restart) changes nothing.
+    pub fn record_schema(
+        &self,
+        version: Version,
+        position: &Position,
+        schema: &TableSchema,
+    ) -> Result<(), StateError> {
+        let record = SchemaRecord {
+            position: position.clone(),
+            schema: schema.clone(),
+        };
+        self.db
+            .insert(schema_key(&schema.id, version), to_json(&record))
+            .map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// The table's shape at `version`: the last one recorded at or before it.
+    pub fn schema_at(
+        &self,
+        table: &TableId,
+        version: Version,
+    ) -> Result<Option<TableSchema>, StateError> {
+        let first = schema_key(table, Version::at(0, 0));
+        let Some(found) = self
+            .db
+            .range(first..=schema_key(table, version))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (key, bytes) = found.map_err(|e| self.io(e))?;
+        let record: SchemaRecord = self.parse(&String::from_utf8_lossy(&key), &bytes)?;
+        Ok(Some(record.schema))
+    }
+
+    /// Every recorded schema of `table` with the binlog position it took effect at, oldest
+    /// first.
+    pub fn schema_history(
+        &self,
+        table: &TableId,
+    ) -> Result<Vec<(Position, TableSchema)>, StateError> {
+        let prefix = schema_key(table, Version::at(0, 0));
+        let prefix = &prefix[..prefix.len() - 8];
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, bytes) = item.map_err(|e| self.io(e))?;
+                let r: SchemaRecord = self.parse(&String::from_utf8_lossy(&key), &bytes)?;
+                Ok((r.position, r.schema))
+            })
+            .collect()
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
         let Some(bytes) = self.db.get(key).map_err(|e| self.io(e))? else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                key: key.to_string(),
-                message: e.to_string(),
-            })
+        self.parse(key, &bytes).map(Some)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StateError> {
+        serde_json::from_slice(bytes).map_err(|e| self.corrupt(key, e.to_string()))
+    }
+
+    fn corrupt(&self, key: &str, message: String) -> StateError {
+        StateError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message,
+        }
     }
 
     fn io(&self, source: sled::Error) -> StateError {
@@ -128,6 +206,12 @@ impl State {
             source,
         }
     }
+}
+
+fn schema_key(table: &TableId, version: Version) -> Vec<u8> {
+    let mut key = format!("{SCHEMA}{table}\0").into_bytes();
+    key.extend_from_slice(&version.get().to_be_bytes());
+    key
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -174,6 +258,55 @@ mod tests {
         assert!(state.is_snapshotted(&orders).unwrap());
         assert!(state.is_snapshotted(&items).unwrap());
         assert!(!state.is_snapshotted(&TableId::new("shop", "x")).unwrap());
+    }
+
+    #[test]
+    fn the_schema_history_answers_for_any_version() {
+        use crate::model::{Column, ColumnType};
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let t = TableId::new("shop", "orders");
+        let schema = |cols: usize| TableSchema {
+            id: t.clone(),
+            columns: (0..cols)
+                .map(|i| Column::new(format!("c{i}"), ColumnType::Set(["a".into()].into()), i > 0))
+                .collect(),
+            key: vec![0],
+        };
+        // A table whose name extends this one's must not leak into its history.
+        let mut other = schema(5);
+        other.id = TableId::new("shop", "orders2");
+        state
+            .record_schema(Version::at(1, 50), &pos("binlog.000001", 40), &other)
+            .unwrap();
+        assert_eq!(state.schema_at(&t, Version::at(9, 0)).unwrap(), None);
+        state
+            .record_schema(Version::at(1, 100), &pos("binlog.000001", 90), &schema(1))
+            .unwrap();
+        state
+            .record_schema(Version::at(2, 7), &pos("binlog.000002", 4), &schema(2))
+            .unwrap();
+        assert_eq!(state.schema_at(&t, Version::at(1, 99)).unwrap(), None);
+        assert_eq!(
+            state.schema_at(&t, Version::at(1, 100)).unwrap(),
+            Some(schema(1))
+        );
+        assert_eq!(
+            state.schema_at(&t, Version::at(2, 6)).unwrap(),
+            Some(schema(1))
+        );
+        assert_eq!(
+            state.schema_at(&t, Version::at(7, 0)).unwrap(),
+            Some(schema(2))
+        );
+        let history = state.schema_history(&t).unwrap();
+        assert_eq!(
+            history,
+            vec![
+                (pos("binlog.000001", 90), schema(1)),
+                (pos("binlog.000002", 4), schema(2))
+            ]
+        );
     }
 
     #[test]

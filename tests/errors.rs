@@ -102,21 +102,6 @@ async fn stream_then_fail(name: &str, statements: &[&str]) -> (Setup, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncate_of_a_captured_table_stops_instead_of_diverging() {
-    let (setup, out) = stream_then_fail(
-        "it_err_truncate",
-        &["INSERT INTO t VALUES (1, 1)", "TRUNCATE TABLE t"],
-    )
-    .await;
-    let message = format!(
-        "TRUNCATE TABLE {}.t: Sluice cannot stream a truncate yet",
-        setup.db
-    );
-    assert!(out.contains(&message), "{out}");
-    assert!(out.contains("re-snapshot"), "{out}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_column_type_mid_stream_stops_with_the_column_named() {
     let (setup, out) = stream_then_fail(
         "it_err_alter",

@@ -247,6 +247,77 @@ async fn alter_table_mid_stream_decodes_rows_on_both_sides_with_their_schema() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncates_empty_the_index_and_rows_written_after_them_stay() {
+    let (mut conn, setup) = fresh("it_truncate", &["t"]).await;
+    let values = |from: i32, to: i32| {
+        let rows: Vec<String> = (from..=to).map(|i| format!("({i}, {i})")).collect();
+        format!("INSERT INTO t VALUES {}", rows.join(", "))
+    };
+    exec(
+        &mut conn,
+        &["CREATE TABLE t (id INT PRIMARY KEY, n INT)", &values(1, 30)],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            &values(31, 40),
+            "UPDATE t SET n = n + 100 WHERE id <= 20",
+            "TRUNCATE TABLE t",
+            // Keys the truncate removed come back, with lower ids in other partitions.
+            &values(5, 12),
+            "UPDATE t SET n = -n WHERE id = 7",
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    let status = sluice.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}:
+{}",
+        sluice.output()
+    );
+    // One truncate record per partition (the setup has 3), each applied by the loader.
+    let out = sluice.output();
+    assert_eq!(
+        out.matches("streamed as a truncate event").count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(out.matches("applied a TRUNCATE").count(), 3, "{out}");
+
+    // A TRUNCATE while Sluice is down is the first event of its table after the restart: no
+    // table map precedes it, so its schema comes from the schema history.
+    exec(&mut conn, &["TRUNCATE TABLE t", &values(1, 3)]).await;
+    let mut again = setup.start("all");
+    again.wait_for_log("streaming the binlog", START);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    let status = again.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}:
+{}",
+        again.output()
+    );
+    let config = setup.dir.path().join("sluice.toml");
+    let (status, history) = run_to_exit(
+        &[
+            "schemas",
+            "--config",
+            config.to_str().unwrap(),
+            &format!("{}.t", setup.db),
+        ],
+        START,
+    );
+    assert!(status.success(), "{history}");
+    let line = format!("{}.t (id INT, n INT NULL) KEY (id)", setup.db);
+    assert_eq!(history.matches(&line).count(), 1, "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_patterns_and_column_rules_shape_what_leaves_the_source() {
     let (mut conn, setup) = fresh("it_filter", &["f_*"]).await;
     let ddl = |t: &str| {

@@ -121,7 +121,8 @@ impl Encoder {
             })
     }
 
-    /// Writes the Confluent-framed key and value of `change` into the (cleared) buffers.
+    /// Writes the Confluent-framed key and value of `change` into the (cleared) buffers. A
+    /// truncate has no row, so no key: `key` is left empty.
     pub fn encode(
         &self,
         r: &Registered,
@@ -130,17 +131,15 @@ impl Encoder {
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let row = change
-            .after
-            .as_ref()
-            .or(change.before.as_ref())
-            .expect("a change has at least one row image");
         let wrap = |source| EncodeError::Value {
             table: r.schema.id.clone(),
             source,
         };
-        frame(key, r.key_id);
-        avro::write_key(key, &r.schema, row).map_err(wrap)?;
+        key.clear();
+        if let Some(row) = change.after.as_ref().or(change.before.as_ref()) {
+            frame(key, r.key_id);
+            avro::write_key(key, &r.schema, row).map_err(wrap)?;
+        }
         frame(value, r.value_id);
         avro::write_envelope(value, change, &self.prefix, now_ms).map_err(wrap)
     }

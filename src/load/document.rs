@@ -1,5 +1,5 @@
 //! Decoded Avro records -> index actions: the document `_id` from the key, the version and
-//! operation from the envelope, the document from its `after` image.
+//! operation from the envelope, the document from its `after` image plus `_sluice.version`.
 
 use apache_avro::Schema;
 use apache_avro::schema::{RecordField, RecordSchema};
@@ -36,6 +36,36 @@ pub enum Action {
     },
 }
 
+/// What one record asks of the index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// Write one document.
+    Document(Action),
+    /// Delete every document older than the truncate. Such a record arrives on each partition
+    /// after that partition's earlier changes, so once all have been applied no row from
+    /// before the TRUNCATE is left, whatever order the partitions were read in.
+    Truncate {
+        /// Index name.
+        index: String,
+        /// Version of the TRUNCATE.
+        version: u64,
+    },
+}
+
+impl Record {
+    /// The index the record applies to.
+    pub fn index(&self) -> &str {
+        match self {
+            Record::Document(Action::Index { index, .. } | Action::Delete { index, .. })
+            | Record::Truncate { index, .. } => index,
+        }
+    }
+}
+
+/// Every document carries the version of the change that wrote it here, so a truncate can
+/// delete exactly the older documents. The mapping keeps it out of `_source`.
+pub const META_FIELD: &str = "_sluice";
+
 /// A record that does not have the shape Sluice writes.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -50,14 +80,13 @@ pub fn index_name(db: &str, table: &str) -> String {
     format!("{db}.{table}").to_lowercase()
 }
 
-/// The action for a record with a non-null value (tombstones carry nothing to apply).
-pub fn action(
-    key: &Avro,
-    key_schema: &Schema,
+/// What a record with a non-null value asks (tombstones carry nothing to apply); `key` is
+/// `None` only for truncates.
+pub fn record(
+    key: Option<(&Avro, &Schema)>,
     value: &Avro,
     value_schema: &Schema,
-) -> Result<Action, ShapeError> {
-    let id = document_id(key, key_schema)?;
+) -> Result<Record, ShapeError> {
     let (Avro::Record(fields), Schema::Record(envelope)) = (value, value_schema) else {
         return Err(shape("the value is not an envelope record"));
     };
@@ -96,24 +125,30 @@ pub fn action(
         Avro::String(op) => op.as_str(),
         _ => return Err(shape("`op` is not a string")),
     };
+    if op == "t" {
+        return Ok(Record::Truncate { index, version });
+    }
+    let (key, key_schema) = key.ok_or_else(|| shape(format!("op {op:?} without a key")))?;
+    let id = document_id(key, key_schema)?;
     match op {
         "c" | "u" | "r" => {
             let row_schema = row_schema(envelope)?;
-            let doc = match field("after")? {
+            let mut doc = match field("after")? {
                 Avro::Union(_, row) => row_json(row, row_schema)?,
                 _ => return Err(shape("`after` is not a union")),
             };
-            if doc.is_null() {
+            let Json::Object(row) = &mut doc else {
                 return Err(shape(format!("op {op:?} without an `after` image")));
-            }
-            Ok(Action::Index {
+            };
+            row.insert(META_FIELD.into(), serde_json::json!({"version": version}));
+            Ok(Record::Document(Action::Index {
                 index,
                 id,
                 version,
                 doc,
-            })
+            }))
         }
-        "d" => Ok(Action::Delete { index, id, version }),
+        "d" => Ok(Record::Document(Action::Delete { index, id, version })),
         other => Err(shape(format!("unknown op {other:?}"))),
     }
 }

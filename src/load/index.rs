@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use elasticsearch::auth::Credentials;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::IndicesCreateParts;
-use elasticsearch::{BulkParts, Elasticsearch};
+use elasticsearch::{BulkParts, DeleteByQueryParts, Elasticsearch};
 use serde_json::{Value as Json, json};
 use url::Url;
 
 use super::LoadError;
+use super::document::META_FIELD;
 use crate::config::ElasticsearchConfig;
 
 /// A failed request.
@@ -117,6 +118,47 @@ impl IndexWriter {
                     self.url
                 ))))
             }
+        }
+    }
+
+    /// Deletes the documents of `index` written by changes older than `version` (a TRUNCATE).
+    /// Documents rewritten while the query runs are left alone (`conflicts=proceed`): their
+    /// writes are newer. An index that does not exist holds nothing to delete.
+    pub async fn delete_older(&self, index: &str, version: u64) -> Result<(), Failure> {
+        let field = format!("{META_FIELD}.version");
+        let response = self
+            .client
+            .delete_by_query(DeleteByQueryParts::Index(&[index]))
+            .conflicts(elasticsearch::params::Conflicts::Proceed)
+            .refresh(true)
+            .body(json!({"query": {"range": {field: {"lt": version}}}}))
+            .send()
+            .await
+            .map_err(|e| self.transient(e))?;
+        let status = response.status_code().as_u16();
+        let text = response.text().await.map_err(|e| self.transient(e))?;
+        match status {
+            200..=299 => {
+                let report: Json = serde_json::from_str(&text).unwrap_or_default();
+                if report["failures"].as_array().is_some_and(|f| !f.is_empty()) {
+                    // Some deletes failed (shard trouble): the whole query is safe to repeat.
+                    return Err(Failure::Transient(format!(
+                        "truncating index {index}: {}",
+                        report["failures"]
+                    )));
+                }
+                let deleted = report["deleted"].as_u64();
+                tracing::info!(%index, version, ?deleted, "applied a TRUNCATE");
+                Ok(())
+            }
+            404 => Ok(()),
+            429 | 500..=599 => Err(Failure::Transient(format!(
+                "truncating index {index}: {status} {text}"
+            ))),
+            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+                "{} refused to delete the documents of {index} older than a TRUNCATE:                  {status} {text}",
+                self.url
+            )))),
         }
     }
 

@@ -6,9 +6,11 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use serde_json::{Map, Value as Json, json};
 
+use super::document::META_FIELD;
 use crate::encode::schema::{is_bits, mysql_type};
 
-/// The `mappings` of a new index for rows of `row`.
+/// The `mappings` of a new index for rows of `row`. Sluice's metadata is indexed (truncates
+/// query it) but kept out of `_source`, which stays exactly the row.
 pub fn mappings(row: &RecordSchema) -> Json {
     let mut properties = Map::new();
     for f in &row.fields {
@@ -16,7 +18,16 @@ pub fn mappings(row: &RecordSchema) -> Json {
             properties.insert(f.name.clone(), m);
         }
     }
-    json!({"date_detection": false, "numeric_detection": false, "properties": properties})
+    properties.insert(
+        META_FIELD.into(),
+        json!({"properties": {"version": {"type": "long"}}}),
+    );
+    json!({
+        "_source": {"excludes": [META_FIELD]},
+        "date_detection": false,
+        "numeric_detection": false,
+        "properties": properties,
+    })
 }
 
 fn field_mapping(schema: &Schema, mysql_type: &str) -> Option<Json> {
@@ -132,6 +143,12 @@ mod tests {
             ]
         );
         assert_eq!(m["date_detection"], false);
+        // Sluice's version is searchable (truncates) but not part of the document.
+        assert_eq!(
+            m["properties"]["_sluice"]["properties"]["version"]["type"],
+            "long"
+        );
+        assert_eq!(m["_source"]["excludes"], json!(["_sluice"]));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::encode::Encoder;
 use crate::kafka::{self, KafkaSetupError};
 use crate::retry::Backoff;
 use bulk::Outcome;
-use document::Action;
+use document::{Action, Record};
 use index::{Failure, IndexWriter};
 
 /// Why the loader stopped.
@@ -74,6 +74,8 @@ pub enum LoadError {
 #[derive(Default)]
 struct Batch {
     actions: Vec<Action>,
+    /// A truncate (index, version), applied after `actions`; it always ends its batch.
+    truncate: Option<(String, u64)>,
     /// Indexes to create first, with mappings from their writer schema.
     new_indexes: BTreeMap<String, serde_json::Value>,
     next_offsets: BTreeMap<(String, i32), i64>,
@@ -176,7 +178,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             };
             add(&mut batch, &message, &decoder, &writer).await?;
             deadline.get_or_insert_with(|| Instant::now() + linger);
-            if batch.records >= cfg.loader.batch_size {
+            // A truncate ends its batch: it applies after everything read before it.
+            if batch.records >= cfg.loader.batch_size || batch.truncate.is_some() {
                 break false;
             }
         };
@@ -238,24 +241,23 @@ async fn add(
     if m.payload().is_none() {
         return Ok(()); // tombstone: the delete before it carried the version
     }
+    // Only truncates have no key; the envelope says whether that is what this is.
     let key = decoder
         .decode_with_schema(m.key())
         .await
-        .map_err(|e| fail(format!("key: {e}")))?
-        .ok_or_else(|| fail("record without a key".into()))?;
+        .map_err(|e| fail(format!("key: {e}")))?;
     let value = decoder
         .decode_with_schema(m.payload())
         .await
         .map_err(|e| fail(format!("value: {e}")))?
         .ok_or_else(|| fail("empty value".into()))?;
-    let action = document::action(
-        &key.value,
-        &key.schema.parsed,
+    let record = document::record(
+        key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
         &value.value,
         &value.schema.parsed,
     )
     .map_err(|e| fail(e.to_string()))?;
-    let (Action::Index { index, .. } | Action::Delete { index, .. }) = &action;
+    let index = record.index();
     if !writer.is_ready(index) && !batch.new_indexes.contains_key(index) {
         let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
             return Err(fail("the value schema is not a record".into()));
@@ -263,9 +265,12 @@ async fn add(
         let row = document::row_schema(envelope).map_err(|e| fail(e.to_string()))?;
         batch
             .new_indexes
-            .insert(index.clone(), mapping::mappings(row));
+            .insert(index.to_string(), mapping::mappings(row));
     }
-    batch.actions.push(action);
+    match record {
+        Record::Document(action) => batch.actions.push(action),
+        Record::Truncate { index, version } => batch.truncate = Some((index, version)),
+    }
     Ok(())
 }
 
@@ -292,25 +297,33 @@ async fn apply(
     }
 }
 
+/// Applies a batch: its documents in one bulk request, then its truncate.
 async fn try_apply(writer: &mut IndexWriter, batch: &Batch) -> Result<(), Failure> {
-    if batch.actions.is_empty() {
-        return Ok(());
-    }
     for (index, mappings) in &batch.new_indexes {
         writer.ensure_index(index, mappings).await?;
     }
-    let response = writer.bulk(bulk::body(&batch.actions)).await?;
+    if !batch.actions.is_empty() {
+        write_documents(writer, &batch.actions).await?;
+    }
+    if let Some((index, version)) = &batch.truncate {
+        writer.delete_older(index, *version).await?;
+    }
+    Ok(())
+}
+
+async fn write_documents(writer: &IndexWriter, actions: &[Action]) -> Result<(), Failure> {
+    let response = writer.bulk(bulk::body(actions)).await?;
     let outcomes =
         bulk::outcomes(&response).map_err(|m| Failure::Final(LoadError::Elasticsearch(m)))?;
-    if outcomes.len() != batch.actions.len() {
+    if outcomes.len() != actions.len() {
         return Err(Failure::Final(LoadError::Elasticsearch(format!(
             "bulk response has {} items for {} actions",
             outcomes.len(),
-            batch.actions.len()
+            actions.len()
         ))));
     }
     let mut retry = None;
-    for (outcome, action) in outcomes.into_iter().zip(&batch.actions) {
+    for (outcome, action) in outcomes.into_iter().zip(actions) {
         match outcome {
             Outcome::Settled => {}
             // Resending the whole batch is harmless: settled items come back as 409.

@@ -41,7 +41,7 @@ impl fmt::Display for TableId {
 }
 
 /// The column types Sluice decodes. Anything else stops the table with an error naming it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {
     /// TINYINT (1 byte), SMALLINT (2), MEDIUMINT (3), INT (4), BIGINT (8).
     Integer {
@@ -138,7 +138,7 @@ impl ColumnType {
 }
 
 /// One column of a table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
     /// Column name as the database spells it.
     pub name: String,
@@ -168,7 +168,7 @@ pub fn column_indices<'n>(columns: &[Column], names: &'n [String]) -> Result<Vec
 }
 
 /// A table's shape at one point of the binlog.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {
     /// Which table.
     pub id: TableId,
@@ -185,6 +185,24 @@ impl TableSchema {
         row: &'r [Value],
     ) -> impl Iterator<Item = &'r Value> + use<'_, 'r> {
         self.key.iter().map(move |&i| &row[i])
+    }
+}
+
+/// `db.table (col TYPE [NULL], ...) KEY (col, ...)`, for operators.
+impl fmt::Display for TableSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (", self.id)?;
+        for (i, c) in self.columns.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let null = if c.nullable { " NULL" } else { "" };
+            write!(f, "{sep}{} {}{null}", c.name, c.ty.sql_name())?;
+        }
+        let key: Vec<&str> = self
+            .key
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect();
+        write!(f, ") KEY ({})", key.join(", "))
     }
 }
 
@@ -241,6 +259,8 @@ pub enum Op {
     Delete,
     /// Read by a snapshot (`r`).
     Read,
+    /// Every row removed by TRUNCATE TABLE (`t`): a change without row images or key.
+    Truncate,
 }
 
 impl Op {
@@ -251,6 +271,7 @@ impl Op {
             Op::Update => "u",
             Op::Delete => "d",
             Op::Read => "r",
+            Op::Truncate => "t",
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! One idempotent producer with `acks=all` and Java-compatible murmur2 partitioning, so every
 //! client agrees on a key's partition; a delete is followed by a tombstone so compacted topics
-//! forget the key. Deliveries and checkpoints go, in order, to the [`acker`].
+//! forget the key, and a truncate (no key) goes to every partition, after each partition's
+//! earlier changes. Deliveries and checkpoints go, in order, to the [`acker`].
 
 pub mod acker;
 
@@ -94,10 +95,22 @@ pub async fn run(
             }
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
             let topic = &registered.topic;
-            produce(&producer, &acks, topic, &key, Some(&value)).await?;
-            if change.op == Op::Delete {
-                // The tombstone lets log compaction drop the key once its delete is consumed.
-                produce(&producer, &acks, topic, &key, None).await?;
+            match change.op {
+                Op::Truncate => {
+                    // Asked each time (truncates are rare): partitions may have been added.
+                    for p in 0..partition_count(&producer, topic).await? {
+                        produce(&producer, &acks, topic, Place::Partition(p), Some(&value)).await?;
+                    }
+                }
+                Op::Delete => {
+                    produce(&producer, &acks, topic, Place::Key(&key), Some(&value)).await?;
+                    // The tombstone lets log compaction drop the key once its delete is
+                    // consumed.
+                    produce(&producer, &acks, topic, Place::Key(&key), None).await?;
+                }
+                Op::Create | Op::Update | Op::Read => {
+                    produce(&producer, &acks, topic, Place::Key(&key), Some(&value)).await?;
+                }
             }
         }
     }
@@ -113,17 +126,49 @@ pub async fn run(
     }
 }
 
-/// Queues one record, waiting while librdkafka's queue is full.
-/// Hands one record to librdkafka and queues its delivery for the acker.
+/// Where a record goes: by key, or (keyless) to one partition.
+#[derive(Clone, Copy)]
+enum Place<'k> {
+    Key(&'k [u8]),
+    Partition(i32),
+}
+
+/// The number of partitions of `topic`, from the broker's metadata.
+async fn partition_count(producer: &FutureProducer, topic: &Arc<str>) -> Result<i32, PublishError> {
+    let (p, t) = (producer.clone(), topic.clone());
+    let metadata = tokio::task::spawn_blocking(move || {
+        p.client().fetch_metadata(Some(&t), Duration::from_secs(30))
+    })
+    .await
+    .map_err(|_| PublishError::ProducerGone)?;
+    let error = |error| PublishError::Produce {
+        topic: topic.to_string(),
+        error,
+    };
+    let metadata = metadata.map_err(error)?;
+    match metadata.topics().first().map(|t| t.partitions().len()) {
+        Some(n) if n > 0 => Ok(i32::try_from(n).unwrap_or(i32::MAX)),
+        _ => Err(error(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ))),
+    }
+}
+
+/// Hands one record to librdkafka and queues its delivery for the acker, waiting while
+/// librdkafka's queue is full.
 async fn produce(
     producer: &FutureProducer,
     acks: &mpsc::Sender<Pending>,
     topic: &Arc<str>,
-    key: &[u8],
+    place: Place<'_>,
     value: Option<&[u8]>,
 ) -> Result<(), PublishError> {
     loop {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+        record = match place {
+            Place::Key(key) => record.key(key),
+            Place::Partition(p) => record.partition(p),
+        };
         if let Some(v) = value {
             record = record.payload(v);
         }

@@ -261,14 +261,15 @@ pub async fn run(
         tx,
         columns: capture.columns,
     };
-    let mut pending = Vec::new();
+    let (mut schemas, mut pending) = (Vec::new(), Vec::new());
     for t in &tables {
         let key = capture.keys.get(t).map(Vec::as_slice);
         let schema = Arc::new(mysql::table_schema(&mut conn, t, key).await?);
         out.columns.check(&schema)?;
         if !state.is_snapshotted(t)? {
-            pending.push(schema);
+            pending.push(schema.clone());
         }
+        schemas.push(schema);
     }
     let mut start = state.position()?;
     if !pending.is_empty() {
@@ -296,10 +297,10 @@ pub async fn run(
         ))
     })?;
     let decoding = stream::Decoding {
-        tables,
+        current: schemas,
         keys: capture.keys,
         collations,
         checksums: server.checksums,
     };
-    stream::run(cfg, start, decoding, &mut out, &shutdown).await
+    stream::run(cfg, start, decoding, state, &mut out, &shutdown).await
 }

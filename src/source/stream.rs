@@ -7,6 +7,7 @@ use mysql_async::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::binlog::{BinlogReader, Decoded, EventHeader};
@@ -14,8 +15,11 @@ use super::charset::Collations;
 use super::mysql::{connect, gtid_at, query_error};
 use super::{Emitter, SourceError};
 use crate::config::{ResumeBy, SourceConfig};
-use crate::model::{Checkpoint, Position, TableId};
+use crate::model::{
+    Change, Checkpoint, Op, Position, TableId, TableSchema, Version, binlog_file_sequence,
+};
 use crate::retry::Backoff;
+use crate::state::State;
 
 /// The server sends a heartbeat after this much silence, so a dead connection shows.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -25,8 +29,9 @@ const SILENCE: Duration = Duration::from_secs(20);
 /// What the stream decodes with; a fresh [`BinlogReader`] is built from it on every
 /// (re)connection, since a reconnect replays the transaction that was cut off.
 pub struct Decoding {
-    /// Tables to capture.
-    pub tables: Vec<TableId>,
+    /// Tables to capture, with their schemas in information_schema when Sluice started: a
+    /// table's schema at the resume point when the schema history has none.
+    pub current: Vec<Arc<TableSchema>>,
     /// Configured key columns, replacing primary keys.
     pub keys: HashMap<TableId, Vec<String>>,
     /// The server's collations.
@@ -44,6 +49,7 @@ pub async fn run(
     cfg: &SourceConfig,
     start: Position,
     decoding: Decoding,
+    state: &State,
     out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<(), SourceError> {
@@ -51,12 +57,21 @@ pub async fn run(
     let mut backoff = Backoff::default();
     loop {
         let mut progressed = false;
-        let error =
-            match stream_from(cfg, &mut resume, &decoding, out, shutdown, &mut progressed).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_connection_loss() => e,
-                Err(e) => return Err(e),
-            };
+        let error = match stream_from(
+            cfg,
+            &mut resume,
+            &decoding,
+            state,
+            out,
+            shutdown,
+            &mut progressed,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_connection_loss() => e,
+            Err(e) => return Err(e),
+        };
         if progressed {
             backoff.reset();
         }
@@ -79,10 +94,12 @@ async fn stream_from(
     cfg: &SourceConfig,
     resume: &mut Position,
     decoding: &Decoding,
+    state: &State,
     out: &mut Emitter,
     shutdown: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<(), SourceError> {
+    let mut history = SchemaHistory::at(state, &decoding.current, resume)?;
     let mut conn = connect(cfg).await?;
     if resume.gtid.is_none() {
         // Positions stored before GTIDs were tracked (or a MySQL server: NULL or an error).
@@ -90,11 +107,12 @@ async fn stream_from(
     }
     let mut reader = BinlogReader::new(
         resume,
-        decoding.tables.iter().cloned(),
+        decoding.current.iter().map(|s| s.id.clone()),
         decoding.collations.clone(),
         decoding.checksums,
     )?
-    .with_keys(decoding.keys.clone());
+    .with_keys(decoding.keys.clone())
+    .with_schemas(history.seeds(&decoding.current));
     // Capability 4 makes MariaDB send its GTID events instead of downgrading them to BEGIN.
     let setup = format!(
         "SET @mariadb_slave_capability = 4, @master_heartbeat_period = {}",
@@ -173,20 +191,86 @@ async fn stream_from(
                 });
             }
         }
-        match reader.on_event(&header, event.data())? {
-            Decoded::Nothing => {}
-            Decoded::Changes(changes) => {
-                zero_dates.report(reader.zero_dates());
-                if !changes.is_empty() {
-                    out.changes(changes).await?;
-                }
+        let (changes, commit) = match reader.on_event(&header, event.data())? {
+            Decoded::Nothing => continue,
+            Decoded::Changes(changes) => (changes, None),
+            Decoded::Commit(p) => (Vec::new(), Some(p)),
+            Decoded::Transaction(changes, p) => (changes, Some(p)),
+        };
+        if !changes.is_empty() {
+            zero_dates.report(reader.zero_dates());
+            for c in changes.iter().filter(|c| c.op == Op::Truncate) {
+                tracing::info!(table = %c.table.id, version = c.version.get(), "TRUNCATE TABLE streamed as a truncate event");
             }
-            Decoded::Commit(p) => {
-                skipped.report(reader.skipped_events());
-                *resume = p.clone();
-                out.checkpoint(Checkpoint::Stream(p)).await?;
+            history.record(&changes)?;
+            out.changes(changes).await?;
+        }
+        if let Some(p) = commit {
+            skipped.report(reader.skipped_events());
+            *resume = p.clone();
+            out.checkpoint(Checkpoint::Stream(p)).await?;
+        }
+    }
+}
+
+/// The schema history: each table's shape is recorded in the state store when the binlog first
+/// shows it, so a restart has the schema in force at the resume point (a TRUNCATE carries no
+/// table map of its own) and operators can see when a table changed (`sluice schemas`).
+struct SchemaHistory<'s> {
+    state: &'s State,
+    /// The last schema recorded per table, as of the resume point.
+    recorded: HashMap<TableId, Arc<TableSchema>>,
+}
+
+impl<'s> SchemaHistory<'s> {
+    /// The history as of `resume`.
+    fn at(
+        state: &'s State,
+        tables: &[Arc<TableSchema>],
+        resume: &Position,
+    ) -> Result<Self, SourceError> {
+        let version = Version::at(
+            binlog_file_sequence(&resume.file).unwrap_or(0),
+            u32::try_from(resume.pos).unwrap_or(u32::MAX),
+        );
+        let mut recorded = HashMap::new();
+        for t in tables {
+            if let Some(old) = state.schema_at(&t.id, version)? {
+                recorded.insert(t.id.clone(), Arc::new(old));
             }
         }
+        Ok(SchemaHistory { state, recorded })
+    }
+
+    /// Each table's schema at the resume point: the recorded one, else `current`'s (a table
+    /// the binlog has not shown since Sluice first saw it).
+    fn seeds<'a>(
+        &'a self,
+        current: &'a [Arc<TableSchema>],
+    ) -> impl Iterator<Item = Arc<TableSchema>> + 'a {
+        current
+            .iter()
+            .map(|t| self.recorded.get(&t.id).unwrap_or(t).clone())
+    }
+
+    /// Records the schemas of `changes` that differ from their table's last recorded one.
+    fn record(&mut self, changes: &[Change]) -> Result<(), SourceError> {
+        for c in changes {
+            let known = self.recorded.get(&c.table.id);
+            if known.is_some_and(|k| Arc::ptr_eq(k, &c.table) || **k == *c.table) {
+                continue;
+            }
+            let at = Position::new(c.source.file.to_string(), c.source.pos);
+            self.state.record_schema(c.version, &at, &c.table)?;
+            tracing::info!(
+                table = %c.table.id,
+                version = c.version.get(),
+                columns = c.table.columns.len(),
+                "table schema recorded in the schema history"
+            );
+            self.recorded.insert(c.table.id.clone(), c.table.clone());
+        }
+        Ok(())
     }
 }
 

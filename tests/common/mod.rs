@@ -378,7 +378,7 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// Runs a sluice command to completion and returns (exit status, stderr).
+/// Runs a sluice command to completion and returns (exit status, stdout and stderr).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("out.log");
@@ -386,7 +386,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
+        .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
         .unwrap();

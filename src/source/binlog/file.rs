@@ -33,6 +33,16 @@ pub fn events(bytes: &[u8], checksums: bool) -> Result<FileEvents<'_>, DecodeErr
     })
 }
 
+/// The events of `bytes`, a run of whole events without the file magic (the inside of a
+/// MySQL TRANSACTION_PAYLOAD event).
+pub fn sequence(bytes: &[u8], checksums: bool) -> FileEvents<'_> {
+    FileEvents {
+        bytes,
+        pos: 0,
+        checksums,
+    }
+}
+
 impl<'a> FileEvents<'a> {
     /// Offset of the next event.
     pub fn position(&self) -> usize {

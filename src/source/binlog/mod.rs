@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod event;
 pub mod file;
 pub mod json;
+pub mod payload;
 pub mod rows;
 pub mod table_map;
 
@@ -54,6 +55,9 @@ pub enum Decoded {
     Changes(Vec<Change>),
     /// A transaction committed; resuming at this position loses nothing.
     Commit(Position),
+    /// A whole transaction in one event: its changes, then the position after its commit
+    /// (TRUNCATE TABLE of a captured table; a MySQL compressed transaction).
+    Transaction(Vec<Change>, Position),
 }
 
 /// Why the stream cannot go on.
@@ -87,6 +91,14 @@ enum TableEntry {
     Captured(Vec<u8>, Arc<TableDecoder>),
 }
 
+/// The next version offset of a run of row images without offsets of their own, and the end
+/// of the event holding them (versions must stay inside it to stay unique).
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    next: u32,
+    end: u32,
+}
+
 /// Turns binlog events into [`Decoded`] items. Holds no I/O: feed it headers and bodies.
 pub struct BinlogReader {
     include: HashSet<TableId>,
@@ -110,6 +122,8 @@ pub struct BinlogReader {
     keys: HashMap<TableId, Vec<String>>,
     /// Control events skipped because they carry no row data.
     skipped: u64,
+    /// Set while the events of a MySQL transaction payload are read.
+    packed: Option<Packed>,
 }
 
 impl BinlogReader {
@@ -140,6 +154,7 @@ impl BinlogReader {
             zero_dates: 0,
             keys: HashMap::new(),
             skipped: 0,
+            packed: None,
         };
         r.set_file(&start.file, start.pos)?;
         Ok(r)
@@ -148,6 +163,14 @@ impl BinlogReader {
     /// Keys tables by the given columns instead of their primary keys.
     pub fn with_keys(mut self, keys: HashMap<TableId, Vec<String>>) -> Self {
         self.keys = keys;
+        self
+    }
+
+    /// Starts from these table schemas (the schema history at the start position), so a
+    /// TRUNCATE read before any table map of its table still has a schema to carry.
+    pub fn with_schemas(mut self, schemas: impl IntoIterator<Item = Arc<TableSchema>>) -> Self {
+        self.schemas
+            .extend(schemas.into_iter().map(|s| (s.id.clone(), s)));
         self
     }
 
@@ -235,17 +258,7 @@ impl BinlogReader {
                 if let Some(table) = event::truncated_table(&query)
                     && self.include.contains(&table)
                 {
-                    // Streaming it as a truncate event (op=t) is issue 3's; until then the
-                    // index would silently keep rows the table no longer has.
-                    return Err(self.error(
-                        h,
-                        format!(
-                            "TRUNCATE TABLE {table}: Sluice cannot stream a truncate yet, and \
-                             skipping it would leave rows in the index that the table no longer \
-                             has; re-snapshot the table (stop Sluice, delete source.state_dir \
-                             and the index, start again)"
-                        ),
-                    ));
+                    return self.on_truncate(h, &table);
                 }
                 match event::classify_query(query.text) {
                     QueryKind::Begin => {
@@ -278,11 +291,7 @@ impl BinlogReader {
             }
             kind::TABLE_MAP => self.on_table_map(h, body),
             t if RowsKind::of(t).is_some() => self.on_rows(h, body),
-            kind::TRANSACTION_PAYLOAD => Err(self.error(
-                h,
-                "compressed transactions are not supported yet; set \
-                 binlog_transaction_compression=OFF on the server",
-            )),
+            kind::TRANSACTION_PAYLOAD => self.on_payload(h, body),
             kind::HEARTBEAT => Ok(Decoded::Nothing),
             t if event::is_harmless(t) => {
                 self.skipped += 1;
@@ -298,11 +307,44 @@ impl BinlogReader {
         }
     }
 
+    /// TRUNCATE TABLE: a truncate change at the statement's own offset, and the commit that
+    /// DDL implies.
+    fn on_truncate(&mut self, h: &EventHeader, table: &TableId) -> Result<Decoded, BinlogError> {
+        let schema = self.schemas.get(table).cloned().ok_or_else(|| {
+            self.error(
+                h,
+                format!("TRUNCATE TABLE {table}: no schema of the table is known at this point"),
+            )
+        })?;
+        let start = h.log_pos.checked_sub(h.event_size).ok_or_else(|| {
+            self.error(h, "TRUNCATE without a file position (log_pos < event size)")
+        })?;
+        let change = Change {
+            table: schema,
+            op: Op::Truncate,
+            before: None,
+            after: None,
+            version: Version::at(self.file_seq, start),
+            source: SourceInfo {
+                file: self.file.clone(),
+                pos: u64::from(start),
+                row: 0,
+                server_id: h.server_id,
+                ts_ms: i64::from(h.timestamp) * 1000,
+                gtid: self.gtid.clone(),
+                snapshot: false,
+            },
+        };
+        Ok(Decoded::Transaction(vec![change], self.commit_position(h)))
+    }
+
     fn commit(&mut self, h: &EventHeader) -> Result<Decoded, BinlogError> {
+        Ok(Decoded::Commit(self.commit_position(h)))
+    }
+
+    fn commit_position(&mut self, h: &EventHeader) -> Position {
         self.in_transaction = false;
-        Ok(Decoded::Commit(
-            self.checkpoint(self.file.to_string(), u64::from(h.log_pos)),
-        ))
+        self.checkpoint(self.file.to_string(), u64::from(h.log_pos))
     }
 
     fn post_header_len(&self, event_type: u8, default: usize) -> usize {
@@ -384,9 +426,10 @@ impl BinlogReader {
             Some(decoder.columns.len()),
         )
         .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
-        // Versions are byte offsets of row images in the file. Compressed images have no
-        // offsets of their own: they count up from the start of the compressed block, which
-        // keeps them unique and ordered as long as the event has more bytes than images.
+        // Versions are byte offsets of row images in the file. Compressed images (MariaDB's
+        // compressed rows events, MySQL's transaction payloads) have no offsets of their own:
+        // they count up from the start of the compressed block, which keeps them unique and
+        // ordered as long as the block has more bytes than images.
         let block_start = event_start + HEADER_LEN + ev.rows.pos() as u32;
         let inflated;
         let mut c = if ev.compressed {
@@ -396,27 +439,34 @@ impl BinlogReader {
         } else {
             ev.rows
         };
-        let (compressed, event_end) = (ev.compressed, h.log_pos);
+        let mut counter = match (&self.packed, ev.compressed) {
+            (Some(p), _) => Some(*p),
+            (None, true) => Some(Packed {
+                next: block_start,
+                end: h.log_pos,
+            }),
+            (None, false) => None,
+        };
         let too_dense = || {
             self.error(
                 h,
                 format!(
-                    "table {}: this compressed rows event holds more row images than it has \
-                     bytes, so they cannot get distinct versions; set log_bin_compress=OFF on \
-                     the server",
+                    "table {}: this compressed event holds more row images than it has bytes, \
+                     so they cannot get distinct versions; set log_bin_compress=OFF (MariaDB) or \
+                     binlog_transaction_compression=OFF (MySQL) on the server",
                     decoder.schema.id
                 ),
             )
         };
-        let mut images = 0u32;
         let mut version_offset = |c: &Cursor<'_>| -> Option<u32> {
-            let offset = if compressed {
-                Some(block_start + images).filter(|&o| o < event_end)?
-            } else {
-                event_start + HEADER_LEN + c.pos() as u32
-            };
-            images += 1;
-            Some(offset)
+            match &mut counter {
+                Some(p) => {
+                    let offset = (p.next < p.end).then_some(p.next)?;
+                    p.next += 1;
+                    Some(offset)
+                }
+                None => Some(event_start + HEADER_LEN + c.pos() as u32),
+            }
         };
         let mut changes = Vec::new();
         let mut index = 0u32;
@@ -474,7 +524,61 @@ impl BinlogReader {
             index += 1;
         }
         self.zero_dates += zero_dates;
+        if let (Some(p), Some(counted)) = (&mut self.packed, counter) {
+            *p = counted;
+        }
         Ok(Decoded::Changes(changes))
+    }
+
+    /// A MySQL compressed transaction: its events go through [`Self::on_event`] as if read
+    /// from the file, with the payload event's position, and row versions counted from its
+    /// start.
+    fn on_payload(&mut self, h: &EventHeader, body: &[u8]) -> Result<Decoded, BinlogError> {
+        if self.packed.is_some() {
+            return Err(self.error(h, "a transaction payload inside a transaction payload"));
+        }
+        let bytes = payload::events(body).map_err(|e| self.error(h, format!("{e}")))?;
+        let start = h.log_pos.checked_sub(h.event_size).ok_or_else(|| {
+            self.error(
+                h,
+                "transaction payload without a file position (log_pos < event size)",
+            )
+        })?;
+        self.packed = Some(Packed {
+            next: start + HEADER_LEN,
+            end: h.log_pos,
+        });
+        let decoded = self.on_payload_events(h, &bytes);
+        self.packed = None;
+        decoded
+    }
+
+    fn on_payload_events(&mut self, h: &EventHeader, bytes: &[u8]) -> Result<Decoded, BinlogError> {
+        let (mut changes, mut committed) = (Vec::new(), false);
+        for event in file::sequence(bytes, false) {
+            let (inner, body) =
+                event.map_err(|e| self.error(h, format!("transaction payload: {e}")))?;
+            // Inner events carry no file position of their own.
+            let inner = EventHeader {
+                log_pos: h.log_pos,
+                event_size: h.event_size,
+                ..inner
+            };
+            match self.on_event(&inner, body)? {
+                Decoded::Nothing => {}
+                Decoded::Changes(c) => changes.extend(c),
+                Decoded::Commit(_) => committed = true,
+                Decoded::Transaction(c, _) => {
+                    changes.extend(c);
+                    committed = true;
+                }
+            }
+        }
+        Ok(if committed {
+            Decoded::Transaction(changes, self.commit_position(h))
+        } else {
+            Decoded::Changes(changes)
+        })
     }
 }
 
@@ -605,6 +709,52 @@ mod tests {
         assert!(matches!(d, Decoded::Nothing));
     }
 
+    /// A QUERY event body in database `shop`.
+    fn query(text: &str) -> Vec<u8> {
+        let mut b = vec![0; 8];
+        b.push(4);
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(b"shop\0");
+        b.extend_from_slice(text.as_bytes());
+        b
+    }
+
+    #[test]
+    fn a_truncate_is_a_keyless_change_at_its_statement_and_a_commit() {
+        let mut r = reader();
+        let e = r
+            .on_event(&header(kind::QUERY, 300, 50), &query("TRUNCATE t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no schema of the table is known"), "{e}");
+        let tm = table_map();
+        r.on_event(&header(kind::TABLE_MAP, 1000, 19 + tm.len() as u32), &tm)
+            .unwrap();
+        let d = r
+            .on_event(&header(kind::QUERY, 1200, 50), &query("TRUNCATE TABLE t"))
+            .unwrap();
+        let Decoded::Transaction(mut changes, commit) = d else {
+            panic!("{d:?}")
+        };
+        let change = changes.pop().unwrap();
+        assert_eq!(change.op, Op::Truncate);
+        assert_eq!((change.before, change.after), (None, None));
+        assert_eq!(change.version, Version::at(3, 1150));
+        assert_eq!(change.table.id, TableId::new("shop", "t"));
+        assert_eq!(commit.to_string(), "binlog.000003:1200");
+        // Other tables' truncates are statements like any other.
+        let d = r
+            .on_event(&header(kind::QUERY, 1300, 50), &query("TRUNCATE other"))
+            .unwrap();
+        assert!(matches!(d, Decoded::Commit(_)), "{d:?}");
+        // A seeded schema serves before any table map.
+        let mut seeded = reader().with_schemas([change.table.clone()]);
+        let d = seeded
+            .on_event(&header(kind::QUERY, 300, 50), &query("TRUNCATE t"))
+            .unwrap();
+        assert!(matches!(d, Decoded::Transaction(..)), "{d:?}");
+    }
+
     #[test]
     fn transaction_boundaries() {
         let mut r = reader();
@@ -612,14 +762,6 @@ mod tests {
             let mut b = 5u64.to_le_bytes().to_vec();
             b.extend_from_slice(&0u32.to_le_bytes());
             b.push(standalone);
-            b
-        };
-        let query = |text: &str| {
-            let mut b = vec![0; 8];
-            b.push(0);
-            b.extend_from_slice(&[0, 0, 0, 0]);
-            b.push(0);
-            b.extend_from_slice(text.as_bytes());
             b
         };
         // Standalone DDL commits after its statement.
@@ -650,26 +792,84 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_zstd_compressed_events_stop_the_stream() {
+    fn unknown_events_stop_the_stream_and_harmless_ones_are_skipped() {
         let mut r = reader();
-        let e = r
-            .on_event(&header(kind::TRANSACTION_PAYLOAD, 100, 30), &[0; 11])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("binlog_transaction_compression=OFF") && e.contains("binlog.000003:70"),
-            "{e}"
-        );
         let e = r
             .on_event(&header(99, 100, 30), &[0; 11])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("event type 99"), "{e}");
+        assert!(
+            e.contains("event type 99") && e.contains("binlog.000003:70"),
+            "{e}"
+        );
         assert!(matches!(
             r.on_event(&header(kind::ANNOTATE_ROWS, 100, 30), &[])
                 .unwrap(),
             Decoded::Nothing
         ));
+    }
+
+    /// A whole event as a file holds it, without a checksum (as inside a payload).
+    fn framed(event_type: u8, body: &[u8]) -> Vec<u8> {
+        let mut e = 1_700_000_000u32.to_le_bytes().to_vec();
+        e.push(event_type);
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&(19 + body.len() as u32).to_le_bytes());
+        e.extend_from_slice(&0u32.to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend_from_slice(body);
+        e
+    }
+
+    #[test]
+    fn a_mysql_transaction_payload_decodes_like_the_events_it_holds() {
+        let rows: Vec<Vec<u8>> = (0..50).map(|i| row(i, Some("same text"))).collect();
+        let events = [
+            framed(kind::QUERY, &query("BEGIN")),
+            framed(kind::TABLE_MAP, &table_map()),
+            framed(kind::WRITE_ROWS_V1, &rows_event(kind::WRITE_ROWS_V1, &rows)),
+            framed(kind::XID, &[7; 8]),
+        ]
+        .concat();
+        let body = payload::body(&events, Some(3));
+        let size = 19 + body.len() as u32;
+        let mut r = reader();
+        let d = r
+            .on_event(&header(kind::TRANSACTION_PAYLOAD, 5000, size), &body)
+            .unwrap();
+        let Decoded::Transaction(changes, commit) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(commit.to_string(), "binlog.000003:5000");
+        assert_eq!(changes.len(), 50);
+        assert_eq!(changes[49].after.as_ref().unwrap()[0], Value::Int(49));
+        let start = 5000 - size;
+        // Versions count up inside the payload event, one per row image.
+        for (i, c) in changes.iter().enumerate() {
+            assert_eq!(c.version, Version::at(3, start + 19 + i as u32));
+            assert_eq!(c.source.pos, u64::from(start));
+        }
+        // A payload squeezing more images than bytes cannot version them: an error, not a
+        // collision with the next event's versions.
+        let rows: Vec<Vec<u8>> = (0..5000).map(|_| row(1, Some("x"))).collect();
+        let events = [
+            framed(kind::TABLE_MAP, &table_map()),
+            framed(kind::WRITE_ROWS_V1, &rows_event(kind::WRITE_ROWS_V1, &rows)),
+        ]
+        .concat();
+        let body = payload::body(&events, Some(19));
+        let size = 19 + body.len() as u32;
+        let e = reader()
+            .on_event(&header(kind::TRANSACTION_PAYLOAD, 90_000, size), &body)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("binlog_transaction_compression=OFF"), "{e}");
+        // Garbage is an error naming the event.
+        let e = reader()
+            .on_event(&header(kind::TRANSACTION_PAYLOAD, 100, 30), &[9; 11])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("binlog.000003:70"), "{e}");
     }
 
     #[test]
