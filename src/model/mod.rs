@@ -283,8 +283,8 @@ pub struct Position {
     pub file: String,
     /// Byte offset in that file.
     pub pos: u64,
-    /// The server's GTID state at this point (MariaDB `domain-server-seq[,...]`), when known:
-    /// resuming by GTID needs it.
+    /// The server's GTID state at this point, when known (MariaDB `domain-server-seq[,...]`,
+    /// MySQL `uuid:1-5[,...]`): resuming by GTID needs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
 }
@@ -300,14 +300,51 @@ impl Position {
     }
 }
 
-/// MariaDB's GTID state: the last sequence number per replication domain.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GtidState(std::collections::BTreeMap<u32, (u32, u64)>);
+/// The server's GTID state at a position, in its own dialect: resuming by GTID needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GtidState {
+    /// MariaDB: the last sequence number per replication domain, `domain-server-seq,...`.
+    MariaDb(DomainGtids),
+    /// MySQL: the executed GTID set, `uuid:1-5:7,...`.
+    MySql(GtidSet),
+}
 
 impl GtidState {
+    /// Parses either dialect (MySQL's has `:`); empty text is an empty MariaDB state.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.contains(':') {
+            GtidSet::parse(s).map(GtidState::MySql)
+        } else {
+            DomainGtids::parse(s).map(GtidState::MariaDb)
+        }
+    }
+
+    /// Whether no transaction is known.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GtidState::MariaDb(d) => d.0.is_empty(),
+            GtidState::MySql(s) => s.0.is_empty(),
+        }
+    }
+}
+
+impl fmt::Display for GtidState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GtidState::MariaDb(d) => d.fmt(f),
+            GtidState::MySql(s) => s.fmt(f),
+        }
+    }
+}
+
+/// MariaDB's GTID state: the last sequence number per replication domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainGtids(std::collections::BTreeMap<u32, (u32, u64)>);
+
+impl DomainGtids {
     /// Parses `domain-server-seq[,domain-server-seq...]` (empty text is the empty state).
     pub fn parse(s: &str) -> Option<Self> {
-        let mut state = GtidState::default();
+        let mut state = DomainGtids::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let mut it = part.split('-');
             let (d, srv, seq) = (it.next()?, it.next()?, it.next()?);
@@ -323,20 +360,113 @@ impl GtidState {
     pub fn set(&mut self, domain: u32, server: u32, seq: u64) {
         self.0.insert(domain, (server, seq));
     }
-
-    /// Whether no domain is known.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
-impl fmt::Display for GtidState {
+impl fmt::Display for DomainGtids {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (d, (srv, seq))) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
             write!(f, "{d}-{srv}-{seq}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A MySQL GTID set: per source UUID, the transaction numbers executed, as sorted, disjoint,
+/// non-adjacent `[start, end)` intervals (the form COM_BINLOG_DUMP_GTID sends).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GtidSet(std::collections::BTreeMap<[u8; 16], Vec<(u64, u64)>>);
+
+impl GtidSet {
+    /// Parses `uuid:1-5:7[,uuid:...]` as `@@gtid_executed` prints it (newlines allowed).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut set = GtidSet::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let mut it = part.split(':');
+            let uuid = parse_uuid(it.next()?)?;
+            for interval in it {
+                let (a, b) = interval.split_once('-').unwrap_or((interval, interval));
+                let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+                if a == 0 || b < a || b == u64::MAX {
+                    return None;
+                }
+                set.insert(uuid, a, b + 1);
+            }
+        }
+        Some(set)
+    }
+
+    /// Adds transaction `gno` of source `uuid`.
+    pub fn add(&mut self, uuid: [u8; 16], gno: u64) {
+        self.insert(uuid, gno, gno.saturating_add(1));
+    }
+
+    /// Adds the transactions `[start, end)` of source `uuid`, merging intervals.
+    pub fn insert(&mut self, uuid: [u8; 16], start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let intervals = self.0.entry(uuid).or_default();
+        intervals.push((start, end));
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        for &(a, b) in intervals.iter() {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        *intervals = merged;
+    }
+
+    /// Each source UUID with its `[start, end)` intervals.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8; 16], &[(u64, u64)])> {
+        self.0.iter().map(|(u, i)| (u, i.as_slice()))
+    }
+}
+
+/// The 16 bytes of a textual UUID (hyphens optional).
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A source UUID as MySQL prints it: `8-4-4-4-12` lower-case hex digits.
+pub fn format_uuid(uuid: &[u8; 16]) -> String {
+    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+impl fmt::Display for GtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (uuid, intervals)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&format_uuid(uuid))?;
+            for &(a, b) in intervals {
+                if b - a == 1 {
+                    write!(f, ":{a}")?;
+                } else {
+                    write!(f, ":{a}-{}", b - 1)?;
+                }
+            }
         }
         Ok(())
     }
@@ -432,13 +562,44 @@ mod tests {
 
     #[test]
     fn gtid_states_round_trip() {
-        let mut s = GtidState::parse("1-2-30, 0-1-5").unwrap();
+        let mut s = DomainGtids::parse("1-2-30, 0-1-5").unwrap();
         assert_eq!(s.to_string(), "0-1-5,1-2-30");
         s.set(0, 3, 6);
         assert_eq!(s.to_string(), "0-3-6,1-2-30");
-        assert_eq!(GtidState::parse("").unwrap(), GtidState::default());
-        assert_eq!(GtidState::parse("0-1"), None);
-        assert_eq!(GtidState::parse("0-1-x"), None);
+        assert_eq!(DomainGtids::parse("").unwrap(), DomainGtids::default());
+        assert_eq!(DomainGtids::parse("0-1"), None);
+        assert_eq!(DomainGtids::parse("0-1-x"), None);
+        assert!(matches!(
+            GtidState::parse("0-1-5"),
+            Some(GtidState::MariaDb(_))
+        ));
+        assert!(GtidState::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn mysql_gtid_sets_merge_and_print_like_gtid_executed() {
+        let a = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let b = "00000000-0000-0000-0000-000000000001";
+        let text = format!("{a}:1-5:7,\n{b}:3");
+        let Some(GtidState::MySql(mut set)) = GtidState::parse(&text) else {
+            panic!()
+        };
+        assert_eq!(set.to_string(), format!("{b}:3,{a}:1-5:7"));
+        let uuid = *set.iter().nth(1).unwrap().0;
+        set.add(uuid, 6); // bridges 1-5 and 7
+        set.add(uuid, 9);
+        set.add(uuid, 3); // already in
+        assert_eq!(set.to_string(), format!("{b}:3,{a}:1-7:9"));
+        assert_eq!(set.iter().nth(1).unwrap().1, [(1, 8), (9, 10)]);
+        assert_eq!(GtidSet::parse(&set.to_string()), Some(set));
+        for bad in [
+            format!("{a}:0"),
+            format!("{a}:5-3"),
+            "xyz:1".into(),
+            format!("{a}:x"),
+        ] {
+            assert_eq!(GtidSet::parse(&bad), None, "{bad}");
+        }
     }
 
     #[test]

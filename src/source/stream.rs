@@ -2,8 +2,8 @@
 //! handed to the pure [`BinlogReader`].
 
 use futures_util::StreamExt;
-use mysql_async::BinlogStreamRequest;
 use mysql_async::prelude::*;
+use mysql_async::{BinlogStreamRequest, GnoInterval, Sid};
 use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
@@ -16,7 +16,8 @@ use super::mysql::{connect, gtid_at, query_error};
 use super::{Emitter, SourceError};
 use crate::config::{ResumeBy, SourceConfig};
 use crate::model::{
-    Change, Checkpoint, Op, Position, TableId, TableSchema, Version, binlog_file_sequence,
+    Change, Checkpoint, GtidState, Op, Position, TableId, TableSchema, Version,
+    binlog_file_sequence,
 };
 use crate::retry::Backoff;
 use crate::state::State;
@@ -127,17 +128,40 @@ async fn stream_from(
         (ResumeBy::Position, _) => request
             .with_filename(start.file.as_bytes())
             .with_pos(start.pos),
-        (ResumeBy::Gtid, Some(gtid)) => {
-            // The server finds the place itself and announces it with a ROTATE event.
-            conn.exec_drop("SET @slave_connect_state = ?", (gtid,))
-                .await
-                .map_err(|e| query_error("setting @slave_connect_state", e))?;
-            request.with_filename(&b""[..]).with_pos(4u64)
-        }
+        (ResumeBy::Gtid, Some(gtid)) => match GtidState::parse(gtid) {
+            Some(GtidState::MariaDb(_)) => {
+                // The server finds the place itself and announces it with a ROTATE event.
+                conn.exec_drop("SET @slave_connect_state = ?", (gtid,))
+                    .await
+                    .map_err(|e| query_error("setting @slave_connect_state", e))?;
+                request.with_filename(&b""[..]).with_pos(4u64)
+            }
+            // COM_BINLOG_DUMP_GTID: the server sends every transaction not in the set.
+            Some(GtidState::MySql(set)) => request
+                .with_gtid()
+                .with_filename(&b""[..])
+                .with_pos(4u64)
+                .with_gtid_set(set.iter().map(|(uuid, intervals)| {
+                    Sid::new(*uuid).with_intervals(
+                        intervals
+                            .iter()
+                            .map(|&(a, b)| GnoInterval::new(a, b))
+                            .collect(),
+                    )
+                })),
+            None => {
+                return Err(SourceError::Precondition(format!(
+                    "the GTID state {gtid:?} stored with {start} is neither MariaDB's nor \
+                     MySQL's form; set source.resume_by = \"position\""
+                )));
+            }
+        },
         (ResumeBy::Gtid, None) => {
             return Err(SourceError::Precondition(format!(
-                "source.resume_by = \"gtid\", but the server knows no GTID state for {start}; \
-                 MariaDB answers BINLOG_GTID_POS, MySQL does not: set resume_by = \"position\""
+                "source.resume_by = \"gtid\", but no GTID state is known for {start}: MariaDB \
+                 answers BINLOG_GTID_POS for any position, while on MySQL Sluice knows the \
+                 executed set only from the next binlog file on (its PREVIOUS_GTIDS event); set \
+                 resume_by = \"position\" until then"
             )));
         }
     };

@@ -2,7 +2,7 @@
 //! Bodies are the bytes after the 19-byte common header, without the checksum.
 
 use super::cursor::{Cursor, DecodeError};
-use crate::model::TableId;
+use crate::model::{GtidSet, TableId};
 
 /// Binlog event type codes (MySQL and MariaDB).
 pub mod kind {
@@ -89,7 +89,6 @@ pub fn is_harmless(event_type: u8) -> bool {
             | HEARTBEAT
             | IGNORABLE
             | ROWS_QUERY
-            | MYSQL_PREVIOUS_GTIDS
             | ANNOTATE_ROWS
             | BINLOG_CHECKPOINT
     )
@@ -250,21 +249,39 @@ pub fn parse_mariadb_gtid(body: &[u8]) -> Result<MariadbGtid, DecodeError> {
     })
 }
 
-/// A MySQL GTID event's transaction id, `source_uuid:sequence`.
-pub fn parse_mysql_gtid(body: &[u8]) -> Result<String, DecodeError> {
+/// A MySQL GTID event's transaction: source UUID and sequence number.
+pub fn parse_mysql_gtid(body: &[u8]) -> Result<([u8; 16], u64), DecodeError> {
     let mut c = Cursor::new(body);
     c.u8("GTID flags")?;
     let sid = c.take(16, "GTID source id")?;
     let gno = c.uint_le(8, "GTID sequence")?;
-    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}:{gno}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+    Ok((sid.try_into().expect("16 bytes taken"), gno))
+}
+
+/// A MySQL PREVIOUS_GTIDS body: the server's executed GTID set where the file starts.
+pub fn parse_previous_gtids(body: &[u8]) -> Result<GtidSet, DecodeError> {
+    let mut c = Cursor::new(body);
+    let sids = c.uint_le(8, "previous GTIDs count")?;
+    if sids >> 56 != 0 {
+        return Err(DecodeError::Invalid(
+            "tagged GTIDs (MySQL 8.4's format) are not supported; stream from an untagged server"
+                .into(),
+        ));
+    }
+    let mut set = GtidSet::default();
+    for _ in 0..sids {
+        let uuid: [u8; 16] = c
+            .take(16, "previous GTIDs source id")?
+            .try_into()
+            .expect("16 bytes taken");
+        let intervals = c.uint_le(8, "previous GTIDs interval count")?;
+        for _ in 0..intervals {
+            let start = c.uint_le(8, "GTID interval start")?;
+            let end = c.uint_le(8, "GTID interval end")?;
+            set.insert(uuid, start, end);
+        }
+    }
+    Ok(set)
 }
 
 /// A MariaDB GTID_LIST body: `(domain, server, sequence)` of every domain.
@@ -289,11 +306,27 @@ mod tests {
         let mut b = vec![1];
         b.extend((0..16u8).map(|i| i * 17));
         b.extend(42u64.to_le_bytes());
+        let (uuid, gno) = parse_mysql_gtid(&b).unwrap();
         assert_eq!(
-            parse_mysql_gtid(&b).unwrap(),
-            "00112233-4455-6677-8899-aabbccddeeff:42"
+            (crate::model::format_uuid(&uuid), gno),
+            ("00112233-4455-6677-8899-aabbccddeeff".to_string(), 42)
         );
         assert!(parse_mysql_gtid(&b[..10]).is_err());
+        // PREVIOUS_GTIDS: one source with intervals [1, 6) and [7, 8).
+        let mut p = 1u64.to_le_bytes().to_vec();
+        p.extend_from_slice(&uuid);
+        p.extend(2u64.to_le_bytes());
+        for n in [1u64, 6, 7, 8] {
+            p.extend(n.to_le_bytes());
+        }
+        assert_eq!(
+            parse_previous_gtids(&p).unwrap().to_string(),
+            "00112233-4455-6677-8899-aabbccddeeff:1-5:7"
+        );
+        assert!(parse_previous_gtids(&p[..40]).is_err());
+        let mut tagged = p.clone();
+        tagged[7] = 1;
+        assert!(parse_previous_gtids(&tagged).is_err());
     }
 
     #[test]

@@ -23,8 +23,8 @@ use rows::RowsKind;
 use table_map::{TableDecoder, TableMapError};
 
 use crate::model::{
-    Change, GtidState, Op, Position, SourceInfo, TableId, TableSchema, Version,
-    binlog_file_sequence,
+    Change, DomainGtids, GtidState, Op, Position, SourceInfo, TableId, TableSchema, Version,
+    binlog_file_sequence, format_uuid,
 };
 use crate::source::charset::Collations;
 
@@ -115,8 +115,8 @@ pub struct BinlogReader {
     schemas: HashMap<TableId, Arc<TableSchema>>,
     in_transaction: bool,
     gtid: Option<Arc<str>>,
-    /// GTID state after the last transaction read.
-    gtid_state: GtidState,
+    /// GTID state after the last transaction read, when known.
+    gtid_state: Option<GtidState>,
     zero_dates: u64,
     /// Configured key columns of tables, replacing their primary keys.
     keys: HashMap<TableId, Vec<String>>,
@@ -146,11 +146,7 @@ impl BinlogReader {
             schemas: HashMap::new(),
             in_transaction: false,
             gtid: None,
-            gtid_state: start
-                .gtid
-                .as_deref()
-                .and_then(GtidState::parse)
-                .unwrap_or_default(),
+            gtid_state: start.gtid.as_deref().and_then(GtidState::parse),
             zero_dates: 0,
             keys: HashMap::new(),
             skipped: 0,
@@ -205,7 +201,11 @@ impl BinlogReader {
         Position {
             file,
             pos,
-            gtid: (!self.gtid_state.is_empty()).then(|| self.gtid_state.to_string()),
+            gtid: self
+                .gtid_state
+                .as_ref()
+                .filter(|s| !s.is_empty())
+                .map(ToString::to_string),
         }
     }
 
@@ -243,7 +243,14 @@ impl BinlogReader {
             kind::MARIADB_GTID => {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
                 self.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
-                self.gtid_state.set(g.domain, h.server_id, g.seq);
+                match &mut self.gtid_state {
+                    Some(GtidState::MariaDb(d)) => d.set(g.domain, h.server_id, g.seq),
+                    state => {
+                        let mut d = DomainGtids::default();
+                        d.set(g.domain, h.server_id, g.seq);
+                        *state = Some(GtidState::MariaDb(d));
+                    }
+                }
                 self.in_transaction = !g.standalone;
                 Ok(Decoded::Nothing)
             }
@@ -273,7 +280,19 @@ impl BinlogReader {
             }
             kind::XID => self.commit(h),
             kind::MYSQL_GTID => {
-                self.gtid = Some(Arc::from(event::parse_mysql_gtid(body).map_err(decode)?));
+                let (uuid, gno) = event::parse_mysql_gtid(body).map_err(decode)?;
+                self.gtid = Some(Arc::from(format!("{}:{gno}", format_uuid(&uuid))));
+                // Only a set known to be whole grows: a partial one would make a resume by
+                // GTID ask the server for transactions long applied.
+                if let Some(GtidState::MySql(set)) = &mut self.gtid_state {
+                    set.add(uuid, gno);
+                }
+                Ok(Decoded::Nothing)
+            }
+            kind::MYSQL_PREVIOUS_GTIDS => {
+                // The server's whole executed set where this file starts.
+                let set = event::parse_previous_gtids(body).map_err(decode)?;
+                self.gtid_state = Some(GtidState::MySql(set));
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_ANONYMOUS_GTID => {
@@ -282,11 +301,11 @@ impl BinlogReader {
             }
             kind::GTID_LIST => {
                 // The server's whole GTID state where this file starts.
-                let mut state = GtidState::default();
+                let mut state = DomainGtids::default();
                 for (domain, server, seq) in event::parse_gtid_list(body).map_err(decode)? {
                     state.set(domain, server, seq);
                 }
-                self.gtid_state = state;
+                self.gtid_state = Some(GtidState::MariaDb(state));
                 Ok(Decoded::Nothing)
             }
             kind::TABLE_MAP => self.on_table_map(h, body),
@@ -753,6 +772,66 @@ mod tests {
             .on_event(&header(kind::QUERY, 300, 50), &query("TRUNCATE t"))
             .unwrap();
         assert!(matches!(d, Decoded::Transaction(..)), "{d:?}");
+    }
+
+    #[test]
+    fn mysql_gtid_sets_are_tracked_only_once_known_whole() {
+        let uuid = [0xab; 16];
+        let gtid = |gno: u64| {
+            let mut b = vec![1];
+            b.extend_from_slice(&uuid);
+            b.extend(gno.to_le_bytes());
+            b
+        };
+        let mut r = reader();
+        // Before a PREVIOUS_GTIDS the set is unknown: no partial set is stored.
+        r.on_event(&header(kind::MYSQL_GTID, 100, 61), &gtid(9))
+            .unwrap();
+        let Decoded::Commit(p) = r.on_event(&header(kind::XID, 131, 31), &[0; 8]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (p.gtid, r.gtid.as_deref()),
+            (None, Some("abababab-abab-abab-abab-abababababab:9"))
+        );
+        let mut previous = 1u64.to_le_bytes().to_vec();
+        previous.extend_from_slice(&uuid);
+        previous.extend(1u64.to_le_bytes());
+        previous.extend(1u64.to_le_bytes());
+        previous.extend(10u64.to_le_bytes());
+        r.on_event(&header(kind::MYSQL_PREVIOUS_GTIDS, 200, 59), &previous)
+            .unwrap();
+        r.on_event(&header(kind::MYSQL_GTID, 300, 61), &gtid(10))
+            .unwrap();
+        let Decoded::Commit(p) = r.on_event(&header(kind::XID, 331, 31), &[0; 8]).unwrap() else {
+            panic!()
+        };
+        let state = p.gtid.unwrap();
+        assert_eq!(state, "abababab-abab-abab-abab-abababababab:1-10");
+        // A restart from that position carries the set on.
+        let mut again = BinlogReader::new(
+            &Position {
+                gtid: Some(state),
+                ..Position::new("binlog.000003", 331)
+            },
+            [TableId::new("shop", "t")],
+            collations(),
+            true,
+        )
+        .unwrap();
+        again
+            .on_event(&header(kind::MYSQL_GTID, 400, 61), &gtid(12))
+            .unwrap();
+        let Decoded::Commit(p) = again
+            .on_event(&header(kind::XID, 431, 31), &[0; 8])
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            p.gtid.unwrap(),
+            "abababab-abab-abab-abab-abababababab:1-10:12"
+        );
     }
 
     #[test]
