@@ -175,14 +175,21 @@ start_osmem() {
 }
 
 start_registry() {
-  local d=$STACK/registry
-  if pid_alive "$d/registry.pid"; then return 0; fi
+  local d=$STACK/registry bin stamp
+  # A registry started from an older build serves an older API: when SLUICE_BIN names a
+  # different or rebuilt binary (tests do), restart it.
+  if pid_alive "$d/registry.pid"; then
+    [ -z "${SLUICE_BIN:-}" ] && return 0
+    [ "$(cat "$d/binary" 2>/dev/null)" = "$(stat -c '%n %Y' "$SLUICE_BIN")" ] && return 0
+    stop "$d" registry
+  fi
+  bin=$(sluice_bin)
+  stamp=$(stat -c '%n %Y' "$bin")
   port_open $REGISTRY_PORT && die "port $REGISTRY_PORT is taken by a process this script did not start"
   mkdir -p "$d"
-  local bin
-  bin=$(sluice_bin)
   log "starting sluice registry on 127.0.0.1:$REGISTRY_PORT"
   spawn "$d" registry "$bin" registry --listen "127.0.0.1:$REGISTRY_PORT" --data "$d/data"
+  echo "$stamp" > "$d/binary"
   wait_for "sluice registry" 30 curl -fs -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/subjects"
 }
 

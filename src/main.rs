@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::{Config, Role};
 use sluice::model::TableId;
+use sluice::registry::Users;
 use sluice::state::State;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +46,8 @@ enum Command {
         /// The table, `db.table`.
         table: String,
     },
-    /// Serve a Confluent-compatible schema registry.
+    /// Serve a Confluent-compatible schema registry. With SLUICE_REGISTRY_USERS set
+    /// (`user:password[,...]`) every request needs one of those basic-auth credentials.
     Registry {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -55,6 +57,9 @@ enum Command {
         data: PathBuf,
     },
 }
+
+/// Environment variable holding `sluice registry`'s basic-auth users.
+const REGISTRY_USERS: &str = "SLUICE_REGISTRY_USERS";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -121,7 +126,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Registry { listen, data } => {
-            sluice::registry::serve(listen, &data, shutdown).await?;
+            // Credentials come from the environment, never the command line (`ps` shows it).
+            let users = match std::env::var(REGISTRY_USERS) {
+                Ok(text) => Users::parse(&text).with_context(|| {
+                    format!("{REGISTRY_USERS} must be user:password[,user:password...]")
+                })?,
+                Err(_) => Users::default(),
+            };
+            sluice::registry::serve(listen, &data, users, shutdown).await?;
         }
     }
     Ok(())

@@ -1,22 +1,32 @@
-//! `sluice registry`: the Confluent Schema Registry REST API that Confluent serializers and
-//! schema_registry_converter use, durable in sled, so no JVM service is needed.
+//! `sluice registry`: the Confluent Schema Registry REST API (AVRO schemas), durable in sled,
+//! so no JVM service is needed: subjects and versions with soft and permanent deletes, global
+//! ids, references, compatibility levels checked by the Avro resolution rules ([`compat`]),
+//! modes, and optional HTTP basic auth.
 
+pub mod compat;
 pub mod store;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use base64::Engine;
+use compat::Level;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use store::{RegistryError, Store, SubjectVersion};
+use store::{Mode, Reference, RegistryError, SchemaInput, Store, SubjectVersion, VersionSel};
 use tokio_util::sync::CancellationToken;
+
+use crate::config::Secret;
 
 /// Confluent's content type.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -40,10 +50,54 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
+/// Who may call the registry: nobody needs credentials when empty.
+#[derive(Clone, Default)]
+pub struct Users(Vec<(String, Secret)>);
+
+impl Users {
+    /// Parses `user:password[,user:password...]`; `None` if an entry has no `:`.
+    pub fn parse(s: &str) -> Option<Users> {
+        s.split(',')
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (u, p) = e.split_once(':')?;
+                Some((u.to_string(), Secret::new(p.to_string())))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Users)
+    }
+
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let Some(encoded) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+        else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Some((user, password)) = std::str::from_utf8(&decoded)
+            .ok()
+            .and_then(|t| t.split_once(':'))
+        else {
+            return false;
+        };
+        self.0
+            .iter()
+            .any(|(u, p)| u == user && p.expose() == password)
+    }
+}
+
 /// Serves the registry on `listen` with data in `data` until `shutdown`.
 pub async fn serve(
     listen: SocketAddr,
     data: &Path,
+    users: Users,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let store = Arc::new(Store::open(data).map_err(ServeError::Store)?);
@@ -53,28 +107,76 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
-    tracing::info!(%listen, data = %data.display(), "schema registry listening");
-    axum::serve(listener, router(store))
+    tracing::info!(%listen, data = %data.display(), basic_auth = !users.0.is_empty(), "schema registry listening");
+    axum::serve(listener, router(store, users))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(ServeError::Serve)
 }
 
+type Db = State<Arc<Store>>;
+type Params = Query<HashMap<String, String>>;
+
 /// The REST routes.
-pub fn router(store: Arc<Store>) -> Router {
+pub fn router(store: Arc<Store>, users: Users) -> Router {
+    let users = Arc::new(users);
     Router::new()
         .route("/", get(|| async { reply(json!({})) }))
         .route("/schemas/types", get(|| async { reply(json!(["AVRO"])) }))
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
+        .route("/schemas/ids/{id}/versions", get(schema_uses))
         .route("/subjects", get(subjects))
-        .route("/subjects/{subject}", axum::routing::post(lookup))
+        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route("/subjects/{subject}/versions", get(versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(version))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(version).delete(delete_version),
+        )
         .route(
             "/subjects/{subject}/versions/{version}/schema",
             get(raw_version),
         )
+        .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route("/config", get(global_level).put(set_global_level))
+        .route(
+            "/config/{subject}",
+            get(subject_level)
+                .put(set_subject_level)
+                .delete(delete_subject_level),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(check_version),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(check_subject),
+        )
+        .route("/mode", get(global_mode).put(set_global_mode))
+        .route("/mode/{subject}", get(subject_mode).put(set_subject_mode))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let users = users.clone();
+            async move {
+                if users.allows(req.headers()) {
+                    next.run(req).await
+                } else {
+                    let mut r = Failure(RegistryError {
+                        code: 40101,
+                        message: "Unauthorized: give a registry user's basic credentials".into(),
+                    })
+                    .into_response();
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Basic realm=\"sluice registry\""),
+                    );
+                    r
+                }
+            }
+        }))
         .with_state(store)
 }
 
@@ -91,8 +193,12 @@ impl From<RegistryError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16((self.0.code / 100) as u16)
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = if self.0.code < 1000 {
+            self.0.code
+        } else {
+            self.0.code / 100
+        };
+        let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error_code": self.0.code, "message": self.0.message});
         (
             status,
@@ -107,17 +213,29 @@ fn reply(body: Json) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
 }
 
-/// Body of register and lookup requests.
+fn raw(text: String) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params
+        .get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Body of register, lookup and compatibility requests.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SchemaRequest {
     schema: String,
     schema_type: Option<String>,
     #[serde(default)]
-    references: Vec<Json>,
+    references: Vec<Reference>,
+    id: Option<u32>,
+    version: Option<u32>,
 }
 
-fn parse_request(body: &[u8]) -> Result<SchemaRequest, RegistryError> {
+fn parse_request(body: &[u8]) -> Result<SchemaInput, RegistryError> {
     let req: SchemaRequest = serde_json::from_slice(body).map_err(RegistryError::invalid_schema)?;
     match req.schema_type.as_deref() {
         None | Some("AVRO") => {}
@@ -127,93 +245,244 @@ fn parse_request(body: &[u8]) -> Result<SchemaRequest, RegistryError> {
             )));
         }
     }
-    if !req.references.is_empty() {
-        return Err(RegistryError::invalid_schema(
-            "schema references are not supported by this registry yet",
-        ));
-    }
-    Ok(req)
+    Ok(SchemaInput {
+        schema: req.schema,
+        references: req.references,
+        id: req.id,
+        version: req.version,
+    })
 }
 
 fn parse_id(id: &str) -> Result<u32, RegistryError> {
     id.parse().map_err(|_| RegistryError::schema_not_found())
 }
 
-fn parse_version(store: &Store, subject: &str, version: &str) -> Result<u32, RegistryError> {
-    if version == "latest" {
-        return store
-            .versions(subject)?
-            .last()
-            .copied()
-            .ok_or_else(|| RegistryError::subject_not_found(subject));
+/// A schema's JSON: `references` only when it has some, as Confluent's registry writes it.
+fn schema_json(text: &str, references: &[Reference]) -> Json {
+    let mut j = json!({"schema": text});
+    if !references.is_empty() {
+        j["references"] = json!(references);
     }
-    match version.parse::<u32>() {
-        Ok(v) if (1..=i32::MAX as u32).contains(&v) => Ok(v),
-        _ => Err(RegistryError::invalid_version(version)),
-    }
+    j
 }
 
-async fn schema_by_id(State(store): State<Arc<Store>>, UrlPath(id): UrlPath<String>) -> Reply {
+/// A subject version as Confluent's API shows it.
+fn version_json(v: SubjectVersion) -> Json {
+    let mut j = schema_json(&v.schema.schema, &v.schema.references);
+    j["subject"] = json!(v.subject);
+    j["version"] = json!(v.version);
+    j["id"] = json!(v.id);
+    j
+}
+
+async fn schema_by_id(State(store): Db, UrlPath(id): UrlPath<String>) -> Reply {
     let s = store.schema(parse_id(&id)?)?;
-    Ok(reply(json!({"schema": s.schema})))
+    Ok(reply(schema_json(&s.schema, &s.references)))
 }
 
-async fn raw_schema_by_id(State(store): State<Arc<Store>>, UrlPath(id): UrlPath<String>) -> Reply {
-    let s = store.schema(parse_id(&id)?)?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], s.schema).into_response())
+async fn raw_schema_by_id(State(store): Db, UrlPath(id): UrlPath<String>) -> Reply {
+    Ok(raw(store.schema(parse_id(&id)?)?.schema))
 }
 
-async fn subjects(State(store): State<Arc<Store>>) -> Reply {
-    Ok(reply(json!(store.subjects()?)))
+async fn schema_uses(State(store): Db, UrlPath(id): UrlPath<String>, Query(q): Params) -> Reply {
+    let uses = store.uses_of(parse_id(&id)?, flag(&q, "deleted"))?;
+    let list: Vec<Json> = uses
+        .into_iter()
+        .map(|(subject, version)| json!({"subject": subject, "version": version}))
+        .collect();
+    Ok(reply(json!(list)))
 }
 
-async fn versions(State(store): State<Arc<Store>>, UrlPath(subject): UrlPath<String>) -> Reply {
-    let v = store.versions(&subject)?;
+async fn subjects(State(store): Db, Query(q): Params) -> Reply {
+    let prefix = q.get("subjectPrefix").map_or("", String::as_str);
+    let all = store.subjects(flag(&q, "deleted"))?;
+    Ok(reply(json!(
+        all.into_iter()
+            .filter(|s| s.starts_with(prefix))
+            .collect::<Vec<_>>()
+    )))
+}
+
+async fn versions(State(store): Db, UrlPath(subject): UrlPath<String>, Query(q): Params) -> Reply {
+    let v = store.versions(&subject, flag(&q, "deleted"))?;
     if v.is_empty() {
         return Err(RegistryError::subject_not_found(&subject).into());
     }
     Ok(reply(json!(v)))
 }
 
-async fn register(
-    State(store): State<Arc<Store>>,
-    UrlPath(subject): UrlPath<String>,
-    body: Bytes,
-) -> Reply {
-    let req = parse_request(&body)?;
-    let id = store.register(&subject, &req.schema).await?;
+async fn register(State(store): Db, UrlPath(subject): UrlPath<String>, body: Bytes) -> Reply {
+    let id = store.register(&subject, &parse_request(&body)?).await?;
     Ok(reply(json!({"id": id})))
 }
 
 async fn lookup(
-    State(store): State<Arc<Store>>,
+    State(store): Db,
     UrlPath(subject): UrlPath<String>,
+    Query(q): Params,
     body: Bytes,
 ) -> Reply {
-    let req = parse_request(&body)?;
-    let v = store.lookup(&subject, &req.schema)?;
+    let v = store.lookup(&subject, &parse_request(&body)?, flag(&q, "deleted"))?;
     Ok(reply(version_json(v)))
 }
 
-/// A subject version as Confluent's API shows it.
-fn version_json(v: SubjectVersion) -> Json {
-    json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema})
+async fn delete_subject(
+    State(store): Db,
+    UrlPath(subject): UrlPath<String>,
+    Query(q): Params,
+) -> Reply {
+    let deleted = store
+        .delete_subject(&subject, flag(&q, "permanent"))
+        .await?;
+    Ok(reply(json!(deleted)))
 }
 
 async fn version(
-    State(store): State<Arc<Store>>,
+    State(store): Db,
     UrlPath((subject, version)): UrlPath<(String, String)>,
+    Query(q): Params,
 ) -> Reply {
-    let n = parse_version(&store, &subject, &version)?;
-    let v = store.version(&subject, n)?;
+    let v = store.version(&subject, VersionSel::parse(&version)?, flag(&q, "deleted"))?;
     Ok(reply(version_json(v)))
 }
 
+async fn delete_version(
+    State(store): Db,
+    UrlPath((subject, version)): UrlPath<(String, String)>,
+    Query(q): Params,
+) -> Reply {
+    let sel = VersionSel::parse(&version)?;
+    let v = store
+        .delete_version(&subject, sel, flag(&q, "permanent"))
+        .await?;
+    Ok(reply(json!(v)))
+}
+
 async fn raw_version(
-    State(store): State<Arc<Store>>,
+    State(store): Db,
+    UrlPath((subject, version)): UrlPath<(String, String)>,
+    Query(q): Params,
+) -> Reply {
+    let v = store.version(&subject, VersionSel::parse(&version)?, flag(&q, "deleted"))?;
+    Ok(raw(v.schema.schema))
+}
+
+async fn referenced_by(
+    State(store): Db,
     UrlPath((subject, version)): UrlPath<(String, String)>,
 ) -> Reply {
-    let n = parse_version(&store, &subject, &version)?;
-    let v = store.version(&subject, n)?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], v.schema).into_response())
+    let v = store.version(&subject, VersionSel::parse(&version)?, false)?;
+    Ok(reply(json!(store.referenced_by(&subject, v.version)?)))
+}
+
+/// Body of `PUT /config`.
+#[derive(Deserialize)]
+struct LevelRequest {
+    compatibility: String,
+}
+
+fn parse_level(body: &[u8]) -> Result<Level, RegistryError> {
+    let req: LevelRequest = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::invalid_level(&format!("(unreadable request: {e})")))?;
+    Level::parse(&req.compatibility).ok_or_else(|| RegistryError::invalid_level(&req.compatibility))
+}
+
+async fn global_level(State(store): Db) -> Reply {
+    let level = store.level("", true)?;
+    Ok(reply(json!({"compatibilityLevel": level.as_str()})))
+}
+
+async fn set_global_level(State(store): Db, body: Bytes) -> Reply {
+    let level = parse_level(&body)?;
+    store.set_level("", level).await?;
+    Ok(reply(json!({"compatibility": level.as_str()})))
+}
+
+async fn subject_level(
+    State(store): Db,
+    UrlPath(subject): UrlPath<String>,
+    Query(q): Params,
+) -> Reply {
+    let level = store.level(&subject, flag(&q, "defaultToGlobal"))?;
+    Ok(reply(json!({"compatibilityLevel": level.as_str()})))
+}
+
+async fn set_subject_level(
+    State(store): Db,
+    UrlPath(subject): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
+    let level = parse_level(&body)?;
+    store.set_level(&subject, level).await?;
+    Ok(reply(json!({"compatibility": level.as_str()})))
+}
+
+async fn delete_subject_level(State(store): Db, UrlPath(subject): UrlPath<String>) -> Reply {
+    let old = store.delete_level(&subject).await?;
+    Ok(reply(json!({"compatibilityLevel": old.as_str()})))
+}
+
+async fn check_version(
+    State(store): Db,
+    UrlPath((subject, version)): UrlPath<(String, String)>,
+    Query(q): Params,
+    body: Bytes,
+) -> Reply {
+    let sel = VersionSel::parse(&version)?;
+    let messages = store.check(&subject, Some(sel), &parse_request(&body)?)?;
+    Ok(compatibility_reply(messages, flag(&q, "verbose")))
+}
+
+async fn check_subject(
+    State(store): Db,
+    UrlPath(subject): UrlPath<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Reply {
+    let messages = store.check(&subject, None, &parse_request(&body)?)?;
+    Ok(compatibility_reply(messages, flag(&q, "verbose")))
+}
+
+fn compatibility_reply(messages: Vec<String>, verbose: bool) -> Response {
+    let mut j = json!({"is_compatible": messages.is_empty()});
+    if verbose {
+        j["messages"] = json!(messages);
+    }
+    reply(j)
+}
+
+/// Body of `PUT /mode`.
+#[derive(Deserialize)]
+struct ModeRequest {
+    mode: String,
+}
+
+fn parse_mode(body: &[u8]) -> Result<Mode, RegistryError> {
+    let req: ModeRequest = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::invalid_mode(&format!("(unreadable request: {e})")))?;
+    Mode::parse(&req.mode)
+}
+
+async fn global_mode(State(store): Db) -> Reply {
+    Ok(reply(json!({"mode": store.mode("")?.as_str()})))
+}
+
+async fn set_global_mode(State(store): Db, body: Bytes) -> Reply {
+    let mode = parse_mode(&body)?;
+    store.set_mode("", mode).await?;
+    Ok(reply(json!({"mode": mode.as_str()})))
+}
+
+async fn subject_mode(State(store): Db, UrlPath(subject): UrlPath<String>) -> Reply {
+    Ok(reply(json!({"mode": store.mode(&subject)?.as_str()})))
+}
+
+async fn set_subject_mode(
+    State(store): Db,
+    UrlPath(subject): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
+    let mode = parse_mode(&body)?;
+    store.set_mode(&subject, mode).await?;
+    Ok(reply(json!({"mode": mode.as_str()})))
 }
