@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sluice's local stack: real components on loopback only, each with its data under .stack/.
 #
-#   scripts/stack.sh install   install what is missing (MariaDB, tansu, osmem-server, sluice)
+#   scripts/stack.sh install   install what is missing (MariaDB, tansu, osmem-server, the
+#                              Python Confluent clients the interop tests use)
 #   scripts/stack.sh up        install, then start whatever is not running (idempotent)
 #   scripts/stack.sh down      stop the processes this script started (pid files)
 #   scripts/stack.sh status    one line per component
@@ -20,6 +21,7 @@ ES_PORT=19200
 REGISTRY_PORT=18081
 TANSU_VERSION=0.6.0
 OSMEM_VERSION=0.1.6
+CONFLUENT_KAFKA_VERSION=2.16.1
 
 # Credentials of the private, loopback-only dev database; not secrets.
 CDC_USER=sluice
@@ -79,6 +81,17 @@ install_osmem() {
     || die "pip install osmem-server failed"
 }
 
+install_python_clients() {
+  python3 -c "import sys, confluent_kafka
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+sys.exit(confluent_kafka.__version__ != '$CONFLUENT_KAFKA_VERSION')" 2>/dev/null && return 0
+  # Third-party Confluent clients for the interop tests (tests/interop/).
+  log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION (with its Avro and registry extras) from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    "confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION" \
+    || die "pip install confluent-kafka failed"
+}
+
 sluice_bin() {
   if [ -n "${SLUICE_BIN:-}" ]; then
     [ -x "$SLUICE_BIN" ] || die "SLUICE_BIN=$SLUICE_BIN is not an executable"
@@ -92,6 +105,7 @@ sluice_bin() {
 install_all() {
   install_debian
   install_osmem
+  install_python_clients
   install_tansu
 }
 

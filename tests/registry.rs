@@ -2,64 +2,12 @@
 //! dir: the compatibility matrix (every level against the verdicts of the Avro
 //! specification's resolution rules), basic auth, and its answers to bad requests.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::process::Command;
+
+use common::registry::Registry;
 use serde_json::{Value as Json, json};
-
-/// A `sluice registry` process on a free port.
-struct Registry {
-    child: Child,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Registry {
-    fn start(users: Option<&str>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = Registry::start_on(&dir.path().join("data"), users);
-        r._dir = Some(dir);
-        r
-    }
-
-    fn start_on(data: &Path, users: Option<&str>) -> Registry {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(["registry", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(u) = users {
-            cmd.env("SLUICE_REGISTRY_USERS", u);
-        }
-        let child = cmd.spawn().unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            url,
-            _dir: None,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One client for the whole test binary: building one loads the TLS roots (~100 ms).
 fn client() -> reqwest::Client {

@@ -5,6 +5,7 @@
 
 pub mod families;
 pub mod private;
+pub mod registry;
 pub mod workload;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,109 @@
+//! Third-party Confluent clients against Sluice (Python `confluent-kafka` with its
+//! `SchemaRegistryClient`, `AvroSerializer` and `AvroDeserializer`, installed by
+//! `scripts/stack.sh install`): they decode Sluice's topics, and they drive `sluice registry`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::registry::Registry;
+use common::*;
+use serde_json::Value as Json;
+
+const START: Duration = Duration::from_secs(60);
+
+fn script(name: &str) -> String {
+    format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a Python script to its end; returns its stdout, asserting success.
+fn python(args: &[&str]) -> String {
+    let out = Command::new("python3").args(args).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_python_consumer_decodes_every_record_of_a_sluice_topic() {
+    let (mut conn, setup) = fresh("it_interop", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, n INT NOT NULL, s VARCHAR(20) NULL, \
+             d DECIMAL(10,2), big DECIMAL(30,0), dt DATETIME(6), ts TIMESTAMP(3) NULL, \
+             day DATE, b VARBINARY(8), e ENUM('a','b'), f DOUBLE, u BIGINT UNSIGNED)",
+            "INSERT INTO t VALUES \
+             (1, -1, 'één', -0.50, 123456789012345678901234567890, '2024-02-29 23:59:58.123456', \
+              '2024-01-01 00:00:00.500', '1999-12-31', x'00ff', 'a', 0.1, 18446744073709551615), \
+             (2, 2, NULL, 0.00, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0)",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("source");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO t (id, n, s, d, f) VALUES (3, 3, 'x', 99999999.99, -1e300), (4, 4, 'y', 1, 2)",
+            "UPDATE t SET s = 'changed', e = 'b' WHERE id = 2",
+            "DELETE FROM t WHERE id = 4",
+            "UPDATE t SET id = 10 WHERE id = 3",
+        ],
+    )
+    .await;
+    // 2 snapshot reads, 2 inserts, 1 update, a delete and its tombstone, and the key change
+    // as delete, tombstone and insert.
+    let topic = setup.topic("t");
+    let deadline = Instant::now() + START;
+    while topic_records(&topic) < 10 {
+        assert!(Instant::now() < deadline, "{}", sluice.output());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = python(&[
+        &script("consume.py"),
+        &stack().brokers,
+        &topic,
+        &stack().registry_url,
+    ]);
+    let report: Json = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["records"], 10, "{report}");
+    let ops = &report["ops"];
+    assert_eq!(
+        (
+            &ops["r"],
+            &ops["c"],
+            &ops["u"],
+            &ops["d"],
+            &ops["tombstone"]
+        ),
+        (
+            &Json::from(2),
+            &Json::from(3),
+            &Json::from(1),
+            &Json::from(2),
+            &Json::from(2)
+        ),
+        "{report}"
+    );
+    let decoded: BTreeMap<String, Json> = serde_json::from_value(report["rows"].clone()).unwrap();
+    let expected = expected_docs(&mut conn, &setup.db, "t").await;
+    assert_eq!(decoded, expected);
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn confluent_python_registry_client_drives_sluice_registry() {
+    let registry = Registry::start(Some("sluice:interop"));
+    let out = python(&[
+        &script("registry_client.py"),
+        &registry.url,
+        "sluice:interop",
+    ]);
+    assert!(out.contains("all checks passed"), "{out}");
+}
