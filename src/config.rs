@@ -239,12 +239,48 @@ fn default_replication_factor() -> i32 {
     1
 }
 
-/// `[registry]`.
+/// `[registry]`: the Confluent-compatible registry Sluice registers and reads schemas in.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// Base URL, e.g. `http://127.0.0.1:8081`.
+    /// Base URL, e.g. `http://127.0.0.1:8081`; defaults to the embedded registry's address
+    /// when `serve` is set.
+    #[serde(default)]
     pub url: String,
+    /// Basic-auth user (Confluent Cloud: the API key).
+    pub username: Option<String>,
+    /// Basic-auth password (Confluent Cloud: the API secret).
+    #[serde(default)]
+    pub password: Secret,
+    /// PEM file of the CA that signed an `https` registry's certificate; the system's roots
+    /// are used when unset.
+    pub ca_file: Option<PathBuf>,
+    /// How subjects are named.
+    #[serde(default)]
+    pub subject_strategy: SubjectStrategy,
+    /// Serve `sluice registry` inside `sluice run` on this address (one line instead of a
+    /// separate service); its data lives in `serve_data`.
+    pub serve: Option<std::net::SocketAddr>,
+    /// Data directory of the embedded registry.
+    #[serde(default = "default_serve_data")]
+    pub serve_data: PathBuf,
+}
+
+fn default_serve_data() -> PathBuf {
+    PathBuf::from("sluice-registry")
+}
+
+/// Confluent's subject name strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectStrategy {
+    /// `<topic>-key`, `<topic>-value` (TopicNameStrategy).
+    #[default]
+    Topic,
+    /// The record's full name (RecordNameStrategy).
+    Record,
+    /// `<topic>-<record full name>` (TopicRecordNameStrategy).
+    TopicRecord,
 }
 
 /// `[elasticsearch]`.
@@ -441,8 +477,8 @@ impl Config {
                 .map_err(|m| parse_err(format!("{var}: {m}")))?;
             from_env.insert(keys.join("."), var);
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 let origin = from_env
                     .get(&key)
@@ -450,6 +486,11 @@ impl Config {
                     .unwrap_or_default();
                 parse_err(format!("`{key}`{origin}: {}", e.inner().message()))
             })?;
+        if config.registry.url.is_empty()
+            && let Some(addr) = config.registry.serve
+        {
+            config.registry.url = format!("http://{addr}");
+        }
         let problems = config.problems(role);
         if problems.is_empty() {
             Ok(config)
@@ -626,6 +667,17 @@ impl Config {
         if let Err(m) = check_http_url(&self.registry.url) {
             p.push(format!("`registry.url`: {m}"));
         }
+        if self.registry.username.is_none() && !self.registry.password.is_empty() {
+            p.push("`registry.password` is set without `registry.username`".into());
+        }
+        if let Some(ca) = &self.registry.ca_file
+            && !ca.is_file()
+        {
+            p.push(format!(
+                "`registry.ca_file`: {} is not a readable file",
+                ca.display()
+            ));
+        }
         if let Some(es) = &self.elasticsearch {
             if let Err(m) = check_http_url(&es.url) {
                 p.push(format!("`elasticsearch.url`: {m}"));
@@ -738,6 +790,29 @@ mod tests {
         assert_eq!(c.table_patterns().len(), 2);
         assert_eq!(c.exclude_patterns().len(), 1);
         assert_eq!(c.columns.hash_salt.expose(), "change-me");
+    }
+
+    #[test]
+    fn an_embedded_registry_is_one_line_and_registry_auth_is_checked() {
+        let base = include_str!("../sluice.example.toml").replace(
+            "url = \"http://127.0.0.1:8081\"",
+            "serve = \"127.0.0.1:18555\"\nsubject_strategy = \"topic_record\"",
+        );
+        let base = base.replace("subject_strategy = \"topic\"\n", "");
+        let c = load(&base, &[]).unwrap();
+        assert_eq!(c.registry.url, "http://127.0.0.1:18555");
+        assert_eq!(c.registry.subject_strategy, SubjectStrategy::TopicRecord);
+        let m = load(&base, &[("SLUICE_REGISTRY__PASSWORD", "pw")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("`registry.password` is set without `registry.username`"),
+            "{m}"
+        );
+        let m = load(&base, &[("SLUICE_REGISTRY__CA_FILE", "/nonexistent.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("`registry.ca_file`"), "{m}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::config::{Config, Role};
 use crate::encode::Encoder;
 use crate::load::{self, LoadError};
 use crate::publish::{self, PublishError, acker};
+use crate::registry::{self, ServeError, Users};
 use crate::source::{self, SourceError};
 use crate::state::{State, StateError};
 
@@ -27,6 +28,9 @@ pub enum RunError {
     /// The loader failed.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The embedded schema registry failed.
+    #[error(transparent)]
+    Registry(#[from] ServeError),
     /// The position store could not be opened.
     #[error(transparent)]
     State(#[from] StateError),
@@ -44,6 +48,25 @@ const ACK_QUEUE: usize = 100_000;
 pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(config);
     let stop = shutdown.child_token();
+    // The embedded registry is bound before the stages start, so their first registration
+    // finds it; it stops last, after the stages drained.
+    let registry = match config.registry.serve {
+        Some(addr) => {
+            let bound = registry::bind(addr, &config.registry.serve_data).await?;
+            let users = match &config.registry.username {
+                Some(user) => Users::one(user, &config.registry.password),
+                None => Users::default(),
+            };
+            let (done, s) = (CancellationToken::new(), stop.clone());
+            let serving = bound.serve(users, done.clone());
+            let task =
+                tokio::spawn(
+                    async move { stop_on_error(&s, serving.await.map_err(RunError::from)) },
+                );
+            Some((task, done))
+        }
+        None => None,
+    };
     let source = (role != Role::Loader).then(|| {
         let (c, s) = (config.clone(), stop.clone());
         tokio::spawn(async move { stop_on_error(&s.clone(), run_source(c, s).await) })
@@ -61,6 +84,13 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Res
             if result.is_ok() {
                 result = r;
             }
+        }
+    }
+    if let Some((task, done)) = registry {
+        done.cancel();
+        let r = task.await.unwrap_or(Err(RunError::Panicked("registry")));
+        if result.is_ok() {
+            result = r;
         }
     }
     result
@@ -81,7 +111,8 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
         .expect("validated: the source role has [source]");
     let state = Arc::new(State::open(&src.state_dir)?);
     let producer = publish::producer(&config.kafka)?;
-    let encoder = Encoder::new(&config.registry.url, &config.kafka.topic_prefix);
+    let encoder =
+        Encoder::new(&config.registry, &config.kafka.topic_prefix).map_err(PublishError::from)?;
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
 

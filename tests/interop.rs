@@ -107,3 +107,67 @@ fn confluent_python_registry_client_drives_sluice_registry() {
     ]);
     assert!(out.contains("all checks passed"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pipeline() {
+    let (mut conn, setup) = fresh("it_embedded", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10))",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        ],
+    )
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // One line serves the registry inside `sluice run`; its credentials guard it.
+    let registry = format!(
+        "serve = \"127.0.0.1:{port}\"\nserve_data = \"{}\"\nusername = \"sluice\"\n\
+         password = \"embedded\"\nsubject_strategy = \"record\"",
+        setup.dir.path().join("registry").display()
+    );
+    let text = setup
+        .config_text("")
+        .replace(&format!("url = \"{}\"", stack().registry_url), &registry);
+    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO t VALUES (3, 'c')",
+            "DELETE FROM t WHERE id = 1",
+        ],
+    )
+    .await;
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
+        .await;
+    let url = format!("http://127.0.0.1:{port}/subjects");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let subjects: Vec<String> = http
+        .get(&url)
+        .basic_auth("sluice", Some("embedded"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(
+        subjects.iter().any(|s| s.ends_with(".t.Key")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.iter().any(|s| s.ends_with(".t.Envelope")),
+        "{subjects:?}"
+    );
+    let status = sluice.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}:\n{}", sluice.output());
+}

@@ -1,8 +1,8 @@
 //! Stage 2, the encoder: typed changes -> Confluent wire-format Avro key and value.
 //!
-//! Each table version's schemas are registered once (TopicNameStrategy subjects
-//! `<topic>-key` and `<topic>-value`) through schema_registry_converter and cached; encoding a
-//! row afterwards is a pure function with no HTTP call and no schema work.
+//! Each table version's schemas are registered once (subjects named by the configured
+//! strategy: `<topic>-key`/`<topic>-value` by default) through schema_registry_converter and
+//! cached; encoding a row afterwards is a pure function with no HTTP call and no schema work.
 
 pub mod avro;
 pub mod schema;
@@ -13,11 +13,16 @@ use std::sync::Arc;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
+use crate::config::{RegistryConfig, SubjectStrategy};
 use crate::model::{Change, TableId, TableSchema};
+use crate::registry::client::{self, ClientError};
 
 /// Why a change could not be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// The registry client cannot be set up.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The registry refused or could not be reached.
     #[error(
         "schema registry at {url}: registering subject {subject} failed: {message}; check \
@@ -59,18 +64,34 @@ pub struct Registered {
 pub struct Encoder {
     registry: SrSettings,
     registry_url: String,
+    strategy: SubjectStrategy,
     prefix: String,
     tables: HashMap<TableId, Arc<Registered>>,
 }
 
 impl Encoder {
-    /// An encoder for topics `<prefix>.<db>.<table>`, registering at `registry_url`.
-    pub fn new(registry_url: &str, prefix: &str) -> Self {
-        Encoder {
-            registry: SrSettings::new(registry_url.trim_end_matches('/').to_string()),
-            registry_url: registry_url.to_string(),
+    /// An encoder for topics `<prefix>.<db>.<table>`, registering in the configured registry.
+    pub fn new(registry: &RegistryConfig, prefix: &str) -> Result<Self, EncodeError> {
+        Ok(Encoder {
+            registry: client::settings(registry)?,
+            registry_url: registry.url.clone(),
+            strategy: registry.subject_strategy,
             prefix: prefix.to_string(),
             tables: HashMap::new(),
+        })
+    }
+
+    /// The subject of a key (`part` = `key`) or value schema of `topic`.
+    fn subject(&self, topic: &str, part: &str, schema: &serde_json::Value) -> String {
+        let record = format!(
+            "{}.{}",
+            schema["namespace"].as_str().unwrap_or_default(),
+            schema["name"].as_str().unwrap_or_default()
+        );
+        match self.strategy {
+            SubjectStrategy::Topic => format!("{topic}-{part}"),
+            SubjectStrategy::Record => record,
+            SubjectStrategy::TopicRecord => format!("{topic}-{record}"),
         }
     }
 
@@ -92,8 +113,12 @@ impl Encoder {
         }
         let topic = Self::topic(&self.prefix, &table.id);
         let avro = schema::table_avro(&self.prefix, table)?;
-        let key_id = self.register(format!("{topic}-key"), &avro.key).await?;
-        let value_id = self.register(format!("{topic}-value"), &avro.value).await?;
+        let key_id = self
+            .register(self.subject(&topic, "key", &avro.key), &avro.key)
+            .await?;
+        let value_id = self
+            .register(self.subject(&topic, "value", &avro.value), &avro.value)
+            .await?;
         tracing::info!(table = %table.id, key_id, value_id, "registered schemas");
         let r = Arc::new(Registered {
             schema: table.clone(),
@@ -150,4 +175,26 @@ fn frame(out: &mut Vec<u8>, id: u32) {
     out.clear();
     out.push(0);
     out.extend_from_slice(&id.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_configured_strategy() {
+        let schema =
+            serde_json::json!({"type": "record", "name": "Envelope", "namespace": "p.shop.orders"});
+        let mut cfg: RegistryConfig = toml::from_str("url = \"http://r:1\"").unwrap();
+        let subject = |cfg: &RegistryConfig| {
+            Encoder::new(cfg, "p")
+                .unwrap()
+                .subject("p.shop.orders", "value", &schema)
+        };
+        assert_eq!(subject(&cfg), "p.shop.orders-value");
+        cfg.subject_strategy = SubjectStrategy::Record;
+        assert_eq!(subject(&cfg), "p.shop.orders.Envelope");
+        cfg.subject_strategy = SubjectStrategy::TopicRecord;
+        assert_eq!(subject(&cfg), "p.shop.orders-p.shop.orders.Envelope");
+    }
 }

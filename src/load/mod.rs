@@ -16,13 +16,13 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::encode::Encoder;
 use crate::kafka::{self, KafkaSetupError};
+use crate::registry::client::{self, ClientError};
 use crate::retry::Backoff;
 use bulk::Outcome;
 use document::{Action, Record};
@@ -34,6 +34,9 @@ pub enum LoadError {
     /// Client or topic setup failed.
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
+    /// The registry client cannot be set up.
+    #[error(transparent)]
+    Registry(#[from] ClientError),
     /// The consumer failed.
     #[error("Kafka consumer: {0}")]
     Consumer(rdkafka::error::KafkaError),
@@ -150,9 +153,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
-    let decoder = AvroDecoder::new(SrSettings::new(
-        cfg.registry.url.trim_end_matches('/').to_string(),
-    ));
+    let decoder = AvroDecoder::new(client::settings(&cfg.registry)?);
     let mut writer = IndexWriter::new(es_cfg)?;
     let linger = Duration::from_millis(cfg.loader.linger_ms);
     tracing::info!(group = %cfg.group_id(), instance = %cfg.instance_id(), topics = ?topics, "loader consuming");

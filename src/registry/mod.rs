@@ -3,6 +3,7 @@
 //! ids, references, compatibility levels checked by the Avro resolution rules ([`compat`]),
 //! modes, and optional HTTP basic auth.
 
+pub mod client;
 pub mod compat;
 pub mod store;
 
@@ -55,6 +56,11 @@ pub enum ServeError {
 pub struct Users(Vec<(String, Secret)>);
 
 impl Users {
+    /// One user.
+    pub fn one(user: &str, password: &Secret) -> Users {
+        Users(vec![(user.to_string(), password.clone())])
+    }
+
     /// Parses `user:password[,user:password...]`; `None` if an entry has no `:`.
     pub fn parse(s: &str) -> Option<Users> {
         s.split(',')
@@ -93,13 +99,15 @@ impl Users {
     }
 }
 
-/// Serves the registry on `listen` with data in `data` until `shutdown`.
-pub async fn serve(
-    listen: SocketAddr,
-    data: &Path,
-    users: Users,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+/// A registry whose data dir is open and whose address is bound, ready to serve.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+}
+
+/// Opens the data dir and binds `listen`: the failures worth reporting before anything
+/// else starts.
+pub async fn bind(listen: SocketAddr, data: &Path) -> Result<Bound, ServeError> {
     let store = Arc::new(Store::open(data).map_err(ServeError::Store)?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -107,11 +115,28 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
-    tracing::info!(%listen, data = %data.display(), basic_auth = !users.0.is_empty(), "schema registry listening");
-    axum::serve(listener, router(store, users))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(ServeError::Serve)
+    tracing::info!(%listen, data = %data.display(), "schema registry listening");
+    Ok(Bound { listener, store })
+}
+
+impl Bound {
+    /// Serves until `shutdown`; with `users`, every request needs their basic credentials.
+    pub async fn serve(self, users: Users, shutdown: CancellationToken) -> Result<(), ServeError> {
+        axum::serve(self.listener, router(self.store, users))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(ServeError::Serve)
+    }
+}
+
+/// Serves the registry on `listen` with data in `data` until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    data: &Path,
+    users: Users,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    bind(listen, data).await?.serve(users, shutdown).await
 }
 
 type Db = State<Arc<Store>>;
