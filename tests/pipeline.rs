@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -315,6 +316,73 @@ async fn truncates_empty_the_index_and_rows_written_after_them_stay() {
     assert!(status.success(), "{history}");
     let line = format!("{}.t (id INT, n INT NULL) KEY (id)", setup.db);
     assert_eq!(history.matches(&line).count(), 1, "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_schema_halts_its_table_while_others_flow_and_a_restart_resumes_it() {
+    let (mut conn, setup) = fresh("it_halt", &["a", "b"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE a (id INT PRIMARY KEY, x INT)",
+            "CREATE TABLE b (id INT PRIMARY KEY, x INT)",
+            "INSERT INTO a VALUES (1, 1)",
+            "INSERT INTO b VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    // A NOT NULL column has no Avro default: the registry's BACKWARD level refuses it.
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE a ADD COLUMN c INT NOT NULL DEFAULT 7",
+            "INSERT INTO a VALUES (2, 2, 2)",
+            // Documents hold what their last change wrote: rewrite row 1 under the new schema.
+            "UPDATE a SET x = x + 100",
+            "INSERT INTO b VALUES (2, 2), (3, 3)",
+            "UPDATE b SET x = 10",
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "b", CATCH_UP).await;
+    sluice.wait_for_log("table halted", START);
+    let out = sluice.output();
+    assert!(
+        out.contains(&format!("{}.a", setup.db)) && out.contains("BACKWARD"),
+        "{out}"
+    );
+    let a_before: BTreeMap<String, serde_json::Value> =
+        index_docs(&format!("{}.a", setup.db)).await;
+    assert_eq!(
+        a_before.len(),
+        1,
+        "nothing of the refused schema was published"
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+
+    // The operator accepts the change for this subject; the restart publishes what was held.
+    let subject = format!("{}-value", setup.topic("a"));
+    let r = reqwest::Client::new()
+        .put(format!("{}/config/{subject}", stack().registry_url))
+        .json(&serde_json::json!({"compatibility": "NONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    exec(&mut conn, &["INSERT INTO b VALUES (4, 4)"]).await;
+    let mut again = setup.start("all");
+    again.wait_for_log("streaming the binlog", START);
+    for t in ["a", "b"] {
+        setup.assert_index_matches(&mut conn, t, CATCH_UP).await;
+    }
+    assert!(
+        !again.output().contains("table halted"),
+        "{}",
+        again.output()
+    );
+    assert!(again.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

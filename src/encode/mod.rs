@@ -36,6 +36,18 @@ pub enum EncodeError {
         /// What the client reported.
         message: String,
     },
+    /// The registry refused a table's new schema under the subject's compatibility level.
+    #[error(
+        "the registry refused the new schema of subject {subject} as incompatible: {message}; \
+         consumers could not read records written with it. Make the change compatible, or \
+         relax the subject's level (PUT /config/{subject}), then restart Sluice"
+    )]
+    Incompatible {
+        /// Subject.
+        subject: String,
+        /// The registry's reason (names the level and the difference).
+        message: String,
+    },
     /// The table's names cannot become Avro names.
     #[error(transparent)]
     Names(#[from] schema::NameClash),
@@ -139,10 +151,19 @@ impl Encoder {
         post_schema(&self.registry, subject.clone(), supplied)
             .await
             .map(|r| r.id)
-            .map_err(|e| EncodeError::Registry {
-                url: self.registry_url.clone(),
-                subject,
-                message: e.to_string(),
+            .map_err(|e| {
+                if e.error.contains("status 409") {
+                    EncodeError::Incompatible {
+                        subject,
+                        message: e.cause.unwrap_or(e.error),
+                    }
+                } else {
+                    EncodeError::Registry {
+                        url: self.registry_url.clone(),
+                        subject,
+                        message: e.to_string(),
+                    }
+                }
             })
     }
 

@@ -7,6 +7,7 @@
 
 pub mod acker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
 use crate::kafka::{self, KafkaSetupError};
-use crate::model::{Op, time};
+use crate::model::{Op, TableId, time};
 use crate::source::SourceEvent;
 use crate::state::StateError;
 use acker::Pending;
@@ -79,8 +80,13 @@ pub async fn run(
     acks: mpsc::Sender<Pending>,
 ) -> Result<(), PublishError> {
     let (mut key, mut value) = (Vec::new(), Vec::new());
+    // Tables whose new schema the registry refused, with the changes held back since.
+    let mut halted: HashMap<TableId, u64> = HashMap::new();
     while let Some(event) = rx.recv().await {
         let changes = match event {
+            // While a table is halted no position is stored: a restart (after the schema is
+            // fixed) reads its held-back changes again, and the other tables' once more.
+            SourceEvent::Checkpoint(_) if !halted.is_empty() => continue,
             SourceEvent::Checkpoint(cp) => {
                 queue(&acks, Pending::Checkpoint(cp)).await?;
                 continue;
@@ -89,7 +95,24 @@ pub async fn run(
         };
         let now_ms = time::now_ms();
         for change in &changes {
-            let (registered, first) = encoder.registered(&change.table).await?;
+            if let Some(held) = halted.get_mut(&change.table.id) {
+                *held += 1;
+                continue;
+            }
+            let (registered, first) = match encoder.registered(&change.table).await {
+                Ok(r) => r,
+                Err(e @ EncodeError::Incompatible { .. }) => {
+                    tracing::error!(
+                        table = %change.table.id,
+                        error = %e,
+                        "table halted: none of its changes are published until the schema is \
+                         accepted; other tables keep flowing; positions are no longer stored"
+                    );
+                    halted.insert(change.table.id.clone(), 1);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if first {
                 kafka::ensure_topics(cfg, &[registered.topic.to_string()]).await?;
             }
@@ -113,6 +136,9 @@ pub async fn run(
                 }
             }
         }
+    }
+    for (table, held) in &halted {
+        tracing::error!(%table, held, "stopping with a halted table: its changes were held back and will be read again on restart");
     }
     // Deliveries resolve as librdkafka drains; the acker awaits each one.
     let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)));
