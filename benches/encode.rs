@@ -75,6 +75,9 @@ fn change() -> Change {
             ts_ms: 1_717_171_717_000,
             gtid: Some("0-1-4242".into()),
             snapshot: false,
+            thread: None,
+            query: None,
+            transaction: None,
         },
     }
 }

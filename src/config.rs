@@ -66,6 +66,11 @@ pub struct SourceConfig {
     /// PEM file of the CA that signed the server's certificate (`verify_ca`,
     /// `verify_identity`); the system's roots are used when unset.
     pub tls_ca_file: Option<PathBuf>,
+    /// Put the SQL statement behind each row into `source.query` (off by default: statements
+    /// can hold data the column rules would mask). Needs MariaDB's
+    /// `binlog_annotate_row_events` (on by default) or MySQL's `binlog_rows_query_log_events`.
+    #[serde(default)]
+    pub include_query: bool,
 }
 
 /// Whether and how the source connection is encrypted.

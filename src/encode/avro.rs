@@ -152,21 +152,37 @@ pub fn write_envelope(
     write_long(out, 1);
     write_bytes(out, table.id.table.as_bytes());
     write_long(out, i64::from(s.server_id));
-    match &s.gtid {
-        Some(g) => {
-            write_long(out, 1);
-            write_bytes(out, g.as_bytes());
-        }
-        None => write_long(out, 0),
-    }
+    write_optional(out, s.gtid.as_deref(), |out, g| {
+        write_bytes(out, g.as_bytes())
+    });
     write_bytes(out, s.file.as_bytes());
     write_long(out, s.pos as i64);
     write_long(out, i64::from(s.row));
+    write_optional(out, s.thread, |out, t| write_long(out, i64::from(t)));
+    write_optional(out, s.query.as_deref(), |out, q| {
+        write_bytes(out, q.as_bytes())
+    });
     write_long(out, change.version.get() as i64);
     write_bytes(out, change.op.code().as_bytes());
     write_long(out, 1);
     write_long(out, now_ms);
+    write_optional(out, s.transaction.as_ref(), |out, tx| {
+        write_bytes(out, tx.id.as_bytes());
+        write_long(out, tx.total_order as i64);
+        write_long(out, tx.collection_order as i64);
+    });
     Ok(())
+}
+
+/// A `["null", T]` union: branch 0 for none, else branch 1 and the value.
+fn write_optional<T>(out: &mut Vec<u8>, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match v {
+        None => write_long(out, 0),
+        Some(v) => {
+            write_long(out, 1);
+            write(out, v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -374,6 +390,13 @@ mod tests {
                 ts_ms: 1_700_000_000_000,
                 gtid: Some(Arc::from("0-1-9")),
                 snapshot: false,
+                thread: Some(77),
+                query: Some(Arc::from("UPDATE t SET x = 1")),
+                transaction: Some(crate::model::TxPosition {
+                    id: Arc::from("0-1-9"),
+                    total_order: 3,
+                    collection_order: 2,
+                }),
             },
         };
         let mut value = vec![];
@@ -390,6 +413,28 @@ mod tests {
         assert_eq!(
             source.last().unwrap(),
             &("change_version".to_string(), Avro::Long((3 << 32) | 1234))
+        );
+        let field = |fields: &[(String, Avro)], n: &str| {
+            fields.iter().find(|(k, _)| k == n).unwrap().1.clone()
+        };
+        assert_eq!(
+            field(&source, "thread"),
+            Avro::Union(1, Box::new(Avro::Long(77)))
+        );
+        assert_eq!(
+            field(&source, "query"),
+            Avro::Union(1, Box::new(Avro::String("UPDATE t SET x = 1".into())))
+        );
+        let Avro::Union(1, tx) = get("transaction") else {
+            panic!()
+        };
+        assert_eq!(
+            *tx,
+            Avro::Record(vec![
+                ("id".into(), Avro::String("0-1-9".into())),
+                ("total_order".into(), Avro::Long(3)),
+                ("data_collection_order".into(), Avro::Long(2)),
+            ])
         );
         let Avro::Union(1, after) = get("after") else {
             panic!()
@@ -439,6 +484,9 @@ mod tests {
                 ts_ms: 1_700_000_000_000,
                 gtid: None,
                 snapshot: false,
+                thread: None,
+                query: None,
+                transaction: None,
             },
         };
         let mut value = vec![];

@@ -26,6 +26,9 @@ pub fn is_bits(mysql_type: &str) -> bool {
 /// The `source` block, as published in `proto/source.avsc`.
 pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
 
+/// The envelope every value schema instantiates, as published in `proto/envelope.avsc`.
+pub const ENVELOPE_AVSC: &str = include_str!("../../proto/envelope.avsc");
+
 /// A table whose names cannot become Avro names.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -85,20 +88,14 @@ pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameCl
             .map(|i| field(i, &mut geometry_defined))
             .collect::<Vec<_>>(),
     });
-    let source: Json = serde_json::from_str(SOURCE_AVSC).expect("proto/source.avsc is JSON");
-    let value = json!({
-        "type": "record",
-        "name": "Envelope",
-        "namespace": namespace,
-        "connect.name": format!("{namespace}.Envelope"),
-        "fields": [
-            {"name": "before", "type": ["null", row], "default": null},
-            {"name": "after", "type": ["null", "Value"], "default": null},
-            {"name": "source", "type": source},
-            {"name": "op", "type": "string"},
-            {"name": "ts_ms", "type": ["null", "long"], "default": null},
-        ],
-    });
+    // The published envelope, instantiated: the table's row record for the placeholder, the
+    // source block inline, the table's names.
+    let mut value: Json = serde_json::from_str(ENVELOPE_AVSC).expect("proto/envelope.avsc is JSON");
+    value["namespace"] = json!(namespace);
+    value["connect.name"] = json!(format!("{namespace}.Envelope"));
+    value["fields"][0]["type"][1] = row;
+    value["fields"][2]["type"] =
+        serde_json::from_str(SOURCE_AVSC).expect("proto/source.avsc is JSON");
     Ok(TableAvro { key, value })
 }
 
@@ -273,11 +270,21 @@ mod tests {
     }
 
     #[test]
-    fn the_source_block_is_the_published_contract() {
+    fn value_schemas_are_the_published_envelope_and_source_block() {
         let s = table_avro("sluice", &table()).unwrap();
-        let published: Json = serde_json::from_str(SOURCE_AVSC).unwrap();
-        assert_eq!(s.value["fields"][2]["type"], published);
-        apache_avro::Schema::parse(&published).unwrap();
+        let source: Json = serde_json::from_str(SOURCE_AVSC).unwrap();
+        let envelope: Json = serde_json::from_str(ENVELOPE_AVSC).unwrap();
+        assert_eq!(s.value["fields"][2]["type"], source);
+        // Everything but the names and the two placeholders is the published contract.
+        let mut generic = s.value.clone();
+        generic["namespace"] = envelope["namespace"].clone();
+        generic.as_object_mut().unwrap().remove("connect.name");
+        generic["fields"][0]["type"][1] = envelope["fields"][0]["type"][1].clone();
+        generic["fields"][2]["type"] = envelope["fields"][2]["type"].clone();
+        assert_eq!(generic, envelope);
+        // The contract parses as Avro, the envelope with the source block as its reference.
+        apache_avro::Schema::parse(&source).unwrap();
+        apache_avro::Schema::parse_str_with_list(ENVELOPE_AVSC, [SOURCE_AVSC]).unwrap();
     }
 
     #[test]

@@ -522,6 +522,26 @@ pub struct SourceInfo {
     pub gtid: Option<Arc<str>>,
     /// Whether the row was read by a snapshot.
     pub snapshot: bool,
+    /// Connection id of the session that made the change, when the binlog names it (MySQL's
+    /// BEGIN carries it; MariaDB's GTID-framed transactions do not).
+    pub thread: Option<u32>,
+    /// The SQL statement behind the row, with `source.include_query` on and the server
+    /// logging statements (MariaDB `binlog_annotate_row_events`, MySQL
+    /// `binlog_rows_query_log_events`).
+    pub query: Option<Arc<str>>,
+    /// The change's transaction and place in it; `None` for snapshot reads.
+    pub transaction: Option<TxPosition>,
+}
+
+/// Debezium's transaction block: which transaction, and the change's place in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxPosition {
+    /// The transaction's GTID, or `file:pos` of its start without GTIDs.
+    pub id: Arc<str>,
+    /// 1-based index of the change among all of the transaction's changes.
+    pub total_order: u64,
+    /// 1-based index of the change among the transaction's changes of the same table.
+    pub collection_order: u64,
 }
 
 /// One row change, the unit that travels through the pipeline.

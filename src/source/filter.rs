@@ -253,6 +253,9 @@ mod tests {
                 ts_ms: 0,
                 gtid: None,
                 snapshot: false,
+                thread: None,
+                query: None,
+                transaction: None,
             },
         }
     }

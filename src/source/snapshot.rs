@@ -80,6 +80,9 @@ pub async fn run(
         ts_ms: time::now_ms(),
         gtid: None,
         snapshot: true,
+        thread: None,
+        query: None,
+        transaction: None,
     };
     let mut zero_dates = 0u64;
     for table in tables {

@@ -113,6 +113,7 @@ async fn stream_from(
         decoding.checksums,
     )?
     .with_keys(decoding.keys.clone())
+    .with_queries(cfg.include_query)
     .with_schemas(history.seeds(&decoding.current));
     // Capability 4 makes MariaDB send its GTID events instead of downgrading them to BEGIN.
     let setup = format!(

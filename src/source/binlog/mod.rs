@@ -23,8 +23,8 @@ use rows::RowsKind;
 use table_map::{TableDecoder, TableMapError};
 
 use crate::model::{
-    Change, DomainGtids, GtidState, Op, Position, SourceInfo, TableId, TableSchema, Version,
-    binlog_file_sequence, format_uuid,
+    Change, DomainGtids, GtidState, Op, Position, SourceInfo, TableId, TableSchema, TxPosition,
+    Version, binlog_file_sequence, format_uuid,
 };
 use crate::source::charset::Collations;
 
@@ -124,6 +124,17 @@ pub struct BinlogReader {
     skipped: u64,
     /// Set while the events of a MySQL transaction payload are read.
     packed: Option<Packed>,
+    /// Whether changes carry the statement that made them.
+    include_query: bool,
+    /// The statement of the rows that follow (ANNOTATE_ROWS / ROWS_QUERY).
+    annotation: Option<Arc<str>>,
+    /// Connection id of the transaction (MySQL's BEGIN names it).
+    thread: Option<u32>,
+    /// The transaction's id, once known (GTID, else the position of its first change).
+    tx: Option<Arc<str>>,
+    /// Changes of the transaction so far, overall and per table.
+    tx_total: u64,
+    tx_tables: HashMap<TableId, u64>,
 }
 
 impl BinlogReader {
@@ -151,6 +162,12 @@ impl BinlogReader {
             keys: HashMap::new(),
             skipped: 0,
             packed: None,
+            include_query: false,
+            annotation: None,
+            thread: None,
+            tx: None,
+            tx_total: 0,
+            tx_tables: HashMap::new(),
         };
         r.set_file(&start.file, start.pos)?;
         Ok(r)
@@ -167,6 +184,12 @@ impl BinlogReader {
     pub fn with_schemas(mut self, schemas: impl IntoIterator<Item = Arc<TableSchema>>) -> Self {
         self.schemas
             .extend(schemas.into_iter().map(|s| (s.id.clone(), s)));
+        self
+    }
+
+    /// Makes changes carry the SQL statement behind them, where the server logs it.
+    pub fn with_queries(mut self, include: bool) -> Self {
+        self.include_query = include;
         self
     }
 
@@ -243,6 +266,7 @@ impl BinlogReader {
             kind::MARIADB_GTID => {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
                 self.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
+                self.tx = self.gtid.clone();
                 match &mut self.gtid_state {
                     Some(GtidState::MariaDb(d)) => d.set(g.domain, h.server_id, g.seq),
                     state => {
@@ -270,6 +294,7 @@ impl BinlogReader {
                 match event::classify_query(query.text) {
                     QueryKind::Begin => {
                         self.in_transaction = true;
+                        self.thread = Some(query.thread);
                         Ok(Decoded::Nothing)
                     }
                     QueryKind::Other if self.in_transaction => Ok(Decoded::Nothing),
@@ -282,6 +307,7 @@ impl BinlogReader {
             kind::MYSQL_GTID => {
                 let (uuid, gno) = event::parse_mysql_gtid(body).map_err(decode)?;
                 self.gtid = Some(Arc::from(format!("{}:{gno}", format_uuid(&uuid))));
+                self.tx = self.gtid.clone();
                 // Only a set known to be whole grows: a partial one would make a resume by
                 // GTID ask the server for transactions long applied.
                 if let Some(GtidState::MySql(set)) = &mut self.gtid_state {
@@ -312,6 +338,17 @@ impl BinlogReader {
             t if RowsKind::of(t).is_some() => self.on_rows(h, body),
             kind::TRANSACTION_PAYLOAD => self.on_payload(h, body),
             kind::HEARTBEAT => Ok(Decoded::Nothing),
+            kind::ANNOTATE_ROWS | kind::ROWS_QUERY if self.include_query => {
+                // MySQL's ROWS_QUERY starts with a (truncated) length byte; MariaDB's
+                // ANNOTATE_ROWS is the text alone. Statement text is informational: bytes
+                // that are not UTF-8 are replaced rather than stopping the stream.
+                let text = match h.event_type {
+                    kind::ROWS_QUERY => body.get(1..).unwrap_or_default(),
+                    _ => body,
+                };
+                self.annotation = Some(Arc::from(String::from_utf8_lossy(text)));
+                Ok(Decoded::Nothing)
+            }
             t if event::is_harmless(t) => {
                 self.skipped += 1;
                 Ok(Decoded::Nothing)
@@ -352,9 +389,14 @@ impl BinlogReader {
                 ts_ms: i64::from(h.timestamp) * 1000,
                 gtid: self.gtid.clone(),
                 snapshot: false,
+                thread: self.thread,
+                query: None,
+                transaction: None,
             },
         };
-        Ok(Decoded::Transaction(vec![change], self.commit_position(h)))
+        let mut changes = vec![change];
+        self.place_in_transaction(&mut changes, start);
+        Ok(Decoded::Transaction(changes, self.commit_position(h)))
     }
 
     fn commit(&mut self, h: &EventHeader) -> Result<Decoded, BinlogError> {
@@ -363,7 +405,38 @@ impl BinlogReader {
 
     fn commit_position(&mut self, h: &EventHeader) -> Position {
         self.in_transaction = false;
+        self.thread = None;
+        self.annotation = None;
+        self.tx = None;
+        self.tx_total = 0;
+        self.tx_tables.clear();
         self.checkpoint(self.file.to_string(), u64::from(h.log_pos))
+    }
+
+    /// Numbers `changes` within their transaction (Debezium's transaction block): overall
+    /// and per table. Without a GTID the transaction is named by where its first change is.
+    fn place_in_transaction(&mut self, changes: &mut [Change], event_start: u32) {
+        let Some(first) = changes.first() else {
+            return;
+        };
+        let id = self
+            .tx
+            .get_or_insert_with(|| Arc::from(format!("{}:{event_start}", self.file)))
+            .clone();
+        let table = &first.table.id;
+        let per_table = match self.tx_tables.get_mut(table) {
+            Some(n) => n,
+            None => self.tx_tables.entry(table.clone()).or_default(),
+        };
+        for c in changes {
+            self.tx_total += 1;
+            *per_table += 1;
+            c.source.transaction = Some(TxPosition {
+                id: id.clone(),
+                total_order: self.tx_total,
+                collection_order: *per_table,
+            });
+        }
     }
 
     fn post_header_len(&self, event_type: u8, default: usize) -> usize {
@@ -512,6 +585,9 @@ impl BinlogReader {
                 ts_ms: i64::from(h.timestamp) * 1000,
                 gtid: self.gtid.clone(),
                 snapshot: false,
+                thread: self.thread,
+                query: self.annotation.clone(),
+                transaction: None,
             };
             let change = |op, before, after, offset| Change {
                 table: decoder.schema.clone(),
@@ -546,6 +622,7 @@ impl BinlogReader {
         if let (Some(p), Some(counted)) = (&mut self.packed, counter) {
             *p = counted;
         }
+        self.place_in_transaction(&mut changes, event_start);
         Ok(Decoded::Changes(changes))
     }
 
@@ -682,6 +759,60 @@ mod tests {
             panic!()
         };
         assert_eq!(p.to_string(), "binlog.000003:1131");
+    }
+
+    #[test]
+    fn changes_are_numbered_in_their_transaction_and_carry_its_statement() {
+        let mut r = reader().with_queries(true);
+        let mut gtid = 5u64.to_le_bytes().to_vec();
+        gtid.extend_from_slice(&0u32.to_le_bytes());
+        gtid.push(0);
+        r.on_event(&header(kind::MARIADB_GTID, 100, 42), &gtid)
+            .unwrap();
+        r.on_event(
+            &header(kind::ANNOTATE_ROWS, 150, 50),
+            b"INSERT INTO t VALUES (1), (2)",
+        )
+        .unwrap();
+        let tm = table_map();
+        r.on_event(&header(kind::TABLE_MAP, 1000, 19 + tm.len() as u32), &tm)
+            .unwrap();
+        let mut orders = Vec::new();
+        for (pos, ids) in [(1100, [1, 2]), (1200, [3, 4])] {
+            let body = rows_event(kind::WRITE_ROWS_V1, &ids.map(|i| row(i, None)));
+            let h = header(kind::WRITE_ROWS_V1, pos, 19 + body.len() as u32);
+            let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else {
+                panic!()
+            };
+            orders.extend(c.into_iter().map(|c| {
+                assert_eq!(
+                    c.source.query.as_deref(),
+                    Some("INSERT INTO t VALUES (1), (2)")
+                );
+                let tx = c.source.transaction.unwrap();
+                (tx.id.to_string(), tx.total_order, tx.collection_order)
+            }));
+        }
+        let id = "0-1-5".to_string();
+        assert_eq!(
+            orders,
+            [
+                (id.clone(), 1, 1),
+                (id.clone(), 2, 2),
+                (id.clone(), 3, 3),
+                (id, 4, 4)
+            ]
+        );
+        r.on_event(&header(kind::XID, 1300, 31), &[0; 8]).unwrap();
+        // Without a GTID the transaction is named by its first change's event.
+        let body = rows_event(kind::WRITE_ROWS_V1, &[row(9, None)]);
+        let h = header(kind::WRITE_ROWS_V1, 1500, 19 + body.len() as u32);
+        let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else {
+            panic!()
+        };
+        let tx = c[0].source.transaction.clone().unwrap();
+        assert_eq!((&*tx.id, tx.total_order), ("binlog.000003:1466", 1));
+        assert_eq!(c[0].source.query, None, "a commit ends the statement");
     }
 
     #[test]
