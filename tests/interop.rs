@@ -35,7 +35,8 @@ async fn confluent_python_consumer_decodes_every_record_of_a_sluice_topic() {
     exec(
         &mut conn,
         &[
-            "CREATE TABLE t (id BIGINT PRIMARY KEY, n INT NOT NULL, s VARCHAR(20) NULL, \
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, n INT NOT NULL, \
+             s VARCHAR(20) NULL COMMENT 'the customer''s note', \
              d DECIMAL(10,2), big DECIMAL(30,0), dt DATETIME(6), ts TIMESTAMP(3) NULL, \
              day DATE, b VARBINARY(8), e ENUM('a','b'), f DOUBLE, u BIGINT UNSIGNED)",
             "INSERT INTO t VALUES \
@@ -94,6 +95,17 @@ async fn confluent_python_consumer_decodes_every_record_of_a_sluice_topic() {
     let decoded: BTreeMap<String, Json> = serde_json::from_value(report["rows"].clone()).unwrap();
     let expected = expected_docs(&mut conn, &setup.db, "t").await;
     assert_eq!(decoded, expected);
+    // Snapshot (information_schema) and stream (binlog) agree on one schema, comment included.
+    let subject = format!("{topic}-value");
+    assert_eq!(subject_versions(&subject).await, vec![1]);
+    let url = format!(
+        "{}/subjects/{subject}/versions/1/schema",
+        stack().registry_url
+    );
+    let schema: Json = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let row = &schema["fields"][0]["type"][1]["fields"];
+    assert_eq!(row[2]["doc"], "the customer's note", "{row}");
+    assert_eq!(row[2]["mysql.type"], "TEXT", "{row}");
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
 

@@ -70,6 +70,9 @@ pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameCl
         // Consumers (the loader's index mapping among them) can tell BIGINT UNSIGNED from
         // DECIMAL(20,0), which share an Avro type.
         f[MYSQL_TYPE] = json!(c.ty.sql_name());
+        if let Some(comment) = &c.comment {
+            f["doc"] = json!(comment);
+        }
         f
     };
     let key = json!({

@@ -146,15 +146,20 @@ pub struct Column {
     pub ty: ColumnType,
     /// Whether the column accepts NULL.
     pub nullable: bool,
+    /// The column's comment, from information_schema (the binlog does not carry comments;
+    /// schemas read from it keep the last comment known for the column's name).
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 impl Column {
-    /// A column named `name` of type `ty`.
+    /// A column named `name` of type `ty`, without a comment.
     pub fn new(name: impl Into<String>, ty: ColumnType, nullable: bool) -> Self {
         Column {
             name: name.into(),
             ty,
             nullable,
+            comment: None,
         }
     }
 }

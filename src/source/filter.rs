@@ -167,7 +167,10 @@ impl ColumnFilter {
                 Action::Keep => c.ty.clone(),
                 Action::Hash | Action::Mask => ColumnType::Text,
             };
-            schema_columns.push(Column::new(c.name.clone(), ty, c.nullable));
+            schema_columns.push(Column {
+                comment: c.comment.clone(),
+                ..Column::new(c.name.clone(), ty, c.nullable)
+            });
         }
         Ok(Some(Projection {
             schema: Arc::new(TableSchema {

@@ -197,11 +197,12 @@ pub async fn table_schema(
         Option<u64>,
         Option<u64>,
         Option<String>,
+        String,
     );
     let rows: Vec<ColumnRow> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, \
-             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
+             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME, COLUMN_COMMENT \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
              ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
@@ -212,7 +213,7 @@ pub async fn table_schema(
         return Err(SourceError::TableMissing(table.clone()));
     }
     let mut columns = Vec::with_capacity(rows.len());
-    for (name, data_type, column_type, nullable, precision, scale, fsp, charset) in rows {
+    for (name, data_type, column_type, nullable, precision, scale, fsp, charset, comment) in rows {
         let unsupported = || SourceError::Unsupported {
             table: table.clone(),
             column: name.clone(),
@@ -272,7 +273,10 @@ pub async fn table_schema(
             "timestamp" => ColumnType::Timestamp { fsp: small(fsp) },
             _ => return Err(unsupported()),
         };
-        columns.push(Column::new(name, ty, nullable == "YES"));
+        columns.push(Column {
+            comment: (!comment.is_empty()).then_some(comment),
+            ..Column::new(name, ty, nullable == "YES")
+        });
     }
     let key_names: Vec<String> = conn
         .exec(

@@ -477,6 +477,18 @@ impl BinlogReader {
                     source: Box::new(source),
                 }
             })?;
+        // Comments are not in the binlog: keep the ones known for the same column names.
+        if let Some(known) = self.schemas.get(&table)
+            && let Some(schema) = Arc::get_mut(&mut decoder.schema)
+        {
+            for c in &mut schema.columns {
+                c.comment = known
+                    .columns
+                    .iter()
+                    .find(|k| k.name == c.name)
+                    .and_then(|k| k.comment.clone());
+            }
+        }
         match self.schemas.get(&table) {
             Some(known) if **known == *decoder.schema => decoder.schema = known.clone(),
             _ => {
