@@ -183,3 +183,108 @@ async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pi
     let status = sluice.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit {status}:\n{}", sluice.output());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
+    use std::io::BufRead;
+    let (mut conn, setup) = fresh("it_tls_registry", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10))",
+            "INSERT INTO t VALUES (1, 'a')",
+        ],
+    )
+    .await;
+    let backend = Registry::start(None);
+    let (cert, key) = (
+        setup.dir.path().join("ca.pem"),
+        setup.dir.path().join("key.pem"),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-days",
+            "1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut proxy = Command::new("python3")
+        .arg(script("tls_proxy.py"))
+        .arg(port.to_string())
+        .args([&cert, &key])
+        .arg(&backend.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(proxy.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let https = format!("url = \"https://localhost:{port}\"");
+    let plain = format!("url = \"{}\"", stack().registry_url);
+    let config = setup.dir.path().join("sluice.toml");
+
+    // A certificate no trusted CA signed: a clear failure naming the registry.
+    std::fs::write(&config, setup.config_text("").replace(&plain, &https)).unwrap();
+    let out = run_failing_as(&config, "source");
+    assert!(
+        out.contains(&format!("schema registry at https://localhost:{port}")),
+        "{out}"
+    );
+    assert!(out.contains("certificate verify failed"), "{out}");
+
+    // `ca_file` trusts it: the table's schemas land in the registry behind the proxy.
+    let with_ca = format!("{https}\nca_file = \"{}\"", cert.display());
+    std::fs::write(&config, setup.config_text("").replace(&plain, &with_ca)).unwrap();
+    let mut sluice = setup.start("source");
+    sluice.wait_for_log("streaming the binlog", START);
+    let topic = setup.topic("t");
+    let want = vec![format!("{topic}-key"), format!("{topic}-value")];
+    let deadline = Instant::now() + START;
+    loop {
+        let subjects: Vec<String> = reqwest::get(format!("{}/subjects", backend.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if subjects == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subjects:?}\n{}",
+            sluice.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

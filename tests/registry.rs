@@ -567,6 +567,45 @@ async fn basic_auth_and_confluent_error_bodies() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_never_share_an_id() {
+    use reqwest::Method;
+    let r = Registry::start(None);
+    let level = Some(json!({"compatibility": "NONE"}));
+    assert_eq!(
+        call(Method::PUT, format!("{}/config", r.url), level)
+            .await
+            .0,
+        200
+    );
+    // 40 different schemas, each registered twice at once, under 8 subjects, all in flight
+    // together.
+    let calls = (0..80).map(|i| {
+        let url = r.url.clone();
+        tokio::spawn(async move {
+            let schema = field(json!({"type": "fixed", "name": "F", "size": i / 2 + 1}));
+            let subject = format!("c{}", i % 8);
+            let (s, body) = call(
+                Method::POST,
+                format!("{url}/subjects/{subject}/versions"),
+                Some(schema_body(&schema)),
+            )
+            .await;
+            assert_eq!(s, 200, "{body}");
+            (i / 2, body["id"].as_u64().unwrap())
+        })
+    });
+    let mut ids = std::collections::BTreeMap::new();
+    for c in calls {
+        let (schema, id) = c.await.unwrap();
+        if let Some(other) = ids.insert(schema, id) {
+            assert_eq!(other, id, "one schema, one id");
+        }
+    }
+    let distinct: std::collections::BTreeSet<u64> = ids.values().copied().collect();
+    assert_eq!(distinct.len(), 40, "40 schemas, 40 ids: {ids:?}");
+}
+
 #[test]
 fn a_damaged_data_dir_stops_the_registry_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();

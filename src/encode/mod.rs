@@ -26,7 +26,8 @@ pub enum EncodeError {
     /// The registry refused or could not be reached.
     #[error(
         "schema registry at {url}: registering subject {subject} failed: {message}; check \
-         `registry.url` and that the registry is running"
+         `registry.url`, the credentials (`registry.username`, `registry.password`), the CA of \
+         an https registry (`registry.ca_file`), and that the registry is running"
     )]
     Registry {
         /// Registry URL.
@@ -161,7 +162,7 @@ impl Encoder {
                     EncodeError::Registry {
                         url: self.registry_url.clone(),
                         subject,
-                        message: e.to_string(),
+                        message: with_causes(&e),
                     }
                 }
             })
@@ -189,6 +190,20 @@ impl Encoder {
         frame(value, r.value_id);
         avro::write_envelope(value, change, &self.prefix, now_ms).map_err(wrap)
     }
+}
+
+/// An error and its causes (a TLS failure sits several sources deep in the HTTP error).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text = format!("{text}: {t}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Confluent wire format: magic byte 0 and the big-endian schema id.

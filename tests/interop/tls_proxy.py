@@ -1,0 +1,51 @@
+"""An HTTPS front for a registry: terminates TLS with the given certificate and forwards every
+request to the plain-HTTP registry behind it, so tests can point Sluice at an `https` registry
+with a private CA. Prints "ready" once listening; serves until killed.
+
+usage: tls_proxy.py PORT CERT KEY BACKEND_URL
+"""
+
+import http.server
+import ssl
+import sys
+import urllib.error
+import urllib.request
+
+
+def main():
+    port, cert, key, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].rstrip("/")
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def forward(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            req = urllib.request.Request(backend + self.path, data=body, method=self.command)
+            for name in ("Content-Type", "Accept", "Authorization"):
+                if self.headers.get(name):
+                    req.add_header(name, self.headers[name])
+            try:
+                with urllib.request.urlopen(req) as r:
+                    status, headers, data = r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                status, headers, data = e.code, e.headers, e.read()
+            self.send_response(status)
+            self.send_header("Content-Type", headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = forward
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Forward)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
