@@ -131,11 +131,7 @@ async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pi
         ],
     )
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // One line serves the registry inside `sluice run`; its credentials guard it.
     let registry = format!(
         "serve = \"127.0.0.1:{port}\"\nserve_data = \"{}\"\nusername = \"sluice\"\n\
@@ -228,11 +224,7 @@ async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut proxy = Command::new("python3")
         .arg(script("tls_proxy.py"))
         .arg(port.to_string())

@@ -75,10 +75,8 @@ impl IndexWriter {
             .create(IndicesCreateParts::Index(index))
             .body(body)
             .send()
-            .await
-            .map_err(|e| self.transient(e))?;
-        let status = response.status_code().as_u16();
-        let text = response.text().await.map_err(|e| self.transient(e))?;
+            .await;
+        let (status, text) = self.status_and_text(response).await?;
         match status {
             200..=299 => tracing::info!(%index, gc_deletes = %self.gc_deletes, "created index"),
             400 if text.contains("resource_already_exists_exception") => {}
@@ -133,10 +131,8 @@ impl IndexWriter {
             .refresh(true)
             .body(json!({"query": {"range": {field: {"lt": version}}}}))
             .send()
-            .await
-            .map_err(|e| self.transient(e))?;
-        let status = response.status_code().as_u16();
-        let text = response.text().await.map_err(|e| self.transient(e))?;
+            .await;
+        let (status, text) = self.status_and_text(response).await?;
         match status {
             200..=299 => {
                 let report: Json = serde_json::from_str(&text).unwrap_or_default();
@@ -160,6 +156,17 @@ impl IndexWriter {
                 self.url
             )))),
         }
+    }
+
+    /// The status and body of a response; failing to get either is worth retrying.
+    async fn status_and_text(
+        &self,
+        response: Result<elasticsearch::http::response::Response, elasticsearch::Error>,
+    ) -> Result<(u16, String), Failure> {
+        let response = response.map_err(|e| self.transient(e))?;
+        let status = response.status_code().as_u16();
+        let text = response.text().await.map_err(|e| self.transient(e))?;
+        Ok((status, text))
     }
 
     fn transient(&self, e: elasticsearch::Error) -> Failure {

@@ -74,6 +74,15 @@ pub fn stack() -> &'static Stack {
     })
 }
 
+/// A TCP port on loopback that nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A name no other test (or earlier run) uses: lower-case, so it is a valid index name too.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -52,11 +52,7 @@ impl PrivateServer {
             "{}",
             String::from_utf8_lossy(&install.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let socket = dir.path().join("sock");
         let child = Command::new("/usr/sbin/mariadbd")
             .args([

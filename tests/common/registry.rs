@@ -1,7 +1,6 @@
 //! Private `sluice registry` processes, for tests that change global settings or delete
 //! subjects, which the stack's shared registry must not see.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,11 +15,7 @@ impl Registry {
     /// Starts one; with `users` (`user:password,...`) it demands basic auth.
     pub fn start(users: Option<&str>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["registry", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data")

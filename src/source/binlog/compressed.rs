@@ -5,7 +5,8 @@ use std::io::Read;
 
 use super::cursor::{Cursor, DecodeError};
 
-/// Refuse to inflate more than this: a rows event is bounded by `max_allowed_packet` (1 GiB).
+/// Refuse to inflate more than this: an event (a rows event, a MySQL transaction payload) is
+/// bounded by `max_allowed_packet` (1 GiB).
 const MAX_INFLATED: u64 = 1 << 30;
 
 /// Inflates one compressed block, checking its declared length.
@@ -20,21 +21,34 @@ pub fn uncompress(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
         )));
     }
     let len = c.uint_be(len_bytes, "uncompressed length")?;
-    if len > MAX_INFLATED {
+    let data = c.rest();
+    let inflater = flate2::read::ZlibDecoder::new(data);
+    read_declared(inflater, len, data.len(), "zlib", "compressed block")
+}
+
+/// Reads what `decoder` decompresses, which its header declared to be `declared` bytes, from
+/// `compressed` bytes. The declaration is checked, and not trusted for the allocation.
+pub fn read_declared(
+    decoder: impl Read,
+    declared: u64,
+    compressed: usize,
+    algorithm: &str,
+    what: &str,
+) -> Result<Vec<u8>, DecodeError> {
+    if declared > MAX_INFLATED {
         return Err(DecodeError::Invalid(format!(
-            "compressed block claims {len} bytes"
+            "{what} claims {declared} uncompressed bytes"
         )));
     }
-    let data = c.rest();
-    // The declared length is not trusted for the allocation: zlib expands at most ~1000x.
-    let mut out = Vec::with_capacity((len as usize).min(data.len().saturating_mul(1032)));
-    flate2::read::ZlibDecoder::new(data)
-        .take(len + 1)
+    // zlib and zstd expand by ~1000x at most on real data.
+    let mut out = Vec::with_capacity((declared as usize).min(compressed.saturating_mul(1032)));
+    decoder
+        .take(declared + 1)
         .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Invalid(format!("corrupt zlib data: {e}")))?;
-    if out.len() as u64 != len {
+        .map_err(|e| DecodeError::Invalid(format!("corrupt {algorithm} data in {what}: {e}")))?;
+    if out.len() as u64 != declared {
         return Err(DecodeError::Invalid(format!(
-            "compressed block inflates to {} bytes, its header says {len}",
+            "{what} decompresses to {} bytes, its header says {declared}",
             out.len()
         )));
     }

@@ -4,8 +4,7 @@
 //! of `(type, length, value)` fields with length-encoded integers, an end mark (type 0), then
 //! the payload.
 
-use std::io::Read;
-
+use super::compressed::read_declared;
 use super::cursor::{Cursor, DecodeError};
 
 const END_MARK: u64 = 0;
@@ -15,9 +14,6 @@ const UNCOMPRESSED_SIZE: u64 = 3;
 
 const ZSTD: u64 = 0;
 const NONE: u64 = 255;
-
-/// A transaction is bounded by `max_allowed_packet` (1 GiB) on the server.
-const MAX_UNCOMPRESSED: u64 = 1 << 30;
 
 /// The inner events' bytes of a TRANSACTION_PAYLOAD body.
 pub fn events(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
@@ -55,26 +51,15 @@ pub fn events(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
                     "zstd transaction payload without its uncompressed size".into(),
                 )
             })?;
-            if declared > MAX_UNCOMPRESSED {
-                return Err(DecodeError::Invalid(format!(
-                    "transaction payload claims {declared} uncompressed bytes"
-                )));
-            }
             let decoder = zstd::stream::read::Decoder::new(payload)
                 .map_err(|e| DecodeError::Invalid(format!("zstd: {e}")))?;
-            // The declared size is not trusted for the allocation.
-            let mut out = Vec::with_capacity((declared as usize).min(payload.len() * 64));
-            decoder
-                .take(declared + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| DecodeError::Invalid(format!("corrupt zstd payload: {e}")))?;
-            if out.len() as u64 != declared {
-                return Err(DecodeError::Invalid(format!(
-                    "transaction payload decompresses to {} bytes, its header says {declared}",
-                    out.len()
-                )));
-            }
-            Ok(out)
+            read_declared(
+                decoder,
+                declared,
+                payload.len(),
+                "zstd",
+                "transaction payload",
+            )
         }
         other => Err(DecodeError::Invalid(format!(
             "transaction payload compressed with unknown algorithm {other}"
