@@ -66,6 +66,9 @@ pub struct SourceConfig {
     /// PEM file of the CA that signed the server's certificate (`verify_ca`,
     /// `verify_identity`); the system's roots are used when unset.
     pub tls_ca_file: Option<PathBuf>,
+    /// Rows per snapshot chunk: the unit a restart continues after.
+    #[serde(default = "default_chunk_rows")]
+    pub snapshot_chunk_rows: u64,
     /// Put the SQL statement behind each row into `source.query` (off by default: statements
     /// can hold data the column rules would mask). Needs MariaDB's
     /// `binlog_annotate_row_events` (on by default) or MySQL's `binlog_rows_query_log_events`.
@@ -269,6 +272,10 @@ pub struct RegistryConfig {
     /// Data directory of the embedded registry.
     #[serde(default = "default_serve_data")]
     pub serve_data: PathBuf,
+}
+
+fn default_chunk_rows() -> u64 {
+    10_000
 }
 
 fn default_serve_data() -> PathBuf {
@@ -690,6 +697,13 @@ impl Config {
             if es.username.is_none() && !es.password.is_empty() {
                 p.push("`elasticsearch.password` is set without `elasticsearch.username`".into());
             }
+        }
+        if self
+            .source
+            .as_ref()
+            .is_some_and(|s| s.snapshot_chunk_rows == 0)
+        {
+            p.push("`source.snapshot_chunk_rows` must be at least 1".into());
         }
         if self.loader.batch_size == 0 {
             p.push("`loader.batch_size` must be at least 1".into());

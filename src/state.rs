@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Checkpoint, Position, TableId, TableSchema, Version};
+use crate::model::{Checkpoint, Position, SnapshotProgress, TableId, TableSchema, Version};
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,8 @@ pub enum StateError {
 const POSITION: &str = "position";
 /// Prefix of per-table snapshot records.
 const SNAPSHOT: &str = "snapshot/";
+/// Prefix of per-table progress of unfinished snapshots.
+const PROGRESS: &str = "progress/";
 
 /// Prefix of schema-history records: `schema/<db.table>\0<version, big-endian>`. Identifiers
 /// cannot hold NUL, so one table's records never interleave with another's.
@@ -98,6 +100,11 @@ impl State {
             .is_some())
     }
 
+    /// How far the unfinished snapshot of `table` got, if one was begun.
+    pub fn progress(&self, table: &TableId) -> Result<Option<SnapshotProgress>, StateError> {
+        self.get(&format!("{PROGRESS}{table}"))
+    }
+
     /// Stores a checkpoint durably (fsync) before returning.
     pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();
@@ -109,12 +116,16 @@ impl State {
                         position: position.clone(),
                     };
                     batch.insert(format!("{SNAPSHOT}{t}").as_bytes(), to_json(&record));
+                    batch.remove(format!("{PROGRESS}{t}").as_bytes());
                 }
                 // Tables added to a running setup are snapshotted later than the stored
                 // position; streaming must still resume from the older position.
                 if self.position()?.is_none() {
                     batch.insert(POSITION, to_json(position));
                 }
+            }
+            Checkpoint::Chunk { table, progress } => {
+                batch.insert(format!("{PROGRESS}{table}").as_bytes(), to_json(progress))
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;

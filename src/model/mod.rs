@@ -212,7 +212,7 @@ impl fmt::Display for TableSchema {
 }
 
 /// A typed column value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     /// SQL NULL, and zero or impossible dates (counted as warnings where they are read).
     Null,
@@ -566,6 +566,19 @@ pub struct Change {
     pub source: SourceInfo,
 }
 
+/// How far a table's snapshot got: what a restart continues from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    /// The binlog position the snapshot began at, where streaming starts once it is done.
+    pub position: Position,
+    /// Key of the last row copied, in key order; empty before the first chunk.
+    pub last_key: Vec<Value>,
+    /// Rows copied so far.
+    pub rows: u64,
+    /// Chunks copied so far.
+    pub chunks: u64,
+}
+
 /// A point that is safe to resume from, once Kafka acknowledged everything before it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Checkpoint {
@@ -576,8 +589,15 @@ pub enum Checkpoint {
     Snapshot {
         /// Tables copied by the snapshot.
         tables: Vec<TableId>,
-        /// The binlog position the snapshot is consistent with.
+        /// The binlog position streaming starts at for these tables.
         position: Position,
+    },
+    /// A chunk of a table's snapshot is published: a restart continues after it.
+    Chunk {
+        /// The table.
+        table: TableId,
+        /// Where its snapshot stands.
+        progress: SnapshotProgress,
     },
 }
 

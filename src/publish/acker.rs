@@ -56,11 +56,21 @@ pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), P
                 }
                 Err(_) => return Err(PublishError::ProducerGone),
             },
-            Some(Pending::Checkpoint(cp @ Checkpoint::Snapshot { .. })) => {
-                // Rare and not superseded by later checkpoints: store at once.
+            Some(Pending::Checkpoint(
+                cp @ (Checkpoint::Snapshot { .. } | Checkpoint::Chunk { .. }),
+            )) => {
+                // Not superseded by later checkpoints (a chunk of one table by one of
+                // another), and at most one per chunk of rows: store at once.
                 save(state, &mut unsaved, &mut last_save).await?;
+                let chunk = match &cp {
+                    Checkpoint::Chunk { table, progress } => Some((table.clone(), progress.rows)),
+                    _ => None,
+                };
                 unsaved = Some(cp);
                 save(state, &mut unsaved, &mut last_save).await?;
+                if let Some((table, rows)) = chunk {
+                    tracing::info!(%table, rows, "snapshot progress stored");
+                }
             }
             Some(Pending::Checkpoint(cp)) => {
                 unsaved = Some(cp);

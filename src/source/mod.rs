@@ -267,18 +267,28 @@ pub async fn run(
         let schema = Arc::new(mysql::table_schema(&mut conn, t, key).await?);
         out.columns.check(&schema)?;
         if !state.is_snapshotted(t)? {
-            pending.push(schema.clone());
+            pending.push(snapshot::Pending {
+                table: schema.clone(),
+                progress: state.progress(t)?,
+            });
         }
         schemas.push(schema);
     }
     let mut start = state.position()?;
     if !pending.is_empty() {
-        let Some(position) =
-            snapshot::run(&mut conn, &pending, server.server_id, &mut out, &shutdown).await?
+        let Some(position) = snapshot::run(
+            &mut conn,
+            &pending,
+            server.server_id,
+            cfg.snapshot_chunk_rows,
+            &mut out,
+            &shutdown,
+        )
+        .await?
         else {
             return Ok(());
         };
-        let tables = pending.iter().map(|s| s.id.clone()).collect();
+        let tables = pending.iter().map(|p| p.table.id.clone()).collect();
         out.checkpoint(Checkpoint::Snapshot {
             tables,
             position: position.clone(),

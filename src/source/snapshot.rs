@@ -1,7 +1,15 @@
-//! The initial snapshot: every row of the tables that have none yet, read in one consistent
-//! transaction whose binlog position the server reports, so streaming can start exactly there.
+//! The initial snapshot: the rows of the tables that have none yet, read in one consistent
+//! transaction whose binlog position the server reports, in chunks by key (keyset
+//! pagination), each chunk's end stored once Kafka has it, so a restart continues after the
+//! last stored chunk instead of starting over.
+//!
+//! A continued snapshot reads at a newer point than the one streaming starts from (the first
+//! run's); its rows carry the newer point's version, so the changes streamed again from the
+//! older point, which are older still, lose to them in the index, and everything after
+//! follows as usual.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mysql_async::Conn;
@@ -11,22 +19,88 @@ use tokio_util::sync::CancellationToken;
 use super::mysql::{gtid_at, query_error, quote};
 use super::{Emitter, SourceError};
 use crate::model::{
-    Change, ColumnType, Op, Position, SourceInfo, TableSchema, Value, Version,
-    binlog_file_sequence, time,
+    Change, Checkpoint, ColumnType, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value,
+    Version, binlog_file_sequence, time,
 };
 
 /// Rows per message to the publisher.
 const BATCH: usize = 512;
+/// How often progress is logged while a table is copied.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// Copies `tables` and returns the position the copy is consistent with, or `None` if
-/// `shutdown` interrupted it (nothing is checkpointed then; the next start copies again).
+/// A table to copy, and how far an earlier run got.
+pub struct Pending {
+    /// The table.
+    pub table: Arc<TableSchema>,
+    /// Progress stored by an interrupted run.
+    pub progress: Option<SnapshotProgress>,
+}
+
+/// Copies `tables` and returns the position streaming starts from for them (the first run's
+/// point when continuing), or `None` if `shutdown` interrupted it.
 pub async fn run(
     conn: &mut Conn,
-    tables: &[Arc<TableSchema>],
+    tables: &[Pending],
     server_id: u32,
+    chunk_rows: u64,
     out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<Option<Position>, SourceError> {
+    let position = consistent_point(conn).await?;
+    let seq = binlog_file_sequence(&position.file).ok_or_else(|| {
+        SourceError::Precondition(format!(
+            "binlog file {:?} has no numeric sequence suffix",
+            position.file
+        ))
+    })?;
+    // Every later change sits past this point, so its version orders the rows read here
+    // before them.
+    let version = Version::at(seq, position.pos as u32);
+    let origin = tables
+        .iter()
+        .find_map(|p| p.progress.as_ref().map(|p| p.position.clone()))
+        .unwrap_or_else(|| position.clone());
+    let source = SourceInfo {
+        file: Arc::from(position.file.as_str()),
+        pos: position.pos,
+        row: 0,
+        server_id,
+        ts_ms: time::now_ms(),
+        gtid: None,
+        snapshot: true,
+        thread: None,
+        query: None,
+        transaction: None,
+    };
+    let mut copier = Copier {
+        conn,
+        out,
+        shutdown,
+        version,
+        source,
+        origin: origin.clone(),
+        chunk_rows,
+        zero_dates: 0,
+    };
+    for pending in tables {
+        if !copier.table(pending, &position).await? {
+            return Ok(None);
+        }
+    }
+    if copier.zero_dates > 0 {
+        tracing::warn!(
+            count = copier.zero_dates,
+            "snapshot: zero or impossible dates became null"
+        );
+    }
+    conn.query_drop("COMMIT")
+        .await
+        .map_err(|e| query_error("ending the snapshot transaction", e))?;
+    Ok(Some(origin))
+}
+
+/// Opens the consistent read and returns the binlog position it sees.
+async fn consistent_point(conn: &mut Conn) -> Result<Position, SourceError> {
     // TIMESTAMP values come back in the session zone; UTC makes them instants.
     for sql in [
         "SET SESSION time_zone = '+00:00'",
@@ -58,91 +132,235 @@ pub async fn run(
     let pos: u32 = pos.parse().map_err(|_| {
         SourceError::Precondition(format!("binlog_snapshot_position {pos:?} is not a number"))
     })?;
-    let seq = binlog_file_sequence(&file).ok_or_else(|| {
-        SourceError::Precondition(format!(
-            "binlog file {file:?} has no numeric sequence suffix"
-        ))
-    })?;
-    // Every later change sits past `pos`, so this version orders snapshot rows before them.
-    let version = Version::at(seq, pos);
     // The GTID state at the same point, so the stream can also resume by GTID.
     let gtid = gtid_at(conn, &file, u64::from(pos)).await;
-    let position = Position {
+    Ok(Position {
         file,
         pos: u64::from(pos),
         gtid,
-    };
-    let source = SourceInfo {
-        file: Arc::from(position.file.as_str()),
-        pos: position.pos,
-        row: 0,
-        server_id,
-        ts_ms: time::now_ms(),
-        gtid: None,
-        snapshot: true,
-        thread: None,
-        query: None,
-        transaction: None,
-    };
-    let mut zero_dates = 0u64;
-    for table in tables {
-        let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
-        let sql = format!(
-            "SELECT {} FROM {}.{}",
-            columns.join(", "),
-            quote(&table.id.db),
-            quote(&table.id.table)
-        );
-        tracing::info!(table = %table.id, %position, "snapshot: copying table");
-        // A prepared statement, so values arrive typed (binary protocol), row by row.
-        let mut result = conn
-            .exec_iter(sql, ())
-            .await
-            .map_err(|e| query_error("reading a table for the snapshot", e))?;
-        let mut rows = result
-            .stream::<mysql_async::Row>()
-            .await
-            .map_err(|e| query_error("reading a table for the snapshot", e))?
-            .ok_or_else(|| {
-                SourceError::Precondition("snapshot query returned no result set".into())
-            })?;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut count = 0u64;
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(|e| query_error("reading a table for the snapshot", e))?;
-            let values = convert(table, row.unwrap(), &mut zero_dates)?;
-            batch.push(Change {
-                table: table.clone(),
-                op: Op::Read,
-                before: None,
-                after: Some(values),
-                version,
-                source: source.clone(),
-            });
-            count += 1;
-            if batch.len() == BATCH {
-                if shutdown.is_cancelled() {
-                    return Ok(None);
+    })
+}
+
+/// One snapshot transaction's copying.
+struct Copier<'a> {
+    conn: &'a mut Conn,
+    out: &'a mut Emitter,
+    shutdown: &'a CancellationToken,
+    version: Version,
+    source: SourceInfo,
+    origin: Position,
+    chunk_rows: u64,
+    zero_dates: u64,
+}
+
+impl Copier<'_> {
+    /// Copies one table chunk by chunk; false if `shutdown` interrupted it.
+    async fn table(&mut self, pending: &Pending, at: &Position) -> Result<bool, SourceError> {
+        let table = &pending.table;
+        let mut progress = pending.progress.clone().unwrap_or(SnapshotProgress {
+            position: self.origin.clone(),
+            last_key: Vec::new(),
+            rows: 0,
+            chunks: 0,
+        });
+        let chunked = keyset_able(table);
+        if !chunked {
+            tracing::warn!(table = %table.id, "snapshot: the key has a type that cannot be paged in key order (ENUM, SET, FLOAT, DOUBLE, BIT, JSON, GEOMETRY); copying the table in one piece, which a restart repeats");
+        }
+        let estimate = self.estimate(table).await;
+        tracing::info!(table = %table.id, position = %at, estimated_rows = estimate, resuming_after_rows = progress.rows, "snapshot: copying table");
+        let (started, rows_before) = (Instant::now(), progress.rows);
+        let mut last_report = Instant::now();
+        let mut chunks_here = 0u64;
+        loop {
+            let (sql, params) = chunk_query(
+                table,
+                &progress.last_key,
+                chunked.then_some(self.chunk_rows),
+            );
+            // A prepared statement, so values arrive typed (binary protocol), row by row.
+            let mut result = self
+                .conn
+                .exec_iter(sql, params)
+                .await
+                .map_err(|e| query_error("reading a table for the snapshot", e))?;
+            let mut rows = result
+                .stream::<mysql_async::Row>()
+                .await
+                .map_err(|e| query_error("reading a table for the snapshot", e))?
+                .ok_or_else(|| {
+                    SourceError::Precondition("snapshot query returned no result set".into())
+                })?;
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut in_chunk = 0u64;
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(|e| query_error("reading a table for the snapshot", e))?;
+                let values = convert(table, row.unwrap(), &mut self.zero_dates)?;
+                progress.last_key = table.key_values(&values).cloned().collect();
+                batch.push(Change {
+                    table: table.clone(),
+                    op: Op::Read,
+                    before: None,
+                    after: Some(values),
+                    version: self.version,
+                    source: self.source.clone(),
+                });
+                in_chunk += 1;
+                if batch.len() == BATCH {
+                    if self.shutdown.is_cancelled() {
+                        return Ok(false);
+                    }
+                    self.out
+                        .changes(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .await?;
                 }
-                out.changes(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+            }
+            drop(rows);
+            drop(result);
+            if !batch.is_empty() {
+                self.out.changes(batch).await?;
+            }
+            if in_chunk > 0 && chunked {
+                progress.rows += in_chunk;
+                progress.chunks += 1;
+                chunks_here += 1;
+                self.out
+                    .checkpoint(Checkpoint::Chunk {
+                        table: table.id.clone(),
+                        progress: progress.clone(),
+                    })
                     .await?;
+            } else {
+                progress.rows += in_chunk;
+            }
+            if last_report.elapsed() >= REPORT_EVERY {
+                report(table, &progress, rows_before, started, estimate);
+                last_report = Instant::now();
+            }
+            if !chunked || in_chunk < self.chunk_rows {
+                break;
+            }
+            if self.shutdown.is_cancelled() {
+                return Ok(false);
             }
         }
-        if !batch.is_empty() {
-            out.changes(batch).await?;
+        tracing::info!(table = %table.id, rows = progress.rows, rows_this_run = progress.rows - rows_before, chunks_this_run = chunks_here, "snapshot: table copied");
+        Ok(true)
+    }
+
+    /// The table's row count as information_schema estimates it (0 when unknown).
+    async fn estimate(&mut self, table: &TableSchema) -> u64 {
+        self.conn
+            .exec_first::<Option<u64>, _, _>(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND \
+                 TABLE_NAME = ?",
+                (&table.id.db, &table.id.table),
+            )
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
+
+/// Logs rows done against the estimate, the rate and the time left.
+fn report(table: &TableSchema, p: &SnapshotProgress, before: u64, started: Instant, estimate: u64) {
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let rate = (p.rows - before) as f64 / secs;
+    let left = estimate.saturating_sub(p.rows) as f64;
+    let eta_s = if rate > 0.0 { (left / rate) as u64 } else { 0 };
+    tracing::info!(table = %table.id, rows = p.rows, estimated_rows = estimate, rows_per_s = rate as u64, eta_s, "snapshot: copying");
+}
+
+/// Whether the key's order in the database can be paged through with typed bounds: types
+/// whose comparison with a parameter is the order the index sorts them in.
+fn keyset_able(table: &TableSchema) -> bool {
+    table.key.iter().all(|&i| {
+        matches!(
+            table.columns[i].ty,
+            ColumnType::Integer { .. }
+                | ColumnType::Decimal { .. }
+                | ColumnType::Text
+                | ColumnType::Bytes
+                | ColumnType::Date
+                | ColumnType::DateTime { .. }
+                | ColumnType::Timestamp { .. }
+                | ColumnType::Year
+                | ColumnType::Time { .. }
+        )
+    })
+}
+
+/// The next chunk's query: rows after `last` in key order (the database's own order and
+/// collation), `limit` of them; the whole table when `limit` is `None`.
+fn chunk_query(
+    table: &TableSchema,
+    last: &[Value],
+    limit: Option<u64>,
+) -> (String, Vec<mysql_async::Value>) {
+    let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    let key: Vec<String> = table
+        .key
+        .iter()
+        .map(|&i| quote(&table.columns[i].name))
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote(&table.id.db),
+        quote(&table.id.table)
+    );
+    let mut params = Vec::new();
+    let Some(limit) = limit else {
+        return (sql, params);
+    };
+    if !last.is_empty() {
+        // (k1, k2) > (a, b) spelled out, so the index serves it: k1 > a OR (k1 = a AND k2 > b).
+        let mut alternatives = Vec::new();
+        for n in 0..key.len() {
+            let mut terms: Vec<String> = key[..n].iter().map(|k| format!("{k} = ?")).collect();
+            terms.push(format!("{} > ?", key[n]));
+            params.extend(last[..=n].iter().map(param));
+            alternatives.push(format!("({})", terms.join(" AND ")));
         }
-        tracing::info!(table = %table.id, rows = count, "snapshot: table copied");
+        sql.push_str(&format!(" WHERE {}", alternatives.join(" OR ")));
     }
-    if zero_dates > 0 {
-        tracing::warn!(
-            count = zero_dates,
-            "snapshot: zero or impossible dates became null"
-        );
+    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
+    (sql, params)
+}
+
+/// A key value as a statement parameter the server compares like the column.
+fn param(v: &Value) -> mysql_async::Value {
+    use mysql_async::Value as V;
+    match v {
+        Value::Null => V::NULL,
+        Value::Int(i) => V::Int(*i),
+        Value::UInt(u) | Value::Bits(u) => V::UInt(*u),
+        Value::Float(f) => V::Float(*f),
+        Value::Double(d) => V::Double(*d),
+        Value::Decimal(s) | Value::String(s) => V::Bytes(s.clone().into_bytes()),
+        Value::Bytes(b) => V::Bytes(b.clone()),
+        Value::Geometry { wkb, .. } => V::Bytes(wkb.clone()),
+        Value::Time(us) => {
+            let (negative, us) = (*us < 0, us.unsigned_abs());
+            let secs = us / 1_000_000;
+            V::Time(
+                negative,
+                (secs / 86_400) as u32,
+                (secs / 3600 % 24) as u8,
+                (secs / 60 % 60) as u8,
+                (secs % 60) as u8,
+                (us % 1_000_000) as u32,
+            )
+        }
+        Value::Date(days) => V::Bytes(time::format_date(i64::from(*days)).into_bytes()),
+        // The session is in UTC, so a TIMESTAMP's instant and a DATETIME's wall clock both
+        // compare as this text.
+        Value::DateTime(us) | Value::Timestamp(us) => {
+            V::Bytes(time::format_datetime_micros(*us).into_bytes())
+        }
     }
-    conn.query_drop("COMMIT")
-        .await
-        .map_err(|e| query_error("ending the snapshot transaction", e))?;
-    Ok(Some(position))
 }
 
 /// Turns one result row into typed values with the same meaning the binlog decoder gives them.
@@ -279,7 +497,56 @@ fn canonical_decimal(s: &str, scale: u8) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_decimal;
+    use super::*;
+    use crate::model::{Column, TableId};
+
+    #[test]
+    fn chunks_page_through_composite_keys_in_key_order() {
+        let table = TableSchema {
+            id: TableId::new("db", "t"),
+            columns: vec![
+                Column::new("v", ColumnType::Double, true),
+                Column::new(
+                    "a",
+                    ColumnType::Integer {
+                        bytes: 4,
+                        unsigned: false,
+                    },
+                    false,
+                ),
+                Column::new("b", ColumnType::Text, false),
+            ],
+            key: vec![1, 2],
+        };
+        let (sql, params) = chunk_query(&table, &[], Some(10));
+        assert_eq!(
+            sql,
+            "SELECT `v`, `a`, `b` FROM `db`.`t` ORDER BY `a`, `b` LIMIT 10"
+        );
+        assert!(params.is_empty());
+        let last = [Value::Int(7), Value::String("x".into())];
+        let (sql, params) = chunk_query(&table, &last, Some(10));
+        assert!(
+            sql.ends_with("WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT 10"),
+            "{sql}"
+        );
+        assert_eq!(
+            params,
+            [
+                mysql_async::Value::Int(7),
+                mysql_async::Value::Int(7),
+                mysql_async::Value::Bytes(b"x".to_vec())
+            ]
+        );
+        assert!(keyset_able(&table));
+        let mut by_double = table.clone();
+        by_double.key = vec![0];
+        assert!(!keyset_able(&by_double));
+        assert_eq!(
+            chunk_query(&by_double, &[], None).0,
+            "SELECT `v`, `a`, `b` FROM `db`.`t`"
+        );
+    }
 
     #[test]
     fn decimals_take_the_binlog_decoders_form() {
