@@ -42,7 +42,7 @@ pub enum RunError {
 /// Batches of changes buffered between source and publisher.
 const SOURCE_QUEUE: usize = 64;
 /// Records awaiting acknowledgement; bounds memory and lets the publisher run ahead.
-const ACK_QUEUE: usize = 100_000;
+const ACK_QUEUE: usize = 20_000;
 
 /// Runs `role` until `shutdown` or a failure.
 pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Result<(), RunError> {

@@ -105,9 +105,18 @@ impl State {
         self.get(&format!("{PROGRESS}{table}"))
     }
 
-    /// Stores a checkpoint durably (fsync) before returning.
-    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StateError> {
+    /// Stores checkpoints, in order, in one write, durably (one fsync) before returning.
+    pub async fn save(&self, checkpoints: &[Checkpoint]) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();
+        for checkpoint in checkpoints {
+            self.add(&mut batch, checkpoint)?;
+        }
+        self.db.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.db.flush_async().await.map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    fn add(&self, batch: &mut sled::Batch, checkpoint: &Checkpoint) -> Result<(), StateError> {
         match checkpoint {
             Checkpoint::Stream(position) => batch.insert(POSITION, to_json(position)),
             Checkpoint::Snapshot { tables, position } => {
@@ -128,8 +137,6 @@ impl State {
                 batch.insert(format!("{PROGRESS}{table}").as_bytes(), to_json(progress))
             }
         }
-        self.db.apply_batch(batch).map_err(|e| self.io(e))?;
-        self.db.flush_async().await.map_err(|e| self.io(e))?;
         Ok(())
     }
 
@@ -246,21 +253,21 @@ mod tests {
             let state = State::open(dir.path()).unwrap();
             assert_eq!(state.position().unwrap(), None);
             state
-                .save(&Checkpoint::Snapshot {
+                .save(&[Checkpoint::Snapshot {
                     tables: vec![orders.clone()],
                     position: pos("binlog.000001", 400),
-                })
+                }])
                 .await
                 .unwrap();
             state
-                .save(&Checkpoint::Stream(pos("binlog.000002", 900)))
+                .save(&[Checkpoint::Stream(pos("binlog.000002", 900))])
                 .await
                 .unwrap();
             state
-                .save(&Checkpoint::Snapshot {
+                .save(&[Checkpoint::Snapshot {
                     tables: vec![items.clone()],
                     position: pos("binlog.000003", 100),
-                })
+                }])
                 .await
                 .unwrap();
         }

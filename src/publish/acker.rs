@@ -12,7 +12,7 @@ use super::PublishError;
 use crate::model::Checkpoint;
 use crate::state::State;
 
-/// How often a streaming checkpoint is written; each write is an fsync.
+/// How often gathered checkpoints are written; each write is an fsync.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
 
 /// What the publisher queues, in production order.
@@ -28,20 +28,24 @@ pub enum Pending {
     Checkpoint(Checkpoint),
 }
 
-/// Awaits deliveries in order and stores checkpoints, until the queue closes.
+/// Awaits deliveries in order and stores checkpoints, until the queue closes. Checkpoints
+/// are gathered for up to [`SAVE_EVERY`] and stored in one write (one fsync): a later
+/// stream position supersedes an earlier one, a table's later chunk its earlier chunk; a
+/// finished snapshot is stored at once.
 pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), PublishError> {
-    let mut unsaved: Option<Checkpoint> = None;
+    let mut unsaved: Vec<Checkpoint> = Vec::new();
     let mut last_save = Instant::now();
     loop {
-        let next = match &unsaved {
-            Some(_) => tokio::select! {
+        let next = if unsaved.is_empty() {
+            rx.recv().await
+        } else {
+            tokio::select! {
                 next = rx.recv() => next,
                 () = tokio::time::sleep_until(last_save + SAVE_EVERY) => {
                     save(state, &mut unsaved, &mut last_save).await?;
                     continue;
                 }
-            },
-            None => rx.recv().await,
+            }
         };
         match next {
             None => {
@@ -56,24 +60,14 @@ pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), P
                 }
                 Err(_) => return Err(PublishError::ProducerGone),
             },
-            Some(Pending::Checkpoint(
-                cp @ (Checkpoint::Snapshot { .. } | Checkpoint::Chunk { .. }),
-            )) => {
-                // Not superseded by later checkpoints (a chunk of one table by one of
-                // another), and at most one per chunk of rows: store at once.
+            Some(Pending::Checkpoint(cp @ Checkpoint::Snapshot { .. })) => {
+                unsaved.push(cp);
                 save(state, &mut unsaved, &mut last_save).await?;
-                let chunk = match &cp {
-                    Checkpoint::Chunk { table, progress } => Some((table.clone(), progress.rows)),
-                    _ => None,
-                };
-                unsaved = Some(cp);
-                save(state, &mut unsaved, &mut last_save).await?;
-                if let Some((table, rows)) = chunk {
-                    tracing::info!(%table, rows, "snapshot progress stored");
-                }
+                tracing::info!("snapshot stored: every row acknowledged, streaming takes over");
             }
             Some(Pending::Checkpoint(cp)) => {
-                unsaved = Some(cp);
+                unsaved.retain(|old| !superseded(old, &cp));
+                unsaved.push(cp);
                 if last_save.elapsed() >= SAVE_EVERY {
                     save(state, &mut unsaved, &mut last_save).await?;
                 }
@@ -82,14 +76,30 @@ pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), P
     }
 }
 
+/// Whether storing `new` makes storing `old` pointless.
+fn superseded(old: &Checkpoint, new: &Checkpoint) -> bool {
+    match (old, new) {
+        (Checkpoint::Stream(_), Checkpoint::Stream(_)) => true,
+        (Checkpoint::Chunk { table: a, .. }, Checkpoint::Chunk { table: b, .. }) => a == b,
+        _ => false,
+    }
+}
+
 async fn save(
     state: &State,
-    unsaved: &mut Option<Checkpoint>,
+    unsaved: &mut Vec<Checkpoint>,
     last_save: &mut Instant,
 ) -> Result<(), PublishError> {
-    if let Some(cp) = unsaved.take() {
-        state.save(&cp).await?;
-        tracing::debug!(?cp, "checkpoint stored");
+    if !unsaved.is_empty() {
+        state.save(unsaved).await?;
+        for cp in unsaved.drain(..) {
+            match cp {
+                Checkpoint::Chunk { table, progress } => {
+                    tracing::info!(%table, rows = progress.rows, "snapshot progress stored");
+                }
+                cp => tracing::debug!(?cp, "checkpoint stored"),
+            }
+        }
     }
     *last_save = Instant::now();
     Ok(())

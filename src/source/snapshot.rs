@@ -196,7 +196,6 @@ impl Copier<'_> {
             while let Some(row) = rows.next().await {
                 let row = row.map_err(|e| query_error("reading a table for the snapshot", e))?;
                 let values = convert(table, row.unwrap(), &mut self.zero_dates)?;
-                progress.last_key = table.key_values(&values).cloned().collect();
                 batch.push(Change {
                     table: table.clone(),
                     op: Op::Read,
@@ -210,14 +209,15 @@ impl Copier<'_> {
                     if self.shutdown.is_cancelled() {
                         return Ok(false);
                     }
-                    self.out
-                        .changes(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                        .await?;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    progress.last_key = last_key(table, &full);
+                    self.out.changes(full).await?;
                 }
             }
             drop(rows);
             drop(result);
             if !batch.is_empty() {
+                progress.last_key = last_key(table, &batch);
                 self.out.changes(batch).await?;
             }
             if in_chunk > 0 && chunked {
@@ -262,6 +262,13 @@ impl Copier<'_> {
             .flatten()
             .unwrap_or(0)
     }
+}
+
+/// The key of the last row of `batch`.
+fn last_key(table: &TableSchema, batch: &[Change]) -> Vec<Value> {
+    let row = batch.last().and_then(|c| c.after.as_ref());
+    row.map(|r| table.key_values(r).cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Logs rows done against the estimate, the rate and the time left.

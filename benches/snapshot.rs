@@ -1,0 +1,205 @@
+//! Snapshot throughput, end to end (not criterion: one run takes minutes): a 2,000,000-row,
+//! 9-column table in the stack's MariaDB, read by a raw `SELECT *` with mysql_async (binary
+//! protocol, every value typed, nothing else done), then snapshotted by `sluice run --role
+//! source` until every row is acknowledged, into tansu `null://` (the fastest honest sink,
+//! shared/benchmarking.md: the stage against its own limit) and into the stack's SQLite
+//! broker (reported beside it); peak RSS of the sluice process from /proc.
+//! Targets: >= 80 % of the raw rate, <= 150 MB.
+//!
+//! `scripts/stack.sh up && cargo bench --bench snapshot`; figures in docs/benchmarks.md.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mysql_async::prelude::*;
+
+const ROWS: u64 = 2_000_000;
+
+/// `scripts/stack.sh env` as key/value pairs.
+fn stack_env() -> std::collections::HashMap<String, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/stack.sh"))
+        .arg("env")
+        .output()
+        .expect("scripts/stack.sh env (is the stack up? scripts/stack.sh up)");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export SLUICE_STACK_")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects nothing here.
+    let env = stack_env();
+    let url = format!(
+        "mysql://{}:{}@{}:{}/",
+        env["MYSQL_ADMIN_USER"], env["MYSQL_ADMIN_PASSWORD"], env["MYSQL_HOST"], env["MYSQL_PORT"]
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let raw = rt.block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        let have: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM bench_snapshot.t")
+            .await
+            .unwrap_or(None);
+        if have != Some(ROWS) {
+            eprintln!("writing the {ROWS}-row table bench_snapshot.t...");
+            for sql in [
+                "DROP DATABASE IF EXISTS bench_snapshot".to_string(),
+                "CREATE DATABASE bench_snapshot".into(),
+                "CREATE TABLE bench_snapshot.t (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, \
+                 qty MEDIUMINT, price DECIMAL(12,2), name VARCHAR(64), note VARCHAR(255), \
+                 created DATETIME(6), flag TINYINT) DEFAULT CHARSET utf8mb4"
+                    .into(),
+                "USE bench_snapshot".into(),
+                format!(
+                    "INSERT INTO bench_snapshot.t SELECT seq, CAST(seq AS SIGNED) - 1000000, \
+                     (seq * 2654435761) % 4294967296, CAST(seq % 16777216 AS SIGNED) - 8388608, \
+                     CAST((seq * 37) % 100000000 AS SIGNED) / 100 - 500000, \
+                     CONCAT('name-', seq), REPEAT('n', seq % 50), \
+                     TIMESTAMPADD(MICROSECOND, seq * 1234567, '2024-01-01 00:00:00'), seq % 2 \
+                     FROM seq_1_to_{ROWS}"
+                ),
+            ] {
+                conn.query_drop(sql).await.unwrap();
+            }
+        }
+        let start = Instant::now();
+        let mut result = conn
+            .exec_iter("SELECT * FROM bench_snapshot.t", ())
+            .await
+            .unwrap();
+        let mut rows = result.stream::<mysql_async::Row>().await.unwrap().unwrap();
+        let mut n = 0u64;
+        while let Some(row) = rows.next().await {
+            std::hint::black_box(row.unwrap().unwrap());
+            n += 1;
+        }
+        assert_eq!(n, ROWS);
+        start.elapsed()
+    });
+
+    let null_port = free_port();
+    let tansu_dir = tempfile::tempdir().unwrap();
+    let mut tansu = Command::new("tansu")
+        .args(["broker", "--storage-engine", "null://sink"])
+        .arg("--listener-url")
+        .arg(format!("tcp://127.0.0.1:{null_port}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://127.0.0.1:{null_port}"))
+        .current_dir(tansu_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu in PATH (scripts/stack.sh install puts it in ~/.cargo/bin)");
+    while std::net::TcpStream::connect(("127.0.0.1", null_port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let null = snapshot(&env, &format!("127.0.0.1:{null_port}"));
+    let _ = tansu.kill();
+    let _ = tansu.wait();
+    let sqlite = snapshot(&env, &env["KAFKA_BROKERS"]);
+    let rate = |d: Duration| ROWS as f64 / d.as_secs_f64();
+    println!(
+        "raw SELECT *: {:.2} s, {:.0} rows/s",
+        raw.as_secs_f64(),
+        rate(raw)
+    );
+    for (sink, (done, peak_kb)) in [
+        ("tansu null://", null),
+        ("tansu SQLite (the stack's)", sqlite),
+    ] {
+        println!(
+            "sluice snapshot into {sink}, every row acknowledged, process start included: \
+             {:.2} s, {:.0} rows/s, {:.0} % of raw; peak RSS {:.0} MB",
+            done.as_secs_f64(),
+            rate(done),
+            100.0 * rate(done) / rate(raw),
+            peak_kb as f64 / 1024.0
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Snapshots the table with a fresh state dir into `brokers`: time until every row is
+/// acknowledged, and the peak RSS in kB.
+fn snapshot(env: &std::collections::HashMap<String, String>, brokers: &str) -> (Duration, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let prefix = format!("bench{}", std::process::id());
+    std::fs::write(
+        &config,
+        format!(
+            r#"tables = ["bench_snapshot.t"]
+[source]
+host = "{host}"
+port = {port}
+user = "{user}"
+password = "{password}"
+server_id = {server_id}
+state_dir = "{state}"
+[kafka]
+brokers = "{brokers}"
+topic_prefix = "{prefix}"
+partitions = 3
+[registry]
+url = "{registry}"
+"#,
+            host = env["MYSQL_HOST"],
+            port = env["MYSQL_PORT"],
+            user = env["MYSQL_USER"],
+            password = env["MYSQL_PASSWORD"],
+            server_id = 60_000 + std::process::id() % 1000,
+            state = dir.path().join("state").display(),
+            brokers = brokers,
+            registry = env["REGISTRY_URL"],
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("sluice.log");
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--role", "source", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let done = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("snapshot stored") {
+            break start.elapsed();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sluice exited:\n{text}"
+        );
+        if let Ok(s) = std::fs::read_to_string(&status)
+            && let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (done, peak_kb)
+}
