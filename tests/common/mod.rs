@@ -250,15 +250,22 @@ linger_ms = 50
         let index = format!("{}.{table}", self.db).to_lowercase();
         let deadline = Instant::now() + timeout;
         loop {
-            let (expected, actual) = (want().await, index_docs(&index).await);
-            if expected == actual {
-                return;
+            let expected = want().await;
+            let late = Instant::now() > deadline;
+            // Reading every document of a large index competes with the loader's writes: read
+            // them only once the count is right (or to report the difference).
+            if late || index_count(&index).await == expected.len() {
+                let actual = index_docs(&index).await;
+                if expected == actual {
+                    return;
+                }
+                if late {
+                    let diff = describe_difference(&index, &expected, &actual);
+                    panic!("after {timeout:?}: {diff}{}", self.log_tails());
+                }
             }
-            if Instant::now() > deadline {
-                let diff = describe_difference(&index, &expected, &actual);
-                panic!("after {timeout:?}: {diff}{}", self.log_tails());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let pause = 500 + expected.len() as u64 / 50;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
@@ -542,31 +549,43 @@ fn sql_json(data_type: &str, column_type: &str, v: mysql_async::Value) -> Json {
     }
 }
 
-/// Every document of an index, keyed by id (at most 10,000: keep test tables small).
-pub async fn index_docs(index: &str) -> BTreeMap<String, Json> {
-    let url = format!("{}/{index}/_search", stack().es_url);
-    let body = json!({"size": 10_000, "query": {"match_all": {}}});
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+/// How many documents an index holds (0 if it does not exist).
+pub async fn index_count(index: &str) -> usize {
+    let url = format!("{}/{index}/_count", stack().es_url);
+    let response = reqwest::get(&url).await.unwrap();
     if response.status() == 404 {
-        return BTreeMap::new();
+        return 0;
     }
     let r: Json = response.json().await.unwrap();
-    let total = r["hits"]["total"]["value"].as_u64().unwrap_or(0);
-    assert!(
-        total <= 10_000,
-        "index {index} has {total} documents; the harness reads at most 10,000"
-    );
-    r["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_string(), h["_source"].clone()))
-        .collect()
+    r["count"].as_u64().unwrap_or(0) as usize
+}
+
+/// Every document of an index, keyed by id, read in pages in `_id` order (`search_after`).
+pub async fn index_docs(index: &str) -> BTreeMap<String, Json> {
+    let url = format!("{}/{index}/_search", stack().es_url);
+    let http = reqwest::Client::new();
+    let mut docs = BTreeMap::new();
+    let mut after: Option<Json> = None;
+    loop {
+        let mut body =
+            json!({"size": 10_000, "sort": [{"_id": "asc"}], "query": {"match_all": {}}});
+        if let Some(a) = &after {
+            body["search_after"] = a.clone();
+        }
+        let response = http.post(&url).json(&body).send().await.unwrap();
+        if response.status() == 404 {
+            return docs;
+        }
+        let r: Json = response.json().await.unwrap();
+        let hits = r["hits"]["hits"].as_array().unwrap();
+        for h in hits {
+            docs.insert(h["_id"].as_str().unwrap().to_string(), h["_source"].clone());
+        }
+        match hits.last() {
+            Some(last) if hits.len() == 10_000 => after = Some(last["sort"].clone()),
+            _ => return docs,
+        }
+    }
 }
 
 /// What differs between the documents expected and those in the index.
