@@ -28,3 +28,18 @@ pub mod load;
 pub mod pipeline;
 pub mod registry;
 pub mod retry;
+
+/// An error and its causes, leaving out causes its message already quotes: a TLS failure
+/// sits several sources deep in an HTTP client's error, and the reason is what users need.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text = format!("{text}: {t}");
+        }
+        cause = c.source();
+    }
+    text
+}

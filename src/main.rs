@@ -80,22 +80,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", message(&e));
+            eprintln!("error: {}", sluice::with_causes(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, leaving out causes its own message already quotes.
-fn message(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text = format!("{text}: {cause}");
-        }
-    }
-    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

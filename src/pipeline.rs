@@ -79,21 +79,28 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Res
     });
     let mut result = Ok(());
     for (name, task) in [("source", source), ("loader", loader)] {
-        if let Some(task) = task {
-            let r = task.await.unwrap_or(Err(RunError::Panicked(name)));
-            if result.is_ok() {
-                result = r;
-            }
-        }
+        keep_first_error(&mut result, name, task).await;
     }
     if let Some((task, done)) = registry {
         done.cancel();
-        let r = task.await.unwrap_or(Err(RunError::Panicked("registry")));
-        if result.is_ok() {
-            result = r;
-        }
+        keep_first_error(&mut result, "registry", Some(task)).await;
     }
     result
+}
+
+/// Awaits `task`, keeping its error in `result` unless an earlier one is there.
+async fn keep_first_error(
+    result: &mut Result<(), RunError>,
+    name: &'static str,
+    task: Option<tokio::task::JoinHandle<Result<(), RunError>>>,
+) {
+    let Some(task) = task else {
+        return;
+    };
+    let r = task.await.unwrap_or(Err(RunError::Panicked(name)));
+    if result.is_ok() {
+        *result = r;
+    }
 }
 
 fn stop_on_error<T>(stop: &CancellationToken, r: Result<T, RunError>) -> Result<T, RunError> {

@@ -162,7 +162,7 @@ impl Encoder {
                     EncodeError::Registry {
                         url: self.registry_url.clone(),
                         subject,
-                        message: with_causes(&e),
+                        message: crate::with_causes(&e),
                     }
                 }
             })
@@ -190,20 +190,6 @@ impl Encoder {
         frame(value, r.value_id);
         avro::write_envelope(value, change, &self.prefix, now_ms).map_err(wrap)
     }
-}
-
-/// An error and its causes (a TLS failure sits several sources deep in the HTTP error).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text = format!("{text}: {t}");
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// Confluent wire format: magic byte 0 and the big-endian schema id.

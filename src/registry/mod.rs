@@ -412,15 +412,25 @@ fn parse_level(body: &[u8]) -> Result<Level, RegistryError> {
     Level::parse(&req.compatibility).ok_or_else(|| RegistryError::invalid_level(&req.compatibility))
 }
 
-async fn global_level(State(store): Db) -> Reply {
-    let level = store.level("", true)?;
+/// The level of `subject` (`""`: the global one).
+fn get_level(store: &Store, subject: &str, default_to_global: bool) -> Reply {
+    let level = store.level(subject, default_to_global)?;
     Ok(reply(json!({"compatibilityLevel": level.as_str()})))
 }
 
-async fn set_global_level(State(store): Db, body: Bytes) -> Reply {
-    let level = parse_level(&body)?;
-    store.set_level("", level).await?;
+/// Sets the level of `subject` (`""`: the global one).
+async fn put_level(store: &Store, subject: &str, body: &[u8]) -> Reply {
+    let level = parse_level(body)?;
+    store.set_level(subject, level).await?;
     Ok(reply(json!({"compatibility": level.as_str()})))
+}
+
+async fn global_level(State(store): Db) -> Reply {
+    get_level(&store, "", true)
+}
+
+async fn set_global_level(State(store): Db, body: Bytes) -> Reply {
+    put_level(&store, "", &body).await
 }
 
 async fn subject_level(
@@ -428,8 +438,7 @@ async fn subject_level(
     UrlPath(subject): UrlPath<String>,
     Query(q): Params,
 ) -> Reply {
-    let level = store.level(&subject, flag(&q, "defaultToGlobal"))?;
-    Ok(reply(json!({"compatibilityLevel": level.as_str()})))
+    get_level(&store, &subject, flag(&q, "defaultToGlobal"))
 }
 
 async fn set_subject_level(
@@ -437,9 +446,7 @@ async fn set_subject_level(
     UrlPath(subject): UrlPath<String>,
     body: Bytes,
 ) -> Reply {
-    let level = parse_level(&body)?;
-    store.set_level(&subject, level).await?;
-    Ok(reply(json!({"compatibility": level.as_str()})))
+    put_level(&store, &subject, &body).await
 }
 
 async fn delete_subject_level(State(store): Db, UrlPath(subject): UrlPath<String>) -> Reply {
@@ -488,14 +495,19 @@ fn parse_mode(body: &[u8]) -> Result<Mode, RegistryError> {
     Mode::parse(&req.mode)
 }
 
+/// Sets the mode of `subject` (`""`: the global one).
+async fn put_mode(store: &Store, subject: &str, body: &[u8]) -> Reply {
+    let mode = parse_mode(body)?;
+    store.set_mode(subject, mode).await?;
+    Ok(reply(json!({"mode": mode.as_str()})))
+}
+
 async fn global_mode(State(store): Db) -> Reply {
     Ok(reply(json!({"mode": store.mode("")?.as_str()})))
 }
 
 async fn set_global_mode(State(store): Db, body: Bytes) -> Reply {
-    let mode = parse_mode(&body)?;
-    store.set_mode("", mode).await?;
-    Ok(reply(json!({"mode": mode.as_str()})))
+    put_mode(&store, "", &body).await
 }
 
 async fn subject_mode(State(store): Db, UrlPath(subject): UrlPath<String>) -> Reply {
@@ -507,7 +519,5 @@ async fn set_subject_mode(
     UrlPath(subject): UrlPath<String>,
     body: Bytes,
 ) -> Reply {
-    let mode = parse_mode(&body)?;
-    store.set_mode(&subject, mode).await?;
-    Ok(reply(json!({"mode": mode.as_str()})))
+    put_mode(&store, &subject, &body).await
 }

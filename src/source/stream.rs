@@ -279,8 +279,14 @@ impl<'s> SchemaHistory<'s> {
     }
 
     /// Records the schemas of `changes` that differ from their table's last recorded one.
+    /// A rows event's changes share one schema `Arc`: each is looked up once.
     fn record(&mut self, changes: &[Change]) -> Result<(), SourceError> {
+        let mut seen: Option<&Arc<TableSchema>> = None;
         for c in changes {
+            if seen.is_some_and(|s| Arc::ptr_eq(s, &c.table)) {
+                continue;
+            }
+            seen = Some(&c.table);
             let known = self.recorded.get(&c.table.id);
             if known.is_some_and(|k| Arc::ptr_eq(k, &c.table) || **k == *c.table) {
                 continue;
