@@ -182,7 +182,7 @@ url = "{registry}"
     let mut peak_kb = 0u64;
     let done = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("snapshot stored") {
+        if text.contains("snapshot stored: every row") {
             break start.elapsed();
         }
         assert!(

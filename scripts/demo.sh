@@ -33,7 +33,9 @@ es_count() { # index -> document count (0 while the index does not exist)
 }
 
 say "loading the demo schema and seed (migrations/)"
-for f in migrations/001_demo_schema.sql migrations/002_demo_seed.sql; do sql <"$f"; done
+for f in migrations/001_demo_schema.sql migrations/002_demo_seed.sql migrations/003_sluice_signal.sql; do
+  sql <"$f"
+done
 for index in shop.customers shop.orders; do
   curl -fsS -o /dev/null -X DELETE "$SLUICE_STACK_ELASTICSEARCH_URL/$index" 2>/dev/null || true
 done

@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 /// `[source]`: the database server and where the source keeps its positions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Host name or IP address.
@@ -74,6 +74,29 @@ pub struct SourceConfig {
     /// `binlog_annotate_row_events` (on by default) or MySQL's `binlog_rows_query_log_events`.
     #[serde(default)]
     pub include_query: bool,
+    /// `database.table` of the signal table (created by `sluice setup`): incremental
+    /// snapshots write their watermarks to it, and rows inserted into it request snapshots.
+    /// Without it, a table added to the config is snapshotted with the stream paused.
+    #[serde(default = "default_signal_table")]
+    pub signal_table: String,
+    /// How the first run copies the tables.
+    #[serde(default)]
+    pub initial_snapshot: InitialSnapshot,
+}
+
+/// How the first run copies the tables before (or while) streaming.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialSnapshot {
+    /// One consistent read at the binlog position the server reports for it (MariaDB's
+    /// `binlog_snapshot_file/position`), then streaming from there. The fastest copy; the
+    /// read is one long transaction.
+    #[default]
+    Consistent,
+    /// In watermarked windows while streaming from the current position (DBLog): no long
+    /// transaction, needs the signal table. Always used on MySQL, which reports no position
+    /// for a consistent read.
+    Incremental,
 }
 
 /// Whether and how the source connection is encrypted.
@@ -276,6 +299,17 @@ pub struct RegistryConfig {
 
 fn default_chunk_rows() -> u64 {
     10_000
+}
+
+fn default_signal_table() -> String {
+    "sluice.sluice_signal".into()
+}
+
+impl SourceConfig {
+    /// The signal table's id (validated at load).
+    pub fn signal_table(&self) -> TableId {
+        TableId::parse(&self.signal_table).expect("validated: source.signal_table is db.table")
+    }
 }
 
 fn default_serve_data() -> PathBuf {
@@ -704,6 +738,14 @@ impl Config {
             .is_some_and(|s| s.snapshot_chunk_rows == 0)
         {
             p.push("`source.snapshot_chunk_rows` must be at least 1".into());
+        }
+        if let Some(s) = &self.source
+            && TableId::parse(&s.signal_table).is_none()
+        {
+            p.push(format!(
+                "`source.signal_table` {:?} is not of the form database.table",
+                s.signal_table
+            ));
         }
         if self.loader.batch_size == 0 {
             p.push("`loader.batch_size` must be at least 1".into());

@@ -37,6 +37,28 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         role: Role,
     },
+    /// Create the signal table in the source database (`source.signal_table`), which
+    /// incremental snapshots need; runs as the configured user, which then needs CREATE on
+    /// its database (or apply migrations/003_sluice_signal.sql as an administrator).
+    Setup {
+        /// TOML config file of the source.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Request an incremental snapshot of a captured table while `sluice run` streams: writes
+    /// an execute-snapshot row to the signal table, which the running source picks up from
+    /// the binlog.
+    Snapshot {
+        /// TOML config file of the source.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The table, `db.table`.
+        #[arg(long)]
+        table: String,
+        /// Only rows matching this SQL condition (e.g. "updated_at > '2026-01-01'").
+        #[arg(long = "where")]
+        filter: Option<String>,
+    },
     /// Print a table's schema history: every shape the source saw in the binlog, with the
     /// position of the first change that had it (stop `sluice run` first: sled locks it).
     Schemas {
@@ -67,7 +89,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(sluice::source::progress::log_writer)
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -95,6 +117,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(config = %config.display(), ?role, tables = ?cfg.tables, "starting");
             sluice::pipeline::run(cfg, role, shutdown).await?;
             tracing::info!("stopped cleanly");
+        }
+        Command::Setup { config } => {
+            let cfg = Config::load(&config, Role::Source)?;
+            let src = cfg
+                .source
+                .as_ref()
+                .expect("validated: the source role has [source]");
+            let signal = sluice::source::incremental::setup(src).await?;
+            println!("signal table {signal} is ready; the Sluice user needs INSERT, UPDATE on it");
+        }
+        Command::Snapshot {
+            config,
+            table,
+            filter,
+        } => {
+            let cfg = Config::load(&config, Role::Source)?;
+            let src = cfg
+                .source
+                .as_ref()
+                .expect("validated: the source role has [source]");
+            let id = TableId::parse(&table)
+                .with_context(|| format!("{table:?} is not a table name of the form db.table"))?;
+            let signal = sluice::source::incremental::request(src, &id, filter.as_deref()).await?;
+            println!(
+                "requested an incremental snapshot of {id} (signal {signal}); the running source \
+                 logs its progress"
+            );
         }
         Command::Schemas { config, table } => {
             let cfg = Config::load(&config, Role::Source)?;

@@ -41,8 +41,8 @@ pub enum RunError {
 
 /// Batches of changes buffered between source and publisher.
 const SOURCE_QUEUE: usize = 64;
-/// Records awaiting acknowledgement; bounds memory and lets the publisher run ahead.
-const ACK_QUEUE: usize = 20_000;
+/// Checkpoints awaiting the acknowledgement of the records before them.
+const ACK_QUEUE: usize = 10_000;
 
 /// Runs `role` until `shutdown` or a failure.
 pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -117,7 +117,8 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
         .as_ref()
         .expect("validated: the source role has [source]");
     let state = Arc::new(State::open(&src.state_dir)?);
-    let producer = publish::producer(&config.kafka)?;
+    let deliveries = Arc::new(acker::Deliveries::default());
+    let producer = publish::producer(&config.kafka, deliveries.clone())?;
     let encoder =
         Encoder::new(&config.registry, &config.kafka.topic_prefix).map_err(PublishError::from)?;
     let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
@@ -147,7 +148,8 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
     let acker = {
         let s = stop.clone();
         tokio::spawn(async move {
-            stop_on_error(&s, acker::run(ack_rx, &state).await.map_err(RunError::from))
+            let r = acker::run(ack_rx, &deliveries, &state).await;
+            stop_on_error(&s, r.map_err(RunError::from))
         })
     };
     let source = source.await.unwrap_or(Err(RunError::Panicked("source")));

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Checkpoint, Position, SnapshotProgress, TableId, TableSchema, Version};
+use crate::model::{
+    Checkpoint, Position, SnapshotProgress, TableId, TableSchema, Version, WindowProgress,
+};
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,12 @@ const POSITION: &str = "position";
 const SNAPSHOT: &str = "snapshot/";
 /// Prefix of per-table progress of unfinished snapshots.
 const PROGRESS: &str = "progress/";
+
+/// Prefix of per-table progress of incremental snapshots.
+const WINDOWS: &str = "windows/";
+/// Prefix of the ids of finished incremental snapshots, so a signal read again after a
+/// restart does not copy the table again.
+const SIGNAL_DONE: &str = "signal-done/";
 
 /// Prefix of schema-history records: `schema/<db.table>\0<version, big-endian>`. Identifiers
 /// cannot hold NUL, so one table's records never interleave with another's.
@@ -105,6 +113,27 @@ impl State {
         self.get(&format!("{PROGRESS}{table}"))
     }
 
+    /// Every unfinished incremental snapshot, by table.
+    pub fn windows(&self) -> Result<Vec<(TableId, WindowProgress)>, StateError> {
+        self.db
+            .scan_prefix(WINDOWS)
+            .map(|item| {
+                let (key, bytes) = item.map_err(|e| self.io(e))?;
+                let key = String::from_utf8_lossy(&key);
+                let table = TableId::parse(&key[WINDOWS.len()..])
+                    .ok_or_else(|| self.corrupt(&key, "not a table name".into()))?;
+                Ok((table, self.parse(&key, &bytes)?))
+            })
+            .collect()
+    }
+
+    /// Whether the incremental snapshot requested with `id` finished.
+    pub fn signal_done(&self, id: &str) -> Result<bool, StateError> {
+        self.db
+            .contains_key(format!("{SIGNAL_DONE}{id}"))
+            .map_err(|e| self.io(e))
+    }
+
     /// Stores checkpoints, in order, in one write, durably (one fsync) before returning.
     pub async fn save(&self, checkpoints: &[Checkpoint]) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();
@@ -135,6 +164,21 @@ impl State {
             }
             Checkpoint::Chunk { table, progress } => {
                 batch.insert(format!("{PROGRESS}{table}").as_bytes(), to_json(progress))
+            }
+            Checkpoint::Window { table, progress } => {
+                batch.insert(format!("{WINDOWS}{table}").as_bytes(), to_json(progress))
+            }
+            Checkpoint::WindowsDone {
+                table,
+                id,
+                position,
+            } => {
+                let record = SnapshotRecord {
+                    position: position.clone(),
+                };
+                batch.insert(format!("{SNAPSHOT}{table}").as_bytes(), to_json(&record));
+                batch.remove(format!("{WINDOWS}{table}").as_bytes());
+                batch.insert(format!("{SIGNAL_DONE}{id}").as_bytes(), &[]);
             }
         }
         Ok(())

@@ -461,6 +461,45 @@ async fn table_patterns_and_column_rules_shape_what_leaves_the_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_primary_key_are_keyed_by_a_unique_not_null_key() {
+    let (mut conn, setup) = fresh("it_unique", &["u"]).await;
+    exec(
+        &mut conn,
+        &[
+            // uq_n is unique but nullable (NULLs repeat): uq_xy keys the records.
+            "CREATE TABLE u (x INT NOT NULL, y VARCHAR(10) NOT NULL, n INT NULL, v INT, \
+             UNIQUE KEY uq_n (n), UNIQUE KEY uq_xy (x, y))",
+            "INSERT INTO u VALUES (1, 'a', NULL, 10), (1, 'b', NULL, 11), (2, 'a', 5, 20)",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO u VALUES (3, 'c', NULL, 30)",
+            "UPDATE u SET v = v + 1 WHERE x = 1",
+            "UPDATE u SET y = 'z' WHERE x = 2",
+            "DELETE FROM u WHERE x = 3",
+        ],
+    )
+    .await;
+    let db = setup.db.clone();
+    setup
+        .assert_index_holds("u", CATCH_UP, async || {
+            expected_docs_keyed(&mut conn, &db, "u", Some(&["x", "y"])).await
+        })
+        .await;
+    assert!(
+        sluice
+            .output()
+            .contains("keyed by a unique key over NOT NULL columns")
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_without_primary_key_need_and_use_a_configured_key() {
     let (mut conn, setup) = fresh("it_keys", &["events"]).await;
     exec(
@@ -473,7 +512,8 @@ async fn tables_without_primary_key_need_and_use_a_configured_key() {
     .await;
     let out = run_failing_as(&setup.write_config(""), "source");
     assert!(
-        out.contains("has no primary key") && out.contains("[keys]"),
+        out.contains("has no primary key and no unique key over NOT NULL columns")
+            && out.contains("[keys]"),
         "{out}"
     );
 

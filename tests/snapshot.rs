@@ -1,23 +1,103 @@
-//! The chunked initial snapshot on the real stack: keyset chunks in the database's own key
-//! order, progress stored per chunk, and a SIGKILLed snapshot continued, not restarted.
+//! Snapshots on the real stack: the chunked initial snapshot (keyset chunks in the database's
+//! own key order, progress stored per chunk, a SIGKILLed snapshot continued, not restarted),
+//! and incremental snapshots in watermarked windows while the stream goes on.
 
 mod common;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
+use mysql_async::Conn;
+use mysql_async::prelude::*;
 use sluice::model::TableId;
 use sluice::state::State;
 
 const START: Duration = Duration::from_secs(60);
 const CATCH_UP: Duration = Duration::from_secs(240);
 
-/// The setup's config with `source.snapshot_chunk_rows = rows`.
-fn chunked(setup: &Setup, rows: u64) {
+/// The setup's config with `source.snapshot_chunk_rows = rows`; returns its path.
+fn chunked(setup: &Setup, rows: u64) -> std::path::PathBuf {
     let text = setup
         .config_text("")
         .replace("[kafka]", &format!("snapshot_chunk_rows = {rows}\n[kafka]"));
-    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    let path = setup.dir.path().join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Creates the setup's signal table with `sluice setup`, run as the Sluice user.
+async fn signal_table(conn: &mut Conn, setup: &Setup, config: &Path) {
+    let grant = format!(
+        "GRANT CREATE, INSERT, UPDATE ON `{}`.* TO '{}'@'%'",
+        setup.db,
+        stack().cdc_user
+    );
+    exec(conn, &[&grant]).await;
+    let config = config.to_str().unwrap();
+    let (status, out) = run_to_exit(&["setup", "--config", config], Duration::from_secs(30));
+    assert!(status.success(), "{out}");
+    assert!(out.contains("sluice_signal is ready"), "{out}");
+}
+
+/// Tables `(id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(30))` with ids 1..=rows.
+async fn numbered(conn: &mut Conn, tables: &[(&str, u32)]) {
+    for (t, rows) in tables {
+        exec(
+            conn,
+            &[
+                &format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(30))"),
+                &format!(
+                    "INSERT INTO {t} SELECT seq, seq % 10, CONCAT('row ', seq) FROM seq_1_to_{rows}"
+                ),
+            ],
+        )
+        .await;
+    }
+}
+
+/// Changes rows the binlog never shows (`sql_log_bin = 0`): only a snapshot brings them.
+async fn behind_the_binlogs_back(conn: &mut Conn, sql: &[&str]) {
+    exec(conn, &["SET SESSION sql_log_bin = 0"]).await;
+    exec(conn, sql).await;
+    exec(conn, &["SET SESSION sql_log_bin = 1"]).await;
+}
+
+/// Changes rows `1..max_id` of `tables` (of `numbered` shape, in database `db`) at random
+/// until `stop`, `pause` between changes: updates, inserts, primary-key updates, deletes and
+/// range updates, each its own transaction.
+fn writer(
+    db: String,
+    tables: Vec<&'static str>,
+    max_id: u32,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut conn = admin_pool().get_conn().await.unwrap();
+        conn.query_drop(format!("USE `{db}`")).await.unwrap();
+        let (mut done, mut next) = (0u64, 1_000_000u32);
+        while !stop.load(Ordering::Relaxed) {
+            let t = tables[fastrand::usize(..tables.len())];
+            let id = fastrand::u32(1..max_id);
+            next += 1;
+            let sql = match fastrand::u8(..10) {
+                0..=3 => format!("UPDATE {t} SET v = v + 1, s = 'w{next}' WHERE id = {id}"),
+                4 | 5 => format!("INSERT INTO {t} VALUES ({next}, 1, 'new')"),
+                6 => format!("UPDATE {t} SET id = {next} WHERE id = {id}"),
+                7 => format!("DELETE FROM {t} WHERE id = {id}"),
+                _ => format!("UPDATE {t} SET v = v + 1 WHERE id BETWEEN {id} AND {id} + 5"),
+            };
+            conn.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            done += 1;
+            tokio::time::sleep(pause).await;
+        }
+        done
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +168,30 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100k_row_snapshot_under_concurrent_writes_ends_exact() {
+    let (mut conn, setup) = fresh("it_snap_100k", &["t"]).await;
+    numbered(&mut conn, &[("t", 100_000)]).await;
+    chunked(&setup, 5000);
+    // The writer starts before Sluice, so it runs through the whole snapshot. It is paced:
+    // osmem's updates of existing documents slow down with the index's size (about 50/s in
+    // a 100,000-document index), and the index must catch up within the test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pause = Duration::from_millis(10);
+    let load = writer(setup.db.clone(), vec!["t"], 100_000, pause, stop.clone());
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("snapshot stored", START);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.await.unwrap();
+    assert!(writes > 100, "the writer made only {writes} changes");
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(600))
+        .await;
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    delete_index(&format!("{}.t", setup.db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composite_and_collated_string_keys_and_empty_tables_snapshot_exactly() {
     let (mut conn, setup) = fresh("it_snap_keys", &["c", "s", "e", "d"]).await;
     exec(
@@ -119,5 +223,187 @@ async fn composite_and_collated_string_keys_and_empty_tables_snapshot_exactly() 
     assert!(index_docs(&format!("{}.e", setup.db)).await.is_empty());
     let out = sluice.output();
     assert!(out.contains("rows_this_run=0"), "the empty table: {out}");
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
+    let (mut conn, setup) = fresh("it_incr", &["a", "b"]).await;
+    numbered(&mut conn, &[("a", 1000), ("b", 3000)]).await;
+    let config = chunked(&setup, 100);
+    signal_table(&mut conn, &setup, &config).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("snapshot stored", START);
+    // The index cannot know these until a snapshot reads them.
+    behind_the_binlogs_back(
+        &mut conn,
+        &[
+            "INSERT INTO b SELECT seq, 7, 'hidden' FROM seq_3001_to_3500",
+            "UPDATE b SET s = 'hidden' WHERE id % 7 = 0",
+        ],
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = writer(
+        setup.db.clone(),
+        vec!["a", "b"],
+        4000,
+        Duration::ZERO,
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, out) = run_to_exit(
+        &[
+            "snapshot",
+            "--config",
+            config.to_str().unwrap(),
+            "--table",
+            &format!("{}.b", setup.db),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{out}");
+    sluice.wait_for_log("incremental snapshot done", CATCH_UP);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.await.unwrap();
+    assert!(writes > 50, "the writer made only {writes} changes");
+    setup.assert_index_matches(&mut conn, "a", CATCH_UP).await;
+    setup.assert_index_matches(&mut conn, "b", CATCH_UP).await;
+    // Watermarks are read from the binlog but never published.
+    assert_eq!(topic_records(&setup.topic("sluice_signal")), 0);
+    let out = sluice.output();
+    assert!(out.contains("incremental snapshot requested"), "{out}");
+    // 3,500 rows in windows of 100: at least 35 windows.
+    let windows: u64 = out
+        .lines()
+        .find(|l| l.contains("incremental snapshot done"))
+        .and_then(|l| l.split("windows=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(windows >= 35, "{windows} windows");
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming() {
+    let (mut conn, mut setup) = fresh("it_incr_added", &["a"]).await;
+    numbered(&mut conn, &[("a", 500), ("c", 1500)]).await;
+    let config = chunked(&setup, 200);
+    signal_table(&mut conn, &setup, &config).await;
+    let mut first = setup.start("all");
+    first.wait_for_log("snapshot stored", START);
+    assert!(first.terminate(Duration::from_secs(30)).success());
+    // c joins the config while both tables change.
+    setup.tables.push(format!("{}.c", setup.db));
+    chunked(&setup, 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = writer(
+        setup.db.clone(),
+        vec!["a", "c"],
+        2000,
+        Duration::ZERO,
+        stop.clone(),
+    );
+    let mut second = setup.start("all");
+    second.wait_for_log("incremental snapshot progress stored", CATCH_UP);
+    second.kill9();
+    let out = second.output();
+    assert!(
+        out.contains("snapshotting the table in windows while streaming")
+            && out.contains("first_run=false"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("snapshot: table copied"),
+        "streaming paused: {out}"
+    );
+    let stored = {
+        let state = State::open(&setup.dir.path().join("state")).unwrap();
+        let windows = state.windows().unwrap();
+        assert_eq!(windows.len(), 1, "{windows:?}");
+        windows[0].1.clone()
+    };
+    assert!(stored.rows > 0, "{stored:?}");
+    // The third run continues after the last stored window.
+    let mut second = setup.start("all");
+    second.wait_for_log("incremental snapshot done", CATCH_UP);
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let out = second.output();
+    assert!(
+        out.contains(&format!("resuming_after_rows={}", stored.rows)),
+        "{out}"
+    );
+    setup.assert_index_matches(&mut conn, "a", CATCH_UP).await;
+    setup.assert_index_matches(&mut conn, "c", CATCH_UP).await;
+    // A signal row written by any SQL client, with a condition: only matching rows are read.
+    behind_the_binlogs_back(&mut conn, &["UPDATE c SET s = 'hidden'"]).await;
+    let signal = format!(
+        "INSERT INTO sluice_signal (id, type, data) VALUES ('by-sql', 'execute-snapshot', \
+         '{{\"data-collections\": [\"{db}.c\"], \"additional-conditions\": \
+         [{{\"data-collection\": \"{db}.c\", \"filter\": \"id <= 700\"}}]}}')",
+        db = setup.db
+    );
+    let before = index_docs(&format!("{}.c", setup.db)).await;
+    exec(&mut conn, &[&signal]).await;
+    second.wait_for_logs("incremental snapshot done", 2, CATCH_UP);
+    let fresh_rows = expected_docs(&mut conn, &setup.db, "c").await;
+    setup
+        .assert_index_holds("c", CATCH_UP, async || {
+            // Rows over 700 keep what the index had.
+            let mut want = fresh_rows.clone();
+            for (id, doc) in want.iter_mut() {
+                if id.parse::<u32>().unwrap() > 700 {
+                    *doc = before[id].clone();
+                }
+            }
+            want
+        })
+        .await;
+    assert!(second.terminate(Duration::from_secs(30)).success());
+    let state = State::open(&setup.dir.path().join("state")).unwrap();
+    assert!(state.is_snapshotted(&TableId::new(&setup.db, "c")).unwrap());
+    assert!(state.windows().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_position() {
+    let (mut conn, setup) = fresh("it_incr_first", &["t"]).await;
+    numbered(&mut conn, &[("t", 2000)]).await;
+    let text = setup.config_text("").replace(
+        "[kafka]",
+        "snapshot_chunk_rows = 150\ninitial_snapshot = \"incremental\"\n[kafka]",
+    );
+    let config = setup.dir.path().join("sluice.toml");
+    std::fs::write(&config, &text).unwrap();
+    // Without the signal table there are no windows: a clear refusal.
+    let out = run_failing_as(&config, "source");
+    assert!(
+        out.contains("needs the signal table") && out.contains("sluice setup"),
+        "{out}"
+    );
+    signal_table(&mut conn, &setup, &config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = writer(
+        setup.db.clone(),
+        vec!["t"],
+        2000,
+        Duration::ZERO,
+        stop.clone(),
+    );
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("incremental snapshot done", CATCH_UP);
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    let out = sluice.output();
+    assert!(out.contains("first_run=true"), "{out}");
+    assert!(
+        !out.contains("snapshot stored: every row"),
+        "a consistent snapshot ran: {out}"
+    );
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }

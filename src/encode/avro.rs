@@ -477,16 +477,8 @@ mod tests {
             after: None,
             version: Version::at(4, 999),
             source: SourceInfo {
-                file: Arc::from("binlog.000004"),
-                pos: 999,
-                row: 0,
-                server_id: 1,
                 ts_ms: 1_700_000_000_000,
-                gtid: None,
-                snapshot: false,
-                thread: None,
-                query: None,
-                transaction: None,
+                ..SourceInfo::at("binlog.000004", 999)
             },
         };
         let mut value = vec![];

@@ -538,6 +538,25 @@ pub struct SourceInfo {
     pub transaction: Option<TxPosition>,
 }
 
+#[cfg(test)]
+impl SourceInfo {
+    /// A streamed change's origin at `file:pos`, the other fields empty (tests).
+    pub(crate) fn at(file: &str, pos: u64) -> Self {
+        SourceInfo {
+            file: Arc::from(file),
+            pos,
+            row: 0,
+            server_id: 1,
+            ts_ms: 0,
+            gtid: None,
+            snapshot: false,
+            thread: None,
+            query: None,
+            transaction: None,
+        }
+    }
+}
+
 /// Debezium's transaction block: which transaction, and the change's place in it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TxPosition {
@@ -579,6 +598,23 @@ pub struct SnapshotProgress {
     pub chunks: u64,
 }
 
+/// How far an incremental snapshot (a re-snapshot while streaming, in watermarked windows)
+/// got: what a restart continues from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowProgress {
+    /// The request's id: the signal row's, or `added-<db.table>` for a table added to the
+    /// config.
+    pub id: String,
+    /// Only rows matching this SQL condition are copied.
+    pub filter: Option<String>,
+    /// Key of the last row selected, in key order; empty before the first window.
+    pub last_key: Vec<Value>,
+    /// Rows selected so far (some were dropped because the binlog changed them meanwhile).
+    pub rows: u64,
+    /// Windows closed so far.
+    pub windows: u64,
+}
+
 /// A point that is safe to resume from, once Kafka acknowledged everything before it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Checkpoint {
@@ -598,6 +634,22 @@ pub enum Checkpoint {
         table: TableId,
         /// Where its snapshot stands.
         progress: SnapshotProgress,
+    },
+    /// An incremental snapshot was requested, or one of its windows is published.
+    Window {
+        /// The table.
+        table: TableId,
+        /// Where its incremental snapshot stands.
+        progress: WindowProgress,
+    },
+    /// An incremental snapshot is complete: the table counts as snapshotted.
+    WindowsDone {
+        /// The table.
+        table: TableId,
+        /// The request's id.
+        id: String,
+        /// The binlog position of its last window.
+        position: Position,
     },
 }
 

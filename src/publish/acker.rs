@@ -1,11 +1,20 @@
 //! Turns Kafka acknowledgements into stored checkpoints: a checkpoint is saved only after
-//! every record queued before it was acknowledged (design.md, invariant 1).
+//! every record produced before it was acknowledged (design.md, invariant 1).
+//!
+//! Records are numbered in production order; librdkafka reports each delivery to
+//! [`DeliveryContext`], which keeps the lowest number not yet acknowledged. A checkpoint
+//! carries the number of records produced before it, and is stored once all of them are in.
+//! One counter instead of a future per record: the per-record cost is a short lock.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::producer::DeliveryFuture;
-use tokio::sync::mpsc;
+use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::ProducerContext;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::PublishError;
@@ -15,24 +24,107 @@ use crate::state::State;
 /// How often gathered checkpoints are written; each write is an fsync.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
 
-/// What the publisher queues, in production order.
-pub enum Pending {
-    /// A produced record; resolves when the broker acknowledged it.
-    Delivery {
-        /// Topic, for error messages.
-        topic: Arc<str>,
-        /// librdkafka's delivery report.
-        delivery: DeliveryFuture,
-    },
-    /// Safe to store once everything before it is acknowledged.
-    Checkpoint(Checkpoint),
+/// A checkpoint, safe to store once every record numbered below `after` is acknowledged.
+pub struct Pending {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// How many records were produced before it.
+    pub after: u64,
 }
 
-/// Awaits deliveries in order and stores checkpoints, until the queue closes. Checkpoints
-/// are gathered for up to [`SAVE_EVERY`] and stored in one write (one fsync): a later
-/// stream position supersedes an earlier one, a table's later chunk its earlier chunk; a
-/// finished snapshot is stored at once.
-pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), PublishError> {
+/// Delivery reports of the records produced so far.
+#[derive(Default)]
+pub struct Deliveries {
+    window: Mutex<Window>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Window {
+    /// Every record numbered below is acknowledged.
+    base: u64,
+    /// Acknowledged or not, for the records from `base` on that were reported out of order.
+    acked: VecDeque<bool>,
+    /// The first failed delivery.
+    failed: Option<(String, KafkaError)>,
+}
+
+impl Deliveries {
+    fn delivered(&self, seq: u64) {
+        let mut w = self.window.lock().expect("no panics while locked");
+        let Some(i) = seq.checked_sub(w.base).map(|i| i as usize) else {
+            return;
+        };
+        if w.acked.len() <= i {
+            w.acked.resize(i + 1, false);
+        }
+        w.acked[i] = true;
+        let before = w.base;
+        while w.acked.front() == Some(&true) {
+            w.acked.pop_front();
+            w.base += 1;
+        }
+        if w.base != before {
+            drop(w);
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn failed(&self, topic: &str, error: KafkaError) {
+        let mut w = self.window.lock().expect("no panics while locked");
+        w.failed.get_or_insert((topic.to_string(), error));
+        drop(w);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until every record numbered below `seq` is acknowledged.
+    async fn all_before(&self, seq: u64) -> Result<(), PublishError> {
+        loop {
+            // Registered before the check, so a report in between still wakes it.
+            let notified = self.changed.notified();
+            {
+                let w = self.window.lock().expect("no panics while locked");
+                if let Some((topic, error)) = &w.failed {
+                    return Err(PublishError::Delivery {
+                        topic: topic.clone(),
+                        error: error.clone(),
+                    });
+                }
+                if w.base >= seq {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The producer's context: every delivery report goes to [`Deliveries`]; a record's opaque
+/// value is its number.
+pub struct DeliveryContext(pub Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        match result {
+            Ok(_) => self.0.delivered(seq as u64),
+            Err((error, message)) => self.0.failed(message.topic(), error.clone()),
+        }
+    }
+}
+
+/// Stores checkpoints as the records before them are acknowledged, until the queue closes.
+/// Checkpoints are gathered for up to [`SAVE_EVERY`] and stored in one write (one fsync): a
+/// later stream position supersedes an earlier one, a table's later chunk or window its
+/// earlier one; a finished snapshot is stored at once.
+pub async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    deliveries: &Deliveries,
+    state: &State,
+) -> Result<(), PublishError> {
     let mut unsaved: Vec<Checkpoint> = Vec::new();
     let mut last_save = Instant::now();
     loop {
@@ -47,31 +139,21 @@ pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), P
                 }
             }
         };
-        match next {
-            None => {
-                save(state, &mut unsaved, &mut last_save).await?;
-                return Ok(());
-            }
-            Some(Pending::Delivery { topic, delivery }) => match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
-                    let topic = topic.to_string();
-                    return Err(PublishError::Delivery { topic, error });
-                }
-                Err(_) => return Err(PublishError::ProducerGone),
-            },
-            Some(Pending::Checkpoint(cp @ Checkpoint::Snapshot { .. })) => {
-                unsaved.push(cp);
-                save(state, &mut unsaved, &mut last_save).await?;
-                tracing::info!("snapshot stored: every row acknowledged, streaming takes over");
-            }
-            Some(Pending::Checkpoint(cp)) => {
-                unsaved.retain(|old| !superseded(old, &cp));
-                unsaved.push(cp);
-                if last_save.elapsed() >= SAVE_EVERY {
-                    save(state, &mut unsaved, &mut last_save).await?;
-                }
-            }
+        let Some(Pending { checkpoint, after }) = next else {
+            save(state, &mut unsaved, &mut last_save).await?;
+            return Ok(());
+        };
+        deliveries.all_before(after).await?;
+        if let cp @ Checkpoint::Snapshot { .. } = checkpoint {
+            unsaved.push(cp);
+            save(state, &mut unsaved, &mut last_save).await?;
+            tracing::info!("snapshot stored: every row acknowledged, streaming takes over");
+            continue;
+        }
+        unsaved.retain(|old| !superseded(old, &checkpoint));
+        unsaved.push(checkpoint);
+        if last_save.elapsed() >= SAVE_EVERY {
+            save(state, &mut unsaved, &mut last_save).await?;
         }
     }
 }
@@ -80,7 +162,9 @@ pub async fn run(mut rx: mpsc::Receiver<Pending>, state: &State) -> Result<(), P
 fn superseded(old: &Checkpoint, new: &Checkpoint) -> bool {
     match (old, new) {
         (Checkpoint::Stream(_), Checkpoint::Stream(_)) => true,
-        (Checkpoint::Chunk { table: a, .. }, Checkpoint::Chunk { table: b, .. }) => a == b,
+        (Checkpoint::Chunk { table: a, .. }, Checkpoint::Chunk { table: b, .. })
+        | (Checkpoint::Window { table: a, .. }, Checkpoint::Window { table: b, .. })
+        | (Checkpoint::Window { table: a, .. }, Checkpoint::WindowsDone { table: b, .. }) => a == b,
         _ => false,
     }
 }
@@ -97,10 +181,50 @@ async fn save(
                 Checkpoint::Chunk { table, progress } => {
                     tracing::info!(%table, rows = progress.rows, "snapshot progress stored");
                 }
+                Checkpoint::Window { table, progress } => {
+                    tracing::info!(%table, rows = progress.rows, "incremental snapshot progress stored");
+                }
+                Checkpoint::WindowsDone { table, id, .. } => {
+                    tracing::info!(%table, %id, "incremental snapshot stored as done");
+                }
                 cp => tracing::debug!(?cp, "checkpoint stored"),
             }
         }
     }
     *last_save = Instant::now();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn checkpoints_wait_for_every_earlier_record_whatever_the_report_order() {
+        let d = Arc::new(Deliveries::default());
+        d.all_before(0).await.unwrap();
+        // Partitions report out of order: 2 and 1 before 0.
+        d.delivered(2);
+        d.delivered(1);
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { d.all_before(2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "stored before record 0 was acknowledged"
+        );
+        d.delivered(0);
+        waiting.await.unwrap().unwrap();
+        d.all_before(3).await.unwrap();
+        let failing = tokio::spawn({
+            let d = d.clone();
+            async move { d.all_before(5).await }
+        });
+        d.delivered(4);
+        d.failed("t", KafkaError::Canceled);
+        let e = failing.await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("topic t"), "{e}");
+    }
 }

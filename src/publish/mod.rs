@@ -3,7 +3,8 @@
 //! One idempotent producer with `acks=all` and Java-compatible murmur2 partitioning, so every
 //! client agrees on a key's partition; a delete is followed by a tombstone so compacted topics
 //! forget the key, and a truncate (no key) goes to every partition, after each partition's
-//! earlier changes. Deliveries and checkpoints go, in order, to the [`acker`].
+//! earlier changes. Records are numbered as they are produced; each checkpoint goes to the
+//! [`acker`] with the number of records before it.
 
 pub mod acker;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::sync::mpsc;
 
 use crate::config::KafkaConfig;
@@ -21,7 +22,13 @@ use crate::kafka::{self, KafkaSetupError};
 use crate::model::{Op, TableId, time};
 use crate::source::SourceEvent;
 use crate::state::StateError;
-use acker::Pending;
+use acker::{Deliveries, DeliveryContext, Pending};
+
+/// The producer: delivery reports go to the acker's [`Deliveries`].
+pub type KafkaProducer = ThreadedProducer<DeliveryContext>;
+
+/// Records produced but not yet acknowledged, at most (librdkafka's queue): bounds memory.
+const IN_FLIGHT: &str = "20000";
 
 /// Why publishing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -59,27 +66,41 @@ pub enum PublishError {
     State(#[from] StateError),
 }
 
-/// The idempotent, ordered producer.
-pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, PublishError> {
-    let mut c = kafka::client_config(cfg, &[("linger.ms", "5")]);
+/// The idempotent, ordered producer, reporting deliveries to `deliveries`.
+pub fn producer(
+    cfg: &KafkaConfig,
+    deliveries: Arc<Deliveries>,
+) -> Result<KafkaProducer, PublishError> {
+    let mut c = kafka::client_config(
+        cfg,
+        &[
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", IN_FLIGHT),
+        ],
+    );
     // Not overridable: ordering, no duplicates from retries, and key placement depend on them.
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
-    c.create()
+    c.create_with_context(DeliveryContext(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
 }
 
-/// Encodes and produces every change from `rx`, queueing deliveries and checkpoints on `acks`
-/// in the same order. Returns when `rx` closes, after librdkafka flushed its queue.
+/// Encodes and produces every change from `rx`, numbering the records, and queues each
+/// checkpoint on `acks` with the number of records before it. Returns when `rx` closes, after
+/// librdkafka flushed its queue.
 pub async fn run(
     cfg: &KafkaConfig,
     mut encoder: Encoder,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     mut rx: mpsc::Receiver<SourceEvent>,
     acks: mpsc::Sender<Pending>,
 ) -> Result<(), PublishError> {
     let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut out = Records {
+        producer: &producer,
+        produced: 0,
+    };
     // Tables whose new schema the registry refused, with the changes held back since.
     let mut halted: HashMap<TableId, u64> = HashMap::new();
     while let Some(event) = rx.recv().await {
@@ -87,8 +108,15 @@ pub async fn run(
             // While a table is halted no position is stored: a restart (after the schema is
             // fixed) reads its held-back changes again, and the other tables' once more.
             SourceEvent::Checkpoint(_) if !halted.is_empty() => continue,
-            SourceEvent::Checkpoint(cp) => {
-                queue(&acks, Pending::Checkpoint(cp)).await?;
+            SourceEvent::Checkpoint(checkpoint) => {
+                let pending = Pending {
+                    checkpoint,
+                    after: out.produced,
+                };
+                // The acker only stops early on an error, which it returns itself.
+                acks.send(pending)
+                    .await
+                    .map_err(|_| PublishError::ProducerGone)?;
                 continue;
             }
             SourceEvent::Changes(changes) => changes,
@@ -122,17 +150,18 @@ pub async fn run(
                 Op::Truncate => {
                     // Asked each time (truncates are rare): partitions may have been added.
                     for p in 0..partition_count(&producer, topic).await? {
-                        produce(&producer, &acks, topic, Place::Partition(p), Some(&value)).await?;
+                        out.produce(topic, Place::Partition(p), Some(&value))
+                            .await?;
                     }
                 }
                 Op::Delete => {
-                    produce(&producer, &acks, topic, Place::Key(&key), Some(&value)).await?;
+                    out.produce(topic, Place::Key(&key), Some(&value)).await?;
                     // The tombstone lets log compaction drop the key once its delete is
                     // consumed.
-                    produce(&producer, &acks, topic, Place::Key(&key), None).await?;
+                    out.produce(topic, Place::Key(&key), None).await?;
                 }
                 Op::Create | Op::Update | Op::Read => {
-                    produce(&producer, &acks, topic, Place::Key(&key), Some(&value)).await?;
+                    out.produce(topic, Place::Key(&key), Some(&value)).await?;
                 }
             }
         }
@@ -160,13 +189,13 @@ enum Place<'k> {
 }
 
 /// The number of partitions of `topic`, from the broker's metadata.
-async fn partition_count(producer: &FutureProducer, topic: &Arc<str>) -> Result<i32, PublishError> {
-    let (p, t) = (producer.clone(), topic.clone());
-    let metadata = tokio::task::spawn_blocking(move || {
-        p.client().fetch_metadata(Some(&t), Duration::from_secs(30))
-    })
-    .await
-    .map_err(|_| PublishError::ProducerGone)?;
+async fn partition_count(producer: &KafkaProducer, topic: &Arc<str>) -> Result<i32, PublishError> {
+    // Blocks for a round trip; truncates are rare enough not to need a thread of their own.
+    let metadata = tokio::task::block_in_place(|| {
+        producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+    });
     let error = |error| PublishError::Produce {
         topic: topic.to_string(),
         error,
@@ -180,43 +209,45 @@ async fn partition_count(producer: &FutureProducer, topic: &Arc<str>) -> Result<
     }
 }
 
-/// Hands one record to librdkafka and queues its delivery for the acker, waiting while
-/// librdkafka's queue is full.
-async fn produce(
-    producer: &FutureProducer,
-    acks: &mpsc::Sender<Pending>,
-    topic: &Arc<str>,
-    place: Place<'_>,
-    value: Option<&[u8]>,
-) -> Result<(), PublishError> {
-    loop {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic);
-        record = match place {
-            Place::Key(key) => record.key(key),
-            Place::Partition(p) => record.partition(p),
-        };
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        match producer.send_result(record) {
-            Ok(delivery) => {
-                let topic = topic.clone();
-                return queue(acks, Pending::Delivery { topic, delivery }).await;
+/// The producer and the number of records handed to it so far.
+struct Records<'p> {
+    producer: &'p KafkaProducer,
+    produced: u64,
+}
+
+impl Records<'_> {
+    /// Hands one record to librdkafka under the next number, waiting while its queue is full.
+    async fn produce(
+        &mut self,
+        topic: &Arc<str>,
+        place: Place<'_>,
+        value: Option<&[u8]>,
+    ) -> Result<(), PublishError> {
+        let seq = usize::try_from(self.produced).expect("64-bit");
+        loop {
+            let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, seq);
+            record = match place {
+                Place::Key(key) => record.key(key),
+                Place::Partition(p) => record.partition(p),
+            };
+            if let Some(v) = value {
+                record = record.payload(v);
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((error, _)) => {
-                return Err(PublishError::Produce {
-                    topic: topic.to_string(),
-                    error,
-                });
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.produced += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((error, _)) => {
+                    return Err(PublishError::Produce {
+                        topic: topic.to_string(),
+                        error,
+                    });
+                }
             }
         }
     }
-}
-
-async fn queue(acks: &mpsc::Sender<Pending>, p: Pending) -> Result<(), PublishError> {
-    // The acker only stops early on an error, which it returns itself.
-    acks.send(p).await.map_err(|_| PublishError::ProducerGone)
 }

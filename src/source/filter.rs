@@ -248,18 +248,7 @@ mod tests {
             before: None,
             after: Some(row),
             version: Version::at(1, 4),
-            source: SourceInfo {
-                file: Arc::from("binlog.000001"),
-                pos: 4,
-                row: 0,
-                server_id: 1,
-                ts_ms: 0,
-                gtid: None,
-                snapshot: false,
-                thread: None,
-                query: None,
-                transaction: None,
-            },
+            source: SourceInfo::at("binlog.000001", 4),
         }
     }
 

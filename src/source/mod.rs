@@ -8,7 +8,9 @@
 pub mod binlog;
 pub mod charset;
 pub mod filter;
+pub mod incremental;
 pub mod mysql;
+pub mod progress;
 pub mod snapshot;
 pub mod stream;
 
@@ -18,8 +20,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SourceConfig, TablePattern};
-use crate::model::{Change, Checkpoint, Position, TableId};
+use crate::config::{InitialSnapshot, SourceConfig, TablePattern};
+use crate::model::{Change, Checkpoint, Position, TableId, WindowProgress};
 use crate::state::{State, StateError};
 use binlog::BinlogError;
 use filter::{ColumnFilter, KeyFilterError};
@@ -132,9 +134,9 @@ pub enum SourceError {
     },
     /// A configured table has no primary key.
     #[error(
-        "table {0} has no primary key, and records are keyed by primary key; add one, name its \
-         key columns under [keys] in the config (e.g. \"{0}\" = [\"col\"]), or remove the table \
-         from `tables`"
+        "table {0} has no primary key and no unique key over NOT NULL columns, and records are \
+         keyed by one; add one, name its key columns under [keys] in the config (e.g. \"{0}\" \
+         = [\"col\"]), or remove the table from `tables`"
     )]
     NoPrimaryKey(TableId),
     /// A configured key names a column the table does not have.
@@ -249,7 +251,9 @@ pub async fn run(
     let mut conn = mysql::connect(cfg).await?;
     let server = mysql::check_server(&mut conn).await?;
     let collations = mysql::collations(&mut conn).await?;
-    let tables = mysql::resolve_tables(&mut conn, &capture.include, &capture.exclude).await?;
+    let mut tables = mysql::resolve_tables(&mut conn, &capture.include, &capture.exclude).await?;
+    // Its rows are Sluice's own signals, read from the binlog but never published.
+    tables.retain(|t| *t != cfg.signal_table());
     if tables.is_empty() {
         let patterns: Vec<String> = capture.include.iter().map(|p| p.to_string()).collect();
         return Err(SourceError::NothingToCapture {
@@ -261,20 +265,73 @@ pub async fn run(
         tx,
         columns: capture.columns,
     };
+    let signal = incremental::signal_schema(&mut conn, cfg).await?;
+    let mut stored = state.position()?;
+    // A first run copies in windows when asked to, or on servers that report no position
+    // for a consistent read (MySQL): streaming starts now, and the windows run alongside.
+    let windowed = stored.is_none()
+        && (cfg.initial_snapshot == InitialSnapshot::Incremental
+            || !mysql::reports_snapshot_position(&mut conn).await?);
+    if windowed {
+        if signal.is_none() {
+            return Err(SourceError::Precondition(format!(
+                "the first snapshot is to run in windows while streaming (source.initial_snapshot \
+                 = \"incremental\", or a MySQL server, which reports no position for a \
+                 consistent read), and that needs the signal table {}: create it with `sluice \
+                 setup`",
+                cfg.signal_table
+            )));
+        }
+        let now = mysql::current_position(&mut conn).await?;
+        tracing::info!(position = %now, "first run: streaming from the current position, tables copied in windows alongside");
+        // Stored at once (nothing precedes it), so a restart never starts later than this.
+        out.checkpoint(Checkpoint::Stream(now.clone())).await?;
+        stored = Some(now);
+    }
+    // Incremental snapshots left unfinished, then tables added to a setup that has streamed:
+    // with a signal table they are copied in windows while streaming goes on.
+    let mut queued: Vec<(TableId, WindowProgress)> = Vec::new();
+    for (table, progress) in state.windows()? {
+        if tables.contains(&table) {
+            queued.push((table, progress));
+        } else {
+            tracing::warn!(%table, id = %progress.id, "an unfinished incremental snapshot of a table no longer captured is left as it is");
+        }
+    }
     let (mut schemas, mut pending) = (Vec::new(), Vec::new());
+    let mut keys = capture.keys;
     for t in &tables {
-        let key = capture.keys.get(t).map(Vec::as_slice);
-        let schema = Arc::new(mysql::table_schema(&mut conn, t, key).await?);
+        let schema = match mysql::table_schema(&mut conn, t, keys.get(t).map(Vec::as_slice)).await {
+            Err(SourceError::NoPrimaryKey(_)) if !keys.contains_key(t) => {
+                let Some(unique) = mysql::unique_key(&mut conn, t).await? else {
+                    return Err(SourceError::NoPrimaryKey(t.clone()));
+                };
+                tracing::info!(table = %t, key = ?unique, "no primary key: records are keyed by a unique key over NOT NULL columns");
+                let schema = mysql::table_schema(&mut conn, t, Some(&unique)).await?;
+                keys.insert(t.clone(), unique);
+                schema
+            }
+            other => other?,
+        };
+        let schema = Arc::new(schema);
         out.columns.check(&schema)?;
-        if !state.is_snapshotted(t)? {
+        let progress = state.progress(t)?;
+        let copied = state.is_snapshotted(t)? || queued.iter().any(|(q, _)| q == t);
+        if !copied && stored.is_some() && signal.is_some() && progress.is_none() {
+            tracing::info!(table = %t, first_run = windowed, "snapshotting the table in windows while streaming");
+            queued.push((t.clone(), incremental::added_table_request(t)));
+        } else if !copied {
+            if stored.is_some() && progress.is_none() {
+                tracing::warn!(table = %t, signal_table = %cfg.signal_table, "table added to the config, and no signal table: streaming pauses while it is snapshotted; `sluice setup` creates the signal table");
+            }
             pending.push(snapshot::Pending {
                 table: schema.clone(),
-                progress: state.progress(t)?,
+                progress,
             });
         }
         schemas.push(schema);
     }
-    let mut start = state.position()?;
+    let mut start = stored;
     if !pending.is_empty() {
         let Some(position) = snapshot::run(
             &mut conn,
@@ -306,11 +363,38 @@ pub async fn run(
             cfg.state_dir.display()
         ))
     })?;
+    let (mut windows, worker) = match signal {
+        Some(signal) => {
+            let signal = Arc::new(signal);
+            schemas.push(signal.clone());
+            let worker = incremental::WorkerConfig {
+                source: Arc::new(cfg.clone()),
+                keys: keys.clone(),
+            };
+            let (w, worker) =
+                incremental::pair(signal, tables.into_iter().collect(), worker, queued);
+            (Some(w), Some(worker))
+        }
+        None => {
+            tracing::info!(signal_table = %cfg.signal_table, "no signal table: incremental snapshots are off (`sluice setup` creates it)");
+            (None, None)
+        }
+    };
     let decoding = stream::Decoding {
         current: schemas,
-        keys: capture.keys,
+        keys,
         collations,
         checksums: server.checksums,
     };
-    stream::run(cfg, start, decoding, state, &mut out, &shutdown).await
+    let sink = stream::Sink {
+        out: &mut out,
+        windows: windows.as_mut(),
+    };
+    let streaming = stream::run(cfg, start, decoding, state, sink, &shutdown);
+    match worker {
+        Some(worker) => futures_util::future::try_join(streaming, worker.run(shutdown.clone()))
+            .await
+            .map(|_| ()),
+        None => streaming.await,
+    }
 }

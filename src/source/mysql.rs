@@ -7,7 +7,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 use super::SourceError;
 use super::charset::{Charset, Collations};
 use crate::config::{SourceConfig, TablePattern, TlsMode};
-use crate::model::{Column, ColumnType, TableId, TableSchema, column_indices};
+use crate::model::{Column, ColumnType, Position, TableId, TableSchema, column_indices};
 
 /// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
 /// many small round trips at start.
@@ -134,6 +134,92 @@ pub async fn gtid_at(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
         .ok()
         .flatten()
         .filter(|g: &String| !g.is_empty())
+}
+
+/// The columns of the table's first unique index (by name) whose columns are all NOT NULL:
+/// it identifies rows as a primary key would, so it keys a table that has none.
+pub async fn unique_key(
+    conn: &mut Conn,
+    table: &TableId,
+) -> Result<Option<Vec<String>>, SourceError> {
+    let rows: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE \
+             FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c \
+             ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME \
+             AND c.COLUMN_NAME = s.COLUMN_NAME \
+             WHERE s.TABLE_SCHEMA = ? AND s.TABLE_NAME = ? AND s.NON_UNIQUE = 0 \
+             ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+            (&table.db, &table.table),
+        )
+        .await
+        .map_err(|e| query_error("reading information_schema.STATISTICS", e))?;
+    let mut indexes: Vec<(String, Vec<String>, bool)> = Vec::new();
+    for (index, column, nullable) in rows {
+        if indexes.last().is_none_or(|(name, ..)| *name != index) {
+            indexes.push((index.clone(), Vec::new(), true));
+        }
+        let last = indexes.last_mut().expect("pushed above");
+        last.1.push(column);
+        last.2 &= nullable == "NO";
+    }
+    Ok(indexes
+        .into_iter()
+        .find(|(_, _, not_null)| *not_null)
+        .map(|(_, columns, _)| columns))
+}
+
+/// Whether the server reports the binlog position of a consistent read
+/// (`binlog_snapshot_file`: MariaDB, and MySQL before 8.0 with some forks; not MySQL 8).
+pub async fn reports_snapshot_position(conn: &mut Conn) -> Result<bool, SourceError> {
+    let rows: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_file'")
+        .await
+        .map_err(|e| query_error("reading binlog_snapshot_file", e))?;
+    Ok(!rows.is_empty())
+}
+
+/// The binlog position now, with the GTID state there. MySQL (>= 8.0.14) answers from
+/// `performance_schema.log_status`, whose file, position and executed GTID set are taken
+/// together; elsewhere SHOW MASTER STATUS (SHOW BINARY LOG STATUS from MySQL 8.4).
+pub async fn current_position(conn: &mut Conn) -> Result<Position, SourceError> {
+    if let Ok(Some(local)) = conn
+        .query_first::<String, _>("SELECT LOCAL FROM performance_schema.log_status")
+        .await
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&local)
+        && let (Some(file), Some(pos)) = (
+            v["binary_log_file"].as_str(),
+            v["binary_log_position"].as_u64(),
+        )
+    {
+        let gtid = v["gtid_executed"]
+            .as_str()
+            .map(|g| g.replace('\n', ""))
+            .filter(|g| !g.is_empty());
+        return Ok(Position {
+            file: file.to_string(),
+            pos,
+            gtid,
+        });
+    }
+    let mut status: Option<mysql_async::Row> = None;
+    for sql in ["SHOW MASTER STATUS", "SHOW BINARY LOG STATUS"] {
+        if let Ok(row) = conn.query_first(sql).await {
+            status = row;
+            break;
+        }
+    }
+    let (file, pos) = status
+        .and_then(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
+        .ok_or_else(|| {
+            SourceError::Precondition(
+                "the server reports no binlog position (SHOW MASTER STATUS is empty); is \
+                 log_bin on, and does the Sluice user have REPLICATION CLIENT?"
+                    .into(),
+            )
+        })?;
+    let gtid = gtid_at(conn, &file, pos).await;
+    Ok(Position { file, pos, gtid })
 }
 
 /// The server's collation ids and their character sets.
@@ -344,6 +430,21 @@ fn enum_labels(column_type: &str) -> Option<Vec<String>> {
 /// Quotes an identifier for SQL text.
 pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
+}
+
+/// The table's row count as information_schema estimates it (0 when unknown): the total a
+/// snapshot's progress is reported against.
+pub async fn estimated_rows(conn: &mut Conn, table: &TableId) -> u64 {
+    conn.exec_first::<Option<u64>, _, _>(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND \
+         TABLE_NAME = ?",
+        (&table.db, &table.table),
+    )
+    .await
+    .ok()
+    .flatten()
+    .flatten()
+    .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -9,14 +9,14 @@
 //! follows as usual.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::mysql::{gtid_at, query_error, quote};
+use super::mysql::{estimated_rows, gtid_at, query_error, quote};
+use super::progress::Progress;
 use super::{Emitter, SourceError};
 use crate::model::{
     Change, Checkpoint, ColumnType, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value,
@@ -25,8 +25,6 @@ use crate::model::{
 
 /// Rows per message to the publisher.
 const BATCH: usize = 512;
-/// How often progress is logged while a table is copied.
-const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// A table to copy, and how far an earlier run got.
 pub struct Pending {
@@ -167,15 +165,16 @@ impl Copier<'_> {
         if !chunked {
             tracing::warn!(table = %table.id, "snapshot: the key has a type that cannot be paged in key order (ENUM, SET, FLOAT, DOUBLE, BIT, JSON, GEOMETRY); copying the table in one piece, which a restart repeats");
         }
-        let estimate = self.estimate(table).await;
+        let estimate = estimated_rows(self.conn, &table.id).await;
         tracing::info!(table = %table.id, position = %at, estimated_rows = estimate, resuming_after_rows = progress.rows, "snapshot: copying table");
-        let (started, rows_before) = (Instant::now(), progress.rows);
-        let mut last_report = Instant::now();
+        let rows_before = progress.rows;
+        let mut report = Progress::start("snapshot", &table.id, estimate, rows_before);
         let mut chunks_here = 0u64;
         loop {
             let (sql, params) = chunk_query(
                 table,
                 &progress.last_key,
+                None,
                 chunked.then_some(self.chunk_rows),
             );
             // A prepared statement, so values arrive typed (binary protocol), row by row.
@@ -233,10 +232,7 @@ impl Copier<'_> {
             } else {
                 progress.rows += in_chunk;
             }
-            if last_report.elapsed() >= REPORT_EVERY {
-                report(table, &progress, rows_before, started, estimate);
-                last_report = Instant::now();
-            }
+            report.update(progress.rows);
             if !chunked || in_chunk < self.chunk_rows {
                 break;
             }
@@ -244,23 +240,9 @@ impl Copier<'_> {
                 return Ok(false);
             }
         }
+        report.finish();
         tracing::info!(table = %table.id, rows = progress.rows, rows_this_run = progress.rows - rows_before, chunks_this_run = chunks_here, "snapshot: table copied");
         Ok(true)
-    }
-
-    /// The table's row count as information_schema estimates it (0 when unknown).
-    async fn estimate(&mut self, table: &TableSchema) -> u64 {
-        self.conn
-            .exec_first::<Option<u64>, _, _>(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND \
-                 TABLE_NAME = ?",
-                (&table.id.db, &table.id.table),
-            )
-            .await
-            .ok()
-            .flatten()
-            .flatten()
-            .unwrap_or(0)
     }
 }
 
@@ -271,18 +253,9 @@ fn last_key(table: &TableSchema, batch: &[Change]) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Logs rows done against the estimate, the rate and the time left.
-fn report(table: &TableSchema, p: &SnapshotProgress, before: u64, started: Instant, estimate: u64) {
-    let secs = started.elapsed().as_secs_f64().max(0.001);
-    let rate = (p.rows - before) as f64 / secs;
-    let left = estimate.saturating_sub(p.rows) as f64;
-    let eta_s = if rate > 0.0 { (left / rate) as u64 } else { 0 };
-    tracing::info!(table = %table.id, rows = p.rows, estimated_rows = estimate, rows_per_s = rate as u64, eta_s, "snapshot: copying");
-}
-
 /// Whether the key's order in the database can be paged through with typed bounds: types
 /// whose comparison with a parameter is the order the index sorts them in.
-fn keyset_able(table: &TableSchema) -> bool {
+pub(super) fn keyset_able(table: &TableSchema) -> bool {
     table.key.iter().all(|&i| {
         matches!(
             table.columns[i].ty,
@@ -300,10 +273,11 @@ fn keyset_able(table: &TableSchema) -> bool {
 }
 
 /// The next chunk's query: rows after `last` in key order (the database's own order and
-/// collation), `limit` of them; the whole table when `limit` is `None`.
-fn chunk_query(
+/// collation) that match `filter`, `limit` of them; all of them when `limit` is `None`.
+pub(super) fn chunk_query(
     table: &TableSchema,
     last: &[Value],
+    filter: Option<&str>,
     limit: Option<u64>,
 ) -> (String, Vec<mysql_async::Value>) {
     let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
@@ -319,7 +293,14 @@ fn chunk_query(
         quote(&table.id.table)
     );
     let mut params = Vec::new();
+    let mut conditions = Vec::new();
+    if let Some(f) = filter {
+        conditions.push(format!("({f})"));
+    }
     let Some(limit) = limit else {
+        if !conditions.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+        }
         return (sql, params);
     };
     if !last.is_empty() {
@@ -331,7 +312,10 @@ fn chunk_query(
             params.extend(last[..=n].iter().map(param));
             alternatives.push(format!("({})", terms.join(" AND ")));
         }
-        sql.push_str(&format!(" WHERE {}", alternatives.join(" OR ")));
+        conditions.push(format!("({})", alternatives.join(" OR ")));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
     }
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
     (sql, params)
@@ -525,16 +509,18 @@ mod tests {
             ],
             key: vec![1, 2],
         };
-        let (sql, params) = chunk_query(&table, &[], Some(10));
+        let (sql, params) = chunk_query(&table, &[], None, Some(10));
         assert_eq!(
             sql,
             "SELECT `v`, `a`, `b` FROM `db`.`t` ORDER BY `a`, `b` LIMIT 10"
         );
         assert!(params.is_empty());
         let last = [Value::Int(7), Value::String("x".into())];
-        let (sql, params) = chunk_query(&table, &last, Some(10));
+        let (sql, params) = chunk_query(&table, &last, Some("v > 1"), Some(10));
         assert!(
-            sql.ends_with("WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT 10"),
+            sql.ends_with(
+                "WHERE (v > 1) AND ((`a` > ?) OR (`a` = ? AND `b` > ?)) ORDER BY `a`, `b` LIMIT 10"
+            ),
             "{sql}"
         );
         assert_eq!(
@@ -550,8 +536,12 @@ mod tests {
         by_double.key = vec![0];
         assert!(!keyset_able(&by_double));
         assert_eq!(
-            chunk_query(&by_double, &[], None).0,
+            chunk_query(&by_double, &[], None, None).0,
             "SELECT `v`, `a`, `b` FROM `db`.`t`"
+        );
+        assert_eq!(
+            chunk_query(&by_double, &[], Some("a = 2"), None).0,
+            "SELECT `v`, `a`, `b` FROM `db`.`t` WHERE (a = 2)"
         );
     }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use super::binlog::{BinlogReader, Decoded, EventHeader};
 use super::charset::Collations;
+use super::incremental::Windows;
 use super::mysql::{connect, gtid_at, query_error};
-use super::{Emitter, SourceError};
+use super::{Emitter, SourceError, SourceEvent};
 use crate::config::{ResumeBy, SourceConfig};
 use crate::model::{
     Change, Checkpoint, GtidState, Op, Position, TableId, TableSchema, Version,
@@ -41,7 +42,41 @@ pub struct Decoding {
     pub checksums: bool,
 }
 
-/// Streams from `start` until `shutdown`, sending changes and commit checkpoints to `out`.
+/// Where the stream's changes go: through the incremental snapshots' windows, if any, to the
+/// emitter.
+pub struct Sink<'a> {
+    /// The source's output.
+    pub out: &'a mut Emitter,
+    /// The stream's half of incremental snapshots; `None` without a signal table.
+    pub windows: Option<&'a mut Windows>,
+}
+
+impl Sink<'_> {
+    /// Sends one decoded batch on, recording new schemas in the history first.
+    async fn send(
+        &mut self,
+        changes: Vec<Change>,
+        history: &mut SchemaHistory<'_>,
+        state: &State,
+    ) -> Result<(), SourceError> {
+        let events = match self.windows.as_deref_mut() {
+            Some(w) => w.absorb(changes, state)?,
+            None => vec![SourceEvent::Changes(changes)],
+        };
+        for event in events {
+            match event {
+                SourceEvent::Changes(changes) => {
+                    history.record(&changes)?;
+                    self.out.changes(changes).await?;
+                }
+                SourceEvent::Checkpoint(cp) => self.out.checkpoint(cp).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams from `start` until `shutdown`, sending changes and commit checkpoints to `sink`.
 ///
 /// A lost connection is re-established with jittered backoff, resuming at the last commit
 /// read: rows of the transaction that was cut off are sent again with the same versions, so
@@ -51,7 +86,7 @@ pub async fn run(
     start: Position,
     decoding: Decoding,
     state: &State,
-    out: &mut Emitter,
+    mut sink: Sink<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SourceError> {
     let mut resume = start;
@@ -63,7 +98,7 @@ pub async fn run(
             &mut resume,
             &decoding,
             state,
-            out,
+            &mut sink,
             shutdown,
             &mut progressed,
         )
@@ -96,7 +131,7 @@ async fn stream_from(
     resume: &mut Position,
     decoding: &Decoding,
     state: &State,
-    out: &mut Emitter,
+    sink: &mut Sink<'_>,
     shutdown: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<(), SourceError> {
@@ -227,13 +262,12 @@ async fn stream_from(
             for c in changes.iter().filter(|c| c.op == Op::Truncate) {
                 tracing::info!(table = %c.table.id, version = c.version.get(), "TRUNCATE TABLE streamed as a truncate event");
             }
-            history.record(&changes)?;
-            out.changes(changes).await?;
+            sink.send(changes, &mut history, state).await?;
         }
         if let Some(p) = commit {
             skipped.report(reader.skipped_events());
             *resume = p.clone();
-            out.checkpoint(Checkpoint::Stream(p)).await?;
+            sink.out.checkpoint(Checkpoint::Stream(p)).await?;
         }
     }
 }

@@ -172,6 +172,7 @@ user = "{user}"
 password = "{password}"
 server_id = {server_id}
 state_dir = "{state}"
+signal_table = "{db}.sluice_signal"
 [kafka]
 brokers = "{brokers}"
 topic_prefix = "{prefix}"
@@ -191,6 +192,7 @@ linger_ms = 50
             password = s.cdc_password,
             server_id = self.server_id,
             state = self.dir.path().join("state").display(),
+            db = self.db,
             brokers = s.brokers,
             prefix = self.prefix,
             registry = s.registry_url,
@@ -320,8 +322,13 @@ impl Sluice {
 
     /// Waits until the output contains `needle`; panics with the output after `timeout`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_logs(needle, 1, timeout);
+    }
+
+    /// Waits until the output contains `needle` `times` times.
+    pub fn wait_for_logs(&mut self, needle: &str, times: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.output().contains(needle) {
+        while self.output().matches(needle).count() < times {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "sluice exited ({status}) before logging {needle:?}:\n{}",
@@ -558,6 +565,18 @@ pub async fn index_count(index: &str) -> usize {
     }
     let r: Json = response.json().await.unwrap();
     r["count"].as_u64().unwrap_or(0) as usize
+}
+
+/// Deletes an index: osmem holds every index in memory, and a large one left behind slows
+/// the server for the tests after it.
+pub async fn delete_index(index: &str) {
+    let url = format!("{}/{index}", stack().es_url);
+    let response = reqwest::Client::new().delete(&url).send().await.unwrap();
+    assert!(
+        response.status().is_success() || response.status() == 404,
+        "deleting {index}: {}",
+        response.status()
+    );
 }
 
 /// Every document of an index, keyed by id, read in pages in `_id` order (`search_after`).
