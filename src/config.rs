@@ -367,6 +367,12 @@ pub struct LoaderConfig {
     /// How long a batch waits for more records before it is sent, in milliseconds.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
+    /// Topic of the records the loader can never apply; default `<topic_prefix>.dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// Show `_sluice.version`, `_sluice.ts_ms` and `_sluice.op` in documents (for debugging;
+    /// off by default, so `_source` is exactly the row). Applies to indexes created after.
+    #[serde(default)]
+    pub metadata_fields: bool,
 }
 
 impl Default for LoaderConfig {
@@ -376,6 +382,8 @@ impl Default for LoaderConfig {
             instance_id: None,
             batch_size: default_batch_size(),
             linger_ms: default_linger_ms(),
+            dead_letter_topic: None,
+            metadata_fields: false,
         }
     }
 }
@@ -580,6 +588,14 @@ impl Config {
             .unwrap_or_else(|| format!("{}-loader", self.kafka.topic_prefix))
     }
 
+    /// The loader's dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        self.loader
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.kafka.topic_prefix))
+    }
+
     /// The loader's static group member id.
     pub fn instance_id(&self) -> String {
         self.loader.instance_id.clone().unwrap_or_else(|| {
@@ -745,6 +761,12 @@ impl Config {
             p.push(format!(
                 "`source.signal_table` {:?} is not of the form database.table",
                 s.signal_table
+            ));
+        }
+        if !is_valid_topic(&self.dead_letter_topic()) {
+            p.push(format!(
+                "`loader.dead_letter_topic` {:?} is not a valid Kafka topic name",
+                self.dead_letter_topic()
             ));
         }
         if self.loader.batch_size == 0 {

@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(get("before"), Avro::Union(0, Box::new(Avro::Null)));
         assert_eq!(get("after"), Avro::Union(0, Box::new(Avro::Null)));
         assert_eq!(
-            record(None, &decoded, &schema).unwrap(),
+            record(None, &decoded, &schema, false).unwrap(),
             Record::Truncate {
                 index: "shop.orders".into(),
                 version: (4 << 32) | 999

@@ -82,10 +82,14 @@ pub fn index_name(db: &str, table: &str) -> String {
 
 /// What a record with a non-null value asks (tombstones carry nothing to apply); `key` is
 /// `None` only for truncates.
+///
+/// Every document carries `_sluice.version` (truncates query it); with `metadata` also
+/// `_sluice.ts_ms` (the change's time in the database) and `_sluice.op`.
 pub fn record(
     key: Option<(&Avro, &Schema)>,
     value: &Avro,
     value_schema: &Schema,
+    metadata: bool,
 ) -> Result<Record, ShapeError> {
     let (Avro::Record(fields), Schema::Record(envelope)) = (value, value_schema) else {
         return Err(shape("the value is not an envelope record"));
@@ -140,7 +144,16 @@ pub fn record(
             let Json::Object(row) = &mut doc else {
                 return Err(shape(format!("op {op:?} without an `after` image")));
             };
-            row.insert(META_FIELD.into(), serde_json::json!({"version": version}));
+            let meta = if metadata {
+                let ts_ms = match source_field("ts_ms") {
+                    Some(Avro::Long(t)) => Json::from(*t),
+                    _ => Json::Null,
+                };
+                serde_json::json!({"version": version, "ts_ms": ts_ms, "op": op})
+            } else {
+                serde_json::json!({"version": version})
+            };
+            row.insert(META_FIELD.into(), meta);
             Ok(Record::Document(Action::Index {
                 index,
                 id,

@@ -152,7 +152,7 @@ impl IndexWriter {
                 "truncating index {index}: {status} {text}"
             ))),
             _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
-                "{} refused to delete the documents of {index} older than a TRUNCATE:                  {status} {text}",
+                "{} refused to delete the documents of {index} older than a TRUNCATE: {status} {text}",
                 self.url
             )))),
         }

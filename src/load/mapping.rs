@@ -10,20 +10,24 @@ use super::document::META_FIELD;
 use crate::encode::schema::{is_bits, mysql_type};
 
 /// The `mappings` of a new index for rows of `row`. Sluice's metadata is indexed (truncates
-/// query it) but kept out of `_source`, which stays exactly the row.
-pub fn mappings(row: &RecordSchema) -> Json {
+/// query it) but kept out of `_source`, which stays exactly the row, unless `metadata` asks
+/// to see it (`loader.metadata_fields`).
+pub fn mappings(row: &RecordSchema, metadata: bool) -> Json {
     let mut properties = Map::new();
     for f in &row.fields {
         if let Some(m) = field_mapping(&f.schema, mysql_type(f)) {
             properties.insert(f.name.clone(), m);
         }
     }
-    properties.insert(
-        META_FIELD.into(),
-        json!({"properties": {"version": {"type": "long"}}}),
-    );
+    let mut meta = json!({"version": {"type": "long"}});
+    if metadata {
+        meta["ts_ms"] = json!({"type": "date", "format": "epoch_millis"});
+        meta["op"] = json!({"type": "keyword"});
+    }
+    properties.insert(META_FIELD.into(), json!({ "properties": meta }));
+    let excludes: &[&str] = if metadata { &[] } else { &[META_FIELD] };
     json!({
-        "_source": {"excludes": [META_FIELD]},
+        "_source": {"excludes": excludes},
         "date_detection": false,
         "numeric_detection": false,
         "properties": properties,
@@ -126,7 +130,7 @@ mod tests {
         let Schema::Record(row) = &before.variants()[1] else {
             panic!()
         };
-        let m = mappings(row);
+        let m = mappings(row, false);
         let ty = |f: &str| m["properties"][f]["type"].as_str().unwrap().to_string();
         assert_eq!(
             ["u", "i", "p", "n", "w", "s", "d", "dt", "ts"].map(ty),
@@ -175,7 +179,7 @@ mod tests {
             panic!()
         };
         let row = crate::load::document::row_schema(&envelope).unwrap();
-        let m = mappings(row);
+        let m = mappings(row, true);
         let ty = |f: &str| {
             m["properties"][f]["type"]
                 .as_str()
@@ -197,5 +201,10 @@ mod tests {
             ]
         );
         assert_eq!(m["properties"]["g"]["properties"]["wkb"]["type"], "binary");
+        // `loader.metadata_fields`: the metadata is typed and shown in `_source`.
+        let meta = &m["properties"]["_sluice"]["properties"];
+        assert_eq!(meta["ts_ms"]["format"], "epoch_millis");
+        assert_eq!(meta["op"]["type"], "keyword");
+        assert_eq!(m["_source"]["excludes"], json!([]));
     }
 }

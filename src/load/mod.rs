@@ -2,7 +2,12 @@
 //!
 //! A consumer group over the table topics; records are decoded through the registry, batched
 //! (count or linger time), written with external versions, and their offsets committed only
-//! after every item of the bulk settled (design.md, invariant 3).
+//! after every item of the bulk settled (design.md, invariant 3). A record that can never be
+//! applied (undecodable, unknown schema, refused by the index's mapping) goes to the
+//! dead-letter topic with headers saying where it came from and why, and the partition goes
+//! on.
+
+pub mod dead_letter;
 
 pub mod bulk;
 pub mod document;
@@ -16,6 +21,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::DecodeResultWithSchema;
+use schema_registry_converter::error::SRCError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +33,7 @@ use crate::kafka::{self, KafkaSetupError};
 use crate::registry::client::{self, ClientError};
 use crate::retry::Backoff;
 use bulk::Outcome;
+use dead_letter::{DeadLetter, DeadLetters, ErrorClass, Origin};
 use document::{Action, Record};
 use index::{Failure, IndexWriter};
 
@@ -40,36 +49,25 @@ pub enum LoadError {
     /// The consumer failed.
     #[error("Kafka consumer: {0}")]
     Consumer(rdkafka::error::KafkaError),
-    /// A record could not be decoded.
-    #[error(
-        "record {topic}/{partition}@{offset} cannot be decoded: {message}; the loader stops \
-         rather than skip it, and its offset is not committed"
-    )]
-    Decode {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// Offset.
-        offset: i64,
-        /// Why.
-        message: String,
-    },
     /// The index server refused something for good.
     #[error("Elasticsearch: {0}")]
     Elasticsearch(String),
-    /// A document was refused for good.
+    /// The registry refused the loader itself (not one record's schema).
     #[error(
-        "Elasticsearch rejected document {id:?} of index {index}: {reason}; the loader stops \
-         rather than skip it, and the batch's offsets are not committed"
+        "the schema registry refused the loader: {0}; check registry.url, registry.username \
+         and registry.password; no offset was committed"
     )]
-    Rejected {
-        /// Index.
-        index: String,
-        /// Document id.
-        id: String,
-        /// The server's reason.
-        reason: String,
+    RegistryRefused(String),
+    /// A record could not be sent to the dead-letter topic.
+    #[error(
+        "cannot write to the dead-letter topic {topic}: {error}; the batch's offsets are not \
+         committed, so its records are read again after a restart"
+    )]
+    DeadLetter {
+        /// The dead-letter topic.
+        topic: String,
+        /// Why.
+        error: rdkafka::error::KafkaError,
     },
 }
 
@@ -77,12 +75,18 @@ pub enum LoadError {
 #[derive(Default)]
 struct Batch {
     actions: Vec<Action>,
+    /// The record behind each action, for the dead-letter topic if the index refuses it.
+    origins: Vec<Origin>,
+    /// Records that cannot be applied.
+    dead: Vec<DeadLetter>,
     /// A truncate (index, version), applied after `actions`; it always ends its batch.
     truncate: Option<(String, u64)>,
     /// Indexes to create first, with mappings from their writer schema.
     new_indexes: BTreeMap<String, serde_json::Value>,
     next_offsets: BTreeMap<(String, i32), i64>,
     records: usize,
+    /// `loader.metadata_fields`.
+    metadata: bool,
 }
 
 /// `s` with regular-expression metacharacters escaped.
@@ -153,13 +157,21 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
-    let decoder = AvroDecoder::new(client::settings(&cfg.registry)?);
+    let settings = client::settings(&cfg.registry)?;
+    let mut registry = Registry {
+        decoder: AvroDecoder::new(settings.clone()),
+        settings,
+    };
     let mut writer = IndexWriter::new(es_cfg)?;
+    let mut dead = DeadLetters::new(&cfg.kafka, cfg.dead_letter_topic()).await?;
     let linger = Duration::from_millis(cfg.loader.linger_ms);
     tracing::info!(group = %cfg.group_id(), instance = %cfg.instance_id(), topics = ?topics, "loader consuming");
 
     loop {
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            metadata: cfg.loader.metadata_fields,
+            ..Batch::default()
+        };
         let mut deadline: Option<Instant> = None;
         let started = Instant::now();
         let stopping = loop {
@@ -177,7 +189,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     continue;
                 }
             };
-            add(&mut batch, &message, &decoder, &writer).await?;
+            if !add(&mut batch, &message, &mut registry, &writer, &shutdown).await? {
+                return Ok(()); // interrupted while the registry was away: nothing committed
+            }
             deadline.get_or_insert_with(|| Instant::now() + linger);
             // A truncate ends its batch: it applies after everything read before it.
             if batch.records >= cfg.loader.batch_size || batch.truncate.is_some() {
@@ -185,9 +199,11 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             }
         };
         let collected = started.elapsed();
-        if batch.records > 0 && !apply(&mut writer, &batch, &shutdown).await? {
+        if batch.records > 0 && !apply(&mut writer, &mut batch, &shutdown).await? {
             return Ok(()); // interrupted while retrying: nothing committed, replayed later
         }
+        // Stored in Kafka before the offsets past them are committed.
+        dead.send(std::mem::take(&mut batch.dead)).await?;
         if batch.records > 0 {
             tracing::debug!(
                 records = batch.records,
@@ -222,69 +238,173 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Decodes one record into the batch.
+/// Decodes one record into the batch; a record that cannot be decoded becomes a dead letter.
+/// Returns false if `shutdown` interrupted waiting for the registry.
 async fn add(
     batch: &mut Batch,
     m: &OwnedMessage,
-    decoder: &AvroDecoder,
+    registry: &mut Registry,
     writer: &IndexWriter,
-) -> Result<(), LoadError> {
-    let fail = |message: String| LoadError::Decode {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        message,
-    };
+    shutdown: &CancellationToken,
+) -> Result<bool, LoadError> {
     batch.records += 1;
     batch
         .next_offsets
         .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
     if m.payload().is_none() {
-        return Ok(()); // tombstone: the delete before it carried the version
+        return Ok(true); // tombstone: the delete before it carried the version
     }
+    let origin = Origin::of(m);
+    match decode(batch, m, registry, writer, shutdown).await? {
+        Some(Ok(Record::Document(action))) => {
+            batch.actions.push(action);
+            batch.origins.push(origin);
+        }
+        Some(Ok(Record::Truncate { index, version })) => batch.truncate = Some((index, version)),
+        Some(Err(reason)) => batch.dead.push(DeadLetter {
+            origin,
+            class: ErrorClass::Decode,
+            reason,
+        }),
+        None => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The record a message asks for (`Ok(None)` on shutdown), or why it cannot be read.
+async fn decode(
+    batch: &mut Batch,
+    m: &OwnedMessage,
+    registry: &mut Registry,
+    writer: &IndexWriter,
+    shutdown: &CancellationToken,
+) -> Result<Option<Result<Record, String>>, LoadError> {
     // Only truncates have no key; the envelope says whether that is what this is.
-    let key = decoder
-        .decode_with_schema(m.key())
-        .await
-        .map_err(|e| fail(format!("key: {e}")))?;
-    let value = decoder
-        .decode_with_schema(m.payload())
-        .await
-        .map_err(|e| fail(format!("value: {e}")))?
-        .ok_or_else(|| fail("empty value".into()))?;
+    let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
+        return Ok(None);
+    };
+    let Some(value) = with_registry(registry, m.payload(), shutdown).await? else {
+        return Ok(None);
+    };
+    Ok(Some(shape(batch, key, value, writer)))
+}
+
+/// The record decoded key and value describe, noting the index to create for it.
+fn shape(
+    batch: &mut Batch,
+    key: Result<Option<DecodeResultWithSchema>, String>,
+    value: Result<Option<DecodeResultWithSchema>, String>,
+    writer: &IndexWriter,
+) -> Result<Record, String> {
+    let key = key.map_err(|e| format!("key: {e}"))?;
+    let value = value
+        .map_err(|e| format!("value: {e}"))?
+        .ok_or("empty value")?;
     let record = document::record(
         key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
         &value.value,
         &value.schema.parsed,
+        batch.metadata,
     )
-    .map_err(|e| fail(e.to_string()))?;
+    .map_err(|e| e.to_string())?;
     let index = record.index();
     if !writer.is_ready(index) && !batch.new_indexes.contains_key(index) {
         let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
-            return Err(fail("the value schema is not a record".into()));
+            return Err("the value schema is not a record".into());
         };
-        let row = document::row_schema(envelope).map_err(|e| fail(e.to_string()))?;
+        let row = document::row_schema(envelope).map_err(|e| e.to_string())?;
         batch
             .new_indexes
-            .insert(index.to_string(), mapping::mappings(row));
+            .insert(index.to_string(), mapping::mappings(row, batch.metadata));
     }
-    match record {
-        Record::Document(action) => batch.actions.push(action),
-        Record::Truncate { index, version } => batch.truncate = Some((index, version)),
-    }
-    Ok(())
+    Ok(record)
 }
 
-/// Writes a batch until every item settled. Returns false if `shutdown` interrupted retries.
+/// The registry side of decoding.
+struct Registry {
+    decoder: AvroDecoder,
+    settings: SrSettings,
+}
+
+/// What a failed decode means.
+enum DecodeFailure {
+    /// The record itself is bad: not Sluice's Avro, a schema id the registry does not know.
+    Poison(String),
+    /// The registry is away or failing: try again.
+    Retry(String),
+    /// The registry refuses the loader (credentials): stop.
+    Fatal(String),
+}
+
+/// Sorts a decoder error by the registry's HTTP status, when there was one.
+fn classify(e: &SRCError) -> DecodeFailure {
+    let status = e
+        .error
+        .split("with status ")
+        .nth(1)
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(404) => DecodeFailure::Poison(e.to_string()),
+        Some(408 | 429 | 500..=599) => DecodeFailure::Retry(e.to_string()),
+        Some(_) => DecodeFailure::Fatal(e.to_string()),
+        None if e.retriable => DecodeFailure::Retry(e.to_string()),
+        None => DecodeFailure::Poison(e.to_string()),
+    }
+}
+
+/// Decodes `bytes`, waiting out registry outages (a record is a dead letter only for what
+/// the registry or the bytes say about the record itself); `Ok(None)` on shutdown.
+async fn with_registry(
+    registry: &mut Registry,
+    bytes: Option<&[u8]>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Result<Option<DecodeResultWithSchema>, String>>, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let e = match registry.decoder.decode_with_schema(bytes).await {
+            Ok(v) => return Ok(Some(Ok(v))),
+            Err(e) => e,
+        };
+        match classify(&e) {
+            DecodeFailure::Poison(reason) => return Ok(Some(Err(reason))),
+            DecodeFailure::Fatal(reason) => {
+                return Err(LoadError::RegistryRefused(reason));
+            }
+            DecodeFailure::Retry(reason) => {
+                // The decoder keeps failed lookups; a fresh one asks the registry again.
+                registry.decoder = AvroDecoder::new(registry.settings.clone());
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch until every item settled or was refused for good (those become dead
+/// letters). Returns false if `shutdown` interrupted retries.
 async fn apply(
     writer: &mut IndexWriter,
-    batch: &Batch,
+    batch: &mut Batch,
     shutdown: &CancellationToken,
 ) -> Result<bool, LoadError> {
     let mut backoff = Backoff::default();
     loop {
         match try_apply(writer, batch).await {
-            Ok(()) => return Ok(true),
+            Ok(refused) => {
+                for (i, reason) in refused {
+                    batch.dead.push(DeadLetter {
+                        origin: batch.origins[i].clone(),
+                        class: ErrorClass::Rejected,
+                        reason,
+                    });
+                }
+                return Ok(true);
+            }
             Err(Failure::Final(e)) => return Err(e),
             Err(Failure::Transient(reason)) => {
                 let wait = backoff.next_wait();
@@ -298,21 +418,30 @@ async fn apply(
     }
 }
 
-/// Applies a batch: its documents in one bulk request, then its truncate.
-async fn try_apply(writer: &mut IndexWriter, batch: &Batch) -> Result<(), Failure> {
+/// Applies a batch: its documents in one bulk request, then its truncate. Returns the
+/// actions the index refused for good, with the reason.
+async fn try_apply(
+    writer: &mut IndexWriter,
+    batch: &Batch,
+) -> Result<Vec<(usize, String)>, Failure> {
     for (index, mappings) in &batch.new_indexes {
         writer.ensure_index(index, mappings).await?;
     }
+    let mut refused = Vec::new();
     if !batch.actions.is_empty() {
-        write_documents(writer, &batch.actions).await?;
+        refused = write_documents(writer, &batch.actions).await?;
     }
     if let Some((index, version)) = &batch.truncate {
         writer.delete_older(index, *version).await?;
     }
-    Ok(())
+    Ok(refused)
 }
 
-async fn write_documents(writer: &IndexWriter, actions: &[Action]) -> Result<(), Failure> {
+/// Writes `actions` in one bulk request; the refused ones are returned by position.
+async fn write_documents(
+    writer: &IndexWriter,
+    actions: &[Action],
+) -> Result<Vec<(usize, String)>, Failure> {
     let response = writer.bulk(bulk::body(actions)).await?;
     let outcomes =
         bulk::outcomes(&response).map_err(|m| Failure::Final(LoadError::Elasticsearch(m)))?;
@@ -323,24 +452,17 @@ async fn write_documents(writer: &IndexWriter, actions: &[Action]) -> Result<(),
             actions.len()
         ))));
     }
-    let mut retry = None;
-    for (outcome, action) in outcomes.into_iter().zip(actions) {
+    let (mut retry, mut refused) = (None, Vec::new());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
         match outcome {
             Outcome::Settled => {}
             // Resending the whole batch is harmless: settled items come back as 409.
             Outcome::Retry(reason) => retry = Some(reason),
-            Outcome::Rejected(reason) => {
-                let (Action::Index { index, id, .. } | Action::Delete { index, id, .. }) = action;
-                return Err(Failure::Final(LoadError::Rejected {
-                    index: index.clone(),
-                    id: id.clone(),
-                    reason,
-                }));
-            }
+            Outcome::Rejected(reason) => refused.push((i, reason)),
         }
     }
     match retry {
         Some(reason) => Err(Failure::Transient(reason)),
-        None => Ok(()),
+        None => Ok(refused),
     }
 }

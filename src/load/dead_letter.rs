@@ -1,0 +1,139 @@
+//! The dead-letter topic: records the loader can never apply, exactly as they were read, with
+//! headers naming where they came from and why (Kafka Connect's `__connect.errors.*`
+//! convention, as `sluice.errors.*`). They are counted and logged, and the partition goes on.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::LoadError;
+use crate::config::KafkaConfig;
+use crate::kafka::{self, KafkaSetupError};
+
+/// Why a record is a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Not Sluice's Avro, an unknown schema id, or not an envelope.
+    Decode,
+    /// The index refused the document for good (mapping or document errors).
+    Rejected,
+}
+
+impl ErrorClass {
+    /// The `sluice.errors.class` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Decode => "decode",
+            ErrorClass::Rejected => "rejected",
+        }
+    }
+}
+
+/// Where a record came from, and its bytes.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+}
+
+impl Origin {
+    /// The origin of a consumed message.
+    pub fn of(m: &OwnedMessage) -> Origin {
+        Origin {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// A record the loader cannot apply.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The record.
+    pub origin: Origin,
+    /// Why, broadly.
+    pub class: ErrorClass,
+    /// Why, exactly.
+    pub reason: String,
+}
+
+/// Writes dead letters to their topic.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    total: u64,
+}
+
+impl DeadLetters {
+    /// A writer to `topic`, created if missing.
+    pub async fn new(cfg: &KafkaConfig, topic: String) -> Result<DeadLetters, LoadError> {
+        kafka::ensure_topics(cfg, std::slice::from_ref(&topic)).await?;
+        let producer = kafka::client_config(cfg, &[])
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+        Ok(DeadLetters {
+            producer,
+            topic,
+            total: 0,
+        })
+    }
+
+    /// Sends `letters` and waits until Kafka has them all.
+    pub async fn send(&mut self, letters: Vec<DeadLetter>) -> Result<(), LoadError> {
+        for letter in letters {
+            let o = &letter.origin;
+            let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
+            let headers = [
+                ("sluice.errors.topic", o.topic.as_str()),
+                ("sluice.errors.partition", partition.as_str()),
+                ("sluice.errors.offset", offset.as_str()),
+                ("sluice.errors.class", letter.class.name()),
+                ("sluice.errors.message", letter.reason.as_str()),
+            ]
+            .into_iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+            if let Some(k) = &o.key {
+                record = record.key(k);
+            }
+            if let Some(p) = &o.payload {
+                record = record.payload(p);
+            }
+            self.producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(error, _)| LoadError::DeadLetter {
+                    topic: self.topic.clone(),
+                    error,
+                })?;
+            self.total += 1;
+            // The record's bytes stay out of the log: they may hold what the column rules
+            // would mask.
+            tracing::error!(
+                topic = %o.topic,
+                partition = o.partition,
+                offset = o.offset,
+                class = letter.class.name(),
+                reason = %letter.reason,
+                dead_letter_topic = %self.topic,
+                dead_letters_total = self.total,
+                "record sent to the dead-letter topic"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The loader on the real stack: poison records to the dead-letter topic, metadata fields.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const START: Duration = Duration::from_secs(60);
+
+/// A record as read back: headers, key, payload.
+type Read = (HashMap<String, String>, Vec<u8>, Vec<u8>);
+
+/// Every record of `topic` (all partitions, from the start), once `n` are there.
+fn read_topic(topic: &str, n: usize) -> Vec<Read> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack().brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let (mut out, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(60));
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records in {topic}",
+            out.len()
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_string(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bytes = |b: Option<&[u8]>| b.unwrap_or_default().to_vec();
+        out.push((headers, bytes(m.key()), bytes(m.payload())));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() {
+    let (mut conn, setup) = fresh("it_dlq", &["t"]).await;
+    exec(
+        &mut conn,
+        &["CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(20) NOT NULL)"],
+    )
+    .await;
+    // An index made by hand whose mapping takes `s` as a number: 'abc' is refused for good.
+    let index = format!("{}.t", setup.db);
+    let mapping = serde_json::json!({"mappings": {"properties": {"s": {"type": "integer"}}}});
+    let created = reqwest::Client::new()
+        .put(format!("{}/{index}", stack().es_url))
+        .json(&mapping)
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(
+        &mut conn,
+        &["INSERT INTO t VALUES (1, '12'), (2, 'abc'), (3, '34')"],
+    )
+    .await;
+    // Bytes that are not Sluice's Avro, and a Confluent frame with a schema id no registry has.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack().brokers)
+        .create()
+        .unwrap();
+    let topic = setup.topic("t");
+    for payload in [&b"not avro"[..], &[0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3][..]] {
+        producer
+            .send(
+                FutureRecord::<(), [u8]>::to(&topic)
+                    .payload(payload)
+                    .partition(0),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    // Later records of every partition are still applied.
+    exec(&mut conn, &["INSERT INTO t VALUES (4, '56'), (5, '78')"]).await;
+    let want: BTreeSet<String> = ["1", "3", "4", "5"].map(String::from).into();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let have: BTreeSet<String> = index_docs(&index).await.into_keys().collect();
+        if have == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "index has {have:?}\n{}",
+            sluice.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dlq = format!("{}.dlq", setup.prefix);
+    let mut letters = read_topic(&dlq, 3);
+    letters.sort_by_key(|(h, ..)| h["sluice.errors.class"].clone());
+    let classes: Vec<&str> = letters
+        .iter()
+        .map(|(h, ..)| h["sluice.errors.class"].as_str())
+        .collect();
+    assert_eq!(classes, ["decode", "decode", "rejected"]);
+    for (headers, ..) in &letters {
+        assert_eq!(headers["sluice.errors.topic"], topic);
+        assert!(headers["sluice.errors.offset"].parse::<i64>().is_ok());
+        assert!(headers["sluice.errors.partition"].parse::<i32>().is_ok());
+    }
+    let (rejected, _, payload) = &letters[2];
+    assert!(
+        rejected["sluice.errors.message"].contains("400"),
+        "{rejected:?}"
+    );
+    // The refused record travels as it was read: Confluent framing, Avro inside.
+    assert_eq!(payload[0], 0);
+    let decode: Vec<&String> = letters[..2]
+        .iter()
+        .map(|(h, ..)| &h["sluice.errors.message"])
+        .collect();
+    assert!(
+        decode.iter().any(|m| m.contains("magic byte")),
+        "{decode:?}"
+    );
+    assert!(decode.iter().any(|m| m.contains("404")), "{decode:?}");
+    assert!(letters[..2].iter().all(|(_, k, _)| k.is_empty()));
+    assert!(sluice.output().contains("dead_letters_total=3"));
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_fields_show_version_time_and_operation_when_asked() {
+    let (mut conn, setup) = fresh("it_meta", &["m"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE m (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO m VALUES (1, 1), (2, 2)",
+        ],
+    )
+    .await;
+    setup.write_config("metadata_fields = true\n");
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(&mut conn, &["UPDATE m SET v = 5 WHERE id = 2"]).await;
+    let index = format!("{}.m", setup.db);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let docs = loop {
+        let docs = index_docs(&index).await;
+        if docs.get("2").is_some_and(|d| d["v"] == 5) && docs.contains_key("1") {
+            break docs;
+        }
+        assert!(Instant::now() < deadline, "{docs:?}\n{}", sluice.output());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let meta = |id: &str| docs[id]["_sluice"].clone();
+    assert_eq!(meta("1")["op"], "r");
+    assert_eq!(meta("2")["op"], "u");
+    assert!(meta("2")["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    assert!(meta("2")["version"].as_u64() > meta("1")["version"].as_u64());
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
