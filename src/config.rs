@@ -333,17 +333,56 @@ pub enum SubjectStrategy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
-    /// Base URL, e.g. `http://127.0.0.1:9200`.
-    pub url: String,
+    /// Base URL, e.g. `http://127.0.0.1:9200`, or a list of the cluster's nodes: requests go
+    /// round robin, and a failed one is retried on the next.
+    #[serde(deserialize_with = "one_or_many")]
+    pub url: Vec<String>,
     /// Basic-auth user, if the server wants one.
     pub username: Option<String>,
     /// Basic-auth password.
     #[serde(default)]
     pub password: Secret,
+    /// API key as Elasticsearch hands it out, encoded (`base64(id:api_key)`), instead of a
+    /// user and password.
+    #[serde(default)]
+    pub api_key: Secret,
+    /// PEM file of the CA that signed the servers' certificates (https with a private CA);
+    /// the system's roots are used when unset.
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take, in milliseconds (default 30000): a server that hangs
+    /// counts as unavailable, and the batch is retried.
+    #[serde(default = "default_es_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Bulk bodies of at least this many bytes are sent gzip-compressed (default 65536; 0
+    /// turns compression off).
+    #[serde(default = "default_gzip_min_bytes")]
+    pub gzip_min_bytes: usize,
     /// `index.gc_deletes` of indexes Sluice creates: how long a delete's version is remembered,
     /// so a replayed older write cannot resurrect the document.
     #[serde(default = "default_gc_deletes")]
     pub gc_deletes: String,
+}
+
+fn default_es_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_gzip_min_bytes() -> usize {
+    64 * 1024
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn default_gc_deletes() -> String {
@@ -741,11 +780,28 @@ impl Config {
             ));
         }
         if let Some(es) = &self.elasticsearch {
-            if let Err(m) = check_http_url(&es.url) {
-                p.push(format!("`elasticsearch.url`: {m}"));
+            if es.url.is_empty() {
+                p.push("`elasticsearch.url` is an empty list; name at least one node".into());
+            }
+            for url in &es.url {
+                if let Err(m) = check_http_url(url) {
+                    p.push(format!("`elasticsearch.url`: {m}"));
+                }
             }
             if es.username.is_none() && !es.password.is_empty() {
                 p.push("`elasticsearch.password` is set without `elasticsearch.username`".into());
+            }
+            if es.username.is_some() && !es.api_key.is_empty() {
+                p.push(
+                    "`elasticsearch.username` and `elasticsearch.api_key` are both set; use one"
+                        .into(),
+                );
+            }
+            if let Some(ca) = es.ca_file.as_ref().filter(|ca| !ca.is_file()) {
+                p.push(format!(
+                    "`elasticsearch.ca_file` {} is not a readable file",
+                    ca.display()
+                ));
             }
         }
         if self

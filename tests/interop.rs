@@ -182,7 +182,6 @@ async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
-    use std::io::BufRead;
     let (mut conn, setup) = fresh("it_tls_registry", &["t"]).await;
     exec(
         &mut conn,
@@ -193,51 +192,8 @@ async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
     )
     .await;
     let backend = Registry::start(None);
-    let (cert, key) = (
-        setup.dir.path().join("ca.pem"),
-        setup.dir.path().join("key.pem"),
-    );
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-days",
-            "1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let port = free_port();
-    let mut proxy = Command::new("python3")
-        .arg(script("tls_proxy.py"))
-        .arg(port.to_string())
-        .args([&cert, &key])
-        .arg(&backend.url)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufReader::new(proxy.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    let proxy = TlsProxy::start(setup.dir.path(), &backend.url, None);
+    let (port, cert) = (proxy.port, &proxy.cert);
     let https = format!("url = \"https://localhost:{port}\"");
     let plain = format!("url = \"{}\"", stack().registry_url);
     let config = setup.dir.path().join("sluice.toml");
@@ -277,6 +233,4 @@ async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(sluice.terminate(Duration::from_secs(30)).success());
-    let _ = proxy.kill();
-    let _ = proxy.wait();
 }

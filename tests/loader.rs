@@ -178,3 +178,56 @@ async fn metadata_fields_show_version_time_and_operation_when_asked() {
     assert!(meta("2")["version"].as_u64() > meta("1")["version"].as_u64());
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_nodes_with_a_private_ca_an_api_key_and_gzip_bodies() {
+    let (mut conn, setup) = fresh("it_es_tls", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(200))",
+            "INSERT INTO t SELECT seq, REPEAT('x', 150) FROM seq_1_to_400",
+        ],
+    )
+    .await;
+    let key = "c2x1aWNlOnNlY3JldA=="; // base64("sluice:secret")
+    let proxy = TlsProxy::start(
+        setup.dir.path(),
+        &stack().es_url,
+        Some(&format!("ApiKey {key}")),
+    );
+    // Two nodes, one of them down: requests that meet it are retried on the other.
+    let down = free_port();
+    let nodes = |api_key: &str| {
+        format!(
+            "url = [\"https://localhost:{}\", \"http://127.0.0.1:{down}\"]\napi_key = \
+             \"{api_key}\"\nca_file = \"{}\"\ntimeout_ms = 5000\ngzip_min_bytes = 1024",
+            proxy.port,
+            proxy.cert.display()
+        )
+    };
+    let plain = format!("url = \"{}\"", stack().es_url);
+    let config = setup.dir.path().join("sluice.toml");
+    let good = setup.config_text("").replace(&plain, &nodes(key));
+    std::fs::write(&config, &good).unwrap();
+    let mut source = setup.start("source");
+    source.wait_for_log("snapshot stored", START);
+    assert!(source.terminate(Duration::from_secs(30)).success());
+    // A wrong key is a refusal, not an outage: the loader stops and says so.
+    let wrong = setup.config_text("").replace(&plain, &nodes("d3Jvbmc="));
+    std::fs::write(&config, wrong).unwrap();
+    let out = run_failing_as(&config, "loader");
+    assert!(out.contains("401"), "{out}");
+    std::fs::write(&config, &good).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(&mut conn, &["UPDATE t SET s = 'changed' WHERE id % 3 = 0"]).await;
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
+        .await;
+    assert!(
+        !sluice.output().contains(key),
+        "the API key reached the log"
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

@@ -3,10 +3,20 @@
 
 use std::collections::HashSet;
 
+use std::io::Write;
+use std::time::Duration;
+
 use elasticsearch::auth::Credentials;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::Method;
+use elasticsearch::http::headers::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use elasticsearch::http::transport::{
+    MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
+};
 use elasticsearch::indices::IndicesCreateParts;
-use elasticsearch::{BulkParts, DeleteByQueryParts, Elasticsearch};
+use elasticsearch::{DeleteByQueryParts, Elasticsearch};
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use serde_json::{Value as Json, json};
 use url::Url;
 
@@ -28,28 +38,52 @@ pub struct IndexWriter {
     client: Elasticsearch,
     url: String,
     gc_deletes: String,
+    gzip_min_bytes: usize,
     ready: HashSet<String>,
 }
 
 impl IndexWriter {
-    /// A writer for the configured server. Credentials go to the transport, never to logs.
+    /// A writer for the configured servers. Credentials go to the transport, never to logs.
     pub fn new(cfg: &ElasticsearchConfig) -> Result<IndexWriter, LoadError> {
-        let url = Url::parse(&cfg.url)
-            .map_err(|e| LoadError::Elasticsearch(format!("`elasticsearch.url`: {e}")))?;
-        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url));
+        let bad = |what: String| LoadError::Elasticsearch(what);
+        let urls = cfg
+            .url
+            .iter()
+            .map(|u| Url::parse(u).map_err(|e| bad(format!("`elasticsearch.url` {u}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut transport = match urls.as_slice() {
+            [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
+            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+        }
+        .timeout(Duration::from_millis(cfg.timeout_ms));
         if let Some(user) = &cfg.username {
             transport = transport.auth(Credentials::Basic(
                 user.clone(),
                 cfg.password.expose().to_string(),
             ));
+        } else if !cfg.api_key.is_empty() {
+            transport =
+                transport.auth(Credentials::EncodedApiKey(cfg.api_key.expose().to_string()));
+        }
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| bad(format!("`elasticsearch.ca_file` {}: {e}", ca.display())))?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
+                bad(format!(
+                    "`elasticsearch.ca_file` {} is not a PEM certificate: {e}",
+                    ca.display()
+                ))
+            })?;
+            transport = transport.cert_validation(CertificateValidation::Full(cert));
         }
         let transport = transport
             .build()
-            .map_err(|e| LoadError::Elasticsearch(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
         Ok(IndexWriter {
             client: Elasticsearch::new(transport),
-            url: cfg.url.clone(),
+            url: cfg.url.join(", "),
             gc_deletes: cfg.gc_deletes.clone(),
+            gzip_min_bytes: cfg.gzip_min_bytes,
             ready: HashSet::new(),
         })
     }
@@ -96,13 +130,33 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// Sends one `_bulk` body and returns the parsed response.
+    /// Sends one `_bulk` body, gzip-compressed from `gzip_min_bytes` on, and returns the
+    /// parsed response.
     pub async fn bulk(&self, body: Vec<u8>) -> Result<Json, Failure> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let body = if self.gzip_min_bytes > 0 && body.len() >= self.gzip_min_bytes {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+            gz.write_all(&body)
+                .and_then(|()| gz.finish())
+                .expect("compressing into memory cannot fail")
+        } else {
+            body
+        };
         let response = self
             .client
-            .bulk(BulkParts::None)
-            .body(vec![body])
-            .send()
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                None::<&()>,
+                Some(body),
+                None,
+            )
             .await
             .map_err(|e| self.transient(e))?;
         let status = response.status_code().as_u16();

@@ -567,6 +567,78 @@ pub async fn index_count(index: &str) -> usize {
     r["count"].as_u64().unwrap_or(0) as usize
 }
 
+/// `tests/interop/tls_proxy.py` in front of a plain-HTTP server, with a fresh self-signed
+/// certificate for localhost and 127.0.0.1; killed on drop.
+pub struct TlsProxy {
+    child: Child,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// The certificate (its own CA), PEM.
+    pub cert: PathBuf,
+}
+
+impl TlsProxy {
+    /// Starts a proxy to `backend`, its files in `dir`; with `require_auth`, requests need
+    /// exactly that Authorization header.
+    pub fn start(dir: &Path, backend: &str, require_auth: Option<&str>) -> TlsProxy {
+        use std::io::BufRead;
+        let (cert, key) = (dir.join("proxy-ca.pem"), dir.join("proxy-key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-days",
+                "1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tls_proxy.py");
+        let mut command = Command::new("python3");
+        command
+            .arg(script)
+            .arg(port.to_string())
+            .args([&cert, &key])
+            .arg(backend)
+            .stdout(Stdio::piped());
+        if let Some(auth) = require_auth {
+            command.env("TLS_PROXY_REQUIRE_AUTH", auth);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        TlsProxy { child, port, cert }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Deletes an index: osmem holds every index in memory, and a large one left behind slows
 /// the server for the tests after it.
 pub async fn delete_index(index: &str) {

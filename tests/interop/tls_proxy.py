@@ -1,11 +1,14 @@
-"""An HTTPS front for a registry: terminates TLS with the given certificate and forwards every
-request to the plain-HTTP registry behind it, so tests can point Sluice at an `https` registry
-with a private CA. Prints "ready" once listening; serves until killed.
+"""An HTTPS front for a plain-HTTP server (registry, index server): terminates TLS with the
+given certificate and forwards every request to the backend, so tests can point Sluice at an
+`https` server with a private CA. With TLS_PROXY_REQUIRE_AUTH set, a request whose
+Authorization header is not exactly that value gets 401. Prints "ready" once listening;
+serves until killed.
 
 usage: tls_proxy.py PORT CERT KEY BACKEND_URL
 """
 
 import http.server
+import os
 import ssl
 import sys
 import urllib.error
@@ -14,13 +17,22 @@ import urllib.request
 
 def main():
     port, cert, key, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].rstrip("/")
+    required = os.environ.get("TLS_PROXY_REQUIRE_AUTH")
 
     class Forward(http.server.BaseHTTPRequestHandler):
         def forward(self):
+            if required and self.headers.get("Authorization") != required:
+                data = b'{"error": "missing or wrong credentials"}'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             req = urllib.request.Request(backend + self.path, data=body, method=self.command)
-            for name in ("Content-Type", "Accept", "Authorization"):
+            for name in ("Content-Type", "Content-Encoding", "Accept", "Authorization"):
                 if self.headers.get(name):
                     req.add_header(name, self.headers[name])
             try:
