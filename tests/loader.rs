@@ -1,4 +1,5 @@
-//! The loader on the real stack: poison records to the dead-letter topic, metadata fields.
+//! The loader on the real stack: poison records to the dead-letter topic, metadata fields,
+//! https nodes with credentials, and an index-server outage.
 
 mod common;
 
@@ -228,6 +229,103 @@ async fn https_nodes_with_a_private_ca_an_api_key_and_gzip_bodies() {
     assert!(
         !sluice.output().contains(key),
         "the API key reached the log"
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+/// The sum of the group's committed offsets over `topic`'s partitions.
+fn committed(group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack().brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_server_outage_is_waited_out_without_loss_or_early_commits() {
+    let (mut conn, mut setup) = fresh("it_outage", &["t"]).await;
+    exec(
+        &mut conn,
+        &["CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v INT NOT NULL)"],
+    )
+    .await;
+    // Its own index server, so stopping it stalls no other test.
+    let es = PrivateOsmem::start();
+    setup.es_url = es.url.clone();
+    let text = setup
+        .config_text("")
+        .replace("[loader]", "timeout_ms = 2000\n[loader]");
+    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    // Load: one insert or update every 20 ms, through the whole outage.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (db, stop) = (setup.db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut conn = admin_pool().get_conn().await.unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sql = if n % 3 == 2 {
+                    format!("UPDATE `{db}`.t SET v = v + 1 WHERE id = {}", n / 2)
+                } else {
+                    format!("INSERT INTO `{db}`.t (v) VALUES ({n})")
+                };
+                mysql_async::prelude::Queryable::query_drop(&mut conn, sql)
+                    .await
+                    .unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    let index = format!("{}.t", setup.db);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while index_count_at(&es.url, &index).await == 0 {
+        assert!(Instant::now() < deadline, "{}", sluice.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    es.signal(libc::SIGSTOP);
+    let (group, topic) = (format!("{}-loader", setup.prefix), setup.topic("t"));
+    // A bulk sent just before the stop may still be settling its commit: read after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = committed(&group, &topic);
+    tokio::time::sleep(Duration::from_secs(27)).await;
+    assert_eq!(
+        committed(&group, &topic),
+        before,
+        "offsets advanced while the index server was stopped"
+    );
+    es.signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = load.await.unwrap();
+    assert!(writes > 500, "{writes} writes");
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
+        .await;
+    assert!(committed(&group, &topic) > before);
+    assert!(
+        sluice
+            .output()
+            .contains("index server unavailable; retrying the batch")
     );
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }

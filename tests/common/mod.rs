@@ -136,6 +136,8 @@ pub struct Setup {
     pub prefix: String,
     pub tables: Vec<String>,
     pub server_id: u32,
+    /// The index server the config and the index assertions use.
+    pub es_url: String,
     logs: std::sync::Mutex<Vec<PathBuf>>,
 }
 
@@ -156,6 +158,7 @@ impl Setup {
             prefix: unique("it"),
             tables: tables.iter().map(|t| format!("{db}.{t}")).collect(),
             server_id: 10_000 + fastrand::u32(0..1_000_000),
+            es_url: stack().es_url.clone(),
             logs: Default::default(),
         }
     }
@@ -196,7 +199,7 @@ linger_ms = 50
             brokers = s.brokers,
             prefix = self.prefix,
             registry = s.registry_url,
-            es = s.es_url,
+            es = self.es_url,
         )
     }
 
@@ -256,8 +259,8 @@ linger_ms = 50
             let late = Instant::now() > deadline;
             // Reading every document of a large index competes with the loader's writes: read
             // them only once the count is right (or to report the difference).
-            if late || index_count(&index).await == expected.len() {
-                let actual = index_docs(&index).await;
+            if late || index_count_at(&self.es_url, &index).await == expected.len() {
+                let actual = index_docs_at(&self.es_url, &index).await;
                 if expected == actual {
                     return;
                 }
@@ -558,7 +561,12 @@ fn sql_json(data_type: &str, column_type: &str, v: mysql_async::Value) -> Json {
 
 /// How many documents an index holds (0 if it does not exist).
 pub async fn index_count(index: &str) -> usize {
-    let url = format!("{}/{index}/_count", stack().es_url);
+    index_count_at(&stack().es_url, index).await
+}
+
+/// The number of documents in an index of the server at `es` (0 if it does not exist).
+pub async fn index_count_at(es: &str, index: &str) -> usize {
+    let url = format!("{es}/{index}/_count");
     let response = reqwest::get(&url).await.unwrap();
     if response.status() == 404 {
         return 0;
@@ -639,6 +647,60 @@ impl Drop for TlsProxy {
     }
 }
 
+/// A private osmem-server, for tests that stop it; killed on drop.
+pub struct PrivateOsmem {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl PrivateOsmem {
+    /// Starts one on a free port and waits until it answers.
+    pub fn start() -> PrivateOsmem {
+        stack(); // osmem-server is installed
+        let bin = Command::new("python3")
+            .args([
+                "-c",
+                "import osmem_server; print(osmem_server.resolve_binary())",
+            ])
+            .output()
+            .unwrap();
+        let bin = String::from_utf8(bin.stdout).unwrap();
+        let port = free_port();
+        let child = Command::new(bin.trim())
+            .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private osmem-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        PrivateOsmem {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Sends it a signal (SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+}
+
+impl Drop for PrivateOsmem {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Deletes an index: osmem holds every index in memory, and a large one left behind slows
 /// the server for the tests after it.
 pub async fn delete_index(index: &str) {
@@ -653,7 +715,12 @@ pub async fn delete_index(index: &str) {
 
 /// Every document of an index, keyed by id, read in pages in `_id` order (`search_after`).
 pub async fn index_docs(index: &str) -> BTreeMap<String, Json> {
-    let url = format!("{}/{index}/_search", stack().es_url);
+    index_docs_at(&stack().es_url, index).await
+}
+
+/// Every document of an index of the server at `es`.
+pub async fn index_docs_at(es: &str, index: &str) -> BTreeMap<String, Json> {
+    let url = format!("{es}/{index}/_search");
     let http = reqwest::Client::new();
     let mut docs = BTreeMap::new();
     let mut after: Option<Json> = None;
