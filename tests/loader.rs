@@ -329,3 +329,105 @@ async fn an_index_server_outage_is_waited_out_without_loss_or_early_commits() {
     );
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+/// Every record of `topic` from the start, as (partition, key, payload), until `n` are read.
+fn records(topic: &str, n: i64) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack().brokers)
+        .set("group.id", unique("replay-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while (out.len() as i64) < n {
+        assert!(Instant::now() < deadline, "{} of {n} records", out.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.unwrap();
+            out.push((
+                m.partition(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    out
+}
+
+/// Appends `records` to `topic` in a random order, each to its own partition.
+async fn replay_shuffled(topic: &str, mut records: Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>) {
+    fastrand::shuffle(&mut records);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &stack().brokers)
+        .create()
+        .unwrap();
+    for (partition, key, payload) in &records {
+        let mut r = FutureRecord::<[u8], [u8]>::to(topic).partition(*partition);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(p) = payload {
+            r = r.payload(p);
+        }
+        producer.send(r, Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
+    let (mut conn, setup) = fresh("it_replay", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO t SELECT seq, 0 FROM seq_1_to_200",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    // Several versions per key: updates, deletes, keys deleted and inserted again.
+    exec(
+        &mut conn,
+        &[
+            "UPDATE t SET v = v + 1",
+            "UPDATE t SET v = v + 1 WHERE id % 2 = 0",
+            "DELETE FROM t WHERE id % 5 = 0",
+            "INSERT INTO t SELECT seq, 7 FROM seq_1_to_200 WHERE seq % 10 = 0",
+            "UPDATE t SET id = id + 1000 WHERE id % 7 = 0",
+        ],
+    )
+    .await;
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
+        .await;
+    let (topic, group) = (setup.topic("t"), format!("{}-loader", setup.prefix));
+    let total = topic_records(&topic);
+    let all = records(&topic, total);
+    // Everything again in a random order, read by the running loader...
+    replay_shuffled(&topic, all.clone()).await;
+    let caught_up = |want: i64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed(&group, &topic) < want {
+            assert!(
+                Instant::now() < deadline,
+                "the loader did not read the replay"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    caught_up(2 * total);
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
+        .await;
+    // ...and once more across a restart of the loader.
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    replay_shuffled(&topic, all).await;
+    let mut sluice = setup.start("loader");
+    caught_up(3 * total);
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
+        .await;
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
