@@ -14,14 +14,20 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const START: Duration = Duration::from_secs(60);
 
-/// A record as read back: headers, key, payload.
-type Read = (HashMap<String, String>, Vec<u8>, Vec<u8>);
+/// A record as read back.
+#[derive(Clone)]
+struct Read {
+    partition: i32,
+    headers: HashMap<String, String>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+}
 
 /// Every record of `topic` (all partitions, from the start), once `n` are there.
 fn read_topic(topic: &str, n: usize) -> Vec<Read> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &stack().brokers)
-        .set("group.id", unique("dlq-reader"))
+        .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
@@ -49,8 +55,12 @@ fn read_topic(topic: &str, n: usize) -> Vec<Read> {
                     .collect()
             })
             .unwrap_or_default();
-        let bytes = |b: Option<&[u8]>| b.unwrap_or_default().to_vec();
-        out.push((headers, bytes(m.key()), bytes(m.payload())));
+        out.push(Read {
+            partition: m.partition(),
+            headers,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        });
     }
     out
 }
@@ -63,9 +73,12 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() 
         &["CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(20) NOT NULL)"],
     )
     .await;
-    // An index made by hand whose mapping takes `s` as a number: 'abc' is refused for good.
+    // An index made by hand whose mapping also reads `s` as a number (a multi-field, which
+    // Sluice's own mapping leaves alone): 'abc' is refused for good.
     let index = format!("{}.t", setup.db);
-    let mapping = serde_json::json!({"mappings": {"properties": {"s": {"type": "integer"}}}});
+    let mapping = serde_json::json!({"mappings": {"properties": {"s": {"type": "text",
+        "fields": {"keyword": {"type": "keyword", "ignore_above": 256},
+                   "num": {"type": "integer"}}}}}});
     let created = reqwest::Client::new()
         .put(format!("{}/{index}", stack().es_url))
         .json(&mapping)
@@ -115,18 +128,18 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() 
     }
     let dlq = format!("{}.dlq", setup.prefix);
     let mut letters = read_topic(&dlq, 3);
-    letters.sort_by_key(|(h, ..)| h["sluice.errors.class"].clone());
+    letters.sort_by_key(|r| r.headers["sluice.errors.class"].clone());
     let classes: Vec<&str> = letters
         .iter()
-        .map(|(h, ..)| h["sluice.errors.class"].as_str())
+        .map(|r| r.headers["sluice.errors.class"].as_str())
         .collect();
     assert_eq!(classes, ["decode", "decode", "rejected"]);
-    for (headers, ..) in &letters {
+    for Read { headers, .. } in &letters {
         assert_eq!(headers["sluice.errors.topic"], topic);
         assert!(headers["sluice.errors.offset"].parse::<i64>().is_ok());
         assert!(headers["sluice.errors.partition"].parse::<i32>().is_ok());
     }
-    let (rejected, _, payload) = &letters[2];
+    let (rejected, payload) = (&letters[2].headers, letters[2].payload.as_ref().unwrap());
     assert!(
         rejected["sluice.errors.message"].contains("400"),
         "{rejected:?}"
@@ -135,14 +148,14 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() 
     assert_eq!(payload[0], 0);
     let decode: Vec<&String> = letters[..2]
         .iter()
-        .map(|(h, ..)| &h["sluice.errors.message"])
+        .map(|r| &r.headers["sluice.errors.message"])
         .collect();
     assert!(
         decode.iter().any(|m| m.contains("magic byte")),
         "{decode:?}"
     );
     assert!(decode.iter().any(|m| m.contains("404")), "{decode:?}");
-    assert!(letters[..2].iter().all(|(_, k, _)| k.is_empty()));
+    assert!(letters[..2].iter().all(|r| r.key.is_none()));
     assert!(sluice.output().contains("dead_letters_total=3"));
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
@@ -330,44 +343,19 @@ async fn an_index_server_outage_is_waited_out_without_loss_or_early_commits() {
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
 
-/// Every record of `topic` from the start, as (partition, key, payload), until `n` are read.
-fn records(topic: &str, n: i64) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &stack().brokers)
-        .set("group.id", unique("replay-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while (out.len() as i64) < n {
-        assert!(Instant::now() < deadline, "{} of {n} records", out.len());
-        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
-            let m = m.unwrap();
-            out.push((
-                m.partition(),
-                m.key().map(<[u8]>::to_vec),
-                m.payload().map(<[u8]>::to_vec),
-            ));
-        }
-    }
-    out
-}
-
 /// Appends `records` to `topic` in a random order, each to its own partition.
-async fn replay_shuffled(topic: &str, mut records: Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>) {
+async fn replay_shuffled(topic: &str, mut records: Vec<Read>) {
     fastrand::shuffle(&mut records);
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &stack().brokers)
         .create()
         .unwrap();
-    for (partition, key, payload) in &records {
-        let mut r = FutureRecord::<[u8], [u8]>::to(topic).partition(*partition);
-        if let Some(k) = key {
+    for read in &records {
+        let mut r = FutureRecord::<[u8], [u8]>::to(topic).partition(read.partition);
+        if let Some(k) = &read.key {
             r = r.key(k);
         }
-        if let Some(p) = payload {
+        if let Some(p) = &read.payload {
             r = r.payload(p);
         }
         producer.send(r, Duration::from_secs(10)).await.unwrap();
@@ -404,7 +392,7 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
         .await;
     let (topic, group) = (setup.topic("t"), format!("{}-loader", setup.prefix));
     let total = topic_records(&topic);
-    let all = records(&topic, total);
+    let all = read_topic(&topic, total as usize);
     // Everything again in a random order, read by the running loader...
     replay_shuffled(&topic, all.clone()).await;
     let caught_up = |want: i64| {
@@ -429,5 +417,75 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
     setup
         .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
         .await;
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_columns_extend_the_mapping_and_a_type_change_holds_only_its_table() {
+    let (mut conn, setup) = fresh("it_mapping", &["o", "g"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE o (id INT PRIMARY KEY, v INT)",
+            "CREATE TABLE g (id INT PRIMARY KEY, n VARCHAR(10))",
+            "INSERT INTO o VALUES (1, 1)",
+            "INSERT INTO g VALUES (1, '5')",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    let catch_up = Duration::from_secs(120);
+    setup.assert_index_matches(&mut conn, "g", catch_up).await;
+    // An added column: the index learns its mapping before the first document with it.
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE o ADD COLUMN price DECIMAL(10,2) NULL",
+            "INSERT INTO o VALUES (2, 2, 9.99)",
+            // Documents show the column once their row changes after the ALTER.
+            "UPDATE o SET v = 10 WHERE id = 1",
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "o", catch_up).await;
+    let index = format!("{}.o", setup.db);
+    let mapping: serde_json::Value = reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mapping[&index]["mappings"]["properties"]["price"]["type"], "keyword",
+        "{mapping}"
+    );
+    // A type the index cannot take (the registry told to accept it): g is held, o goes on.
+    let subject = format!("{}-value", setup.topic("g"));
+    let none = reqwest::Client::new()
+        .put(format!("{}/config/{subject}", stack().registry_url))
+        .json(&serde_json::json!({"compatibility": "NONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(none.status().is_success());
+    exec(
+        &mut conn,
+        &["ALTER TABLE g MODIFY n INT", "INSERT INTO g VALUES (2, 7)"],
+    )
+    .await;
+    sluice.wait_for_log("table held", catch_up);
+    exec(&mut conn, &["INSERT INTO o VALUES (3, 3, 1.50)"]).await;
+    setup.assert_index_matches(&mut conn, "o", catch_up).await;
+    let g: BTreeSet<String> = index_docs(&format!("{}.g", setup.db))
+        .await
+        .into_keys()
+        .collect();
+    assert_eq!(g, ["1".to_string()].into());
+    let out = sluice.output();
+    assert!(
+        out.contains("cannot take its table's new schema") && out.contains("reindex"),
+        "{out}"
+    );
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }

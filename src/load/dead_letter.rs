@@ -41,6 +41,11 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// The topic the record was read from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// The origin of a consumed message.
     pub fn of(m: &OwnedMessage) -> Origin {
         Origin {

@@ -1,7 +1,7 @@
 //! The Elasticsearch side of the loader: index creation and bulk requests, classifying every
 //! failure as worth retrying or final.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use elasticsearch::http::headers::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, He
 use elasticsearch::http::transport::{
     MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
 };
-use elasticsearch::indices::IndicesCreateParts;
+use elasticsearch::indices::{IndicesCreateParts, IndicesPutMappingParts};
 use elasticsearch::{DeleteByQueryParts, Elasticsearch};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -39,7 +39,8 @@ pub struct IndexWriter {
     url: String,
     gc_deletes: String,
     gzip_min_bytes: usize,
-    ready: HashSet<String>,
+    /// Indexes this process created or found, with the writer schema id last mapped.
+    mapped: HashMap<String, u32>,
 }
 
 impl IndexWriter {
@@ -84,21 +85,62 @@ impl IndexWriter {
             url: cfg.url.join(", "),
             gc_deletes: cfg.gc_deletes.clone(),
             gzip_min_bytes: cfg.gzip_min_bytes,
-            ready: HashSet::new(),
+            mapped: HashMap::new(),
         })
     }
 
-    /// Whether this process already created or found `index`.
-    pub fn is_ready(&self, index: &str) -> bool {
-        self.ready.contains(index)
+    /// Whether `index` is known to map the rows of writer schema `schema_id`.
+    pub fn is_mapped(&self, index: &str, schema_id: u32) -> bool {
+        self.mapped.get(index) == Some(&schema_id)
     }
 
-    /// Creates `index` with `mappings` unless it exists. Sluice's indexes keep deletes for
-    /// `gc_deletes`.
-    pub async fn ensure_index(&mut self, index: &str, mappings: &Json) -> Result<(), Failure> {
-        if self.ready.contains(index) {
+    /// Makes `index` map the rows of writer schema `schema_id`: creates it with `mappings`
+    /// (Sluice's indexes keep deletes for `gc_deletes`), or, if it exists, adds the fields it
+    /// lacks. A field whose type would change is refused by the server
+    /// ([`LoadError::MappingConflict`]).
+    pub async fn ensure_mapping(
+        &mut self,
+        index: &str,
+        schema_id: u32,
+        mappings: &Json,
+    ) -> Result<(), Failure> {
+        if self.is_mapped(index, schema_id) {
             return Ok(());
         }
+        if !self.mapped.contains_key(index) && self.create(index, mappings).await? {
+            self.mapped.insert(index.to_string(), schema_id);
+            return Ok(());
+        }
+        let response = self
+            .client
+            .indices()
+            .put_mapping(IndicesPutMappingParts::Index(&[index]))
+            .body(json!({"properties": mappings["properties"]}))
+            .send()
+            .await;
+        let (status, text) = self.status_and_text(response).await?;
+        match status {
+            200..=299 => {
+                tracing::info!(%index, schema_id, "index mapping updated for a new table schema");
+                self.mapped.insert(index.to_string(), schema_id);
+                Ok(())
+            }
+            400 => Err(Failure::Final(LoadError::MappingConflict {
+                index: index.to_string(),
+                reason: text,
+            })),
+            429 | 500..=599 => Err(Failure::Transient(format!(
+                "updating the mapping of {index}: {status} {text}"
+            ))),
+            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+                "{} refused to update the mapping of {index}: {status} {text}",
+                self.url
+            )))),
+        }
+    }
+
+    /// Creates `index` with `mappings`; false if it already exists.
+    async fn create(&mut self, index: &str, mappings: &Json) -> Result<bool, Failure> {
         let body = json!({
             "settings": {"index": {"gc_deletes": self.gc_deletes}},
             "mappings": mappings,
@@ -112,22 +154,19 @@ impl IndexWriter {
             .await;
         let (status, text) = self.status_and_text(response).await?;
         match status {
-            200..=299 => tracing::info!(%index, gc_deletes = %self.gc_deletes, "created index"),
-            400 if text.contains("resource_already_exists_exception") => {}
-            429 | 500..=599 => {
-                return Err(Failure::Transient(format!(
-                    "creating index {index}: {status} {text}"
-                )));
+            200..=299 => {
+                tracing::info!(%index, gc_deletes = %self.gc_deletes, "created index");
+                Ok(true)
             }
-            _ => {
-                return Err(Failure::Final(LoadError::Elasticsearch(format!(
-                    "{} refused to create index {index}: {status} {text}",
-                    self.url
-                ))));
-            }
+            400 if text.contains("resource_already_exists_exception") => Ok(false),
+            429 | 500..=599 => Err(Failure::Transient(format!(
+                "creating index {index}: {status} {text}"
+            ))),
+            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+                "{} refused to create index {index}: {status} {text}",
+                self.url
+            )))),
         }
-        self.ready.insert(index.to_string());
-        Ok(())
     }
 
     /// Sends one `_bulk` body, gzip-compressed from `gzip_min_bytes` on, and returns the

@@ -14,7 +14,7 @@ pub mod document;
 pub mod index;
 pub mod mapping;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -52,6 +52,19 @@ pub enum LoadError {
     /// The index server refused something for good.
     #[error("Elasticsearch: {0}")]
     Elasticsearch(String),
+    /// An index cannot take a table's new schema.
+    #[error(
+        "index {index} cannot take its table's new schema ({reason}); the table's records are \
+         held (offsets not committed) while other tables go on: reindex (delete the index, \
+         restart the loader and run `sluice snapshot --table`, or create a new index and \
+         reindex into it), then restart the loader"
+    )]
+    MappingConflict {
+        /// The index.
+        index: String,
+        /// The server's reason.
+        reason: String,
+    },
     /// The registry refused the loader itself (not one record's schema).
     #[error(
         "the schema registry refused the loader: {0}; check registry.url, registry.username \
@@ -79,14 +92,50 @@ struct Batch {
     origins: Vec<Origin>,
     /// Records that cannot be applied.
     dead: Vec<DeadLetter>,
-    /// A truncate (index, version), applied after `actions`; it always ends its batch.
-    truncate: Option<(String, u64)>,
-    /// Indexes to create first, with mappings from their writer schema.
-    new_indexes: BTreeMap<String, serde_json::Value>,
+    /// A truncate (index, version, topic), applied after `actions`; it always ends its batch.
+    truncate: Option<(String, u64, String)>,
+    /// Indexes that cannot take their table's new schema, with the topics held back for them.
+    held: Vec<(LoadError, BTreeSet<String>)>,
+    /// Indexes whose mapping must first take a writer schema (id, mappings): created, or
+    /// given the fields they lack.
+    mappings: BTreeMap<String, (u32, serde_json::Value)>,
     next_offsets: BTreeMap<(String, i32), i64>,
     records: usize,
     /// `loader.metadata_fields`.
     metadata: bool,
+}
+
+impl Batch {
+    /// Takes the records of the index a mapping conflict names out of the batch, and their
+    /// topics' offsets with them: the table waits (until a reindex and restart), the others
+    /// go on.
+    fn hold(&mut self, conflict: LoadError) {
+        let LoadError::MappingConflict { index, .. } = &conflict else {
+            return;
+        };
+        self.mappings.remove(index);
+        let mut topics = BTreeSet::new();
+        let mut kept = (Vec::new(), Vec::new());
+        for (action, origin) in self.actions.drain(..).zip(self.origins.drain(..)) {
+            let (Action::Index { index: i, .. } | Action::Delete { index: i, .. }) = &action;
+            if i == index {
+                topics.insert(origin.topic().to_string());
+            } else {
+                kept.0.push(action);
+                kept.1.push(origin);
+            }
+        }
+        (self.actions, self.origins) = kept;
+        if let Some((i, _, topic)) = &self.truncate
+            && i == index
+        {
+            topics.insert(topic.clone());
+            self.truncate = None;
+        }
+        self.next_offsets
+            .retain(|(topic, _), _| !topics.contains(topic));
+        self.held.push((conflict, topics));
+    }
 }
 
 /// `s` with regular-expression metacharacters escaped.
@@ -166,6 +215,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     let mut dead = DeadLetters::new(&cfg.kafka, cfg.dead_letter_topic()).await?;
     let linger = Duration::from_millis(cfg.loader.linger_ms);
     tracing::info!(group = %cfg.group_id(), instance = %cfg.instance_id(), topics = ?topics, "loader consuming");
+    // Topics of tables whose index cannot take their new schema.
+    let mut held: BTreeSet<String> = BTreeSet::new();
 
     loop {
         let mut batch = Batch {
@@ -189,6 +240,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     continue;
                 }
             };
+            if held.contains(message.topic()) {
+                continue; // read again after the restart that follows a reindex
+            }
             if !add(&mut batch, &message, &mut registry, &writer, &shutdown).await? {
                 return Ok(()); // interrupted while the registry was away: nothing committed
             }
@@ -204,6 +258,18 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         }
         // Stored in Kafka before the offsets past them are committed.
         dead.send(std::mem::take(&mut batch.dead)).await?;
+        for (conflict, topics) in std::mem::take(&mut batch.held) {
+            tracing::error!(error = %conflict, topics = ?topics, "table held");
+            let mut paused = TopicPartitionList::new();
+            let assigned = consumer.assignment().map_err(LoadError::Consumer)?;
+            for e in assigned.elements() {
+                if topics.contains(e.topic()) {
+                    paused.add_partition(e.topic(), e.partition());
+                }
+            }
+            consumer.pause(&paused).map_err(LoadError::Consumer)?;
+            held.extend(topics);
+        }
         if batch.records > 0 {
             tracing::debug!(
                 records = batch.records,
@@ -260,7 +326,9 @@ async fn add(
             batch.actions.push(action);
             batch.origins.push(origin);
         }
-        Some(Ok(Record::Truncate { index, version })) => batch.truncate = Some((index, version)),
+        Some(Ok(Record::Truncate { index, version })) => {
+            batch.truncate = Some((index, version, m.topic().to_string()));
+        }
         Some(Err(reason)) => batch.dead.push(DeadLetter {
             origin,
             class: ErrorClass::Decode,
@@ -307,15 +375,19 @@ fn shape(
         batch.metadata,
     )
     .map_err(|e| e.to_string())?;
-    let index = record.index();
-    if !writer.is_ready(index) && !batch.new_indexes.contains_key(index) {
+    let (index, id) = (record.index(), value.schema.id);
+    // The batch's latest schema of an index wins: columns are added, so it maps them all.
+    let known = match batch.mappings.get(index) {
+        Some((pending, _)) => *pending == id,
+        None => writer.is_mapped(index, id),
+    };
+    if !known {
         let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
             return Err("the value schema is not a record".into());
         };
         let row = document::row_schema(envelope).map_err(|e| e.to_string())?;
-        batch
-            .new_indexes
-            .insert(index.to_string(), mapping::mappings(row, batch.metadata));
+        let mappings = mapping::mappings(row, batch.metadata);
+        batch.mappings.insert(index.to_string(), (id, mappings));
     }
     Ok(record)
 }
@@ -405,6 +477,7 @@ async fn apply(
                 }
                 return Ok(true);
             }
+            Err(Failure::Final(e @ LoadError::MappingConflict { .. })) => batch.hold(e),
             Err(Failure::Final(e)) => return Err(e),
             Err(Failure::Transient(reason)) => {
                 let wait = backoff.next_wait();
@@ -424,14 +497,14 @@ async fn try_apply(
     writer: &mut IndexWriter,
     batch: &Batch,
 ) -> Result<Vec<(usize, String)>, Failure> {
-    for (index, mappings) in &batch.new_indexes {
-        writer.ensure_index(index, mappings).await?;
+    for (index, (id, mappings)) in &batch.mappings {
+        writer.ensure_mapping(index, *id, mappings).await?;
     }
     let mut refused = Vec::new();
     if !batch.actions.is_empty() {
         refused = write_documents(writer, &batch.actions).await?;
     }
-    if let Some((index, version)) = &batch.truncate {
+    if let Some((index, version, _)) = &batch.truncate {
         writer.delete_older(index, *version).await?;
     }
     Ok(refused)
