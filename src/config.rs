@@ -398,7 +398,8 @@ pub struct LoaderConfig {
     /// This loader's static member id in the group (Kafka's `group.instance.id`); default the
     /// host name. A restarted loader with the same id takes its partitions back at once,
     /// instead of waiting for the broker to expire its previous, dead membership. Loaders of
-    /// one group on one host need distinct ids.
+    /// one group on one host need distinct ids. `""` turns static membership off (several
+    /// loaders on tansu, whose groups of static members never settle).
     pub instance_id: Option<String>,
     /// Most records in one bulk request.
     #[serde(default = "default_batch_size")]

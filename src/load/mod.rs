@@ -17,7 +17,10 @@ pub mod mapping;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -138,6 +141,33 @@ impl Batch {
     }
 }
 
+/// Logs the partitions this loader gains and loses as the group rebalances. A batch that
+/// held records of a lost partition may still be applied (its commit is refused): the new
+/// owner applies them again, which external versions make harmless.
+struct Rebalances;
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let list = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = ?list(tpl), "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = ?list(tpl), "partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
 /// `s` with regular-expression metacharacters escaped.
 fn regex_literal(s: &str) -> String {
     s.chars()
@@ -191,19 +221,24 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         .collect();
     // Brokers that poll their storage instead of waking fetches on new data (tansu halves the
     // remaining wait between polls) add up to fetch.wait.max.ms of latency; Kafka does not.
-    let consumer: StreamConsumer =
-        kafka::client_config(&cfg.kafka, &[("fetch.wait.max.ms", "100")])
-            .set("group.id", cfg.group_id())
-            // Static membership: after a crash the restarted loader takes its old member id
-            // back. Without it tansu hands a dead leader's partitions to nobody (issue 2 note).
-            .set("group.instance.id", cfg.instance_id())
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            // New topics matching a table pattern are found at the next metadata refresh.
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
-            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+    let mut client = kafka::client_config(&cfg.kafka, &[("fetch.wait.max.ms", "100")]);
+    // Static membership: after a crash the restarted loader takes its old member id back.
+    // Without it tansu hands a dead leader's partitions to nobody (issue 2 note); with two
+    // static members tansu rebalances forever (issue 6 note), so several loaders on tansu
+    // turn it off with `instance_id = ""`.
+    let instance = cfg.instance_id();
+    if !instance.is_empty() {
+        client.set("group.instance.id", &instance);
+    }
+    let consumer: StreamConsumer<Rebalances> = client
+        .set("group.id", cfg.group_id())
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // New topics matching a table pattern are found at the next metadata refresh.
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create_with_context(Rebalances)
+        .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
     let settings = client::settings(&cfg.registry)?;
@@ -214,7 +249,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     let mut writer = IndexWriter::new(es_cfg)?;
     let mut dead = DeadLetters::new(&cfg.kafka, cfg.dead_letter_topic()).await?;
     let linger = Duration::from_millis(cfg.loader.linger_ms);
-    tracing::info!(group = %cfg.group_id(), instance = %cfg.instance_id(), topics = ?topics, "loader consuming");
+    tracing::info!(group = %cfg.group_id(), %instance, topics = ?topics, "loader consuming");
     // Topics of tables whose index cannot take their new schema.
     let mut held: BTreeSet<String> = BTreeSet::new();
 
