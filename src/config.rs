@@ -409,6 +409,13 @@ pub struct LoaderConfig {
     pub linger_ms: u64,
     /// Topic of the records the loader can never apply; default `<topic_prefix>.dlq`.
     pub dead_letter_topic: Option<String>,
+    /// Index name template over `{db}` and `{table}` (default `{db}.{table}`), lower-cased.
+    #[serde(default = "default_index_template")]
+    pub index: String,
+    /// Alias every index Sluice creates gets, a template like `index` (e.g. `index =
+    /// "{db}.{table}-v1"`, `alias = "{db}.{table}"`: readers use the alias, a rebuilt index
+    /// takes it over).
+    pub alias: Option<String>,
     /// Show `_sluice.version`, `_sluice.ts_ms` and `_sluice.op` in documents (for debugging;
     /// off by default, so `_source` is exactly the row). Applies to indexes created after.
     #[serde(default)]
@@ -423,6 +430,8 @@ impl Default for LoaderConfig {
             batch_size: default_batch_size(),
             linger_ms: default_linger_ms(),
             dead_letter_topic: None,
+            index: default_index_template(),
+            alias: None,
             metadata_fields: false,
         }
     }
@@ -430,6 +439,10 @@ impl Default for LoaderConfig {
 
 fn default_batch_size() -> usize {
     1000
+}
+
+fn default_index_template() -> String {
+    "{db}.{table}".into()
 }
 
 fn default_linger_ms() -> u64 {
@@ -825,6 +838,18 @@ impl Config {
                 "`loader.dead_letter_topic` {:?} is not a valid Kafka topic name",
                 self.dead_letter_topic()
             ));
+        }
+        for (name, template) in [
+            ("index", Some(&self.loader.index)),
+            ("alias", self.loader.alias.as_ref()),
+        ] {
+            let Some(t) = template else { continue };
+            let rest = t.replace("{db}", "").replace("{table}", "");
+            if !t.contains("{table}") || rest.contains('{') || rest.contains('}') {
+                p.push(format!(
+                    "`loader.{name}` {t:?} must name `{{table}}` (and may name `{{db}}`), and no other placeholder"
+                ));
+            }
         }
         if self.loader.batch_size == 0 {
             p.push("`loader.batch_size` must be at least 1".into());

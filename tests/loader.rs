@@ -1,5 +1,6 @@
 //! The loader on the real stack: poison records to the dead-letter topic, metadata fields,
-//! https nodes with credentials, and an index-server outage.
+//! https nodes with credentials, an index-server outage, replays, mapping changes, two
+//! loaders in one group, index name templates and aliases.
 
 mod common;
 
@@ -574,4 +575,37 @@ fn assigned(log: &str) -> usize {
         .rfind(|l| l.contains("partitions assigned"))
         .map(|l| l.matches('/').count())
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_names_follow_the_template_and_readers_use_the_alias() {
+    let (mut conn, setup) = fresh("it_alias", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO t VALUES (1, 1), (2, 2)",
+        ],
+    )
+    .await;
+    setup.write_config("index = \"{db}.{table}-v1\"\nalias = \"{db}.{table}\"\n");
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(&mut conn, &["UPDATE t SET v = 5 WHERE id = 2"]).await;
+    // The harness reads `<db>.t`: here, the alias.
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
+        .await;
+    let alias = format!("{}.t", setup.db);
+    let aliases: serde_json::Value = reqwest::get(format!("{}/_alias/{alias}", stack().es_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        aliases[format!("{alias}-v1")]["aliases"][&alias].is_object(),
+        "{aliases}"
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
 }

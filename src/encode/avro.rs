@@ -493,7 +493,9 @@ mod tests {
         assert_eq!(get("before"), Avro::Union(0, Box::new(Avro::Null)));
         assert_eq!(get("after"), Avro::Union(0, Box::new(Avro::Null)));
         assert_eq!(
-            record(None, &decoded, &schema, false).unwrap(),
+            record(None, &decoded, &schema, &Default::default())
+                .unwrap()
+                .record,
             Record::Truncate {
                 index: "shop.orders".into(),
                 version: (4 << 32) | 999

@@ -75,9 +75,42 @@ fn shape(m: impl Into<String>) -> ShapeError {
     ShapeError(m.into())
 }
 
-/// The index of a table: `<db>.<table>`, lower-cased as index names must be.
-pub fn index_name(db: &str, table: &str) -> String {
-    format!("{db}.{table}").to_lowercase()
+/// How records become documents, from `[loader]`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Show `_sluice.ts_ms` and `_sluice.op` besides `_sluice.version`.
+    pub metadata: bool,
+    /// Index name template over `{db}` and `{table}`.
+    pub index: String,
+    /// Alias template: every index Sluice creates gets this alias.
+    pub alias: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            metadata: false,
+            index: "{db}.{table}".into(),
+            alias: None,
+        }
+    }
+}
+
+/// A template over `{db}` and `{table}`, lower-cased as index names must be.
+fn fill(template: &str, db: &str, table: &str) -> String {
+    template
+        .replace("{db}", db)
+        .replace("{table}", table)
+        .to_lowercase()
+}
+
+/// A record, and the alias its index is to have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shaped {
+    /// What to do in the index.
+    pub record: Record,
+    /// The alias of the index, if configured.
+    pub alias: Option<String>,
 }
 
 /// What a record with a non-null value asks (tombstones carry nothing to apply); `key` is
@@ -89,8 +122,9 @@ pub fn record(
     key: Option<(&Avro, &Schema)>,
     value: &Avro,
     value_schema: &Schema,
-    metadata: bool,
-) -> Result<Record, ShapeError> {
+    options: &Options,
+) -> Result<Shaped, ShapeError> {
+    let alias = |db: &str, table: &str| options.alias.as_deref().map(|a| fill(a, db, table));
     let (Avro::Record(fields), Schema::Record(envelope)) = (value, value_schema) else {
         return Err(shape("the value is not an envelope record"));
     };
@@ -124,13 +158,15 @@ pub fn record(
         },
         _ => return Err(shape("`source.table` is missing")),
     };
-    let index = index_name(db, table);
+    let index = fill(&options.index, db, table);
+    let alias = alias(db, table);
+    let shaped = |record| Ok(Shaped { record, alias });
     let op = match field("op")? {
         Avro::String(op) => op.as_str(),
         _ => return Err(shape("`op` is not a string")),
     };
     if op == "t" {
-        return Ok(Record::Truncate { index, version });
+        return shaped(Record::Truncate { index, version });
     }
     let (key, key_schema) = key.ok_or_else(|| shape(format!("op {op:?} without a key")))?;
     let id = document_id(key, key_schema)?;
@@ -144,7 +180,7 @@ pub fn record(
             let Json::Object(row) = &mut doc else {
                 return Err(shape(format!("op {op:?} without an `after` image")));
             };
-            let meta = if metadata {
+            let meta = if options.metadata {
                 let ts_ms = match source_field("ts_ms") {
                     Some(Avro::Long(t)) => Json::from(*t),
                     _ => Json::Null,
@@ -154,14 +190,14 @@ pub fn record(
                 serde_json::json!({"version": version})
             };
             row.insert(META_FIELD.into(), meta);
-            Ok(Record::Document(Action::Index {
+            shaped(Record::Document(Action::Index {
                 index,
                 id,
                 version,
                 doc,
             }))
         }
-        "d" => Ok(Record::Document(Action::Delete { index, id, version })),
+        "d" => shaped(Record::Document(Action::Delete { index, id, version })),
         other => Err(shape(format!("unknown op {other:?}"))),
     }
 }

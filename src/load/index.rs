@@ -24,6 +24,17 @@ use super::LoadError;
 use super::document::META_FIELD;
 use crate::config::ElasticsearchConfig;
 
+/// What an index must map: the rows of one writer schema.
+#[derive(Debug)]
+pub struct Target {
+    /// The writer (value) schema's registry id.
+    pub schema_id: u32,
+    /// Mappings for its rows.
+    pub mappings: Json,
+    /// The alias a new index gets.
+    pub alias: Option<String>,
+}
+
 /// A failed request.
 #[derive(Debug)]
 pub enum Failure {
@@ -94,20 +105,16 @@ impl IndexWriter {
         self.mapped.get(index) == Some(&schema_id)
     }
 
-    /// Makes `index` map the rows of writer schema `schema_id`: creates it with `mappings`
-    /// (Sluice's indexes keep deletes for `gc_deletes`), or, if it exists, adds the fields it
-    /// lacks. A field whose type would change is refused by the server
+    /// Makes `index` map the rows of the target's writer schema: creates it with the
+    /// target's mappings and alias (Sluice's indexes keep deletes for `gc_deletes`), or, if it
+    /// exists, adds the fields it lacks. A field whose type would change is refused by the server
     /// ([`LoadError::MappingConflict`]).
-    pub async fn ensure_mapping(
-        &mut self,
-        index: &str,
-        schema_id: u32,
-        mappings: &Json,
-    ) -> Result<(), Failure> {
+    pub async fn ensure_mapping(&mut self, index: &str, target: &Target) -> Result<(), Failure> {
+        let (schema_id, mappings) = (target.schema_id, &target.mappings);
         if self.is_mapped(index, schema_id) {
             return Ok(());
         }
-        if !self.mapped.contains_key(index) && self.create(index, mappings).await? {
+        if !self.mapped.contains_key(index) && self.create(index, target).await? {
             self.mapped.insert(index.to_string(), schema_id);
             return Ok(());
         }
@@ -139,12 +146,15 @@ impl IndexWriter {
         }
     }
 
-    /// Creates `index` with `mappings`; false if it already exists.
-    async fn create(&mut self, index: &str, mappings: &Json) -> Result<bool, Failure> {
-        let body = json!({
+    /// Creates `index` for `target`; false if it already exists.
+    async fn create(&mut self, index: &str, target: &Target) -> Result<bool, Failure> {
+        let mut body = json!({
             "settings": {"index": {"gc_deletes": self.gc_deletes}},
-            "mappings": mappings,
+            "mappings": target.mappings,
         });
+        if let Some(alias) = &target.alias {
+            body["aliases"] = json!({ alias: {} });
+        }
         let response = self
             .client
             .indices()
@@ -155,7 +165,8 @@ impl IndexWriter {
         let (status, text) = self.status_and_text(response).await?;
         match status {
             200..=299 => {
-                tracing::info!(%index, gc_deletes = %self.gc_deletes, "created index");
+                let alias = target.alias.as_deref().unwrap_or("");
+                tracing::info!(%index, alias, gc_deletes = %self.gc_deletes, "created index");
                 Ok(true)
             }
             400 if text.contains("resource_already_exists_exception") => Ok(false),

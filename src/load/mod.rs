@@ -15,6 +15,7 @@ pub mod index;
 pub mod mapping;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -38,7 +39,7 @@ use crate::retry::Backoff;
 use bulk::Outcome;
 use dead_letter::{DeadLetter, DeadLetters, ErrorClass, Origin};
 use document::{Action, Record};
-use index::{Failure, IndexWriter};
+use index::{Failure, IndexWriter, Target};
 
 /// Why the loader stopped.
 #[derive(Debug, thiserror::Error)]
@@ -99,13 +100,13 @@ struct Batch {
     truncate: Option<(String, u64, String)>,
     /// Indexes that cannot take their table's new schema, with the topics held back for them.
     held: Vec<(LoadError, BTreeSet<String>)>,
-    /// Indexes whose mapping must first take a writer schema (id, mappings): created, or
-    /// given the fields they lack.
-    mappings: BTreeMap<String, (u32, serde_json::Value)>,
+    /// Indexes whose mapping must first take a writer schema: created, or given the fields
+    /// they lack.
+    mappings: BTreeMap<String, Target>,
     next_offsets: BTreeMap<(String, i32), i64>,
     records: usize,
-    /// `loader.metadata_fields`.
-    metadata: bool,
+    /// How records become documents.
+    options: Arc<document::Options>,
 }
 
 impl Batch {
@@ -252,10 +253,15 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     tracing::info!(group = %cfg.group_id(), %instance, topics = ?topics, "loader consuming");
     // Topics of tables whose index cannot take their new schema.
     let mut held: BTreeSet<String> = BTreeSet::new();
+    let options = Arc::new(document::Options {
+        metadata: cfg.loader.metadata_fields,
+        index: cfg.loader.index.clone(),
+        alias: cfg.loader.alias.clone(),
+    });
 
     loop {
         let mut batch = Batch {
-            metadata: cfg.loader.metadata_fields,
+            options: options.clone(),
             ..Batch::default()
         };
         let mut deadline: Option<Instant> = None;
@@ -403,17 +409,17 @@ fn shape(
     let value = value
         .map_err(|e| format!("value: {e}"))?
         .ok_or("empty value")?;
-    let record = document::record(
+    let document::Shaped { record, alias } = document::record(
         key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
         &value.value,
         &value.schema.parsed,
-        batch.metadata,
+        &batch.options,
     )
     .map_err(|e| e.to_string())?;
     let (index, id) = (record.index(), value.schema.id);
     // The batch's latest schema of an index wins: columns are added, so it maps them all.
     let known = match batch.mappings.get(index) {
-        Some((pending, _)) => *pending == id,
+        Some(pending) => pending.schema_id == id,
         None => writer.is_mapped(index, id),
     };
     if !known {
@@ -421,8 +427,13 @@ fn shape(
             return Err("the value schema is not a record".into());
         };
         let row = document::row_schema(envelope).map_err(|e| e.to_string())?;
-        let mappings = mapping::mappings(row, batch.metadata);
-        batch.mappings.insert(index.to_string(), (id, mappings));
+        let mappings = mapping::mappings(row, batch.options.metadata);
+        let target = Target {
+            schema_id: id,
+            mappings,
+            alias,
+        };
+        batch.mappings.insert(index.to_string(), target);
     }
     Ok(record)
 }
@@ -532,8 +543,8 @@ async fn try_apply(
     writer: &mut IndexWriter,
     batch: &Batch,
 ) -> Result<Vec<(usize, String)>, Failure> {
-    for (index, (id, mappings)) in &batch.mappings {
-        writer.ensure_mapping(index, *id, mappings).await?;
+    for (index, target) in &batch.mappings {
+        writer.ensure_mapping(index, target).await?;
     }
     let mut refused = Vec::new();
     if !batch.actions.is_empty() {
