@@ -416,6 +416,9 @@ pub struct LoaderConfig {
     /// "{db}.{table}-v1"`, `alias = "{db}.{table}"`: readers use the alias, a rebuilt index
     /// takes it over).
     pub alias: Option<String>,
+    /// How column types become index field types.
+    #[serde(default)]
+    pub mapping: MappingConfig,
     /// Show `_sluice.version`, `_sluice.ts_ms` and `_sluice.op` in documents (for debugging;
     /// off by default, so `_source` is exactly the row). Applies to indexes created after.
     #[serde(default)]
@@ -432,6 +435,7 @@ impl Default for LoaderConfig {
             dead_letter_topic: None,
             index: default_index_template(),
             alias: None,
+            mapping: MappingConfig::default(),
             metadata_fields: false,
         }
     }
@@ -439,6 +443,74 @@ impl Default for LoaderConfig {
 
 fn default_batch_size() -> usize {
     1000
+}
+
+/// `[loader.mapping]`: index field types where more than one fits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// CHAR, VARCHAR and TEXT columns.
+    #[serde(default)]
+    pub strings: StringMapping,
+    /// DECIMAL columns with a fraction.
+    #[serde(default)]
+    pub decimals: DecimalMapping,
+    /// JSON columns.
+    #[serde(default)]
+    pub json: JsonMapping,
+    /// `database.table.column` patterns of text columns that hold JSON, mapped like JSON
+    /// columns: MariaDB's JSON is LONGTEXT with a `json_valid` check, which the binlog shows
+    /// as text.
+    #[serde(default)]
+    pub json_columns: Vec<String>,
+    /// `database.table.column` patterns of integer or BIT(1) columns indexed as booleans
+    /// (0 is false, anything else true), e.g. MySQL's TINYINT(1) flags, which the binlog
+    /// does not tell from other TINYINTs.
+    #[serde(default)]
+    pub booleans: Vec<String>,
+}
+
+/// Index type of text columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMapping {
+    /// Full-text `text` with a `keyword` sub-field for sorting and exact match.
+    #[default]
+    TextAndKeyword,
+    /// Full-text only.
+    Text,
+    /// Exact values only.
+    Keyword,
+}
+
+/// Index type of DECIMAL columns with a fraction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalMapping {
+    /// The exact text (no arithmetic in queries, nothing lost).
+    #[default]
+    Keyword,
+    /// A long scaled by 10^scale: exact to the column's scale while it fits 2^53.
+    ScaledFloat,
+    /// A double: range queries and aggregations, about 15 significant digits.
+    Double,
+}
+
+/// Index type of JSON columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonMapping {
+    /// The JSON text, as Debezium sends it.
+    #[default]
+    Text,
+    /// Parsed; fields mapped as the index server sees them (an object index grows a field per
+    /// key; a value of another type than before is refused and goes to the dead-letter topic).
+    Object,
+    /// Parsed into one Elasticsearch `flattened` field: every leaf a keyword, no mapping
+    /// growth.
+    Flattened,
+    /// The same for OpenSearch (`flat_object`).
+    FlatObject,
 }
 
 fn default_index_template() -> String {
@@ -692,6 +764,11 @@ impl Config {
             ("columns.exclude", &c.exclude),
             ("columns.hash", &c.hash),
             ("columns.mask", &c.mask),
+            ("loader.mapping.booleans", &self.loader.mapping.booleans),
+            (
+                "loader.mapping.json_columns",
+                &self.loader.mapping.json_columns,
+            ),
         ] {
             for col in list {
                 if ColumnPattern::parse(col).is_none() {

@@ -609,3 +609,53 @@ async fn index_names_follow_the_template_and_readers_use_the_alias() {
     );
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_options_index_flags_json_and_decimals_as_asked() {
+    let (mut conn, setup) = fresh("it_map_opts", &["x"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE x (id INT PRIMARY KEY, flag TINYINT(1), doc JSON, price DECIMAL(10,2))",
+            "INSERT INTO x VALUES (1, 1, '{\"a\": {\"b\": 1}}', 12.34), \
+             (2, 0, '{\"c\": [1, 2]}', 3.50), (3, NULL, NULL, NULL)",
+        ],
+    )
+    .await;
+    setup.write_config(&format!(
+        "[loader.mapping]\ndecimals = \"scaled_float\"\njson = \"object\"\n\
+         booleans = [\"{db}.x.flag\"]\njson_columns = [\"{db}.x.doc\"]\n",
+        db = setup.db
+    ));
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    let index = format!("{}.x", setup.db);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let docs = loop {
+        let docs = index_docs(&index).await;
+        if docs.len() == 3 {
+            break docs;
+        }
+        assert!(Instant::now() < deadline, "{docs:?}\n{}", sluice.output());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(docs["1"]["flag"], true);
+    assert_eq!(docs["2"]["flag"], false);
+    // MariaDB's JSON is LONGTEXT: `json_columns` names it.
+    assert_eq!(docs["1"]["doc"], serde_json::json!({"a": {"b": 1}}));
+    assert_eq!(docs["3"]["doc"], serde_json::Value::Null);
+    // The decimal is a number to the index: a range query finds it.
+    let found: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/{index}/_search", stack().es_url))
+        .json(&serde_json::json!({"query": {"range": {"price": {"gte": 10}}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hits = found["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{found}");
+    assert_eq!(hits[0]["_id"], "1");
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

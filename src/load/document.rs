@@ -8,8 +8,9 @@ use base64::Engine;
 use num_bigint::{BigInt, Sign};
 use serde_json::{Map, Value as Json};
 
+use crate::config::{ColumnPattern, JsonMapping, LoaderConfig, MappingConfig};
 use crate::encode::schema::{is_bits, mysql_type};
-use crate::model::time;
+use crate::model::{TableId, time};
 
 /// What to do in the index for one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,14 +85,65 @@ pub struct Options {
     pub index: String,
     /// Alias template: every index Sluice creates gets this alias.
     pub alias: Option<String>,
+    /// Field types where more than one fits.
+    pub mapping: MappingConfig,
+    /// `mapping.booleans`, parsed.
+    booleans: Vec<ColumnPattern>,
+    /// `mapping.json_columns`, parsed.
+    json_columns: Vec<ColumnPattern>,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        Options::new(&LoaderConfig::default())
+    }
+}
+
+/// Column patterns (validated at load).
+fn patterns(list: &[String]) -> Vec<ColumnPattern> {
+    list.iter()
+        .filter_map(|p| ColumnPattern::parse(p))
+        .collect()
+}
+
+/// How a column's value differs in the document from its Avro form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// As Avro has it.
+    AsIs,
+    /// An integer flag as `true`/`false` (`mapping.booleans`).
+    Boolean,
+    /// JSON text parsed into the value it spells (`mapping.json` = object or flattened).
+    JsonObject,
+}
+
+impl Options {
+    /// The options `[loader]` asks for (validated: the patterns parse).
+    pub fn new(cfg: &LoaderConfig) -> Options {
         Options {
-            metadata: false,
-            index: "{db}.{table}".into(),
-            alias: None,
+            metadata: cfg.metadata_fields,
+            index: cfg.index.clone(),
+            alias: cfg.alias.clone(),
+            mapping: cfg.mapping.clone(),
+            booleans: patterns(&cfg.mapping.booleans),
+            json_columns: patterns(&cfg.mapping.json_columns),
+        }
+    }
+
+    /// How column `field` of `table` is converted.
+    pub fn conversion(&self, table: &TableId, field: &RecordField) -> Conversion {
+        if self.booleans.iter().any(|p| p.matches(table, &field.name)) {
+            Conversion::Boolean
+        } else if self.mapping.json != JsonMapping::Text
+            && (mysql_type(field) == "JSON"
+                || self
+                    .json_columns
+                    .iter()
+                    .any(|p| p.matches(table, &field.name)))
+        {
+            Conversion::JsonObject
+        } else {
+            Conversion::AsIs
         }
     }
 }
@@ -104,11 +156,13 @@ fn fill(template: &str, db: &str, table: &str) -> String {
         .to_lowercase()
 }
 
-/// A record, and the alias its index is to have.
+/// A record, its table, and the alias its index is to have.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shaped {
     /// What to do in the index.
     pub record: Record,
+    /// The source table.
+    pub table: TableId,
     /// The alias of the index, if configured.
     pub alias: Option<String>,
 }
@@ -160,7 +214,15 @@ pub fn record(
     };
     let index = fill(&options.index, db, table);
     let alias = alias(db, table);
-    let shaped = |record| Ok(Shaped { record, alias });
+    let table = TableId::new(db, table);
+    let convert = |f: &RecordField| options.conversion(&table, f);
+    let shaped = |record| {
+        Ok(Shaped {
+            record,
+            table: table.clone(),
+            alias,
+        })
+    };
     let op = match field("op")? {
         Avro::String(op) => op.as_str(),
         _ => return Err(shape("`op` is not a string")),
@@ -174,7 +236,7 @@ pub fn record(
         "c" | "u" | "r" => {
             let row_schema = row_schema(envelope)?;
             let mut doc = match field("after")? {
-                Avro::Union(_, row) => row_json(row, row_schema)?,
+                Avro::Union(_, row) => row_json(row, row_schema, &convert)?,
                 _ => return Err(shape("`after` is not a union")),
             };
             let Json::Object(row) = &mut doc else {
@@ -219,21 +281,41 @@ pub fn row_schema(envelope: &RecordSchema) -> Result<&RecordSchema, ShapeError> 
     .ok_or_else(|| shape("the envelope's `before` is not a union with a row record"))
 }
 
-fn row_json(row: &Avro, schema: &RecordSchema) -> Result<Json, ShapeError> {
+fn row_json(
+    row: &Avro,
+    schema: &RecordSchema,
+    convert: &dyn Fn(&RecordField) -> Conversion,
+) -> Result<Json, ShapeError> {
     match row {
         Avro::Null => Ok(Json::Null),
         Avro::Record(fields) => {
             let mut doc = Map::with_capacity(fields.len());
             for ((name, v), f) in fields.iter().zip(&schema.fields) {
-                doc.insert(
-                    name.clone(),
-                    field_json(v, f).map_err(|e| shape(format!("field `{name}`: {e}")))?,
-                );
+                let value = field_json(v, f)
+                    .and_then(|j| converted(j, convert(f)))
+                    .map_err(|e| shape(format!("field `{name}`: {e}")))?;
+                doc.insert(name.clone(), value);
             }
             Ok(Json::Object(doc))
         }
         _ => Err(shape("the row image is not a record")),
     }
+}
+
+/// A column's document value after `conversion`.
+fn converted(value: Json, conversion: Conversion) -> Result<Json, ShapeError> {
+    Ok(match (conversion, value) {
+        (_, Json::Null) => Json::Null,
+        (Conversion::AsIs, v) => v,
+        (Conversion::Boolean, Json::Number(n)) => Json::Bool(n.as_f64() != Some(0.0)),
+        (Conversion::Boolean, Json::Bool(b)) => Json::Bool(b),
+        (Conversion::Boolean, v) => {
+            return Err(shape(format!("{v} is not a number (mapping.booleans)")));
+        }
+        (Conversion::JsonObject, Json::String(text)) => serde_json::from_str(&text)
+            .map_err(|e| shape(format!("JSON column holds invalid JSON: {e}")))?,
+        (Conversion::JsonObject, v) => v,
+    })
 }
 
 /// The document id: the key's single value as text, or a JSON array of a composite key's

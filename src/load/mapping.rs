@@ -6,16 +6,28 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use serde_json::{Map, Value as Json, json};
 
-use super::document::META_FIELD;
+use super::document::{Conversion, META_FIELD, Options};
+use crate::config::{DecimalMapping, JsonMapping, MappingConfig, StringMapping};
 use crate::encode::schema::{is_bits, mysql_type};
+use crate::model::TableId;
 
-/// The `mappings` of a new index for rows of `row`. Sluice's metadata is indexed (truncates
-/// query it) but kept out of `_source`, which stays exactly the row, unless `metadata` asks
-/// to see it (`loader.metadata_fields`).
-pub fn mappings(row: &RecordSchema, metadata: bool) -> Json {
+/// The `mappings` of an index for rows of `row` of `table`. Sluice's metadata is indexed
+/// (truncates query it) but kept out of `_source`, which stays exactly the row, unless
+/// `loader.metadata_fields` asks to see it.
+pub fn mappings(row: &RecordSchema, table: &TableId, options: &Options) -> Json {
+    let metadata = options.metadata;
     let mut properties = Map::new();
     for f in &row.fields {
-        if let Some(m) = field_mapping(&f.schema, mysql_type(f)) {
+        let m = match options.conversion(table, f) {
+            Conversion::Boolean => Some(json!({"type": "boolean"})),
+            Conversion::JsonObject => Some(match options.mapping.json {
+                JsonMapping::Flattened => json!({"type": "flattened"}),
+                JsonMapping::FlatObject => json!({"type": "flat_object"}),
+                JsonMapping::Object | JsonMapping::Text => json!({"type": "object"}),
+            }),
+            Conversion::AsIs => field_mapping(&f.schema, mysql_type(f), &options.mapping),
+        };
+        if let Some(m) = m {
             properties.insert(f.name.clone(), m);
         }
     }
@@ -34,11 +46,11 @@ pub fn mappings(row: &RecordSchema, metadata: bool) -> Json {
     })
 }
 
-fn field_mapping(schema: &Schema, mysql_type: &str) -> Option<Json> {
+fn field_mapping(schema: &Schema, mysql_type: &str, cfg: &MappingConfig) -> Option<Json> {
     Some(match schema {
         Schema::Union(u) => {
             let inner = u.variants().iter().find(|s| !matches!(s, Schema::Null))?;
-            return field_mapping(inner, mysql_type);
+            return field_mapping(inner, mysql_type, cfg);
         }
         Schema::Boolean => json!({"type": "boolean"}),
         Schema::Int | Schema::Long => json!({"type": "long"}),
@@ -46,16 +58,24 @@ fn field_mapping(schema: &Schema, mysql_type: &str) -> Option<Json> {
         Schema::Double => json!({"type": "double"}),
         Schema::Decimal(_) if mysql_type == "BIGINT UNSIGNED" => json!({"type": "unsigned_long"}),
         Schema::Decimal(d) if d.scale == 0 && d.precision <= 18 => json!({"type": "long"}),
-        // Exact text; numeric mappings that keep every digit are the loader issue's choice.
-        Schema::Decimal(_) => json!({"type": "keyword"}),
+        Schema::Decimal(d) => match cfg.decimals {
+            DecimalMapping::Keyword => json!({"type": "keyword"}),
+            DecimalMapping::ScaledFloat => {
+                json!({"type": "scaled_float", "scaling_factor": 10f64.powi(d.scale as i32)})
+            }
+            DecimalMapping::Double => json!({"type": "double"}),
+        },
         Schema::Bytes if is_bits(mysql_type) => json!({"type": "unsigned_long"}),
         Schema::Bytes => json!({"type": "binary"}),
         Schema::String if mysql_type == "ENUM" || mysql_type == "SET" => {
             json!({"type": "keyword"})
         }
-        Schema::String => {
-            json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}})
-        }
+        Schema::String => match cfg.strings {
+            StringMapping::TextAndKeyword => json!({"type": "text",
+                "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}),
+            StringMapping::Text => json!({"type": "text"}),
+            StringMapping::Keyword => json!({"type": "keyword"}),
+        },
         Schema::Date | Schema::TimestampMicros | Schema::LocalTimestampMicros => {
             json!({"type": "date", "format": "strict_date_optional_time"})
         }
@@ -130,7 +150,7 @@ mod tests {
         let Schema::Record(row) = &before.variants()[1] else {
             panic!()
         };
-        let m = mappings(row, false);
+        let m = mappings(row, &TableId::new("db", "t"), &Options::default());
         let ty = |f: &str| m["properties"][f]["type"].as_str().unwrap().to_string();
         assert_eq!(
             ["u", "i", "p", "n", "w", "s", "d", "dt", "ts"].map(ty),
@@ -179,7 +199,11 @@ mod tests {
             panic!()
         };
         let row = crate::load::document::row_schema(&envelope).unwrap();
-        let m = mappings(row, true);
+        let options = Options::new(&crate::config::LoaderConfig {
+            metadata_fields: true,
+            ..Default::default()
+        });
+        let m = mappings(row, &TableId::new("db", "t"), &options);
         let ty = |f: &str| {
             m["properties"][f]["type"]
                 .as_str()
@@ -206,5 +230,59 @@ mod tests {
         assert_eq!(meta["ts_ms"]["format"], "epoch_millis");
         assert_eq!(meta["op"]["type"], "keyword");
         assert_eq!(m["_source"]["excludes"], json!([]));
+    }
+
+    #[test]
+    fn the_mapping_options_choose_among_the_types_that_fit() {
+        let col = |name: &str, ty| Column::new(name, ty, true);
+        let table = TableSchema {
+            id: TableId::new("db", "t"),
+            columns: vec![
+                col("s", ColumnType::Text),
+                col(
+                    "price",
+                    ColumnType::Decimal {
+                        precision: 10,
+                        scale: 2,
+                    },
+                ),
+                col("doc", ColumnType::Json),
+                col(
+                    "flag",
+                    ColumnType::Integer {
+                        bytes: 1,
+                        unsigned: false,
+                    },
+                ),
+            ],
+            key: vec![0],
+        };
+        let avro = table_avro("x", &table).unwrap();
+        let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
+            panic!()
+        };
+        let row = crate::load::document::row_schema(&envelope).unwrap();
+        let ty = |m: &Json, f: &str| m["properties"][f].clone();
+        let defaults = mappings(row, &table.id, &Options::default());
+        assert_eq!(ty(&defaults, "s")["fields"]["keyword"]["type"], "keyword");
+        assert_eq!(ty(&defaults, "price")["type"], "keyword");
+        assert_eq!(ty(&defaults, "doc")["type"], "text");
+        assert_eq!(ty(&defaults, "flag")["type"], "long");
+        let cfg: crate::config::LoaderConfig = toml::from_str(
+            "[mapping]\nstrings = \"keyword\"\ndecimals = \"scaled_float\"\njson = \"flattened\"\n\
+             booleans = [\"db.*.flag\"]",
+        )
+        .unwrap();
+        let chosen = mappings(row, &table.id, &Options::new(&cfg));
+        assert_eq!(ty(&chosen, "s"), json!({"type": "keyword"}));
+        assert_eq!(
+            ty(&chosen, "price"),
+            json!({"type": "scaled_float", "scaling_factor": 100.0})
+        );
+        assert_eq!(ty(&chosen, "doc"), json!({"type": "flattened"}));
+        assert_eq!(ty(&chosen, "flag"), json!({"type": "boolean"}));
+        // Another table's `flag` is not a boolean.
+        let other = mappings(row, &TableId::new("other", "t"), &Options::new(&cfg));
+        assert_eq!(ty(&other, "flag")["type"], "long");
     }
 }

@@ -253,11 +253,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     tracing::info!(group = %cfg.group_id(), %instance, topics = ?topics, "loader consuming");
     // Topics of tables whose index cannot take their new schema.
     let mut held: BTreeSet<String> = BTreeSet::new();
-    let options = Arc::new(document::Options {
-        metadata: cfg.loader.metadata_fields,
-        index: cfg.loader.index.clone(),
-        alias: cfg.loader.alias.clone(),
-    });
+    let options = Arc::new(document::Options::new(&cfg.loader));
 
     loop {
         let mut batch = Batch {
@@ -409,7 +405,11 @@ fn shape(
     let value = value
         .map_err(|e| format!("value: {e}"))?
         .ok_or("empty value")?;
-    let document::Shaped { record, alias } = document::record(
+    let document::Shaped {
+        record,
+        table,
+        alias,
+    } = document::record(
         key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
         &value.value,
         &value.schema.parsed,
@@ -427,7 +427,7 @@ fn shape(
             return Err("the value schema is not a record".into());
         };
         let row = document::row_schema(envelope).map_err(|e| e.to_string())?;
-        let mappings = mapping::mappings(row, batch.options.metadata);
+        let mappings = mapping::mappings(row, &table, &batch.options);
         let target = Target {
             schema_id: id,
             mappings,
