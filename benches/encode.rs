@@ -1,6 +1,8 @@
 //! Avro encoding of one change of the demo `orders` table (9 columns, an update: before and
 //! after images): Sluice's direct writer against apache-avro's generic datum writer, the path
 //! schema_registry_converter's own encoder takes (build a `types::Value`, validate, write).
+//! And the loader's side: a decoded record of the same change into a `_bulk` body (document
+//! id, row JSON, metadata line), per document on one core.
 //!
 //! `cargo bench --bench encode`; figures in docs/benchmarks.md.
 
@@ -12,6 +14,8 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::encode::{avro, schema};
+use sluice::load::bulk;
+use sluice::load::document::{self, Action, Options, Record};
 use sluice::model::{
     Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version,
 };
@@ -114,6 +118,41 @@ fn bench(c: &mut Criterion) {
                     .write_value(&mut out, black_box(generic.clone()))
                     .unwrap(),
             )
+        })
+    });
+    g.finish();
+
+    // The loader: decoded key and value -> index action -> NDJSON bulk body, 1,000 at a time.
+    let key_schema = Schema::parse(&avsc.key).unwrap();
+    let mut key_bytes = Vec::new();
+    avro::write_key(
+        &mut key_bytes,
+        &change.table,
+        change.after.as_ref().unwrap(),
+    )
+    .unwrap();
+    let key = GenericDatumReader::builder(&key_schema)
+        .build()
+        .unwrap()
+        .read_value(&mut key_bytes.as_slice())
+        .unwrap();
+    let options = Options::default();
+    let mut g = c.benchmark_group("bulk_body_orders");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("record_to_bulk_1000", |b| {
+        b.iter(|| {
+            let actions: Vec<Action> = (0..1000)
+                .map(|_| {
+                    let shaped =
+                        document::record(Some((&key, &key_schema)), &generic, &envelope, &options)
+                            .unwrap();
+                    match shaped.record {
+                        Record::Document(a) => a,
+                        Record::Truncate { .. } => unreachable!(),
+                    }
+                })
+                .collect();
+            black_box(bulk::body(&actions).len())
         })
     });
     g.finish();
