@@ -58,7 +58,7 @@ impl Progress {
             let bar = bars().add(ProgressBar::new(estimate.max(rows_before)));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows, {per_sec:0}, ETA {eta}",
                 )
                 .expect("the template is valid")
                 .progress_chars("=> "),
