@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -66,6 +66,24 @@ fn read_topic(topic: &str, n: usize) -> Vec<Read> {
     out
 }
 
+/// The documents of `index` once `ready` holds for them (within 120 s); on timeout the panic
+/// shows them and `sluice`'s log.
+async fn docs_when(
+    index: &str,
+    sluice: &Sluice,
+    ready: impl Fn(&BTreeMap<String, serde_json::Value>) -> bool,
+) -> BTreeMap<String, serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let docs = index_docs(index).await;
+        if ready(&docs) {
+            return docs;
+        }
+        assert!(Instant::now() < deadline, "{docs:?}\n{}", sluice.output());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() {
     let (mut conn, setup) = fresh("it_dlq", &["t"]).await;
@@ -114,19 +132,10 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() 
     // Later records of every partition are still applied.
     exec(&mut conn, &["INSERT INTO t VALUES (4, '56'), (5, '78')"]).await;
     let want: BTreeSet<String> = ["1", "3", "4", "5"].map(String::from).into();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let have: BTreeSet<String> = index_docs(&index).await.into_keys().collect();
-        if have == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "index has {have:?}\n{}",
-            sluice.output()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    docs_when(&index, &sluice, |docs| {
+        docs.keys().cloned().collect::<BTreeSet<_>>() == want
+    })
+    .await;
     let dlq = format!("{}.dlq", setup.prefix);
     let mut letters = read_topic(&dlq, 3);
     letters.sort_by_key(|r| r.headers["sluice.errors.class"].clone());
@@ -177,15 +186,10 @@ async fn metadata_fields_show_version_time_and_operation_when_asked() {
     sluice.wait_for_log("streaming the binlog", START);
     exec(&mut conn, &["UPDATE m SET v = 5 WHERE id = 2"]).await;
     let index = format!("{}.m", setup.db);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let docs = loop {
-        let docs = index_docs(&index).await;
-        if docs.get("2").is_some_and(|d| d["v"] == 5) && docs.contains_key("1") {
-            break docs;
-        }
-        assert!(Instant::now() < deadline, "{docs:?}\n{}", sluice.output());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let docs = docs_when(&index, &sluice, |docs| {
+        docs.get("2").is_some_and(|d| d["v"] == 5) && docs.contains_key("1")
+    })
+    .await;
     let meta = |id: &str| docs[id]["_sluice"].clone();
     assert_eq!(meta("1")["op"], "r");
     assert_eq!(meta("2")["op"], "u");
@@ -630,15 +634,7 @@ async fn mapping_options_index_flags_json_and_decimals_as_asked() {
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", START);
     let index = format!("{}.x", setup.db);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let docs = loop {
-        let docs = index_docs(&index).await;
-        if docs.len() == 3 {
-            break docs;
-        }
-        assert!(Instant::now() < deadline, "{docs:?}\n{}", sluice.output());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let docs = docs_when(&index, &sluice, |docs| docs.len() == 3).await;
     assert_eq!(docs["1"]["flag"], true);
     assert_eq!(docs["2"]["flag"], false);
     // MariaDB's JSON is LONGTEXT: `json_columns` names it.
