@@ -15,7 +15,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice::encode::{avro, schema};
 use sluice::load::bulk;
-use sluice::load::document::{self, Action, Options, Record};
+use sluice::load::document::{self, Options, Record};
 use sluice::model::{
     Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version,
 };
@@ -141,18 +141,17 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("record_to_bulk_1000", |b| {
         b.iter(|| {
-            let actions: Vec<Action> = (0..1000)
-                .map(|_| {
-                    let shaped =
-                        document::record(Some((&key, &key_schema)), &generic, &envelope, &options)
-                            .unwrap();
-                    match shaped.record {
-                        Record::Document(a) => a,
-                        Record::Truncate { .. } => unreachable!(),
-                    }
-                })
-                .collect();
-            black_box(bulk::body(&actions).len())
+            let mut body = bulk::Body::default();
+            for _ in 0..1000 {
+                let shaped =
+                    document::record(Some((&key, &key_schema)), &generic, &envelope, &options)
+                        .unwrap();
+                match shaped.record {
+                    Record::Document(a) => body.push(&a),
+                    Record::Truncate { .. } => unreachable!(),
+                }
+            }
+            black_box(body.bytes().len())
         })
     });
     g.finish();

@@ -404,9 +404,17 @@ pub struct LoaderConfig {
     /// Most records in one bulk request.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Largest bulk request body in bytes (before compression); a batch reaching it is sent.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
     /// How long a batch waits for more records before it is sent, in milliseconds.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
+    /// Most bulk requests in flight at once. Each partition belongs to one lane, a lane has
+    /// one bulk in flight at a time (so a partition's records apply in order), and a lane that
+    /// is retrying pauses only its own partitions.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Topic of the records the loader can never apply; default `<topic_prefix>.dlq`.
     pub dead_letter_topic: Option<String>,
     /// Index name template over `{db}` and `{table}` (default `{db}.{table}`), lower-cased.
@@ -431,7 +439,9 @@ impl Default for LoaderConfig {
             group_id: None,
             instance_id: None,
             batch_size: default_batch_size(),
+            batch_bytes: default_batch_bytes(),
             linger_ms: default_linger_ms(),
+            max_in_flight: default_max_in_flight(),
             dead_letter_topic: None,
             index: default_index_template(),
             alias: None,
@@ -443,6 +453,15 @@ impl Default for LoaderConfig {
 
 fn default_batch_size() -> usize {
     1000
+}
+
+fn default_batch_bytes() -> usize {
+    // Elasticsearch's guidance: bulk requests of a few megabytes.
+    5 << 20
+}
+
+fn default_max_in_flight() -> usize {
+    4
 }
 
 /// `[loader.mapping]`: index field types where more than one fits.
@@ -930,6 +949,12 @@ impl Config {
         }
         if self.loader.batch_size == 0 {
             p.push("`loader.batch_size` must be at least 1".into());
+        }
+        if self.loader.batch_bytes == 0 {
+            p.push("`loader.batch_bytes` must be at least 1".into());
+        }
+        if self.loader.max_in_flight == 0 {
+            p.push("`loader.max_in_flight` must be at least 1".into());
         }
         p
     }

@@ -400,17 +400,22 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
     let all = read_topic(&topic, total as usize);
     // Everything again in a random order, read by the running loader...
     replay_shuffled(&topic, all.clone()).await;
-    let caught_up = |want: i64| {
+    let caught_up = |want: i64, sluice: &Sluice| {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while committed(&group, &topic) < want {
+        loop {
+            let now = committed(&group, &topic);
+            if now >= want {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "the loader did not read the replay"
+                "the loader did not read the replay: {now} of {want} committed; log:\n{}",
+                sluice.output()
             );
             std::thread::sleep(Duration::from_millis(300));
         }
     };
-    caught_up(2 * total);
+    caught_up(2 * total, &sluice);
     setup
         .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
         .await;
@@ -418,7 +423,7 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
     assert!(sluice.terminate(Duration::from_secs(30)).success());
     replay_shuffled(&topic, all).await;
     let mut sluice = setup.start("loader");
-    caught_up(3 * total);
+    caught_up(3 * total, &sluice);
     setup
         .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
         .await;

@@ -1,6 +1,6 @@
 //! The type matrix: a table per type family with edge values, copied by the snapshot and then
 //! changed in the stream; every field of every row in the index must equal what `SELECT`
-//! returns for it.
+//! returns for it, and every index field must have the type docs/mapping.md documents.
 
 mod common;
 
@@ -36,6 +36,37 @@ async fn every_type_family_snapshots_and_streams_exactly() {
     for table in &names {
         setup.assert_index_matches(&mut conn, table, CATCH_UP).await;
     }
+    for &(table, column, row, ty) in DOCUMENTED {
+        let index = format!("{}.{table}", setup.db);
+        let mapping: serde_json::Value =
+            reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let field = &mapping[&index]["mappings"]["properties"][column];
+        let cells = documented(row);
+        // The third cell is the index type; an object (GEOMETRY) names its fields' types.
+        let (found, format) = match field["type"].as_str() {
+            Some(found) => (found, field["format"].as_str()),
+            None => ("object", None),
+        };
+        assert_eq!(found, ty, "{table}.{column}: {field}");
+        assert!(cells[2].contains(&format!("`{ty}`")), "{row}: {cells:?}");
+        if let Some(format) = format {
+            assert!(cells[2].contains(format), "{row} lacks {format}: {cells:?}");
+        }
+        for (name, sub) in field["properties"].as_object().into_iter().flatten() {
+            let sub = format!("`{name}` `{}`", sub["type"].as_str().unwrap());
+            assert!(cells[2].contains(&sub), "{row} lacks {sub}: {cells:?}");
+        }
+        for (name, sub) in field["fields"].as_object().into_iter().flatten() {
+            let named = format!("`.{name}`");
+            assert!(cells[2].contains(&named), "{row} lacks {named}: {cells:?}");
+            assert_eq!(sub["type"], "keyword", "{table}.{column}: {field}");
+        }
+    }
     // The snapshot's schemas (information_schema) and the stream's (TABLE_MAP) agree, so
     // every subject has one version.
     for table in &names {
@@ -43,4 +74,44 @@ async fn every_type_family_snapshots_and_streams_exactly() {
         assert_eq!(subject_versions(&subject).await, vec![1], "{subject}");
     }
     assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
+
+/// (table, column, the docs/mapping.md row its type belongs to, the index type under the
+/// default `[loader.mapping]`).
+const DOCUMENTED: &[(&str, &str, &str, &str)] = &[
+    ("ints", "t", "TINYINT..BIGINT", "long"),
+    ("ints", "iu", "TINYINT..BIGINT", "long"),
+    ("ints", "bu", "BIGINT UNSIGNED", "unsigned_long"),
+    ("decimals", "z", "DECIMAL(p,0), p <= 18", "long"),
+    ("decimals", "s", "DECIMAL(p,s), other", "keyword"),
+    ("decimals", "u", "DECIMAL(p,s), other", "keyword"),
+    ("floats", "f", "FLOAT / DOUBLE", "float"),
+    ("floats", "d", "FLOAT / DOUBLE", "double"),
+    ("bits", "b1", "BIT(1)", "boolean"),
+    ("bits", "b33", "BIT(n>1)", "unsigned_long"),
+    ("temporal", "t3", "TIME(n)", "long"),
+    ("temporal", "d", "DATE", "date"),
+    ("temporal", "dt6", "DATETIME(n)", "date"),
+    ("temporal", "ts4", "TIMESTAMP(n)", "date"),
+    ("temporal", "y", "TINYINT..BIGINT", "long"),
+    ("texts", "c", "CHAR, VARCHAR, TEXT", "text"),
+    ("texts", "m", "CHAR, VARCHAR, TEXT", "text"),
+    // MariaDB's JSON is LONGTEXT: a string column unless named in `json_columns`.
+    ("texts", "j", "CHAR, VARCHAR, TEXT", "text"),
+    ("binaries", "vb", "BINARY, VARBINARY, BLOB", "binary"),
+    ("binaries", "lb", "BINARY, VARBINARY, BLOB", "binary"),
+    ("labels", "e", "ENUM, SET", "keyword"),
+    ("labels", "s", "ENUM, SET", "keyword"),
+    ("shapes", "p", "GEOMETRY", "object"),
+];
+
+/// The cells of the docs/mapping.md table row whose first cell starts with `row`.
+fn documented(row: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/mapping.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .map(|l| l.split(" | ").map(str::to_string).collect::<Vec<_>>())
+        .find(|cells| cells[0].starts_with(row))
+        .unwrap_or_else(|| panic!("docs/mapping.md has no row for {row}"))
 }

@@ -6,11 +6,20 @@ use serde_json::{Value as Json, json};
 
 use super::document::Action;
 
-/// The NDJSON body for `actions`, in order.
-pub fn body(actions: &[Action]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(actions.len() * 256);
-    for a in actions {
-        let (op, index, id, version, doc) = match a {
+/// A `_bulk` body built as records arrive: each action's NDJSON lines, in order. Its size
+/// bounds a batch (`loader.batch_bytes`), and actions can be taken out again (a table held
+/// for a mapping conflict) without serializing the rest twice.
+#[derive(Debug, Default)]
+pub struct Body {
+    buf: Vec<u8>,
+    /// Where each action's lines end in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Body {
+    /// Appends `action`.
+    pub fn push(&mut self, action: &Action) {
+        let (op, index, id, version, doc) = match action {
             Action::Index {
                 index,
                 id,
@@ -20,14 +29,42 @@ pub fn body(actions: &[Action]) -> Vec<u8> {
             Action::Delete { index, id, version } => ("delete", index, id, version, None),
         };
         let meta = json!({op: {"_index": index, "_id": id, "version": version, "version_type": "external"}});
-        serde_json::to_writer(&mut out, &meta).expect("JSON to a Vec cannot fail");
-        out.push(b'\n');
+        serde_json::to_writer(&mut self.buf, &meta).expect("JSON to a Vec cannot fail");
+        self.buf.push(b'\n');
         if let Some(doc) = doc {
-            serde_json::to_writer(&mut out, doc).expect("JSON to a Vec cannot fail");
-            out.push(b'\n');
+            serde_json::to_writer(&mut self.buf, doc).expect("JSON to a Vec cannot fail");
+            self.buf.push(b'\n');
+        }
+        self.ends.push(self.buf.len());
+    }
+
+    /// How many actions the body holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the body holds no action.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The NDJSON bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Keeps the actions whose position `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let old = std::mem::take(self);
+        let mut start = 0;
+        for (i, end) in old.ends.into_iter().enumerate() {
+            if keep(i) {
+                self.buf.extend_from_slice(&old.buf[start..end]);
+                self.ends.push(self.buf.len());
+            }
+            start = end;
         }
     }
-    out
 }
 
 /// How one bulk item ended.
@@ -78,31 +115,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_write_carries_an_external_version() {
-        let body = body(&[
-            Action::Index {
-                index: "shop.orders".into(),
-                id: "1".into(),
-                version: 7,
-                doc: json!({"id": 1}),
-            },
-            Action::Delete {
-                index: "shop.orders".into(),
-                id: "2".into(),
-                version: 8,
-            },
-        ]);
-        let text = String::from_utf8(body).unwrap();
-        let lines: Vec<Json> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0]["index"]["version_type"], "external");
-        assert_eq!(lines[0]["index"]["version"], 7);
-        assert_eq!(lines[1], json!({"id": 1}));
-        assert_eq!(lines[2]["delete"]["_id"], "2");
-        assert!(text.ends_with('\n'));
+    fn every_write_carries_an_external_version_and_actions_can_be_taken_out() {
+        let mut body = Body::default();
+        body.push(&Action::Index {
+            index: "shop.orders".into(),
+            id: "1".into(),
+            version: 7,
+            doc: json!({"id": 1}),
+        });
+        body.push(&Action::Delete {
+            index: "shop.orders".into(),
+            id: "2".into(),
+            version: 8,
+        });
+        let lines = |body: &Body| -> Vec<Json> {
+            let text = std::str::from_utf8(body.bytes()).unwrap();
+            assert!(text.ends_with('\n'));
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let all = lines(&body);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0]["index"]["version_type"], "external");
+        assert_eq!(all[0]["index"]["version"], 7);
+        assert_eq!(all[1], json!({"id": 1}));
+        assert_eq!(all[2]["delete"]["_id"], "2");
+        body.retain(|i| i == 1);
+        assert_eq!(body.len(), 1);
+        assert_eq!(lines(&body), all[2..]);
     }
 
     #[test]

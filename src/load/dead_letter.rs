@@ -2,6 +2,7 @@
 //! headers naming where they came from and why (Kafka Connect's `__connect.errors.*`
 //! convention, as `sluice.errors.*`). They are counted and logged, and the partition goes on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
@@ -46,6 +47,11 @@ impl Origin {
         &self.topic
     }
 
+    /// The partition the record was read from.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
     /// The origin of a consumed message.
     pub fn of(m: &OwnedMessage) -> Origin {
         Origin {
@@ -73,7 +79,7 @@ pub struct DeadLetter {
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
-    total: u64,
+    total: AtomicU64,
 }
 
 impl DeadLetters {
@@ -88,12 +94,12 @@ impl DeadLetters {
         Ok(DeadLetters {
             producer,
             topic,
-            total: 0,
+            total: AtomicU64::new(0),
         })
     }
 
     /// Sends `letters` and waits until Kafka has them all.
-    pub async fn send(&mut self, letters: Vec<DeadLetter>) -> Result<(), LoadError> {
+    pub async fn send(&self, letters: Vec<DeadLetter>) -> Result<(), LoadError> {
         for letter in letters {
             let o = &letter.origin;
             let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
@@ -125,7 +131,7 @@ impl DeadLetters {
                     topic: self.topic.clone(),
                     error,
                 })?;
-            self.total += 1;
+            let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
             // The record's bytes stay out of the log: they may hold what the column rules
             // would mask.
             tracing::error!(
@@ -135,7 +141,7 @@ impl DeadLetters {
                 class = letter.class.name(),
                 reason = %letter.reason,
                 dead_letter_topic = %self.topic,
-                dead_letters_total = self.total,
+                dead_letters_total = total,
                 "record sent to the dead-letter topic"
             );
         }

@@ -2,6 +2,7 @@
 //! failure as worth retrying or final.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use std::io::Write;
 use std::time::Duration;
@@ -50,8 +51,9 @@ pub struct IndexWriter {
     url: String,
     gc_deletes: String,
     gzip_min_bytes: usize,
-    /// Indexes this process created or found, with the writer schema id last mapped.
-    mapped: HashMap<String, u32>,
+    /// Indexes this process created or found, with the writer schema id last mapped. Bulks in
+    /// flight share the writer; two mapping the same index at once only repeat a no-op.
+    mapped: Mutex<HashMap<String, u32>>,
 }
 
 impl IndexWriter {
@@ -96,26 +98,33 @@ impl IndexWriter {
             url: cfg.url.join(", "),
             gc_deletes: cfg.gc_deletes.clone(),
             gzip_min_bytes: cfg.gzip_min_bytes,
-            mapped: HashMap::new(),
+            mapped: Mutex::default(),
         })
     }
 
     /// Whether `index` is known to map the rows of writer schema `schema_id`.
     pub fn is_mapped(&self, index: &str, schema_id: u32) -> bool {
-        self.mapped.get(index) == Some(&schema_id)
+        self.mapped().get(index) == Some(&schema_id)
+    }
+
+    fn mapped(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.mapped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes `index` map the rows of the target's writer schema: creates it with the
     /// target's mappings and alias (Sluice's indexes keep deletes for `gc_deletes`), or, if it
     /// exists, adds the fields it lacks. A field whose type would change is refused by the server
     /// ([`LoadError::MappingConflict`]).
-    pub async fn ensure_mapping(&mut self, index: &str, target: &Target) -> Result<(), Failure> {
+    pub async fn ensure_mapping(&self, index: &str, target: &Target) -> Result<(), Failure> {
         let (schema_id, mappings) = (target.schema_id, &target.mappings);
         if self.is_mapped(index, schema_id) {
             return Ok(());
         }
-        if !self.mapped.contains_key(index) && self.create(index, target).await? {
-            self.mapped.insert(index.to_string(), schema_id);
+        let known = self.mapped().contains_key(index);
+        if !known && self.create(index, target).await? {
+            self.mapped().insert(index.to_string(), schema_id);
             return Ok(());
         }
         let response = self
@@ -129,7 +138,7 @@ impl IndexWriter {
         match status {
             200..=299 => {
                 tracing::info!(%index, schema_id, "index mapping updated for a new table schema");
-                self.mapped.insert(index.to_string(), schema_id);
+                self.mapped().insert(index.to_string(), schema_id);
                 Ok(())
             }
             400 => Err(Failure::Final(LoadError::MappingConflict {
@@ -147,7 +156,7 @@ impl IndexWriter {
     }
 
     /// Creates `index` for `target`; false if it already exists.
-    async fn create(&mut self, index: &str, target: &Target) -> Result<bool, Failure> {
+    async fn create(&self, index: &str, target: &Target) -> Result<bool, Failure> {
         let mut body = json!({
             "settings": {"index": {"gc_deletes": self.gc_deletes}},
             "mappings": target.mappings,
@@ -182,7 +191,7 @@ impl IndexWriter {
 
     /// Sends one `_bulk` body, gzip-compressed from `gzip_min_bytes` on, and returns the
     /// parsed response.
-    pub async fn bulk(&self, body: Vec<u8>) -> Result<Json, Failure> {
+    pub async fn bulk(&self, body: &[u8]) -> Result<Json, Failure> {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
@@ -191,11 +200,11 @@ impl IndexWriter {
         let body = if self.gzip_min_bytes > 0 && body.len() >= self.gzip_min_bytes {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-            gz.write_all(&body)
+            gz.write_all(body)
                 .and_then(|()| gz.finish())
                 .expect("compressing into memory cannot fail")
         } else {
-            body
+            body.to_vec()
         };
         let response = self
             .client

@@ -305,7 +305,11 @@ impl Sluice {
             .args(["run", "--config"])
             .arg(config)
             .args(["--role", role])
-            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG")
+                    .unwrap_or("info,librdkafka=warn,rdkafka=warn".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)

@@ -1,0 +1,297 @@
+//! The reading side of the loader: consumed records decoded through the registry into a
+//! batch (its bulk body, dead letters, truncate, mappings to make, offsets to commit).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rdkafka::message::{Message, OwnedMessage};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::DecodeResultWithSchema;
+use schema_registry_converter::error::SRCError;
+use tokio_util::sync::CancellationToken;
+
+use super::LoadError;
+use super::bulk::Body;
+use super::dead_letter::{DeadLetter, ErrorClass, Origin};
+use super::document::{self, Action, Options, Record};
+use super::index::{IndexWriter, Target};
+use super::mapping;
+use crate::config::LoaderConfig;
+use crate::retry::Backoff;
+
+/// A TRUNCATE read from one partition.
+pub struct Truncate {
+    /// The table's index.
+    pub index: String,
+    /// Version of the TRUNCATE.
+    pub version: u64,
+    /// Where it was read.
+    pub topic: String,
+    /// Where it was read.
+    pub partition: i32,
+}
+
+/// A batch's records and the offsets to commit once it is applied.
+#[derive(Default)]
+pub struct Batch {
+    /// The documents to write, as one bulk body.
+    pub body: Body,
+    /// The index and record behind each action of `body`: a conflict holds an index's
+    /// records, a refused action becomes a dead letter.
+    pub items: Vec<(String, Origin)>,
+    /// Records that cannot be applied.
+    pub dead: Vec<DeadLetter>,
+    /// A truncate, applied after `body`; it always ends its batch.
+    pub truncate: Option<Truncate>,
+    /// Indexes that cannot take their table's new schema, with the topics held back for them.
+    pub held: Vec<(LoadError, BTreeSet<String>)>,
+    /// Indexes whose mapping must first take a writer schema: created, or given the fields
+    /// they lack.
+    pub mappings: BTreeMap<String, Target>,
+    /// Per partition, the offset after the batch's last record.
+    pub next_offsets: BTreeMap<(String, i32), i64>,
+    /// Records read into the batch, tombstones and dead letters included.
+    pub records: usize,
+}
+
+impl Batch {
+    /// Whether the batch must be sent: by count, by body size, or because a truncate (which
+    /// applies after everything read before it) ends it.
+    pub fn is_full(&self, cfg: &LoaderConfig) -> bool {
+        self.records >= cfg.batch_size
+            || self.body.bytes().len() >= cfg.batch_bytes
+            || self.truncate.is_some()
+    }
+
+    /// Takes the records of the index a mapping conflict names out of the batch, and their
+    /// topics' offsets with them: the table waits (until a reindex and restart), the others
+    /// go on.
+    pub fn hold(&mut self, conflict: LoadError) {
+        let LoadError::MappingConflict { index, .. } = &conflict else {
+            return;
+        };
+        self.mappings.remove(index);
+        let topics: BTreeSet<String> = self
+            .items
+            .iter()
+            .filter(|(i, _)| i == index)
+            .map(|(_, origin)| origin.topic().to_string())
+            .chain(
+                self.truncate
+                    .as_ref()
+                    .filter(|t| &t.index == index)
+                    .map(|t| t.topic.clone()),
+            )
+            .collect();
+        self.forget(|topic, _| topics.contains(topic));
+        self.held.push((conflict, topics));
+    }
+
+    /// Takes every record of the partitions `gone` names out of the batch, with their
+    /// offsets: they are read again by whoever consumes those partitions next.
+    pub fn forget(&mut self, gone: impl Fn(&str, i32) -> bool) {
+        let drop: Vec<bool> = self
+            .items
+            .iter()
+            .map(|(_, o)| gone(o.topic(), o.partition()))
+            .collect();
+        self.body.retain(|i| !drop[i]);
+        let mut i = 0;
+        self.items.retain(|_| {
+            i += 1;
+            !drop[i - 1]
+        });
+        self.dead
+            .retain(|d| !gone(d.origin.topic(), d.origin.partition()));
+        if self
+            .truncate
+            .as_ref()
+            .is_some_and(|t| gone(&t.topic, t.partition))
+        {
+            self.truncate = None;
+        }
+        self.next_offsets.retain(|(topic, p), _| !gone(topic, *p));
+        self.records = self.items.len() + self.dead.len() + usize::from(self.truncate.is_some());
+    }
+}
+
+/// The registry side of decoding.
+pub struct Registry {
+    decoder: AvroDecoder,
+    settings: SrSettings,
+}
+
+impl Registry {
+    /// A decoder asking the registry `settings` describe.
+    pub fn new(settings: SrSettings) -> Registry {
+        Registry {
+            decoder: AvroDecoder::new(settings.clone()),
+            settings,
+        }
+    }
+}
+
+/// Decodes one record into the batch; a record that cannot be decoded becomes a dead letter.
+/// Returns false, leaving the batch as it was, if `shutdown` interrupted waiting for the
+/// registry.
+pub async fn add(
+    batch: &mut Batch,
+    m: &OwnedMessage,
+    registry: &mut Registry,
+    writer: &IndexWriter,
+    options: &Options,
+    shutdown: &CancellationToken,
+) -> Result<bool, LoadError> {
+    if m.payload().is_some() {
+        let origin = Origin::of(m);
+        match decode(batch, m, registry, writer, options, shutdown).await? {
+            Some(Ok(Record::Document(action))) => {
+                batch.body.push(&action);
+                let (Action::Index { index, .. } | Action::Delete { index, .. }) = action;
+                batch.items.push((index, origin));
+            }
+            Some(Ok(Record::Truncate { index, version })) => {
+                batch.truncate = Some(Truncate {
+                    index,
+                    version,
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                });
+            }
+            Some(Err(reason)) => batch.dead.push(DeadLetter {
+                origin,
+                class: ErrorClass::Decode,
+                reason,
+            }),
+            None => return Ok(false),
+        }
+    } // else a tombstone: the delete before it carried the version
+    batch.records += 1;
+    batch
+        .next_offsets
+        .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+    Ok(true)
+}
+
+/// The record a message asks for (`Ok(None)` on shutdown), or why it cannot be read.
+async fn decode(
+    batch: &mut Batch,
+    m: &OwnedMessage,
+    registry: &mut Registry,
+    writer: &IndexWriter,
+    options: &Options,
+    shutdown: &CancellationToken,
+) -> Result<Option<Result<Record, String>>, LoadError> {
+    // Only truncates have no key; the envelope says whether that is what this is.
+    let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
+        return Ok(None);
+    };
+    let Some(value) = with_registry(registry, m.payload(), shutdown).await? else {
+        return Ok(None);
+    };
+    Ok(Some(shape(batch, key, value, writer, options)))
+}
+
+/// The record decoded key and value describe, noting the index to create for it.
+fn shape(
+    batch: &mut Batch,
+    key: Result<Option<DecodeResultWithSchema>, String>,
+    value: Result<Option<DecodeResultWithSchema>, String>,
+    writer: &IndexWriter,
+    options: &Options,
+) -> Result<Record, String> {
+    let key = key.map_err(|e| format!("key: {e}"))?;
+    let value = value
+        .map_err(|e| format!("value: {e}"))?
+        .ok_or("empty value")?;
+    let document::Shaped {
+        record,
+        table,
+        alias,
+    } = document::record(
+        key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
+        &value.value,
+        &value.schema.parsed,
+        options,
+    )
+    .map_err(|e| e.to_string())?;
+    let (index, id) = (record.index(), value.schema.id);
+    // The batch's latest schema of an index wins: columns are added, so it maps them all.
+    let known = match batch.mappings.get(index) {
+        Some(pending) => pending.schema_id == id,
+        None => writer.is_mapped(index, id),
+    };
+    if !known {
+        let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
+            return Err("the value schema is not a record".into());
+        };
+        let row = document::row_schema(envelope).map_err(|e| e.to_string())?;
+        let mappings = mapping::mappings(row, &table, options);
+        let target = Target {
+            schema_id: id,
+            mappings,
+            alias,
+        };
+        batch.mappings.insert(index.to_string(), target);
+    }
+    Ok(record)
+}
+
+/// What a failed decode means.
+enum DecodeFailure {
+    /// The record itself is bad: not Sluice's Avro, a schema id the registry does not know.
+    Poison(String),
+    /// The registry is away or failing: try again.
+    Retry(String),
+    /// The registry refuses the loader (credentials): stop.
+    Fatal(String),
+}
+
+/// Sorts a decoder error by the registry's HTTP status, when there was one.
+fn classify(e: &SRCError) -> DecodeFailure {
+    let status = e
+        .error
+        .split("with status ")
+        .nth(1)
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(404) => DecodeFailure::Poison(e.to_string()),
+        Some(408 | 429 | 500..=599) => DecodeFailure::Retry(e.to_string()),
+        Some(_) => DecodeFailure::Fatal(e.to_string()),
+        None if e.retriable => DecodeFailure::Retry(e.to_string()),
+        None => DecodeFailure::Poison(e.to_string()),
+    }
+}
+
+/// Decodes `bytes`, waiting out registry outages (a record is a dead letter only for what
+/// the registry or the bytes say about the record itself); `Ok(None)` on shutdown.
+async fn with_registry(
+    registry: &mut Registry,
+    bytes: Option<&[u8]>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Result<Option<DecodeResultWithSchema>, String>>, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let e = match registry.decoder.decode_with_schema(bytes).await {
+            Ok(v) => return Ok(Some(Ok(v))),
+            Err(e) => e,
+        };
+        match classify(&e) {
+            DecodeFailure::Poison(reason) => return Ok(Some(Err(reason))),
+            DecodeFailure::Fatal(reason) => {
+                return Err(LoadError::RegistryRefused(reason));
+            }
+            DecodeFailure::Retry(reason) => {
+                // The decoder keeps failed lookups; a fresh one asks the registry again.
+                registry.decoder = AvroDecoder::new(registry.settings.clone());
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
+}
