@@ -461,7 +461,9 @@ fn default_batch_bytes() -> usize {
 }
 
 fn default_max_in_flight() -> usize {
-    4
+    // One bulk applied while the next is built and sent; osmem-server gains nothing from more
+    // (docs/benchmarks.md), a cluster with many data nodes may.
+    2
 }
 
 /// `[loader.mapping]`: index field types where more than one fits.

@@ -1,5 +1,6 @@
 //! Several bulks in flight, never two for one partition: each partition belongs to a lane, a
-//! lane collects one batch while its previous one is applied, and a partition that is taken
+//! lane collects one batch while its previous one is applied, a lane whose bulk is being
+//! retried has its partitions paused while the others go on, and a partition that is taken
 //! away (a rebalance) is handed over only after its bulk in flight settled and was committed.
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,6 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::batch::Batch;
+use crate::config::LoaderConfig;
 
 /// A topic partition.
 pub type Partition = (String, i32);
@@ -31,8 +33,21 @@ pub struct Lane {
     pub deadline: Option<Instant>,
     /// A bulk of this lane is in flight.
     pub busy: bool,
-    /// Partitions paused because the batch is full while the lane is busy.
+    /// The bulk in flight failed and is being retried: the lane's partitions are paused, so
+    /// that the others go on.
+    pub retrying: Arc<AtomicBool>,
+    /// Partitions paused while the lane retries.
     pub paused: BTreeSet<Partition>,
+}
+
+impl Lane {
+    /// Whether the reading must wait for this lane: its next batch is full while its bulk
+    /// is in flight and not failing. Waiting costs nothing (librdkafka keeps prefetching),
+    /// while pausing a partition drops what was prefetched for it and resuming it costs a
+    /// fetch round (about a second on tansu).
+    fn blocks(&self, cfg: &LoaderConfig) -> bool {
+        self.busy && !self.retrying.load(Ordering::Relaxed) && self.batch.is_full(cfg)
+    }
 }
 
 /// The lanes, and which partition belongs to which.
@@ -67,6 +82,20 @@ impl Lanes {
     /// Lane `i`.
     pub fn get(&mut self, i: usize) -> &mut Lane {
         &mut self.lanes[i]
+    }
+
+    /// Whether reading must wait for a lane (see [`Lane::blocks`]).
+    pub fn blocked(&self, cfg: &LoaderConfig) -> bool {
+        self.lanes.iter().any(|l| l.blocks(cfg))
+    }
+
+    /// The partitions seen so far that belong to lane `i`.
+    pub fn partitions_of(&self, i: usize) -> Vec<Partition> {
+        self.of
+            .iter()
+            .filter(|&(_, &lane)| lane == i)
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// When the earliest idle lane's batch is due.

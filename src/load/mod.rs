@@ -16,11 +16,13 @@ pub mod lanes;
 pub mod mapping;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -165,6 +167,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         dead: DeadLetters::new(&cfg.kafka, cfg.dead_letter_topic()).await?,
         consumer: consumer.clone(),
         held: Mutex::default(),
+        retry_started: Notify::new(),
         shutdown: shutdown.clone(),
     });
     let options = document::Options::new(&cfg.loader);
@@ -181,37 +184,46 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         // Stopping sends whatever was read: a graceful stop leaves nothing to apply again.
         let now = Instant::now();
         for (i, lane) in lanes.iter_mut() {
+            if lane.busy {
+                continue;
+            }
+            if !lane.paused.is_empty() {
+                // Its failing bulk settled: the lane's partitions read again (a held table's
+                // stay paused).
+                lane.retrying.store(false, Ordering::Relaxed);
+                let held = shared.held();
+                let resume: Vec<Partition> = std::mem::take(&mut lane.paused)
+                    .into_iter()
+                    .filter(|(topic, _)| !held.contains(topic))
+                    .collect();
+                drop(held);
+                consumer
+                    .resume(&offset_list(resume.iter().map(|p| (p, &0))))
+                    .map_err(LoadError::Consumer)?;
+            }
             let due = stopping
                 || lane.batch.is_full(&cfg.loader)
                 || lane.deadline.is_some_and(|d| d <= now);
-            if lane.busy || lane.batch.records == 0 || !due {
+            if lane.batch.records == 0 || !due {
                 continue;
             }
             let mut batch = std::mem::take(&mut lane.batch);
             lane.deadline = None;
+            lane.retrying.store(false, Ordering::Relaxed);
             let held = shared.held();
             if !held.is_empty() {
                 // Read before its table was held; it waits with the table.
                 batch.forget(|topic, _| held.contains(topic));
             }
-            let resume: Vec<Partition> = std::mem::take(&mut lane.paused)
-                .into_iter()
-                .filter(|(topic, _)| !held.contains(topic))
-                .collect();
             drop(held);
-            if !resume.is_empty() {
-                consumer
-                    .resume(&offset_list(resume.iter().map(|p| (p, &0))))
-                    .map_err(LoadError::Consumer)?;
-            }
             if batch.records == 0 {
                 continue;
             }
             lane.busy = true;
             let flight = in_flight.start(batch.next_offsets.keys().cloned().collect());
-            let shared = shared.clone();
+            let (shared, retrying) = (shared.clone(), lane.retrying.clone());
             bulks.spawn(async move {
-                let settled = settle(&shared, batch).await;
+                let settled = settle(&shared, batch, &retrying).await;
                 drop(flight);
                 (i, settled)
             });
@@ -235,6 +247,22 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             }
             () = shutdown.cancelled(), if !stopping => stopping = true,
             () = sleep_until(wake) => {}
+            () = shared.retry_started.notified() => {
+                // The failing lanes' partitions wait; the other lanes go on.
+                for i in 0..cfg.loader.max_in_flight {
+                    let all = lanes.partitions_of(i);
+                    let lane = lanes.get(i);
+                    if !(lane.busy && lane.retrying.load(Ordering::Relaxed)) {
+                        continue;
+                    }
+                    let new: Vec<Partition> =
+                        all.into_iter().filter(|p| !lane.paused.contains(p)).collect();
+                    consumer
+                        .pause(&offset_list(new.iter().map(|p| (p, &0))))
+                        .map_err(LoadError::Consumer)?;
+                    lane.paused.extend(new);
+                }
+            }
             () = tokio::time::sleep(RECOMMIT), if consumer.context().commit_failed() => {
                 consumer.context().take_commit_failed();
                 let again = offset_list(mine(&consumer, &committed)?);
@@ -242,7 +270,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     consumer.commit(&again, CommitMode::Async).map_err(LoadError::Consumer)?;
                 }
             }
-            message = consumer.recv(), if !stopping => {
+            message = consumer.recv(), if !stopping && !lanes.blocked(&cfg.loader) => {
                 let message = match message {
                     Ok(m) => m.detach(),
                     Err(e) => {
@@ -261,9 +289,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     continue;
                 }
                 lane.deadline.get_or_insert_with(|| Instant::now() + linger);
-                if lane.busy && lane.batch.is_full(&cfg.loader) {
-                    // Back pressure: the partition waits for its lane; the others go on.
-                    let p = (message.topic().to_string(), message.partition());
+                let p = (message.topic().to_string(), message.partition());
+                if lane.retrying.load(Ordering::Relaxed) && !lane.paused.contains(&p) {
+                    // A partition of a failing lane not seen before it failed.
                     consumer
                         .pause(&offset_list([(&p, &0)]))
                         .map_err(LoadError::Consumer)?;
@@ -311,6 +339,8 @@ struct Shared {
     consumer: Arc<StreamConsumer<Rebalances>>,
     /// Topics of tables whose index cannot take their new schema.
     held: Mutex<BTreeSet<String>>,
+    /// A bulk began retrying.
+    retry_started: Notify,
     shutdown: CancellationToken,
 }
 
@@ -329,9 +359,18 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Applies a batch, stores its dead letters, holds the tables it must, and commits its
 /// offsets; returns them, or `None` if `shutdown` interrupted retries (nothing committed).
-async fn settle(shared: &Shared, mut batch: Batch) -> Result<Option<Committed>, LoadError> {
+async fn settle(
+    shared: &Shared,
+    mut batch: Batch,
+    retrying: &AtomicBool,
+) -> Result<Option<Committed>, LoadError> {
     let started = Instant::now();
-    if !apply(&shared.writer, &mut batch, &shared.shutdown).await? {
+    let on_retry = || {
+        if !retrying.swap(true, Ordering::Relaxed) {
+            shared.retry_started.notify_one();
+        }
+    };
+    if !apply(&shared.writer, &mut batch, &shared.shutdown, on_retry).await? {
         return Ok(None);
     }
     // Stored in Kafka before the offsets past them are committed.
@@ -375,6 +414,7 @@ async fn apply(
     writer: &IndexWriter,
     batch: &mut Batch,
     shutdown: &CancellationToken,
+    on_retry: impl Fn(),
 ) -> Result<bool, LoadError> {
     let mut backoff = Backoff::default();
     loop {
@@ -392,6 +432,7 @@ async fn apply(
             Err(Failure::Final(e @ LoadError::MappingConflict { .. })) => batch.hold(e),
             Err(Failure::Final(e)) => return Err(e),
             Err(Failure::Transient(reason)) => {
+                on_retry();
                 let wait = backoff.next_wait();
                 tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; retrying the batch");
                 tokio::select! {
