@@ -107,12 +107,12 @@ impl Lanes {
             .min()
     }
 
-    /// Drops the unsent records of partitions this loader no longer owns.
+    /// Drops the unsent records of partitions this loader no longer owns. Their pauses stay
+    /// noted: a partition assigned back must not stay paused after its lane settles.
     pub fn forget(&mut self, gone: &[Partition]) {
         let gone: BTreeSet<&Partition> = gone.iter().collect();
         for lane in &mut self.lanes {
             lane.batch.forget(|t, p| gone.contains(&(t.to_string(), p)));
-            lane.paused.retain(|p| !gone.contains(p));
             if lane.batch.records == 0 {
                 lane.deadline = None;
             }

@@ -180,7 +180,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
     let mut committed: BTreeMap<Partition, i64> = BTreeMap::new();
     let mut stopping = false;
     loop {
-        lanes.forget(&consumer.context().take_revoked());
+        forget_revoked(&consumer, &mut lanes, &mut committed);
         // Stopping sends whatever was read: a graceful stop leaves nothing to apply again.
         let now = Instant::now();
         for (i, lane) in lanes.iter_mut() {
@@ -271,6 +271,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                 }
             }
             message = consumer.recv(), if !stopping && !lanes.blocked(&cfg.loader) => {
+                // A rebalance runs inside recv(): what was read before it for a partition
+                // revoked (and maybe assigned again) must go before this message, read after.
+                forget_revoked(&consumer, &mut lanes, &mut committed);
                 let message = match message {
                     Ok(m) => m.detach(),
                     Err(e) => {
@@ -307,6 +310,24 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             .map_err(LoadError::Consumer)?;
     }
     Ok(())
+}
+
+/// Drops what this loader read but did not send for partitions revoked since the last call,
+/// and what it committed for them (another member may have committed further since): the
+/// next owner, maybe this loader again, reads on from the group's committed offset.
+fn forget_revoked(
+    consumer: &StreamConsumer<Rebalances>,
+    lanes: &mut Lanes,
+    committed: &mut BTreeMap<Partition, i64>,
+) {
+    let revoked = consumer.context().take_revoked();
+    if revoked.is_empty() {
+        return;
+    }
+    lanes.forget(&revoked);
+    for p in &revoked {
+        committed.remove(p);
+    }
 }
 
 /// How soon offsets whose commit failed are committed again.
