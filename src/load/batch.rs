@@ -143,14 +143,20 @@ pub async fn add(
     shutdown: &CancellationToken,
 ) -> Result<bool, LoadError> {
     if m.payload().is_some() {
-        let origin = Origin::of(m);
-        match decode(batch, m, registry, writer, options, shutdown).await? {
-            Some(Ok(Record::Document(action))) => {
+        // Only truncates have no key; the envelope says whether that is what this is.
+        let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
+            return Ok(false);
+        };
+        let Some(value) = with_registry(registry, m.payload(), shutdown).await? else {
+            return Ok(false);
+        };
+        match shape(batch, key, value, writer, options) {
+            Ok(Record::Document(action)) => {
                 batch.body.push(&action);
                 let (Action::Index { index, .. } | Action::Delete { index, .. }) = action;
-                batch.items.push((index, origin));
+                batch.items.push((index, Origin::of(m)));
             }
-            Some(Ok(Record::Truncate { index, version })) => {
+            Ok(Record::Truncate { index, version }) => {
                 batch.truncate = Some(Truncate {
                     index,
                     version,
@@ -158,12 +164,11 @@ pub async fn add(
                     partition: m.partition(),
                 });
             }
-            Some(Err(reason)) => batch.dead.push(DeadLetter {
-                origin,
+            Err(reason) => batch.dead.push(DeadLetter {
+                origin: Origin::of(m),
                 class: ErrorClass::Decode,
                 reason,
             }),
-            None => return Ok(false),
         }
     } // else a tombstone: the delete before it carried the version
     batch.records += 1;
@@ -171,25 +176,6 @@ pub async fn add(
         .next_offsets
         .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
     Ok(true)
-}
-
-/// The record a message asks for (`Ok(None)` on shutdown), or why it cannot be read.
-async fn decode(
-    batch: &mut Batch,
-    m: &OwnedMessage,
-    registry: &mut Registry,
-    writer: &IndexWriter,
-    options: &Options,
-    shutdown: &CancellationToken,
-) -> Result<Option<Result<Record, String>>, LoadError> {
-    // Only truncates have no key; the envelope says whether that is what this is.
-    let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
-        return Ok(None);
-    };
-    let Some(value) = with_registry(registry, m.payload(), shutdown).await? else {
-        return Ok(None);
-    };
-    Ok(Some(shape(batch, key, value, writer, options)))
 }
 
 /// The record decoded key and value describe, noting the index to create for it.
