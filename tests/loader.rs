@@ -660,3 +660,59 @@ async fn mapping_options_index_flags_json_and_decimals_as_asked() {
     assert_eq!(hits[0]["_id"], "1");
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_index_pauses_only_its_own_partitions_and_the_others_go_on() {
+    let (mut conn, setup) = fresh("it_lanes", &["x", "y"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE x (id INT PRIMARY KEY, v INT NOT NULL)",
+            "CREATE TABLE y (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO x SELECT seq, 0 FROM seq_1_to_200",
+            "INSERT INTO y SELECT seq, 0 FROM seq_1_to_200",
+        ],
+    )
+    .await;
+    // Bulk writes to x's index get 429 while this file names it.
+    let refuse = setup.dir.path().join("refuse");
+    std::fs::write(&refuse, format!("{}.x", setup.db)).unwrap();
+    let proxy = TlsProxy::start_with(setup.dir.path(), &stack().es_url, None, Some(&refuse));
+    let plain = format!("url = \"{}\"", stack().es_url);
+    let https = format!(
+        "url = \"https://localhost:{}\"\nca_file = \"{}\"",
+        proxy.port,
+        proxy.cert.display()
+    );
+    // Six lanes: each of the two tables' three partitions has its own.
+    let text = setup
+        .config_text("max_in_flight = 6\n")
+        .replace(&plain, &https);
+    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    let group = format!("{}-loader", setup.prefix);
+    let (x, y) = (setup.topic("x"), setup.topic("y"));
+    // y is applied and keeps being applied while every bulk of x is refused.
+    setup
+        .assert_index_matches(&mut conn, "y", Duration::from_secs(120))
+        .await;
+    exec(&mut conn, &["UPDATE x SET v = 1", "UPDATE y SET v = 1"]).await;
+    setup
+        .assert_index_matches(&mut conn, "y", Duration::from_secs(120))
+        .await;
+    assert_eq!(index_count(&format!("{}.x", setup.db)).await, 0);
+    assert_eq!(committed(&group, &x), 0, "x's offsets moved while refused");
+    assert!(committed(&group, &y) >= 400);
+    let out = sluice.output();
+    assert!(
+        out.contains("index server unavailable; retrying the batch") && out.contains("429"),
+        "{out}"
+    );
+    // The index takes x again: its partitions resume and catch up.
+    std::fs::remove_file(&refuse).unwrap();
+    setup
+        .assert_index_matches(&mut conn, "x", Duration::from_secs(120))
+        .await;
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}

@@ -593,6 +593,17 @@ impl TlsProxy {
     /// Starts a proxy to `backend`, its files in `dir`; with `require_auth`, requests need
     /// exactly that Authorization header.
     pub fn start(dir: &Path, backend: &str, require_auth: Option<&str>) -> TlsProxy {
+        Self::start_with(dir, backend, require_auth, None)
+    }
+
+    /// [`TlsProxy::start`], and while `refuse_file` exists, bulk writes to the index it
+    /// names get 429.
+    pub fn start_with(
+        dir: &Path,
+        backend: &str,
+        require_auth: Option<&str>,
+        refuse_file: Option<&Path>,
+    ) -> TlsProxy {
         use std::io::BufRead;
         let (cert, key) = (dir.join("proxy-ca.pem"), dir.join("proxy-key.pem"));
         let made = Command::new("openssl")
@@ -633,6 +644,9 @@ impl TlsProxy {
             .stdout(Stdio::piped());
         if let Some(auth) = require_auth {
             command.env("TLS_PROXY_REQUIRE_AUTH", auth);
+        }
+        if let Some(file) = refuse_file {
+            command.env("TLS_PROXY_REFUSE_FILE", file);
         }
         let mut child = command.spawn().unwrap();
         let mut ready = String::new();

@@ -1,12 +1,14 @@
 """An HTTPS front for a plain-HTTP server (registry, index server): terminates TLS with the
 given certificate and forwards every request to the backend, so tests can point Sluice at an
 `https` server with a private CA. With TLS_PROXY_REQUIRE_AUTH set, a request whose
-Authorization header is not exactly that value gets 401. Prints "ready" once listening;
-serves until killed.
+Authorization header is not exactly that value gets 401. With TLS_PROXY_REFUSE_FILE set, a
+`_bulk` request that writes to the index named in that file gets 429 while the file exists
+(one index failing while others work). Prints "ready" once listening; serves until killed.
 
 usage: tls_proxy.py PORT CERT KEY BACKEND_URL
 """
 
+import gzip
 import http.server
 import os
 import ssl
@@ -18,19 +20,37 @@ import urllib.request
 def main():
     port, cert, key, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].rstrip("/")
     required = os.environ.get("TLS_PROXY_REQUIRE_AUTH")
+    refuse_file = os.environ.get("TLS_PROXY_REFUSE_FILE")
+
+    def refused(path, headers, body):
+        if not (refuse_file and body and path.startswith("/_bulk")):
+            return False
+        try:
+            with open(refuse_file) as f:
+                index = f.read().strip()
+        except FileNotFoundError:
+            return False
+        if headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return f'"_index":"{index}"'.encode() in body
 
     class Forward(http.server.BaseHTTPRequestHandler):
+        def answer(self, status, data):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def forward(self):
-            if required and self.headers.get("Authorization") != required:
-                data = b'{"error": "missing or wrong credentials"}'
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if required and self.headers.get("Authorization") != required:
+                self.answer(401, b'{"error": "missing or wrong credentials"}')
+                return
+            if refused(self.path, self.headers, body):
+                self.answer(429, b'{"error": "too many requests (refused by the test proxy)"}')
+                return
             req = urllib.request.Request(backend + self.path, data=body, method=self.command)
             for name in ("Content-Type", "Content-Encoding", "Accept", "Authorization"):
                 if self.headers.get(name):
