@@ -172,9 +172,19 @@ pub async fn add(
         }
     } // else a tombstone: the delete before it carried the version
     batch.records += 1;
-    batch
+    // Looked up first: a topic name is allocated once per partition, not per record.
+    let key = (m.topic(), m.partition());
+    match batch
         .next_offsets
-        .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        .iter_mut()
+        .find(|((t, p), _)| (t.as_str(), *p) == key)
+    {
+        Some((_, next)) => *next = m.offset() + 1,
+        None => {
+            let key = (m.topic().to_string(), m.partition());
+            batch.next_offsets.insert(key, m.offset() + 1);
+        }
+    }
     Ok(true)
 }
 

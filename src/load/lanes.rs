@@ -53,7 +53,10 @@ impl Lane {
 /// The lanes, and which partition belongs to which.
 pub struct Lanes {
     lanes: Vec<Lane>,
-    of: HashMap<Partition, usize>,
+    /// Per topic, per partition, its lane (looked up by `&str` for every record read).
+    of: HashMap<String, HashMap<i32, usize>>,
+    /// Partitions dealt so far.
+    dealt: usize,
 }
 
 impl Lanes {
@@ -62,16 +65,22 @@ impl Lanes {
         Lanes {
             lanes: (0..n).map(|_| Lane::default()).collect(),
             of: HashMap::new(),
+            dealt: 0,
         }
     }
 
     /// The lane of a partition; partitions are dealt to lanes in turn as they are first seen.
     pub fn lane_of(&mut self, topic: &str, partition: i32) -> usize {
-        let next = self.of.len() % self.lanes.len();
-        *self
-            .of
-            .entry((topic.to_string(), partition))
-            .or_insert(next)
+        if let Some(&lane) = self.of.get(topic).and_then(|t| t.get(&partition)) {
+            return lane;
+        }
+        let lane = self.dealt % self.lanes.len();
+        self.dealt += 1;
+        self.of
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, lane);
+        lane
     }
 
     /// Every lane.
@@ -93,8 +102,9 @@ impl Lanes {
     pub fn partitions_of(&self, i: usize) -> Vec<Partition> {
         self.of
             .iter()
-            .filter(|&(_, &lane)| lane == i)
-            .map(|(p, _)| p.clone())
+            .flat_map(|(topic, lanes)| lanes.iter().map(move |(p, lane)| (topic, *p, *lane)))
+            .filter(|&(_, _, lane)| lane == i)
+            .map(|(topic, p, _)| (topic.clone(), p))
             .collect()
     }
 

@@ -36,7 +36,7 @@ use batch::{Batch, Registry};
 use bulk::Outcome;
 use dead_letter::{DeadLetter, DeadLetters, ErrorClass};
 use index::{Failure, IndexWriter};
-use lanes::{InFlight, Lanes, Partition, Rebalances, offset_list};
+use lanes::{InFlight, Lane, Lanes, Partition, Rebalances, offset_list};
 
 /// Why the loader stopped.
 #[derive(Debug, thiserror::Error)]
@@ -187,10 +187,10 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             if lane.busy {
                 continue;
             }
+            // Its bulk settled: a failing lane's partitions read again (a held table's stay
+            // paused).
+            lane.retrying.store(false, Ordering::Relaxed);
             if !lane.paused.is_empty() {
-                // Its failing bulk settled: the lane's partitions read again (a held table's
-                // stay paused).
-                lane.retrying.store(false, Ordering::Relaxed);
                 let held = shared.held();
                 let resume: Vec<Partition> = std::mem::take(&mut lane.paused)
                     .into_iter()
@@ -209,7 +209,6 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
             }
             let mut batch = std::mem::take(&mut lane.batch);
             lane.deadline = None;
-            lane.retrying.store(false, Ordering::Relaxed);
             let held = shared.held();
             if !held.is_empty() {
                 // Read before its table was held; it waits with the table.
@@ -255,12 +254,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     if !(lane.busy && lane.retrying.load(Ordering::Relaxed)) {
                         continue;
                     }
-                    let new: Vec<Partition> =
-                        all.into_iter().filter(|p| !lane.paused.contains(p)).collect();
-                    consumer
-                        .pause(&offset_list(new.iter().map(|p| (p, &0))))
-                        .map_err(LoadError::Consumer)?;
-                    lane.paused.extend(new);
+                    pause(&consumer, lane, all)?;
                 }
             }
             () = tokio::time::sleep(RECOMMIT), if consumer.context().commit_failed() => {
@@ -292,13 +286,10 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
                     continue;
                 }
                 lane.deadline.get_or_insert_with(|| Instant::now() + linger);
-                let p = (message.topic().to_string(), message.partition());
-                if lane.retrying.load(Ordering::Relaxed) && !lane.paused.contains(&p) {
-                    // A partition of a failing lane not seen before it failed.
-                    consumer
-                        .pause(&offset_list([(&p, &0)]))
-                        .map_err(LoadError::Consumer)?;
-                    lane.paused.insert(p);
+                if lane.retrying.load(Ordering::Relaxed) {
+                    // A partition of a failing lane maybe not seen before it failed.
+                    let p = (message.topic().to_string(), message.partition());
+                    pause(&consumer, lane, vec![p])?;
                 }
             }
         }
@@ -308,6 +299,25 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         consumer
             .commit(&last, CommitMode::Sync)
             .map_err(LoadError::Consumer)?;
+    }
+    Ok(())
+}
+
+/// Pauses those of `partitions` the lane has not paused yet: its bulk is failing.
+fn pause(
+    consumer: &StreamConsumer<Rebalances>,
+    lane: &mut Lane,
+    partitions: Vec<Partition>,
+) -> Result<(), LoadError> {
+    let new: Vec<Partition> = partitions
+        .into_iter()
+        .filter(|p| !lane.paused.contains(p))
+        .collect();
+    if !new.is_empty() {
+        consumer
+            .pause(&offset_list(new.iter().map(|p| (p, &0))))
+            .map_err(LoadError::Consumer)?;
+        lane.paused.extend(new);
     }
     Ok(())
 }
