@@ -724,3 +724,40 @@ async fn a_failing_index_pauses_only_its_own_partitions_and_the_others_go_on() {
         .await;
     assert!(sluice.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_reaches_the_index_server_and_never_the_log() {
+    let (mut conn, setup) = fresh("it_es_basic", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO t SELECT seq, seq FROM seq_1_to_50",
+        ],
+    )
+    .await;
+    let proxy = TlsProxy::start(
+        setup.dir.path(),
+        &stack().es_url,
+        Some("Basic c2x1aWNlOnMzY3JldC1wdw=="), // base64("sluice:s3cret-pw")
+    );
+    let plain = format!("url = \"{}\"", stack().es_url);
+    let https = format!(
+        "url = \"https://localhost:{}\"\nca_file = \"{}\"\nusername = \"sluice\"\npassword = \"s3cret-pw\"",
+        proxy.port,
+        proxy.cert.display()
+    );
+    let text = setup.config_text("").replace(&plain, &https);
+    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", START);
+    exec(&mut conn, &["UPDATE t SET v = 0 WHERE id % 2 = 0"]).await;
+    setup
+        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
+        .await;
+    assert!(
+        !sluice.output().contains("s3cret-pw"),
+        "the password reached the log"
+    );
+    assert!(sluice.terminate(Duration::from_secs(30)).success());
+}
