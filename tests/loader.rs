@@ -685,17 +685,8 @@ async fn a_failing_index_pauses_only_its_own_partitions_and_the_others_go_on() {
     let refuse = setup.dir.path().join("refuse");
     std::fs::write(&refuse, format!("{}.x", setup.db)).unwrap();
     let proxy = TlsProxy::start_with(setup.dir.path(), &stack().es_url, None, Some(&refuse));
-    let plain = format!("url = \"{}\"", stack().es_url);
-    let https = format!(
-        "url = \"https://localhost:{}\"\nca_file = \"{}\"",
-        proxy.port,
-        proxy.cert.display()
-    );
     // Six lanes: each of the two tables' three partitions has its own.
-    let text = setup
-        .config_text("max_in_flight = 6\n")
-        .replace(&plain, &https);
-    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    setup.write_config_via(&proxy, "", "max_in_flight = 6\n");
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", START);
     let group = format!("{}-loader", setup.prefix);
@@ -741,14 +732,11 @@ async fn basic_auth_reaches_the_index_server_and_never_the_log() {
         &stack().es_url,
         Some("Basic c2x1aWNlOnMzY3JldC1wdw=="), // base64("sluice:s3cret-pw")
     );
-    let plain = format!("url = \"{}\"", stack().es_url);
-    let https = format!(
-        "url = \"https://localhost:{}\"\nca_file = \"{}\"\nusername = \"sluice\"\npassword = \"s3cret-pw\"",
-        proxy.port,
-        proxy.cert.display()
+    setup.write_config_via(
+        &proxy,
+        "username = \"sluice\"\npassword = \"s3cret-pw\"\n",
+        "",
     );
-    let text = setup.config_text("").replace(&plain, &https);
-    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", START);
     exec(&mut conn, &["UPDATE t SET v = 0 WHERE id % 2 = 0"]).await;

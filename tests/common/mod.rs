@@ -210,6 +210,20 @@ linger_ms = 50
         path
     }
 
+    /// Writes the config with the index server reached through `proxy` (https, its CA),
+    /// `es_extra` lines added to `[elasticsearch]` and `extra` after `[loader]`.
+    pub fn write_config_via(&self, proxy: &TlsProxy, es_extra: &str, extra: &str) -> PathBuf {
+        let plain = format!("url = \"{}\"", stack().es_url);
+        let https = format!(
+            "url = \"https://localhost:{}\"\nca_file = \"{}\"\n{es_extra}",
+            proxy.port,
+            proxy.cert.display()
+        );
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, self.config_text(extra).replace(&plain, &https)).unwrap();
+        path
+    }
+
     /// Writes the config with another source user, and returns its path.
     pub fn write_config_as(&self, user: &str, password: &str, extra: &str) -> PathBuf {
         let s = stack();
