@@ -141,7 +141,7 @@ impl State {
             self.add(&mut batch, checkpoint)?;
         }
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
-        self.db.flush_async().await.map_err(|e| self.io(e))?;
+        flush(&self.db).await.map_err(|e| self.io(e))?;
         Ok(())
     }
 
@@ -278,6 +278,16 @@ fn schema_key(table: &TableId, version: Version) -> Vec<u8> {
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("state records serialize")
+}
+
+/// Makes everything written to `db` durable. sled 0.34's `flush_async` can leave callers that
+/// flush at the same time waiting forever (sled issues 1241 and 1308; seen here as a hung
+/// registry test), so its blocking flush runs on the blocking pool instead.
+pub async fn flush(db: &sled::Db) -> sled::Result<usize> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 #[cfg(test)]

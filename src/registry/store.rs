@@ -313,7 +313,9 @@ impl Store {
         // Durable before the id is handed out; registrations that follow see this one in
         // memory already, so the fsync need not hold the lock (concurrent ones share it).
         drop(guard);
-        self.db.flush_async().await.map_err(RegistryError::store)?;
+        crate::state::flush(&self.db)
+            .await
+            .map_err(RegistryError::store)?;
         Ok(id)
     }
 
@@ -643,7 +645,9 @@ impl Store {
                 self.mark_deleted(subject, v)?;
             }
         }
-        self.db.flush_async().await.map_err(RegistryError::store)?;
+        crate::state::flush(&self.db)
+            .await
+            .map_err(RegistryError::store)?;
         Ok(if permanent { all } else { live })
     }
 
@@ -685,7 +689,9 @@ impl Store {
             }
             (false, false) => self.mark_deleted(subject, v.version)?,
         }
-        self.db.flush_async().await.map_err(RegistryError::store)?;
+        crate::state::flush(&self.db)
+            .await
+            .map_err(RegistryError::store)?;
         Ok(v.version)
     }
 
@@ -779,7 +785,9 @@ impl Store {
     pub async fn delete_level(&self, subject: &str) -> Result<Level, RegistryError> {
         let old = self.level(subject, false)?;
         self.config.remove(subject).map_err(RegistryError::store)?;
-        self.db.flush_async().await.map_err(RegistryError::store)?;
+        crate::state::flush(&self.db)
+            .await
+            .map_err(RegistryError::store)?;
         Ok(old)
     }
 
@@ -812,7 +820,9 @@ impl Store {
     async fn put(&self, tree: &sled::Tree, key: &str, value: &str) -> Result<(), RegistryError> {
         tree.insert(key, value.as_bytes())
             .map_err(RegistryError::store)?;
-        self.db.flush_async().await.map_err(RegistryError::store)?;
+        crate::state::flush(&self.db)
+            .await
+            .map_err(RegistryError::store)?;
         Ok(())
     }
 }
