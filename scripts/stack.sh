@@ -154,7 +154,7 @@ start_mariadb() {
     --binlog-row-metadata=FULL --server-id=1 --max-allowed-packet=64M \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
     --skip-name-resolve --innodb-flush-log-at-trx-commit=2
-  wait_for MariaDB 60 mariadb-admin --no-defaults --socket="$d/mysqld.sock" -uroot ping --silent &>/dev/null
+  wait_for MariaDB 120 mariadb-admin --no-defaults --socket="$d/mysqld.sock" -uroot ping --silent &>/dev/null
   mariadb_cli <<SQL
 CREATE USER IF NOT EXISTS '$CDC_USER'@'%' IDENTIFIED BY '$CDC_PASSWORD';
 GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '$CDC_USER'@'%';
@@ -177,7 +177,7 @@ start_tansu() {
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine "sqlite://tansu.db")
-  wait_for tansu 30 port_open $KAFKA_PORT
+  wait_for tansu 120 port_open $KAFKA_PORT
 }
 
 start_osmem() {
@@ -187,7 +187,7 @@ start_osmem() {
   mkdir -p "$d"
   log "starting osmem-server on 127.0.0.1:$ES_PORT"
   spawn "$d" osmem "$(osmem_bin)" -addr "127.0.0.1:$ES_PORT" -no-stdin-watch
-  wait_for osmem-server 30 curl -fs -o /dev/null "http://127.0.0.1:$ES_PORT/"
+  wait_for osmem-server 120 curl -fs -o /dev/null "http://127.0.0.1:$ES_PORT/"
 }
 
 start_registry() {
@@ -206,7 +206,7 @@ start_registry() {
   log "starting sluice registry on 127.0.0.1:$REGISTRY_PORT"
   spawn "$d" registry "$bin" registry --listen "127.0.0.1:$REGISTRY_PORT" --data "$d/data"
   echo "$stamp" > "$d/binary"
-  wait_for "sluice registry" 30 curl -fs -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/subjects"
+  wait_for "sluice registry" 120 curl -fs -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/subjects"
 }
 
 stop() { # dir name

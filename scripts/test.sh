@@ -22,4 +22,4 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test (the stack starts on first use)"
 # Two cores: two tests at a time, each with its own sluice processes.
-cargo test --locked -- --test-threads=2
+cargo test --locked --no-fail-fast -- --test-threads=2

@@ -69,6 +69,10 @@ pub struct SourceConfig {
     /// Rows per snapshot chunk: the unit a restart continues after.
     #[serde(default = "default_chunk_rows")]
     pub snapshot_chunk_rows: u64,
+    /// Upper bound on the rows per second both snapshot kinds read, to spare a busy primary;
+    /// 0 (the default) reads as fast as the pipeline takes them.
+    #[serde(default)]
+    pub snapshot_max_rows_per_sec: u64,
     /// Put the SQL statement behind each row into `source.query` (off by default: statements
     /// can hold data the column rules would mask). Needs MariaDB's
     /// `binlog_annotate_row_events` (on by default) or MySQL's `binlog_rows_query_log_events`.

@@ -8,8 +8,6 @@ use common::private::{PrivateServer, ROW_CDC, private_config};
 use common::*;
 use mysql_async::prelude::*;
 
-const EXIT: Duration = Duration::from_secs(60);
-
 #[test]
 fn config_errors_name_the_key_and_list_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,7 +57,7 @@ url = "http://localhost:9200"
         "a secret reached the output:\n{out}"
     );
 
-    let (status, out) = run_to_exit(&["run", "--config", "/nonexistent/sluice.toml"], EXIT);
+    let (status, out) = run_to_exit(&["run", "--config", "/nonexistent/sluice.toml"], PATIENCE);
     assert!(!status.success());
     assert!(out.contains("/nonexistent/sluice.toml"), "{out}");
 }
@@ -92,9 +90,9 @@ async fn stream_then_fail(name: &str, statements: &[&str]) -> (Setup, String) {
     let (mut conn, setup) = fresh(name, &["t"]).await;
     exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY, n INT)"]).await;
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", EXIT);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(&mut conn, statements).await;
-    let status = sluice.wait_exit(EXIT);
+    let status = sluice.wait_exit(PATIENCE);
     let out = sluice.output();
     assert!(!status.success(), "{out}");
     assert!(!out.contains("panicked"), "{out}");
@@ -122,7 +120,7 @@ async fn unsupported_column_type_mid_stream_stops_with_the_column_named() {
     // the row with the undecodable column was never invented.
     let mut loader = setup.start("loader");
     let index = format!("{db}.t");
-    let deadline = std::time::Instant::now() + EXIT;
+    let deadline = std::time::Instant::now() + PATIENCE;
     let docs = loop {
         let docs = index_docs(&index).await;
         if docs.contains_key("1") || std::time::Instant::now() > deadline {
@@ -139,7 +137,7 @@ async fn unsupported_column_type_mid_stream_stops_with_the_column_named() {
         !docs.contains_key("2"),
         "a row with an undecodable column was invented: {docs:?}"
     );
-    assert!(loader.terminate(EXIT).success(), "{}", loader.output());
+    assert!(loader.terminate(PATIENCE).success(), "{}", loader.output());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

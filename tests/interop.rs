@@ -12,8 +12,6 @@ use common::registry::Registry;
 use common::*;
 use serde_json::Value as Json;
 
-const START: Duration = Duration::from_secs(60);
-
 fn script(name: &str) -> String {
     format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -47,7 +45,7 @@ async fn confluent_python_consumer_decodes_every_record_of_a_sluice_topic() {
     )
     .await;
     let mut sluice = setup.start("source");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(
         &mut conn,
         &[
@@ -61,7 +59,7 @@ async fn confluent_python_consumer_decodes_every_record_of_a_sluice_topic() {
     // 2 snapshot reads, 2 inserts, 1 update, a delete and its tombstone, and the key change
     // as delete, tombstone and insert.
     let topic = setup.topic("t");
-    let deadline = Instant::now() + START;
+    let deadline = Instant::now() + PATIENCE;
     while topic_records(&topic) < 10 {
         assert!(Instant::now() < deadline, "{}", sluice.output());
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -106,7 +104,7 @@ async fn confluent_python_consumer_decodes_every_record_of_a_sluice_topic() {
     let row = &schema["fields"][0]["type"][1]["fields"];
     assert_eq!(row[2]["doc"], "the customer's note", "{row}");
     assert_eq!(row[2]["mysql.type"], "TEXT", "{row}");
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[test]
@@ -143,7 +141,7 @@ async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pi
         .replace(&format!("url = \"{}\"", stack().registry_url), &registry);
     std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(
         &mut conn,
         &[
@@ -152,9 +150,7 @@ async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pi
         ],
     )
     .await;
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     let url = format!("http://127.0.0.1:{port}/subjects");
     let http = reqwest::Client::new();
     assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
@@ -176,7 +172,7 @@ async fn an_embedded_registry_with_basic_auth_and_record_subjects_carries_the_pi
         subjects.iter().any(|s| s.ends_with(".t.Envelope")),
         "{subjects:?}"
     );
-    let status = sluice.terminate(Duration::from_secs(30));
+    let status = sluice.terminate(PATIENCE);
     assert!(status.success(), "exit {status}:\n{}", sluice.output());
 }
 
@@ -211,10 +207,10 @@ async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
     let with_ca = format!("{https}\nca_file = \"{}\"", cert.display());
     std::fs::write(&config, setup.config_text("").replace(&plain, &with_ca)).unwrap();
     let mut sluice = setup.start("source");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     let topic = setup.topic("t");
     let want = vec![format!("{topic}-key"), format!("{topic}-value")];
-    let deadline = Instant::now() + START;
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let subjects: Vec<String> = reqwest::get(format!("{}/subjects", backend.url))
             .await
@@ -232,5 +228,5 @@ async fn an_https_registry_with_a_private_ca_is_trusted_through_ca_file() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }

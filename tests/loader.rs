@@ -13,8 +13,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-const START: Duration = Duration::from_secs(60);
-
 /// A record as read back.
 #[derive(Clone)]
 struct Read {
@@ -34,7 +32,7 @@ fn read_topic(topic: &str, n: usize) -> Vec<Read> {
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
-    let (mut out, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(60));
+    let (mut out, deadline) = (Vec::new(), Instant::now() + PATIENCE);
     while out.len() < n {
         assert!(
             Instant::now() < deadline,
@@ -73,7 +71,7 @@ async fn docs_when(
     sluice: &Sluice,
     ready: impl Fn(&BTreeMap<String, serde_json::Value>) -> bool,
 ) -> BTreeMap<String, serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let docs = index_docs(index).await;
         if ready(&docs) {
@@ -106,7 +104,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() 
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(
         &mut conn,
         &["INSERT INTO t VALUES (1, '12'), (2, 'abc'), (3, '34')"],
@@ -166,8 +164,8 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on() 
     );
     assert!(decode.iter().any(|m| m.contains("404")), "{decode:?}");
     assert!(letters[..2].iter().all(|r| r.key.is_none()));
-    assert!(sluice.output().contains("dead_letters_total=3"));
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    sluice.wait_for_log("dead_letters_total=3", PATIENCE);
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +181,7 @@ async fn metadata_fields_show_version_time_and_operation_when_asked() {
     .await;
     setup.write_config("metadata_fields = true\n");
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(&mut conn, &["UPDATE m SET v = 5 WHERE id = 2"]).await;
     let index = format!("{}.m", setup.db);
     let docs = docs_when(&index, &sluice, |docs| {
@@ -195,7 +193,7 @@ async fn metadata_fields_show_version_time_and_operation_when_asked() {
     assert_eq!(meta("2")["op"], "u");
     assert!(meta("2")["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
     assert!(meta("2")["version"].as_u64() > meta("1")["version"].as_u64());
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,8 +228,8 @@ async fn https_nodes_with_a_private_ca_an_api_key_and_gzip_bodies() {
     let good = setup.config_text("").replace(&plain, &nodes(key));
     std::fs::write(&config, &good).unwrap();
     let mut source = setup.start("source");
-    source.wait_for_log("snapshot stored", START);
-    assert!(source.terminate(Duration::from_secs(30)).success());
+    source.wait_for_log("snapshot stored", PATIENCE);
+    assert!(source.terminate(PATIENCE).success());
     // A wrong key is a refusal, not an outage: the loader stops and says so.
     let wrong = setup.config_text("").replace(&plain, &nodes("d3Jvbmc="));
     std::fs::write(&config, wrong).unwrap();
@@ -239,16 +237,14 @@ async fn https_nodes_with_a_private_ca_an_api_key_and_gzip_bodies() {
     assert!(out.contains("401"), "{out}");
     std::fs::write(&config, &good).unwrap();
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(&mut conn, &["UPDATE t SET s = 'changed' WHERE id % 3 = 0"]).await;
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     assert!(
         !sluice.output().contains(key),
         "the API key reached the log"
     );
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 /// The sum of the group's committed offsets over `topic`'s partitions.
@@ -291,15 +287,14 @@ async fn an_index_server_outage_is_waited_out_without_loss_or_early_commits() {
         .replace("[loader]", "timeout_ms = 2000\n[loader]");
     std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     // Load: one insert or update every 20 ms, through the whole outage.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (db, stop) = (setup.db.clone(), stop.clone());
-        tokio::spawn(async move {
+        let db = setup.db.clone();
+        Writer::spawn(|writes| async move {
             let mut conn = admin_pool().get_conn().await.unwrap();
             let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while writes.go_on() {
                 let sql = if n % 3 == 2 {
                     format!("UPDATE `{db}`.t SET v = v + 1 WHERE id = {}", n / 2)
                 } else {
@@ -308,45 +303,61 @@ async fn an_index_server_outage_is_waited_out_without_loss_or_early_commits() {
                 mysql_async::prelude::Queryable::query_drop(&mut conn, sql)
                     .await
                     .unwrap();
+                writes.count();
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            n
         })
     };
     let index = format!("{}.t", setup.db);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while index_count_at(&es.url, &index).await == 0 {
-        assert!(Instant::now() < deadline, "{}", sluice.output());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("a first document", async || {
+        match index_count_at(&es.url, &index).await {
+            0 => Err(sluice.output()),
+            _ => Ok(()),
+        }
+    })
+    .await;
     es.signal(libc::SIGSTOP);
     let (group, topic) = (format!("{}-loader", setup.prefix), setup.topic("t"));
-    // A bulk sent just before the stop may still be settling its commit: read after it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = committed(&group, &topic);
-    tokio::time::sleep(Duration::from_secs(27)).await;
+    // The loader meets the outage (a bulk times out after 2 s)...
+    let retrying = "index server unavailable; retrying the batch";
+    sluice.wait_for_log(retrying, PATIENCE);
+    // ...and a bulk that settled just before the stop has committed: the offsets rest.
+    let before = settled_commits(&group, &topic).await;
+    // Through 25 s more of outage and 100 more writes, nothing is committed.
+    let outage = Instant::now();
+    load.wait_more(100).await;
+    tokio::time::sleep(Duration::from_secs(25).saturating_sub(outage.elapsed())).await;
     assert_eq!(
         committed(&group, &topic),
         before,
         "offsets advanced while the index server was stopped"
     );
     es.signal(libc::SIGCONT);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let writes = load.await.unwrap();
-    assert!(writes > 500, "{writes} writes");
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
-        .await;
+    load.wait_more(100).await;
+    load.stop().await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     // Committed just after the documents are written.
-    wait_committed(&group, &topic, before + 1, Duration::from_secs(30), &sluice);
-    assert!(
-        sluice
-            .output()
-            .contains("index server unavailable; retrying the batch")
-    );
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    wait_committed(&group, &topic, before + 1, PATIENCE, &sluice);
+    assert!(sluice.terminate(PATIENCE).success());
+}
+
+/// The group's committed offsets over `topic` once they stopped moving: the same sum read
+/// over 3 s (commits follow a settled bulk within milliseconds).
+async fn settled_commits(group: &str, topic: &str) -> i64 {
+    let mut last = committed(group, topic);
+    eventually("the committed offsets to rest", async || {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = committed(group, topic);
+        let rested = now == last;
+        last = now;
+        if rested {
+            Ok(now)
+        } else {
+            Err(format!("{now} committed, still moving"))
+        }
+    })
+    .await
 }
 
 /// Waits until the group's committed offsets over `topic` sum to at least `want`; panics
@@ -398,7 +409,7 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
     )
     .await;
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     // Several versions per key: updates, deletes, keys deleted and inserted again.
     exec(
         &mut conn,
@@ -411,30 +422,24 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
         ],
     )
     .await;
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     let (topic, group) = (setup.topic("t"), format!("{}-loader", setup.prefix));
     let total = topic_records(&topic);
     let all = read_topic(&topic, total as usize);
     // Everything again in a random order, read by the running loader...
     replay_shuffled(&topic, all.clone()).await;
     let caught_up = |want: i64, sluice: &Sluice| {
-        wait_committed(&group, &topic, want, Duration::from_secs(120), sluice);
+        wait_committed(&group, &topic, want, PATIENCE, sluice);
     };
     caught_up(2 * total, &sluice);
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
-        .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     // ...and once more across a restart of the loader.
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
     replay_shuffled(&topic, all).await;
     let mut sluice = setup.start("loader");
     caught_up(3 * total, &sluice);
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(60))
-        .await;
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,8 +456,8 @@ async fn added_columns_extend_the_mapping_and_a_type_change_holds_only_its_table
     )
     .await;
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
-    let catch_up = Duration::from_secs(120);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    let catch_up = PATIENCE;
     setup.assert_index_matches(&mut conn, "g", catch_up).await;
     // An added column: the index learns its mapping before the first document with it.
     exec(
@@ -504,7 +509,7 @@ async fn added_columns_extend_the_mapping_and_a_type_change_holds_only_its_table
         out.contains("cannot take its table's new schema") && out.contains("reindex"),
         "{out}"
     );
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,7 +524,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
     )
     .await;
     let mut source = setup.start("source");
-    source.wait_for_log("snapshot stored", START);
+    source.wait_for_log("snapshot stored", PATIENCE);
     // Two members of one group; a dead one is noticed in 6 s. Dynamic membership: tansu
     // never settles a group of static members (issue 6 note).
     let loader = |id: &str| {
@@ -531,7 +536,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
         Sluice::start(&config, "loader", &log)
     };
     let (mut a, mut b) = (loader("a"), loader("b"));
-    let deadline = Instant::now() + START;
+    let deadline = Instant::now() + PATIENCE;
     // Shared: each holds some of the 3 partitions.
     while !(a.output().contains("partitions assigned")
         && b.output().contains("partitions assigned")
@@ -546,7 +551,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
         std::thread::sleep(Duration::from_millis(200));
     }
     let index = format!("{}.t", setup.db);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + PATIENCE;
     while index_count(&index).await < 300 {
         assert!(
             Instant::now() < deadline,
@@ -559,7 +564,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
     // b stops (drains, commits, leaves the group); changes keep coming; a takes b's
     // partitions over. (A SIGKILLed member is never expired by tansu, so its partitions
     // would stay with nobody there: issue 6 note. Kafka expires it after session.timeout.ms.)
-    assert!(b.terminate(Duration::from_secs(30)).success());
+    assert!(b.terminate(PATIENCE).success());
     exec(
         &mut conn,
         &[
@@ -569,7 +574,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
         ],
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     while assigned(&a.output()) < 3 {
         assert!(
             Instant::now() < deadline,
@@ -581,8 +586,8 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
     setup
         .assert_index_matches(&mut conn, "t", Duration::from_secs(180))
         .await;
-    assert!(a.terminate(Duration::from_secs(30)).success());
-    assert!(source.terminate(Duration::from_secs(30)).success());
+    assert!(a.terminate(PATIENCE).success());
+    assert!(source.terminate(PATIENCE).success());
 }
 
 /// How many partitions the last "partitions assigned" line of a loader's log lists.
@@ -606,12 +611,10 @@ async fn index_names_follow_the_template_and_readers_use_the_alias() {
     .await;
     setup.write_config("index = \"{db}.{table}-v1\"\nalias = \"{db}.{table}\"\n");
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(&mut conn, &["UPDATE t SET v = 5 WHERE id = 2"]).await;
     // The harness reads `<db>.t`: here, the alias.
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     let alias = format!("{}.t", setup.db);
     let aliases: serde_json::Value = reqwest::get(format!("{}/_alias/{alias}", stack().es_url))
         .await
@@ -623,7 +626,7 @@ async fn index_names_follow_the_template_and_readers_use_the_alias() {
         aliases[format!("{alias}-v1")]["aliases"][&alias].is_object(),
         "{aliases}"
     );
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,7 +647,7 @@ async fn mapping_options_index_flags_json_and_decimals_as_asked() {
         db = setup.db
     ));
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     let index = format!("{}.x", setup.db);
     let docs = docs_when(&index, &sluice, |docs| docs.len() == 3).await;
     assert_eq!(docs["1"]["flag"], true);
@@ -665,7 +668,7 @@ async fn mapping_options_index_flags_json_and_decimals_as_asked() {
     let hits = found["hits"]["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 1, "{found}");
     assert_eq!(hits[0]["_id"], "1");
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,19 +691,15 @@ async fn a_failing_index_pauses_only_its_own_partitions_and_the_others_go_on() {
     // Six lanes: each of the two tables' three partitions has its own.
     setup.write_config_via(&proxy, "", "max_in_flight = 6\n");
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     let group = format!("{}-loader", setup.prefix);
     let (x, y) = (setup.topic("x"), setup.topic("y"));
     // y is applied and keeps being applied while every bulk of x is refused.
-    setup
-        .assert_index_matches(&mut conn, "y", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "y", PATIENCE).await;
     exec(&mut conn, &["UPDATE x SET v = 1", "UPDATE y SET v = 1"]).await;
-    setup
-        .assert_index_matches(&mut conn, "y", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "y", PATIENCE).await;
     // y's offsets are committed just after its documents are written.
-    wait_committed(&group, &y, 400, Duration::from_secs(30), &sluice);
+    wait_committed(&group, &y, 400, PATIENCE, &sluice);
     assert_eq!(index_count(&format!("{}.x", setup.db)).await, 0);
     assert_eq!(committed(&group, &x), 0, "x's offsets moved while refused");
     let out = sluice.output();
@@ -710,10 +709,8 @@ async fn a_failing_index_pauses_only_its_own_partitions_and_the_others_go_on() {
     );
     // The index takes x again: its partitions resume and catch up.
     std::fs::remove_file(&refuse).unwrap();
-    setup
-        .assert_index_matches(&mut conn, "x", Duration::from_secs(120))
-        .await;
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    setup.assert_index_matches(&mut conn, "x", PATIENCE).await;
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,14 +735,12 @@ async fn basic_auth_reaches_the_index_server_and_never_the_log() {
         "",
     );
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     exec(&mut conn, &["UPDATE t SET v = 0 WHERE id % 2 = 0"]).await;
-    setup
-        .assert_index_matches(&mut conn, "t", Duration::from_secs(120))
-        .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     assert!(
         !sluice.output().contains("s3cret-pw"),
         "the password reached the log"
     );
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }

@@ -5,8 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -15,14 +13,19 @@ use mysql_async::prelude::*;
 use sluice::model::TableId;
 use sluice::state::State;
 
-const START: Duration = Duration::from_secs(60);
-const CATCH_UP: Duration = Duration::from_secs(240);
-
 /// The setup's config with `source.snapshot_chunk_rows = rows`; returns its path.
 fn chunked(setup: &Setup, rows: u64) -> std::path::PathBuf {
-    let text = setup
-        .config_text("")
-        .replace("[kafka]", &format!("snapshot_chunk_rows = {rows}\n[kafka]"));
+    paced(setup, rows, 0)
+}
+
+/// The setup's config with `source.snapshot_chunk_rows = rows` and
+/// `source.snapshot_max_rows_per_sec = per_sec`; returns its path. A test that must act while
+/// a snapshot runs paces it, so the snapshot outlasts the test's reaction on any machine.
+fn paced(setup: &Setup, rows: u64, per_sec: u64) -> std::path::PathBuf {
+    let text = setup.config_text("").replace(
+        "[kafka]",
+        &format!("snapshot_chunk_rows = {rows}\nsnapshot_max_rows_per_sec = {per_sec}\n[kafka]"),
+    );
     let path = setup.dir.path().join("sluice.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -37,7 +40,7 @@ async fn signal_table(conn: &mut Conn, setup: &Setup, config: &Path) {
     );
     exec(conn, &[&grant]).await;
     let config = config.to_str().unwrap();
-    let (status, out) = run_to_exit(&["setup", "--config", config], Duration::from_secs(30));
+    let (status, out) = run_to_exit(&["setup", "--config", config], PATIENCE);
     assert!(status.success(), "{out}");
     assert!(out.contains("sluice_signal is ready"), "{out}");
 }
@@ -66,20 +69,14 @@ async fn behind_the_binlogs_back(conn: &mut Conn, sql: &[&str]) {
 }
 
 /// Changes rows `1..max_id` of `tables` (of `numbered` shape, in database `db`) at random
-/// until `stop`, `pause` between changes: updates, inserts, primary-key updates, deletes and
+/// until stopped, `pause` between changes: updates, inserts, primary-key updates, deletes and
 /// range updates, each its own transaction.
-fn writer(
-    db: String,
-    tables: Vec<&'static str>,
-    max_id: u32,
-    pause: Duration,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
+fn writer(db: String, tables: Vec<&'static str>, max_id: u32, pause: Duration) -> Writer {
+    Writer::spawn(|writes| async move {
         let mut conn = admin_pool().get_conn().await.unwrap();
         conn.query_drop(format!("USE `{db}`")).await.unwrap();
-        let (mut done, mut next) = (0u64, 1_000_000u32);
-        while !stop.load(Ordering::Relaxed) {
+        let mut next = 1_000_000u32;
+        while writes.go_on() {
             let t = tables[fastrand::usize(..tables.len())];
             let id = fastrand::u32(1..max_id);
             next += 1;
@@ -93,10 +90,9 @@ fn writer(
             conn.query_drop(&sql)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            done += 1;
+            writes.count();
             tokio::time::sleep(pause).await;
         }
-        done
     })
 }
 
@@ -112,9 +108,11 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
         ],
     )
     .await;
-    chunked(&setup, 50);
+    // Paced to 600 rows/s, the copy takes 15 s: the kill after the first stored chunk lands
+    // mid-snapshot however fast the machine (asserted below from the stored state).
+    paced(&setup, 50, 600);
     let mut first = setup.start("all");
-    first.wait_for_log("snapshot progress stored", START);
+    first.wait_for_log("snapshot progress stored", PATIENCE);
     first.kill9();
     let state_dir = setup.dir.path().join("state");
     let table = TableId::new(&setup.db, "t");
@@ -138,8 +136,9 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
         ],
     )
     .await;
+    chunked(&setup, 50);
     let mut second = setup.start("all");
-    second.wait_for_log("snapshot: table copied", START);
+    second.wait_for_log("snapshot: table copied", PATIENCE);
     let out = second.output();
     assert!(
         out.contains(&format!("resuming_after_rows={}", stored.rows)),
@@ -164,30 +163,39 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
     );
     exec(&mut conn, &["UPDATE t SET s = 'after' WHERE id % 500 = 0"]).await;
     setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
-    assert!(second.terminate(Duration::from_secs(30)).success());
+    assert!(second.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100k_row_snapshot_under_concurrent_writes_ends_exact() {
     let (mut conn, setup) = fresh("it_snap_100k", &["t"]).await;
     numbered(&mut conn, &[("t", 100_000)]).await;
-    chunked(&setup, 5000);
-    // The writer starts before Sluice, so it runs through the whole snapshot. It is paced:
-    // osmem's updates of existing documents slow down with the index's size (about 50/s in
-    // a 100,000-document index), and the index must catch up within the test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let pause = Duration::from_millis(10);
-    let load = writer(setup.db.clone(), vec!["t"], 100_000, pause, stop.clone());
+    // At most 25,000 rows/s: the copy lasts at least 4 s however fast the machine, so the
+    // writer, started first, changes rows all through it.
+    paced(&setup, 5000, 25_000);
+    // The writer is paced: osmem's updates of existing documents slow down with the index's
+    // size (about 50/s in a 100,000-document index), and the index must catch up within the
+    // test.
+    let load = writer(
+        setup.db.clone(),
+        vec!["t"],
+        100_000,
+        Duration::from_millis(10),
+    );
+    load.wait_more(20).await;
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("snapshot stored", START);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let writes = load.await.unwrap();
-    assert!(writes > 100, "the writer made only {writes} changes");
+    sluice.wait_for_log("snapshot: copying table", PATIENCE);
+    let at_start = load.done();
+    sluice.wait_for_log("snapshot stored", PATIENCE);
+    let during = load.done() - at_start;
+    assert!(during > 0, "no write while the snapshot ran");
+    // And some after it, streamed.
+    load.wait_more(100).await;
+    load.stop().await;
     setup
         .assert_index_matches(&mut conn, "t", Duration::from_secs(600))
         .await;
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
     delete_index(&format!("{}.t", setup.db)).await;
 }
 
@@ -216,24 +224,24 @@ async fn composite_and_collated_string_keys_and_empty_tables_snapshot_exactly() 
     // Chunks of 3: every boundary falls inside a key prefix somewhere.
     chunked(&setup, 3);
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     for t in ["c", "s", "d"] {
         setup.assert_index_matches(&mut conn, t, CATCH_UP).await;
     }
     assert!(index_docs(&format!("{}.e", setup.db)).await.is_empty());
     let out = sluice.output();
     assert!(out.contains("rows_this_run=0"), "the empty table: {out}");
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
     let (mut conn, setup) = fresh("it_incr", &["a", "b"]).await;
     numbered(&mut conn, &[("a", 1000), ("b", 3000)]).await;
-    let config = chunked(&setup, 100);
+    let config = paced(&setup, 100, 700);
     signal_table(&mut conn, &setup, &config).await;
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("snapshot stored", START);
+    sluice.wait_for_log("snapshot stored", PATIENCE);
     // The index cannot know these until a snapshot reads them.
     behind_the_binlogs_back(
         &mut conn,
@@ -243,15 +251,8 @@ async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
         ],
     )
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = writer(
-        setup.db.clone(),
-        vec!["a", "b"],
-        4000,
-        Duration::ZERO,
-        stop.clone(),
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let load = writer(setup.db.clone(), vec!["a", "b"], 4000, Duration::ZERO);
+    load.wait_more(50).await;
     let (status, out) = run_to_exit(
         &[
             "snapshot",
@@ -260,14 +261,16 @@ async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
             "--table",
             &format!("{}.b", setup.db),
         ],
-        Duration::from_secs(30),
+        PATIENCE,
     );
     assert!(status.success(), "{out}");
+    let at_request = load.done();
     sluice.wait_for_log("incremental snapshot done", CATCH_UP);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let writes = load.await.unwrap();
-    assert!(writes > 50, "the writer made only {writes} changes");
+    // The windows are paced (700 rows/s: at least 5 s for 3,500 rows), so the writer changed
+    // rows while they were read.
+    assert!(load.done() > at_request, "no write while the windows ran");
+    load.wait_more(50).await;
+    load.stop().await;
     setup.assert_index_matches(&mut conn, "a", CATCH_UP).await;
     setup.assert_index_matches(&mut conn, "b", CATCH_UP).await;
     // Watermarks are read from the binlog but never published.
@@ -284,7 +287,7 @@ async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
         .parse()
         .unwrap();
     assert!(windows >= 35, "{windows} windows");
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,21 +297,14 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
     let config = chunked(&setup, 200);
     signal_table(&mut conn, &setup, &config).await;
     let mut first = setup.start("all");
-    first.wait_for_log("snapshot stored", START);
-    assert!(first.terminate(Duration::from_secs(30)).success());
-    // c joins the config while both tables change.
+    first.wait_for_log("snapshot stored", PATIENCE);
+    assert!(first.terminate(PATIENCE).success());
+    // c joins the config while both tables change. Windows of 100 paced to 250 rows/s: the
+    // copy takes 6 s and each window is stored on its own (the acker gathers checkpoints for
+    // 100 ms), so the kill after the first stored window lands mid-copy on any machine.
     setup.tables.push(format!("{}.c", setup.db));
-    // Small windows: the copy must outlast the acker's coalescing (a fast machine copied
-    // 1,500 rows in 8 windows of 200 before one window was stored on its own).
-    chunked(&setup, 20);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = writer(
-        setup.db.clone(),
-        vec!["a", "c"],
-        2000,
-        Duration::ZERO,
-        stop.clone(),
-    );
+    paced(&setup, 100, 250);
+    let load = writer(setup.db.clone(), vec!["a", "c"], 2000, Duration::ZERO);
     let mut second = setup.start("all");
     second.wait_for_log("incremental snapshot progress stored", CATCH_UP);
     second.kill9();
@@ -330,10 +326,11 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
     };
     assert!(stored.rows > 0, "{stored:?}");
     // The third run continues after the last stored window.
+    chunked(&setup, 100);
     let mut second = setup.start("all");
     second.wait_for_log("incremental snapshot done", CATCH_UP);
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    load.wait_more(20).await;
+    load.stop().await;
     let out = second.output();
     assert!(
         out.contains(&format!("resuming_after_rows={}", stored.rows)),
@@ -365,7 +362,7 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
             want
         })
         .await;
-    assert!(second.terminate(Duration::from_secs(30)).success());
+    assert!(second.terminate(PATIENCE).success());
     let state = State::open(&setup.dir.path().join("state")).unwrap();
     assert!(state.is_snapshotted(&TableId::new(&setup.db, "c")).unwrap());
     assert!(state.windows().unwrap().is_empty());
@@ -388,18 +385,11 @@ async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_positi
         "{out}"
     );
     signal_table(&mut conn, &setup, &config).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = writer(
-        setup.db.clone(),
-        vec!["t"],
-        2000,
-        Duration::ZERO,
-        stop.clone(),
-    );
+    let load = writer(setup.db.clone(), vec!["t"], 2000, Duration::ZERO);
     let mut sluice = setup.start("all");
     sluice.wait_for_log("incremental snapshot done", CATCH_UP);
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    load.wait_more(20).await;
+    load.stop().await;
     setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
     let out = sluice.output();
     assert!(out.contains("first_run=true"), "{out}");
@@ -407,5 +397,5 @@ async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_positi
         !out.contains("snapshot stored: every row"),
         "a consistent snapshot ran: {out}"
     );
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }

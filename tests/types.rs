@@ -4,13 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::families::FAMILIES;
 use common::*;
-
-const START: Duration = Duration::from_secs(60);
-const CATCH_UP: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_family_snapshots_and_streams_exactly() {
@@ -29,7 +24,7 @@ async fn every_type_family_snapshots_and_streams_exactly() {
         .await;
     }
     let mut sluice = setup.start("all");
-    sluice.wait_for_log("streaming the binlog", START);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
     for (_, _, _, changes) in FAMILIES {
         exec(&mut conn, changes).await;
     }
@@ -73,7 +68,7 @@ async fn every_type_family_snapshots_and_streams_exactly() {
         let subject = format!("{}-value", setup.topic(table));
         assert_eq!(subject_versions(&subject).await, vec![1], "{subject}");
     }
-    assert!(sluice.terminate(Duration::from_secs(30)).success());
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 /// (table, column, the docs/mapping.md row its type belongs to, the index type under the

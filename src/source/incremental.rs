@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::mysql::{self, connect, estimated_rows, query_error, quote};
 use super::progress::Progress;
 use super::snapshot::{chunk_query, convert, keyset_able};
+use super::throttle::Throttle;
 use super::{SourceError, SourceEvent};
 use crate::config::SourceConfig;
 use crate::model::{
@@ -570,6 +571,7 @@ impl Worker {
         let estimate = estimated_rows(conn, table).await;
         tracing::info!(%table, id = %progress.id, filter = progress.filter.as_deref().unwrap_or(""), estimated_rows = estimate, resuming_after_rows = progress.rows, "incremental snapshot: copying table while streaming");
         let mut report = Progress::start("incremental snapshot", table, estimate, progress.rows);
+        let mut throttle = Throttle::new(self.config.source.snapshot_max_rows_per_sec);
         loop {
             let key = self.config.keys.get(table).map(Vec::as_slice);
             let schema = Arc::new(mysql::table_schema(conn, table, key).await?);
@@ -612,6 +614,7 @@ impl Worker {
             self.watermark(conn, CLOSE, &window).await?;
             // A connection lost before this point repeats the window; after it, the stream
             // emits the rows.
+            let rows_read = next.rows - progress.rows;
             *progress = next;
             if !self.closed(&window, shutdown).await {
                 report.finish();
@@ -621,6 +624,11 @@ impl Worker {
             if last {
                 report.finish();
                 return Ok(true);
+            }
+            // Paced between windows: a window's select stays short, so its read view does.
+            if !throttle.admit(rows_read, shutdown).await {
+                report.finish();
+                return Ok(false);
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod mysql;
 pub mod progress;
 pub mod snapshot;
 pub mod stream;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -338,6 +339,7 @@ pub async fn run(
             &pending,
             server.server_id,
             cfg.snapshot_chunk_rows,
+            throttle::Throttle::new(cfg.snapshot_max_rows_per_sec),
             &mut out,
             &shutdown,
         )

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::mysql::{estimated_rows, gtid_at, query_error, quote};
 use super::progress::Progress;
+use super::throttle::Throttle;
 use super::{Emitter, SourceError};
 use crate::model::{
     Change, Checkpoint, ColumnType, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value,
@@ -41,6 +42,7 @@ pub async fn run(
     tables: &[Pending],
     server_id: u32,
     chunk_rows: u64,
+    throttle: Throttle,
     out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<Option<Position>, SourceError> {
@@ -78,6 +80,7 @@ pub async fn run(
         source,
         origin: origin.clone(),
         chunk_rows,
+        throttle,
         zero_dates: 0,
     };
     for pending in tables {
@@ -148,6 +151,7 @@ struct Copier<'a> {
     source: SourceInfo,
     origin: Position,
     chunk_rows: u64,
+    throttle: Throttle,
     zero_dates: u64,
 }
 
@@ -170,6 +174,7 @@ impl Copier<'_> {
         let rows_before = progress.rows;
         let mut report = Progress::start("snapshot", &table.id, estimate, rows_before);
         let mut chunks_here = 0u64;
+        let paced = self.throttle.is_paced();
         loop {
             let (sql, params) = chunk_query(
                 table,
@@ -194,6 +199,9 @@ impl Copier<'_> {
             let mut in_chunk = 0u64;
             while let Some(row) = rows.next().await {
                 let row = row.map_err(|e| query_error("reading a table for the snapshot", e))?;
+                if paced && !self.throttle.admit(1, self.shutdown).await {
+                    return Ok(false);
+                }
                 let values = convert(table, row.unwrap(), &mut self.zero_dates)?;
                 batch.push(Change {
                     table: table.clone(),

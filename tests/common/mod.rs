@@ -11,13 +11,107 @@ pub mod workload;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use serde_json::{Value as Json, json};
+
+/// How long a test waits for anything it synchronises on (a process to start or stop, a log
+/// line, a document, an offset, a writer's progress). Generous on purpose: a slow or loaded
+/// machine makes a test slower, never red. Nothing is synchronised by sleeping.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// How long an index may take to catch up with its table after the writes stopped.
+pub const CATCH_UP: Duration = Duration::from_secs(240);
+
+/// Polls `probe` until it gives `Ok`, for at most [`PATIENCE`]; then panics with `what` and
+/// what the probe saw last (its `Err`).
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match probe().await {
+            Ok(t) => return t,
+            Err(seen) if Instant::now() > deadline => {
+                panic!("{what}: not after {PATIENCE:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// What a background writer and its test share: a stop flag and the count of writes
+/// committed, so the test waits for writes to have happened instead of sleeping.
+#[derive(Clone, Default)]
+pub struct Writes {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+}
+
+impl Writes {
+    /// Whether the writer is to go on (checked by the writer before each write).
+    pub fn go_on(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts a committed write (called by the writer).
+    pub fn count(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A writer task changing rows in the background until stopped.
+pub struct Writer {
+    writes: Writes,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Spawns `task`, the writer's loop, which writes while [`Writes::go_on`] and counts each
+    /// committed write.
+    pub fn spawn<F>(task: impl FnOnce(Writes) -> F) -> Writer
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let writes = Writes::default();
+        let task = tokio::spawn(task(writes.clone()));
+        Writer { writes, task }
+    }
+
+    /// Writes committed so far.
+    pub fn done(&self) -> u64 {
+        self.writes.done.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` writes beyond those committed now are committed.
+    pub async fn wait_more(&self, more: u64) {
+        let want = self.done() + more;
+        eventually("the writer's progress", async || {
+            let done = self.done();
+            assert!(
+                !self.task.is_finished(),
+                "the writer ended after {done} writes"
+            );
+            if done >= want {
+                Ok(())
+            } else {
+                Err(format!("{done} of {want} writes committed"))
+            }
+        })
+        .await
+    }
+
+    /// Stops the writer after its current write; returns how many writes it committed (its
+    /// panic, if it failed).
+    pub async fn stop(self) -> u64 {
+        self.writes.stop.store(true, Ordering::Relaxed);
+        let done = self.writes.done.clone();
+        self.task.await.unwrap();
+        done.load(Ordering::Relaxed)
+    }
+}
 
 /// Where the stack's components listen.
 #[derive(Debug, Clone)]
@@ -705,7 +799,7 @@ impl PrivateOsmem {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
@@ -848,10 +942,7 @@ pub fn topic_records(topic: &str) -> i64 {
 /// failed exit without a panic.
 pub fn run_failing_as(config: &Path, role: &str) -> String {
     let config = config.to_str().unwrap();
-    let (status, out) = run_to_exit(
-        &["run", "--role", role, "--config", config],
-        Duration::from_secs(60),
-    );
+    let (status, out) = run_to_exit(&["run", "--role", role, "--config", config], PATIENCE);
     assert!(!status.success(), "sluice exited 0:\n{out}");
     assert!(!out.contains("panicked"), "sluice panicked:\n{out}");
     out
@@ -860,8 +951,8 @@ pub fn run_failing_as(config: &Path, role: &str) -> String {
 /// Runs the source role on `config` until it streams, then stops it cleanly.
 pub fn run_once(config: &Path, log: &Path) {
     let mut sluice = Sluice::start(config, "source", log);
-    sluice.wait_for_log("streaming the binlog", Duration::from_secs(60));
-    let status = sluice.terminate(Duration::from_secs(60));
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    let status = sluice.terminate(PATIENCE);
     assert!(status.success(), "{}", sluice.output());
 }
 

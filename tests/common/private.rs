@@ -79,7 +79,7 @@ impl PrivateServer {
             socket,
             dir,
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + super::PATIENCE;
         while !server.sql("SELECT 1").status.success() {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -112,7 +112,7 @@ impl PrivateServer {
     /// Purges the binlogs before `file`, waiting out the server's dump threads of replicas
     /// that just left (a file a dump thread still has open is skipped by PURGE).
     pub fn purge_to(&self, file: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + super::PATIENCE;
         loop {
             let out = self.sql(&format!("PURGE BINARY LOGS TO '{file}'; SHOW BINARY LOGS"));
             assert!(

@@ -27,7 +27,7 @@ impl Registry {
         }
         let child = cmd.spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + super::PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the registry did not listen");
             std::thread::sleep(Duration::from_millis(50));
