@@ -5,7 +5,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
 use super::SourceError;
-use super::charset::{Charset, Collations};
+use super::charset::{self, CharTable, Collations};
 use crate::config::{SourceConfig, TablePattern, TlsMode};
 use crate::model::{Column, ColumnType, Position, TableId, TableSchema, column_indices};
 
@@ -222,15 +222,72 @@ pub async fn current_position(conn: &mut Conn) -> Result<Position, SourceError> 
     Ok(Position { file, pos, gtid })
 }
 
-/// The server's collation ids and their character sets.
+/// The server's collation ids and their character sets, each read as the server reads it:
+/// for every character set without an algorithmic form, the server is asked how it reads
+/// each of its byte sequences (about 40,000 conversions for a multi-byte set, one query per
+/// 2,000).
 pub async fn collations(conn: &mut Conn) -> Result<Collations, SourceError> {
-    let rows: Vec<(u64, String)> = conn
+    let what = "reading the server's collations";
+    // MariaDB 10.10+ gives its UCA 14.0 collations an id per character set here only.
+    let applicable: Result<Vec<(u64, String)>, _> = conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM \
+             information_schema.COLLATION_CHARACTER_SET_APPLICABILITY WHERE ID IS NOT NULL",
+        )
+        .await;
+    let mut rows: Vec<(u64, String)> = conn
         .query(
             "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",
         )
         .await
-        .map_err(|e| query_error("reading information_schema.COLLATIONS", e))?;
-    Ok(Collations::new(rows))
+        .map_err(|e| query_error(what, e))?;
+    rows.extend(applicable.unwrap_or_default());
+    let mut collations = Collations::new(rows);
+    let sets: Vec<(String, u8)> = conn
+        .query("SELECT CHARACTER_SET_NAME, MAXLEN FROM information_schema.CHARACTER_SETS")
+        .await
+        .map_err(|e| query_error(what, e))?;
+    let started = std::time::Instant::now();
+    let needing = collations.needing_tables();
+    for name in &needing {
+        let maxlen = sets.iter().find(|(n, _)| n == name).map_or(1, |(_, m)| *m);
+        let probes = charset::probes(maxlen);
+        let mut answers: Vec<Option<String>> = Vec::with_capacity(probes.len());
+        for chunk in probes.chunks(2000) {
+            let exprs: Vec<String> = chunk
+                .iter()
+                .map(|code| {
+                    let hex: String = code.iter().map(|b| format!("{b:02X}")).collect();
+                    format!("CONVERT(CONVERT(X'{hex}' USING {name}) USING utf8mb4)")
+                })
+                .collect();
+            let row: mysql_async::Row = conn
+                .query_first(format!("SELECT {}", exprs.join(", ")))
+                .await
+                .map_err(|e| query_error("asking the server how a character set reads", e))?
+                .ok_or_else(|| SourceError::Precondition("a SELECT returned no row".into()))?;
+            answers.extend(row.unwrap().into_iter().map(|v| {
+                mysql_async::from_value_opt::<Option<Vec<u8>>>(v)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| String::from_utf8(b).ok())
+            }));
+        }
+        let table = CharTable::from_answers(
+            name,
+            probes
+                .iter()
+                .zip(&answers)
+                .map(|(code, text)| (code.as_slice(), text.as_deref())),
+        );
+        collations = collations.with_table(table);
+    }
+    tracing::debug!(
+        character_sets = needing.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "read how the server's character sets read"
+    );
+    Ok(collations)
 }
 
 /// The base tables that match `include` and not `exclude`, sorted. A pattern without wildcards
@@ -282,13 +339,12 @@ pub async fn table_schema(
         Option<u64>,
         Option<u64>,
         Option<u64>,
-        Option<String>,
         String,
     );
     let rows: Vec<ColumnRow> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, \
-             NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME, COLUMN_COMMENT \
+             NUMERIC_SCALE, DATETIME_PRECISION, COLUMN_COMMENT \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
              ORDER BY ORDINAL_POSITION",
             (&table.db, &table.table),
@@ -299,12 +355,21 @@ pub async fn table_schema(
         return Err(SourceError::TableMissing(table.clone()));
     }
     let mut columns = Vec::with_capacity(rows.len());
-    for (name, data_type, column_type, nullable, precision, scale, fsp, charset, comment) in rows {
+    for (name, data_type, column_type, nullable, precision, scale, fsp, comment) in rows {
         let unsupported = || SourceError::Unsupported {
             table: table.clone(),
             column: name.clone(),
             type_name: column_type.to_uppercase(),
         };
+        // MariaDB's column compression: the binlog carries the compressed bytes.
+        if column_type.to_uppercase().contains("COMPRESSED") {
+            let base = column_type.split(" /*").next().unwrap_or(&column_type);
+            return Err(SourceError::Unsupported {
+                table: table.clone(),
+                column: name.clone(),
+                type_name: format!("{} COMPRESSED", base.to_uppercase()),
+            });
+        }
         let small = |v: Option<u64>| v.and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
         let unsigned = column_type.to_lowercase().contains("unsigned");
         let ty = match data_type.to_lowercase().as_str() {
@@ -337,21 +402,9 @@ pub async fn table_schema(
             "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
             | "multipolygon" | "geometrycollection" => ColumnType::Geometry,
             "time" => ColumnType::Time { fsp: small(fsp) },
+            // Every character set reads as the server reads it (see `charset`).
             "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
-                match Charset::from_name(charset.as_deref().unwrap_or("")) {
-                    Charset::Utf8 | Charset::Encoded(_) => ColumnType::Text,
-                    _ => {
-                        return Err(SourceError::Unsupported {
-                            table: table.clone(),
-                            column: name.clone(),
-                            type_name: format!(
-                                "{} CHARACTER SET {}",
-                                column_type.to_uppercase(),
-                                charset.unwrap_or_default()
-                            ),
-                        });
-                    }
-                }
+                ColumnType::Text
             }
             "date" => ColumnType::Date,
             "year" => ColumnType::Year,

@@ -239,6 +239,7 @@ async fn stream_from(
             server_id: h.server_id(),
             event_size: h.event_size(),
             log_pos: h.log_pos(),
+            flags: h.flags().bits(),
         };
         if let (Some(stored), Ok(Some(alg))) = (event.checksum(), event.footer().get_checksum_alg())
         {

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod families;
+pub mod generate;
 pub mod private;
+pub mod reference;
 pub mod registry;
 pub mod workload;
 

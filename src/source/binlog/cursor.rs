@@ -47,6 +47,11 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
+    /// The next `n` bytes, left unconsumed.
+    pub fn peek(&self, n: usize) -> Option<&'a [u8]> {
+        self.buf.get(self.pos..self.pos.checked_add(n)?)
+    }
+
     /// Everything not consumed yet.
     pub fn rest(&mut self) -> &'a [u8] {
         let s = &self.buf[self.pos.min(self.buf.len())..];

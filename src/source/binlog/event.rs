@@ -76,7 +76,13 @@ pub mod kind {
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     /// MySQL: partial JSON update rows event.
     pub const PARTIAL_UPDATE_ROWS: u8 = 39;
+    /// The end of an XA transaction's prepared part (XA PREPARE; MySQL's XA COMMIT ... ONE
+    /// PHASE).
+    pub const XA_PREPARE: u8 = 38;
 }
+
+/// Event flag: a reader that does not know the event's type may skip it.
+pub const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 
 /// Whether an event type carries nothing a row-level CDC reader needs.
 pub fn is_harmless(event_type: u8) -> bool {
@@ -94,9 +100,40 @@ pub fn is_harmless(event_type: u8) -> bool {
     )
 }
 
-/// What the format description tells a reader: each event type's post-header length.
+/// Which server wrote a binlog, where the two servers' formats part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// MariaDB.
+    MariaDb,
+    /// MySQL (or Percona, Aurora), with its version.
+    MySql {
+        /// Major, minor and patch release.
+        version: (u16, u16, u16),
+    },
+}
+
+impl Flavor {
+    /// The flavor a server version string (`10.11.14-MariaDB-log`, `8.0.36`) names.
+    pub fn of(version: &str) -> Flavor {
+        if version.contains("MariaDB") {
+            return Flavor::MariaDb;
+        }
+        let mut parts = version
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u16>().unwrap_or(0));
+        let mut next = || parts.next().unwrap_or(0);
+        Flavor::MySql {
+            version: (next(), next(), next()),
+        }
+    }
+}
+
+/// What the format description tells a reader: the server that wrote the binlog and each
+/// event type's post-header length.
 #[derive(Clone, Debug)]
 pub struct FormatDescription {
+    /// The writing server.
+    pub flavor: Flavor,
     post_header_lengths: Vec<u8>,
 }
 
@@ -104,7 +141,10 @@ impl FormatDescription {
     /// Parses a FORMAT_DESCRIPTION body (without the trailing checksum algorithm byte).
     pub fn parse(body: &[u8]) -> Result<Self, DecodeError> {
         let mut c = Cursor::new(body);
-        c.take(2 + 50 + 4, "format description version")?;
+        c.take(2, "binlog format version")?;
+        let version = c.take(50, "server version")?;
+        let version = String::from_utf8_lossy(version.split(|&b| b == 0).next().unwrap_or(&[]));
+        c.take(4, "format description timestamp")?;
         let header_len = c.u8("common header length")?;
         if header_len != 19 {
             return Err(DecodeError::Invalid(format!(
@@ -112,6 +152,7 @@ impl FormatDescription {
             )));
         }
         Ok(FormatDescription {
+            flavor: Flavor::of(&version),
             post_header_lengths: c.rest().to_vec(),
         })
     }
@@ -195,7 +236,7 @@ pub fn truncated_table(q: &Query<'_>) -> Option<TableId> {
 }
 
 /// How a QUERY event bears on transaction boundaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryKind {
     /// `BEGIN`: a transaction starts.
     Begin,
@@ -203,29 +244,114 @@ pub enum QueryKind {
     Commit,
     /// `ROLLBACK`: the changes of non-transactional tables before it did happen.
     Rollback,
-    /// Anything else: DDL and other statements.
+    /// `XA START xid`: MySQL's first statement of an XA transaction.
+    XaStart(Xid),
+    /// `XA COMMIT xid`; with `ONE PHASE`, the end of the XA transaction it is written in.
+    XaCommit(Xid, bool),
+    /// `XA ROLLBACK xid`: a prepared XA transaction is undone.
+    XaRollback(Xid),
+    /// Anything else: DDL and other statements (XA END too).
     Other,
 }
 
-/// Classifies a statement by its first word.
+/// An XA transaction's identifier: format id, global transaction id and branch qualifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Xid {
+    /// Format id.
+    pub format: u32,
+    /// Global transaction id.
+    pub gtrid: Vec<u8>,
+    /// Branch qualifier.
+    pub bqual: Vec<u8>,
+}
+
+impl std::fmt::Display for Xid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+        write!(
+            f,
+            "X'{}',X'{}',{}",
+            hex(&self.gtrid),
+            hex(&self.bqual),
+            self.format
+        )
+    }
+}
+
+impl Xid {
+    /// Parses the form both servers log XA statements with: `X'hex',X'hex',format`.
+    fn parse_logged(text: &str) -> Option<Xid> {
+        let hex = |s: &str| -> Option<Vec<u8>> {
+            let h = s.trim().strip_prefix("X'")?.strip_suffix('\'')?;
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+                .collect()
+        };
+        let mut parts = text.split(',');
+        let (gtrid, bqual, format) = (parts.next()?, parts.next()?, parts.next()?);
+        let format = format.split_whitespace().next()?.parse().ok()?;
+        Some(Xid {
+            format,
+            gtrid: hex(gtrid)?,
+            bqual: hex(bqual)?,
+        })
+    }
+
+    /// Reads `format (4 bytes), gtrid length, bqual length, data`, the lengths `len_bytes`
+    /// wide.
+    fn read(c: &mut Cursor<'_>, len_bytes: usize) -> Result<Xid, DecodeError> {
+        let format = c.uint_le(4, "XA format id")? as u32;
+        let gtrid = c.uint_le(len_bytes, "XA gtrid length")? as usize;
+        let bqual = c.uint_le(len_bytes, "XA bqual length")? as usize;
+        if gtrid > 64 || bqual > 64 {
+            return Err(DecodeError::Invalid(format!(
+                "XA id parts of {gtrid} and {bqual} bytes (at most 64 each)"
+            )));
+        }
+        Ok(Xid {
+            format,
+            gtrid: c.take(gtrid, "XA gtrid")?.to_vec(),
+            bqual: c.take(bqual, "XA bqual")?.to_vec(),
+        })
+    }
+}
+
+/// An XA_PREPARE body: whether it is a one-phase commit, and the transaction.
+pub fn parse_xa_prepare(body: &[u8]) -> Result<(bool, Xid), DecodeError> {
+    let mut c = Cursor::new(body);
+    let one_phase = c.u8("XA one-phase flag")? != 0;
+    Ok((one_phase, Xid::read(&mut c, 4)?))
+}
+
+/// Classifies a statement by its first word (two for XA statements).
 pub fn classify_query(text: &[u8]) -> QueryKind {
-    let word: Vec<u8> = text
-        .iter()
-        .copied()
-        .skip_while(u8::is_ascii_whitespace)
-        .take_while(|b| b.is_ascii_alphabetic())
-        .map(|b| b.to_ascii_uppercase())
-        .collect();
-    match word.as_slice() {
-        b"BEGIN" => QueryKind::Begin,
-        b"COMMIT" => QueryKind::Commit,
-        b"ROLLBACK" => QueryKind::Rollback,
+    // The words that decide fit in the start; a DDL statement can be megabytes.
+    let text = String::from_utf8_lossy(&text[..text.len().min(400)]);
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or("").to_ascii_uppercase();
+    match first.as_str() {
+        "BEGIN" => QueryKind::Begin,
+        "COMMIT" => QueryKind::Commit,
+        "ROLLBACK" => QueryKind::Rollback,
+        "XA" => {
+            let verb = words.next().unwrap_or("").to_ascii_uppercase();
+            let rest: Vec<&str> = words.collect();
+            let rest = rest.join(" ");
+            let one_phase = rest.to_ascii_uppercase().contains("ONE PHASE");
+            match (verb.as_str(), Xid::parse_logged(&rest)) {
+                ("START" | "BEGIN", Some(x)) => QueryKind::XaStart(x),
+                ("COMMIT", Some(x)) => QueryKind::XaCommit(x, one_phase),
+                ("ROLLBACK", Some(x)) => QueryKind::XaRollback(x),
+                _ => QueryKind::Other,
+            }
+        }
         _ => QueryKind::Other,
     }
 }
 
 /// A MariaDB GTID event: the start of a transaction or of a standalone statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MariadbGtid {
     /// Sequence number within the domain.
     pub seq: u64,
@@ -233,19 +359,34 @@ pub struct MariadbGtid {
     pub domain: u32,
     /// No BEGIN/COMMIT follow: the next statement is the whole transaction (DDL).
     pub standalone: bool,
+    /// The XA transaction whose prepared part this group is.
+    pub prepares: Option<Xid>,
 }
 
 /// Parses a MariaDB GTID body.
 pub fn parse_mariadb_gtid(body: &[u8]) -> Result<MariadbGtid, DecodeError> {
     const FL_STANDALONE: u8 = 1;
+    const FL_GROUP_COMMIT_ID: u8 = 2;
+    const FL_PREPARED_XA: u8 = 64;
+    const FL_COMPLETED_XA: u8 = 128;
     let mut c = Cursor::new(body);
     let seq = c.uint_le(8, "GTID sequence")?;
     let domain = c.uint_le(4, "GTID domain")? as u32;
     let flags = c.u8("GTID flags")?;
+    if flags & FL_GROUP_COMMIT_ID != 0 {
+        c.take(8, "GTID commit id")?;
+    }
+    let prepares = if flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0 {
+        let xid = Xid::read(&mut c, 1)?;
+        (flags & FL_PREPARED_XA != 0).then_some(xid)
+    } else {
+        None
+    };
     Ok(MariadbGtid {
         seq,
         domain,
         standalone: flags & FL_STANDALONE != 0,
+        prepares,
     })
 }
 

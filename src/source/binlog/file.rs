@@ -58,8 +58,9 @@ impl<'a> FileEvents<'a> {
             server_id: c.uint_le(4, "event server id")? as u32,
             event_size: c.uint_le(4, "event size")? as u32,
             log_pos: c.uint_le(4, "event log position")? as u32,
+            flags: c.uint_le(2, "event flags")? as u16,
         };
-        let flags = c.uint_le(2, "event flags")? as u16;
+        let flags = header.flags;
         let size = header.event_size as usize;
         let trailer = if self.checksums { 4 } else { 0 };
         if size < 19 + trailer || size > rest.len() {

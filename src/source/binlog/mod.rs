@@ -13,12 +13,13 @@ pub mod json;
 pub mod payload;
 pub mod rows;
 pub mod table_map;
+pub mod xa;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cursor::{Cursor, DecodeError};
-use event::{FormatDescription, QueryKind, kind};
+use event::{Flavor, FormatDescription, QueryKind, kind};
 use rows::RowsKind;
 use table_map::{TableDecoder, TableMapError};
 
@@ -41,10 +42,17 @@ pub struct EventHeader {
     pub event_size: u32,
     /// Offset of the next event in the file (0 for artificial events).
     pub log_pos: u32,
+    /// Event flags (`LOG_EVENT_IGNORABLE_F`, ...).
+    pub flags: u16,
 }
 
 /// Length of the common event header.
 const HEADER_LEN: u32 = 19;
+
+/// Where an event starts in its file (0 for artificial events, which have no position).
+fn event_start(h: &EventHeader) -> u32 {
+    h.log_pos.saturating_sub(h.event_size)
+}
 
 /// What an event amounts to.
 #[derive(Debug)]
@@ -135,6 +143,22 @@ pub struct BinlogReader {
     /// Changes of the transaction so far, overall and per table.
     tx_total: u64,
     tx_tables: HashMap<TableId, u64>,
+    /// Where the current transaction's group starts (its GTID event).
+    group_start: u32,
+    /// The current transaction's GTID, added to the GTID state when it ends: a resume point
+    /// taken inside it (an XA transaction's) must not count it.
+    pending_gtid: Option<PendingGtid>,
+    /// XA transactions prepared and not yet committed or rolled back.
+    xa: xa::XaTransactions,
+    /// Events of types unknown to Sluice that the server flagged ignorable.
+    ignored: u64,
+}
+
+/// A GTID not yet part of the GTID state.
+#[derive(Debug, Clone, Copy)]
+enum PendingGtid {
+    MariaDb { domain: u32, server: u32, seq: u64 },
+    MySql { uuid: [u8; 16], gno: u64 },
 }
 
 impl BinlogReader {
@@ -168,6 +192,10 @@ impl BinlogReader {
             tx: None,
             tx_total: 0,
             tx_tables: HashMap::new(),
+            group_start: 0,
+            pending_gtid: None,
+            xa: xa::XaTransactions::default(),
+            ignored: 0,
         };
         r.set_file(&start.file, start.pos)?;
         Ok(r)
@@ -259,7 +287,8 @@ impl BinlogReader {
                 // A real rotate (not the artificial one a dump starts with) closes a file
                 // between transactions: a safe place to resume.
                 if h.log_pos != 0 && !self.in_transaction {
-                    return Ok(Decoded::Commit(self.checkpoint(file, pos)));
+                    let at = self.checkpoint(file, pos);
+                    return Ok(Decoded::Commit(self.resume_point(at)));
                 }
                 Ok(Decoded::Nothing)
             }
@@ -267,15 +296,17 @@ impl BinlogReader {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
                 self.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
                 self.tx = self.gtid.clone();
-                match &mut self.gtid_state {
-                    Some(GtidState::MariaDb(d)) => d.set(g.domain, h.server_id, g.seq),
-                    state => {
-                        let mut d = DomainGtids::default();
-                        d.set(g.domain, h.server_id, g.seq);
-                        *state = Some(GtidState::MariaDb(d));
-                    }
-                }
+                self.group_start = event_start(h);
+                self.pending_gtid = Some(PendingGtid::MariaDb {
+                    domain: g.domain,
+                    server: h.server_id,
+                    seq: g.seq,
+                });
                 self.in_transaction = !g.standalone;
+                if let Some(xid) = g.prepares {
+                    let hold = self.checkpoint(self.file.to_string(), u64::from(self.group_start));
+                    self.xa.start(xid, hold);
+                }
                 Ok(Decoded::Nothing)
             }
             kind::QUERY | kind::QUERY_COMPRESSED => {
@@ -297,6 +328,24 @@ impl BinlogReader {
                         self.thread = Some(query.thread);
                         Ok(Decoded::Nothing)
                     }
+                    // MySQL opens an XA transaction's prepared part with a statement.
+                    QueryKind::XaStart(xid) => {
+                        self.in_transaction = true;
+                        self.thread = Some(query.thread);
+                        let hold =
+                            self.checkpoint(self.file.to_string(), u64::from(self.group_start));
+                        self.xa.start(xid, hold);
+                        Ok(Decoded::Nothing)
+                    }
+                    QueryKind::XaCommit(_, true) if self.xa.is_open() => {
+                        let changes = self.xa.commit_open();
+                        Ok(Decoded::Transaction(changes, self.commit_position(h)))
+                    }
+                    QueryKind::XaCommit(xid, _) => self.xa_commit(h, &xid),
+                    QueryKind::XaRollback(xid) => {
+                        self.xa.rollback(&xid);
+                        self.commit(h)
+                    }
                     QueryKind::Other if self.in_transaction => Ok(Decoded::Nothing),
                     // COMMIT, ROLLBACK (non-transactional changes before it stand), and
                     // statements outside a transaction (DDL) all end one.
@@ -304,15 +353,23 @@ impl BinlogReader {
                 }
             }
             kind::XID => self.commit(h),
+            kind::XA_PREPARE => {
+                let (one_phase, _) = event::parse_xa_prepare(body).map_err(decode)?;
+                if one_phase {
+                    let changes = self.xa.commit_open();
+                    return Ok(Decoded::Transaction(changes, self.commit_position(h)));
+                }
+                // The prepared part is complete: held until its outcome, its GTID executed.
+                self.xa.prepared();
+                self.end_group();
+                Ok(Decoded::Nothing)
+            }
             kind::MYSQL_GTID => {
                 let (uuid, gno) = event::parse_mysql_gtid(body).map_err(decode)?;
                 self.gtid = Some(Arc::from(format!("{}:{gno}", format_uuid(&uuid))));
                 self.tx = self.gtid.clone();
-                // Only a set known to be whole grows: a partial one would make a resume by
-                // GTID ask the server for transactions long applied.
-                if let Some(GtidState::MySql(set)) = &mut self.gtid_state {
-                    set.add(uuid, gno);
-                }
+                self.group_start = event_start(h);
+                self.pending_gtid = Some(PendingGtid::MySql { uuid, gno });
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_PREVIOUS_GTIDS => {
@@ -323,6 +380,7 @@ impl BinlogReader {
             }
             kind::MYSQL_ANONYMOUS_GTID => {
                 self.gtid = None;
+                self.group_start = event_start(h);
                 Ok(Decoded::Nothing)
             }
             kind::GTID_LIST => {
@@ -351,6 +409,12 @@ impl BinlogReader {
             }
             t if event::is_harmless(t) => {
                 self.skipped += 1;
+                Ok(Decoded::Nothing)
+            }
+            // A replica skips an event it does not know when the server marks it ignorable
+            // (Aurora's padding events, for one).
+            _ if h.flags & event::LOG_EVENT_IGNORABLE_F != 0 => {
+                self.ignored += 1;
                 Ok(Decoded::Nothing)
             }
             t => Err(self.error(
@@ -403,14 +467,70 @@ impl BinlogReader {
         Ok(Decoded::Commit(self.commit_position(h)))
     }
 
-    fn commit_position(&mut self, h: &EventHeader) -> Position {
+    /// XA COMMIT of a prepared part: its changes, at versions of this commit group.
+    fn xa_commit(&mut self, h: &EventHeader, xid: &event::Xid) -> Result<Decoded, BinlogError> {
+        let Some(mut changes) = self.xa.commit(xid) else {
+            return self.commit(h);
+        };
+        xa::versions_at_commit(&mut changes, self.file_seq, self.group_start, h.log_pos)
+            .map_err(|e| self.error(h, e))?;
+        Ok(Decoded::Transaction(changes, self.commit_position(h)))
+    }
+
+    /// The transaction's group ends: its GTID joins the state, its bookkeeping resets.
+    fn end_group(&mut self) {
+        match self.pending_gtid.take() {
+            Some(PendingGtid::MariaDb {
+                domain,
+                server,
+                seq,
+            }) => match &mut self.gtid_state {
+                Some(GtidState::MariaDb(d)) => d.set(domain, server, seq),
+                state => {
+                    let mut d = DomainGtids::default();
+                    d.set(domain, server, seq);
+                    *state = Some(GtidState::MariaDb(d));
+                }
+            },
+            // Only a set known to be whole grows: a partial one would make a resume by GTID
+            // ask the server for transactions long applied.
+            Some(PendingGtid::MySql { uuid, gno }) => {
+                if let Some(GtidState::MySql(set)) = &mut self.gtid_state {
+                    set.add(uuid, gno);
+                }
+            }
+            None => {}
+        }
         self.in_transaction = false;
         self.thread = None;
         self.annotation = None;
         self.tx = None;
         self.tx_total = 0;
         self.tx_tables.clear();
-        self.checkpoint(self.file.to_string(), u64::from(h.log_pos))
+    }
+
+    fn commit_position(&mut self, h: &EventHeader) -> Position {
+        self.end_group();
+        let at = self.checkpoint(self.file.to_string(), u64::from(h.log_pos));
+        self.resume_point(at)
+    }
+
+    /// `at`, unless a prepared XA transaction is pending: then where it starts, so a restart
+    /// reads it again.
+    fn resume_point(&self, at: Position) -> Position {
+        self.xa.resume_hold().cloned().unwrap_or(at)
+    }
+
+    /// Events of unknown types the server marked ignorable, skipped so far.
+    pub fn ignored_events(&self) -> u64 {
+        self.ignored
+    }
+
+    /// XA COMMITs of transactions prepared before the stream started, whose changes could not
+    /// be read, and the last one's id.
+    pub fn unseen_xa_commits(&self) -> (u64, Option<String>) {
+        let (n, xid) = self.xa.unseen();
+        (n, xid.map(ToString::to_string))
     }
 
     /// Numbers `changes` within their transaction (Debezium's transaction block): overall
@@ -437,6 +557,12 @@ impl BinlogReader {
                 collection_order: *per_table,
             });
         }
+    }
+
+    /// The server that wrote the binlog; every stream and file starts with a format
+    /// description that says, so the default only serves events fed without one.
+    fn flavor(&self) -> Flavor {
+        self.fde.as_ref().map_or(Flavor::MariaDb, |f| f.flavor)
     }
 
     fn post_header_len(&self, event_type: u8, default: usize) -> usize {
@@ -469,13 +595,11 @@ impl BinlogReader {
         }
         let table = head.table.clone();
         let key = self.keys.get(&head.table).map(Vec::as_slice);
-        let mut decoder =
-            table_map::parse_columns(head, &self.collations, key).map_err(|source| {
-                BinlogError::Table {
-                    position: self.position(h.log_pos.saturating_sub(h.event_size)),
-                    table: table.clone(),
-                    source: Box::new(source),
-                }
+        let mut decoder = table_map::parse_columns(head, &self.collations, key, self.flavor())
+            .map_err(|source| BinlogError::Table {
+                position: self.position(h.log_pos.saturating_sub(h.event_size)),
+                table: table.clone(),
+                source: Box::new(source),
             })?;
         // Comments are not in the binlog: keep the ones known for the same column names.
         if let Some(known) = self.schemas.get(&table)
@@ -635,7 +759,11 @@ impl BinlogReader {
             *p = counted;
         }
         self.place_in_transaction(&mut changes, event_start);
-        Ok(Decoded::Changes(changes))
+        // An XA transaction's prepared changes wait for its commit.
+        Ok(match self.xa.hold(changes) {
+            Some(changes) => Decoded::Changes(changes),
+            None => Decoded::Nothing,
+        })
     }
 
     /// A MySQL compressed transaction: its events go through [`Self::on_event`] as if read
@@ -706,6 +834,7 @@ mod tests {
             server_id: 1,
             event_size: size,
             log_pos,
+            flags: 0,
         }
     }
 

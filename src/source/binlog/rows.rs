@@ -3,7 +3,7 @@
 use super::cursor::{Cursor, DecodeError};
 use super::event::kind;
 use super::json;
-use super::table_map::{ColumnDecoder, TableDecoder, transcode};
+use super::table_map::{ColumnDecoder, TableDecoder};
 use crate::model::{ColumnType, Row, Value, time};
 
 /// Which rows event.
@@ -146,16 +146,13 @@ fn decode_value(
         ColumnDecoder::Bit { bytes } => Value::Bits(c.uint_be(usize::from(bytes), "bit")?),
         ColumnDecoder::Text {
             len_bytes,
-            encoding,
+            codec,
             trim_spaces,
         } => {
             let len = c.uint_le(usize::from(len_bytes), "text length")? as usize;
             let bytes = c.take(len, "text")?;
-            let mut s = transcode(bytes, encoding).ok_or_else(|| {
-                DecodeError::Invalid(format!(
-                    "text is not valid {}",
-                    encoding.map_or("UTF-8", |e| e.name())
-                ))
+            let mut s = codec.decode(bytes).ok_or_else(|| {
+                DecodeError::Invalid(format!("text is not valid {}", codec.name()))
             })?;
             if trim_spaces {
                 s.truncate(s.trim_end_matches(' ').len());
@@ -415,6 +412,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::source::charset::{Codec, test_tables};
 
     fn decimal(bytes: &[u8], p: u8, s: u8) -> String {
         let mut c = Cursor::new(bytes);
@@ -488,7 +486,7 @@ mod tests {
 
     const UTF8: ColumnDecoder = ColumnDecoder::Text {
         len_bytes: 1,
-        encoding: None,
+        codec: Codec::Utf8,
         trim_spaces: false,
     };
 
@@ -591,7 +589,7 @@ mod tests {
         assert!(decode_value(UTF8, &ColumnType::Text, &mut c, &mut zero).is_err());
         let latin1 = ColumnDecoder::Text {
             len_bytes: 1,
-            encoding: Some(encoding_rs::WINDOWS_1252),
+            codec: Codec::Table(test_tables::latin1()),
             trim_spaces: true,
         };
         // 0x80 is the euro sign in MySQL's latin1; CHAR padding is not part of the value.
@@ -601,7 +599,7 @@ mod tests {
         );
         let sjis = ColumnDecoder::Text {
             len_bytes: 1,
-            encoding: Some(encoding_rs::SHIFT_JIS),
+            codec: Codec::Table(test_tables::two_byte()),
             trim_spaces: false,
         };
         let mut c = Cursor::new(b"\x01\x82"); // a lead byte without its trail byte

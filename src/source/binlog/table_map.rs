@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use super::cursor::{Cursor, DecodeError};
+use super::event::Flavor;
 use crate::model::{Column, ColumnType, TableId, TableSchema, column_indices};
-use crate::source::charset::{Charset, Collations};
+use crate::source::charset::{Charset, Codec, Collations};
 
 /// MySQL column type codes as they appear in TABLE_MAP events.
 mod col {
@@ -30,8 +31,9 @@ mod col {
     pub const TIMESTAMP2: u8 = 17;
     pub const DATETIME2: u8 = 18;
     pub const TIME2: u8 = 19;
-    pub const VARCHAR_COMPRESSED: u8 = 140;
-    pub const BLOB_COMPRESSED: u8 = 141;
+    pub const BLOB_COMPRESSED: u8 = 140;
+    pub const VARCHAR_COMPRESSED: u8 = 141;
+    pub const VECTOR: u8 = 242;
     pub const JSON: u8 = 245;
     pub const NEWDECIMAL: u8 = 246;
     pub const ENUM: u8 = 247;
@@ -54,6 +56,71 @@ mod meta {
     pub const PRIMARY_KEY_WITH_PREFIX: u8 = 9;
     pub const ENUM_AND_SET_DEFAULT_CHARSET: u8 = 10;
     pub const ENUM_AND_SET_COLUMN_CHARSET: u8 = 11;
+}
+
+/// Which columns an optional-metadata field counts, for the fields counted over a subset of
+/// the columns. docs/design.md states each rule and where it comes from; the generated-table
+/// and peer-binlog tests check them.
+mod subset {
+    use super::{Flavor, col};
+
+    /// SIGNEDNESS: a bit per numeric column. Both servers count YEAR (its bit means nothing);
+    /// MySQL releases before 8.0.23 did not.
+    pub fn signed(ty: u8, year: bool) -> bool {
+        matches!(
+            ty,
+            col::TINY
+                | col::SHORT
+                | col::INT24
+                | col::LONG
+                | col::LONGLONG
+                | col::FLOAT
+                | col::DOUBLE
+                | col::DECIMAL
+                | col::NEWDECIMAL
+        ) || (year && ty == col::YEAR)
+    }
+
+    /// DEFAULT_CHARSET / COLUMN_CHARSET: character columns. ENUM and SET (type STRING with
+    /// that real type) have their own field; MariaDB counts GEOMETRY too (with the binary
+    /// collation), MySQL 9 counts VECTOR.
+    pub fn charset(ty: u8, real_type: Option<u8>, flavor: Flavor) -> bool {
+        match ty {
+            col::STRING => !matches!(real_type, Some(col::ENUM | col::SET)),
+            col::VARCHAR
+            | col::VAR_STRING
+            | col::BLOB
+            | col::VARCHAR_COMPRESSED
+            | col::BLOB_COMPRESSED => true,
+            col::GEOMETRY => flavor == Flavor::MariaDb,
+            col::VECTOR => flavor != Flavor::MariaDb,
+            _ => false,
+        }
+    }
+
+    /// Whether a MySQL binlog counts YEAR among the signed columns: the bitmap's length decides
+    /// where it can, the server's version elsewhere.
+    pub fn year_is_signed(types: &[u8], bitmap: Option<&[u8]>, flavor: Flavor) -> bool {
+        let version = match flavor {
+            Flavor::MariaDb => return true,
+            Flavor::MySql { version } => version,
+        };
+        let with = types
+            .iter()
+            .filter(|&&t| signed(t, true))
+            .count()
+            .div_ceil(8);
+        let without = types
+            .iter()
+            .filter(|&&t| signed(t, false))
+            .count()
+            .div_ceil(8);
+        match bitmap.map(<[u8]>::len) {
+            Some(len) if len == with && len != without => true,
+            Some(len) if len == without && len != with => false,
+            _ => version >= (8, 0, 23),
+        }
+    }
 }
 
 /// How to read one column's value from a row image.
@@ -86,8 +153,8 @@ pub enum ColumnDecoder {
     Text {
         /// Width of the length prefix.
         len_bytes: u8,
-        /// The column's character set when it is not UTF-8 already.
-        encoding: Option<&'static encoding_rs::Encoding>,
+        /// How the column's character set reads.
+        codec: Codec,
         /// CHAR: the server pads with spaces that `SELECT` does not return.
         trim_spaces: bool,
     },
@@ -333,23 +400,24 @@ fn labels(
     column: &str,
 ) -> Result<Arc<[String]>, TableMapError> {
     let raw = raw.ok_or(TableMapError::MissingMetadata("ENUM/SET labels"))?;
+    let codec = match charset {
+        Charset::Text(codec) => codec,
+        // Labels of a binary ENUM are bytes; as text they must be UTF-8.
+        Charset::Binary => Codec::Utf8,
+        Charset::Other(cs) => {
+            return Err(DecodeError::Invalid(format!(
+                "column `{column}`: the labels' character set {cs} is unknown to Sluice"
+            ))
+            .into());
+        }
+    };
     raw.iter()
         .map(|l| {
-            transcode(l, charset.encoding()).ok_or_else(|| {
+            codec.decode(l).ok_or_else(|| {
                 DecodeError::Invalid(format!("column `{column}`: a label is not valid text")).into()
             })
         })
         .collect()
-}
-
-/// Text in `encoding` (UTF-8 when `None`) as a UTF-8 string; `None` if the bytes are malformed.
-pub fn transcode(bytes: &[u8], encoding: Option<&'static encoding_rs::Encoding>) -> Option<String> {
-    match encoding {
-        None => std::str::from_utf8(bytes).ok().map(str::to_string),
-        Some(e) => e
-            .decode_without_bom_handling_and_without_replacement(bytes)
-            .map(|s| s.into_owned()),
-    }
 }
 
 /// Parses the columns of a TABLE_MAP whose table is captured.
@@ -359,6 +427,7 @@ pub fn parse_columns(
     head: TableMapHead<'_>,
     collations: &Collations,
     key: Option<&[String]>,
+    flavor: Flavor,
 ) -> Result<TableDecoder, TableMapError> {
     let mut c = head.rest;
     let n = c.lenenc_usize("column count")?;
@@ -376,6 +445,7 @@ pub fn parse_columns(
             DecodeError::Invalid(format!("{} column names for {n} columns", names.len())).into(),
         );
     }
+    let year_signed = subset::year_is_signed(types, opt.signedness, flavor);
     let (mut numeric, mut textual, mut enums, mut sets) = (0usize, 0usize, 0usize, 0usize);
     let mut columns = Vec::with_capacity(n);
     let mut decoders = Vec::with_capacity(n);
@@ -416,6 +486,22 @@ pub fn parse_columns(
                 .nth(nth)?;
             Ok(collations.charset(collation))
         };
+        // The entries of the subset fields this column takes, by the rules in `subset`.
+        let real_type = match metadata.peek(2) {
+            Some(&[byte0, byte1]) if ty == col::STRING => Some(string_meta(byte0, byte1).0),
+            _ => None,
+        };
+        let signed = if subset::signed(ty, year_signed) {
+            Some(unsigned()?)
+        } else {
+            None
+        };
+        let charset = if subset::charset(ty, real_type, flavor) {
+            Some(text_charset()?)
+        } else {
+            None
+        };
+        let charset = || charset.ok_or_else(|| invalid("no character set entry".into()));
         let (decoder, column_type) = match ty {
             col::TINY | col::SHORT | col::INT24 | col::LONG | col::LONGLONG => {
                 let bytes = match ty {
@@ -425,7 +511,7 @@ pub fn parse_columns(
                     col::LONG => 4,
                     _ => 8,
                 };
-                let unsigned = unsigned()?;
+                let unsigned = signed.unwrap_or_default();
                 (
                     ColumnDecoder::Int { bytes, unsigned },
                     ColumnType::Integer { bytes, unsigned },
@@ -434,7 +520,7 @@ pub fn parse_columns(
             col::NEWDECIMAL => {
                 let precision = metadata.u8("decimal precision")?;
                 let scale = metadata.u8("decimal scale")?;
-                unsigned()?; // DECIMAL UNSIGNED only forbids negatives; values decode the same
+                // DECIMAL UNSIGNED only forbids negatives; values decode the same.
                 if precision == 0 || precision > 65 || scale > 30 || scale > precision {
                     return Err(invalid(format!(
                         "DECIMAL({precision},{scale}) is out of range"
@@ -447,7 +533,7 @@ pub fn parse_columns(
             }
             col::FLOAT | col::DOUBLE => {
                 let size = metadata.u8("float size")?;
-                unsigned()?; // FLOAT UNSIGNED only forbids negatives
+                // FLOAT UNSIGNED only forbids negatives.
                 match (ty, size) {
                     (col::FLOAT, 4) => (ColumnDecoder::Float, ColumnType::Float),
                     (col::DOUBLE, 8) => (ColumnDecoder::Double, ColumnType::Double),
@@ -494,7 +580,7 @@ pub fn parse_columns(
                     }
                     _ => {
                         let len_bytes = if max_len < 256 { 1 } else { 2 };
-                        character_column(text_charset()?, len_bytes, max_len, "CHAR")
+                        character_column(charset()?, len_bytes, max_len, "CHAR")
                             .map_err(|cs| unsupported(&cs))?
                     }
                 }
@@ -510,8 +596,7 @@ pub fn parse_columns(
                     let max_len = metadata.uint_le(2, "varchar length")?;
                     (if max_len < 256 { 1 } else { 2 }, "VARCHAR")
                 };
-                character_column(text_charset()?, len_bytes, 0, sql)
-                    .map_err(|cs| unsupported(&cs))?
+                character_column(charset()?, len_bytes, 0, sql).map_err(|cs| unsupported(&cs))?
             }
             col::JSON | col::GEOMETRY => {
                 let len_bytes = metadata.u8("length size")?;
@@ -586,10 +671,10 @@ fn character_column(
             ColumnType::Bytes,
         )),
         Charset::Other(cs) => Err(format!("{sql} CHARACTER SET {cs}")),
-        cs => Ok((
+        Charset::Text(codec) => Ok((
             ColumnDecoder::Text {
                 len_bytes,
-                encoding: cs.encoding(),
+                codec,
                 trim_spaces: fixed_len > 0,
             },
             ColumnType::Text,
@@ -616,7 +701,8 @@ fn type_name(ty: u8) -> &'static str {
         col::TIME => "TIME (pre-5.6 format)",
         col::DATETIME => "DATETIME (pre-5.6 format)",
         col::NEWDATE => "NEWDATE",
-        col::VARCHAR_COMPRESSED | col::BLOB_COMPRESSED => "COMPRESSED column",
+        col::VARCHAR_COMPRESSED => "VARCHAR COMPRESSED",
+        col::BLOB_COMPRESSED => "BLOB COMPRESSED",
         col::ENUM => "ENUM (bare type code)",
         col::SET => "SET (bare type code)",
         _ => "an unknown type",
@@ -666,13 +752,38 @@ pub(crate) mod tests {
             nullable: bool,
             name: &'static str,
         ) -> Self {
-            if ty == col::NEWDECIMAL {
-                self.unsigned.push(false);
+            // MariaDB writes a signedness bit for every Field_num (YEAR included) and a
+            // charset for every column with one (GEOMETRY: binary).
+            if matches!(ty, col::NEWDECIMAL | col::FLOAT | col::DOUBLE | col::YEAR) {
+                self.unsigned.push(ty == col::YEAR);
             }
-            if matches!(ty, col::VARCHAR | col::STRING | col::BLOB) {
+            if matches!(
+                ty,
+                col::VARCHAR
+                    | col::STRING
+                    | col::BLOB
+                    | col::VARCHAR_COMPRESSED
+                    | col::BLOB_COMPRESSED
+            ) {
                 self.charsets.push(45); // utf8mb4_general_ci
             }
+            if ty == col::GEOMETRY {
+                self.charsets.push(63);
+            }
             self.columns.push((ty, meta.to_vec(), nullable, name));
+            self
+        }
+
+        /// A text column in the character set of `collation`.
+        pub(crate) fn text(
+            mut self,
+            ty: u8,
+            meta: &[u8],
+            collation: u8,
+            name: &'static str,
+        ) -> Self {
+            self.charsets.push(collation);
+            self.columns.push((ty, meta.to_vec(), true, name));
             self
         }
 
@@ -732,11 +843,18 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn collations() -> Collations {
-        Collations::new([(45, "utf8mb4".to_string()), (8, "latin1".to_string())])
+        let mut c = Collations::new([(45, "utf8mb4".to_string()), (8, "latin1".to_string())]);
+        c.add_table(crate::source::charset::test_tables::latin1());
+        c
     }
 
     fn parse(body: &[u8]) -> Result<TableDecoder, TableMapError> {
-        parse_columns(parse_head(body, 6).unwrap(), &collations(), None)
+        parse_columns(
+            parse_head(body, 6).unwrap(),
+            &collations(),
+            None,
+            Flavor::MariaDb,
+        )
     }
 
     #[test]
@@ -774,17 +892,17 @@ pub(crate) mod tests {
                 },
                 ColumnDecoder::Text {
                     len_bytes: 2,
-                    encoding: None,
+                    codec: Codec::Utf8,
                     trim_spaces: false
                 },
                 ColumnDecoder::Text {
                     len_bytes: 1,
-                    encoding: None,
+                    codec: Codec::Utf8,
                     trim_spaces: true
                 },
                 ColumnDecoder::Text {
                     len_bytes: 2,
-                    encoding: None,
+                    codec: Codec::Utf8,
                     trim_spaces: false
                 },
                 ColumnDecoder::DateTime2 { fsp: 6 },
@@ -809,6 +927,93 @@ pub(crate) mod tests {
         assert_eq!(string_meta(0xf7, 1), (col::ENUM, 1));
     }
 
+    /// `(id INT PRIMARY KEY, y YEAR, a INT, b INT UNSIGNED, c TINYINT)`: YEAR has a
+    /// signedness bit, so `a` is signed and `b` unsigned.
+    #[test]
+    fn numeric_columns_after_a_year_keep_their_own_signedness() {
+        let body = TableMapBuilder::new()
+            .int(col::LONG, false, "id")
+            .column(col::YEAR, &[], true, "y")
+            .int(col::LONG, false, "a")
+            .int(col::LONG, true, "b")
+            .int(col::TINY, false, "c")
+            .key(&[0])
+            .build(1);
+        let d = parse(&body).unwrap();
+        let types: Vec<&ColumnType> = d.schema.columns.iter().map(|c| &c.ty).collect();
+        let int = |bytes, unsigned| ColumnType::Integer { bytes, unsigned };
+        assert_eq!(
+            types,
+            [
+                &int(4, false),
+                &ColumnType::Year,
+                &int(4, false),
+                &int(4, true),
+                &int(1, false)
+            ]
+        );
+    }
+
+    /// `(id INT PRIMARY KEY, g POINT, c VARCHAR(20) latin1, d VARCHAR(20) utf8mb4)` on
+    /// MariaDB, which gives GEOMETRY a charset entry; MySQL does not.
+    #[test]
+    fn character_columns_after_a_geometry_keep_their_own_charset() {
+        let (latin1, utf8mb4) = (8, 45);
+        let mariadb = TableMapBuilder::new()
+            .int(col::LONG, false, "id")
+            .column(col::GEOMETRY, &[4], true, "g")
+            .text(col::VARCHAR, &[20, 0], latin1, "c")
+            .text(col::VARCHAR, &[80, 0], utf8mb4, "d")
+            .key(&[0])
+            .build(1);
+        let d = parse(&mariadb).unwrap();
+        let latin1_codec = Codec::Table(crate::source::charset::test_tables::latin1());
+        let codecs: Vec<Option<Codec>> = d
+            .columns
+            .iter()
+            .map(|c| match c {
+                ColumnDecoder::Text { codec, .. } => Some(*codec),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(codecs, [None, None, Some(latin1_codec), Some(Codec::Utf8)]);
+
+        // The same table as MySQL writes it: no entry for the geometry.
+        let mut mysql = TableMapBuilder::new()
+            .int(col::LONG, false, "id")
+            .column(col::GEOMETRY, &[4], true, "g")
+            .text(col::VARCHAR, &[20, 0], latin1, "c")
+            .text(col::VARCHAR, &[80, 0], utf8mb4, "d")
+            .key(&[0]);
+        mysql.charsets.remove(0);
+        let body = mysql.build(1);
+        let head = parse_head(&body, 6).unwrap();
+        let flavor = Flavor::MySql {
+            version: (8, 0, 36),
+        };
+        let d = parse_columns(head, &collations(), None, flavor).unwrap();
+        assert!(matches!(
+            d.columns[2],
+            ColumnDecoder::Text { codec, .. } if codec == latin1_codec
+        ));
+    }
+
+    #[test]
+    fn mysql_counts_year_where_the_bitmap_length_or_the_version_says_so() {
+        use crate::source::binlog::table_map::subset::year_is_signed;
+        let mysql = |version| Flavor::MySql { version };
+        // Eight integers and a YEAR: 9 bits take two bytes, 8 bits one.
+        let mut types = vec![col::LONG; 8];
+        types.push(col::YEAR);
+        assert!(year_is_signed(&types, Some(&[0, 0]), mysql((8, 0, 17))));
+        assert!(!year_is_signed(&types, Some(&[0]), mysql((9, 1, 0))));
+        // Ambiguous lengths follow the version.
+        let types = [col::LONG, col::YEAR];
+        assert!(!year_is_signed(&types, Some(&[0]), mysql((8, 0, 20))));
+        assert!(year_is_signed(&types, Some(&[0]), mysql((8, 4, 0))));
+        assert!(year_is_signed(&types, None, Flavor::MariaDb));
+    }
+
     #[test]
     fn unsupported_types_are_named_with_their_column() {
         let body = TableMapBuilder::new()
@@ -819,7 +1024,7 @@ pub(crate) mod tests {
         let e = parse(&body).unwrap_err().to_string();
         assert_eq!(
             e,
-            "column `f` has type COMPRESSED column, which Sluice cannot decode"
+            "column `f` has type VARCHAR COMPRESSED, which Sluice cannot decode"
         );
     }
 
@@ -832,6 +1037,7 @@ pub(crate) mod tests {
                 parse_head(&body, 6).unwrap(),
                 &collations(),
                 Some(&[k.to_string()]),
+                Flavor::MariaDb,
             )
         };
         assert_eq!(keyed("id").unwrap().schema.key, vec![0]);
