@@ -493,6 +493,25 @@ pub struct MappingConfig {
     /// does not tell from other TINYINTs.
     #[serde(default)]
     pub booleans: Vec<String>,
+    /// VECTOR columns (MySQL 9).
+    #[serde(default)]
+    pub vectors: VectorMapping,
+}
+
+/// Index type of VECTOR columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorMapping {
+    /// The server's vector type: `knn_vector` on OpenSearch, `dense_vector` elsewhere (the
+    /// loader asks the server at start).
+    #[default]
+    Auto,
+    /// Elasticsearch's `dense_vector` (up to 4,096 dimensions).
+    DenseVector,
+    /// OpenSearch's `knn_vector` (up to 16,000 dimensions).
+    KnnVector,
+    /// An array of `float`: stored and searchable by value, no similarity search.
+    Float,
 }
 
 /// Index type of text columns.

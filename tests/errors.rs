@@ -213,8 +213,16 @@ fn server_settings_unfit_for_row_cdc_are_named_with_their_fix() {
             "binlog_row_image is MINIMAL; set binlog_row_image=FULL",
         ),
         (
+            "SET GLOBAL binlog_row_image = 'NOBLOB'",
+            "binlog_row_image is NOBLOB; set binlog_row_image=FULL on the server (unchanged BLOB",
+        ),
+        (
             "SET GLOBAL binlog_row_image = 'FULL', GLOBAL binlog_row_metadata = 'MINIMAL'",
             "binlog_row_metadata is MINIMAL; set binlog_row_metadata=FULL",
+        ),
+        (
+            "SET GLOBAL binlog_row_metadata = 'NO_LOG'",
+            "binlog_row_metadata is NO_LOG; set binlog_row_metadata=FULL",
         ),
     ];
     for (setting, expected) in cases {

@@ -106,6 +106,16 @@ fn write_value(out: &mut Vec<u8>, col: &Column, v: &Value) -> Result<(), ValueEr
         (ColumnType::Year, Value::Int(y)) => write_long(out, *y),
         (ColumnType::DateTime { .. }, Value::DateTime(us)) => write_long(out, *us),
         (ColumnType::Timestamp { .. }, Value::Timestamp(us)) => write_long(out, *us),
+        (ColumnType::Vector { .. }, Value::Vector(v)) => {
+            // One block of all items, then the empty block that ends an Avro array.
+            if !v.is_empty() {
+                write_long(out, v.len() as i64);
+                for f in v {
+                    out.extend_from_slice(&f.to_le_bytes());
+                }
+            }
+            write_long(out, 0);
+        }
         (_, Value::Null) => return Err(err("NULL in a NOT NULL column".into())),
         (ty, v) => return Err(err(format!("{v:?} does not fit {}", ty.sql_name()))),
     }
@@ -300,6 +310,8 @@ mod tests {
             Column::new("g1", ColumnType::Geometry, false),
             Column::new("g2", ColumnType::Geometry, true),
             Column::new("t", ColumnType::Time { fsp: 6 }, false),
+            Column::new("v", ColumnType::Vector { dims: 3 }, false),
+            Column::new("v0", ColumnType::Vector { dims: 2 }, true),
         ];
         let table = Arc::new(TableSchema {
             id: TableId::new("db", "all"),
@@ -322,6 +334,8 @@ mod tests {
             },
             Value::Null,
             Value::Time(-3_020_399_000_000),
+            Value::Vector(vec![1.5, -0.1, 3.4e38]),
+            Value::Vector(vec![]),
         ];
         let mut out = vec![];
         write_row(&mut out, &table, Some(&row)).unwrap();
@@ -348,6 +362,12 @@ mod tests {
                 geometry.clone(),
                 Avro::Union(0, Box::new(Avro::Null)),
                 Avro::Long(-3_020_399_000_000),
+                Avro::Array(vec![
+                    Avro::Float(1.5),
+                    Avro::Float(-0.1),
+                    Avro::Float(3.4e38)
+                ]),
+                Avro::Union(1, Box::new(Avro::Array(vec![]))),
             ]
         );
         let mut key = vec![];

@@ -175,6 +175,7 @@ fn avro_type(ty: &ColumnType, geometry_defined: &mut bool) -> Json {
             json!({"type": "long", "logicalType": "local-timestamp-micros"})
         }
         ColumnType::Timestamp { .. } => json!({"type": "long", "logicalType": "timestamp-micros"}),
+        ColumnType::Vector { .. } => json!({"type": "array", "items": "float"}),
     }
 }
 

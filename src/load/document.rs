@@ -397,6 +397,13 @@ fn scalar_json(v: &Avro, schema: &Schema) -> Result<Json, ShapeError> {
             }
             Json::Object(object)
         }
+        // VECTOR: an array of floats.
+        (Avro::Array(items), Schema::Array(inner)) => Json::Array(
+            items
+                .iter()
+                .map(|v| scalar_json(v, &inner.items))
+                .collect::<Result<_, _>>()?,
+        ),
         (Avro::Decimal(d), Schema::Decimal(ds)) => decimal_json(&BigInt::from(d.clone()), ds.scale),
         (Avro::Date(d), _) => Json::String(time::format_date(i64::from(*d))),
         (Avro::LocalTimestampMicros(us), _) => Json::String(time::format_datetime_micros(*us)),
@@ -453,6 +460,16 @@ mod tests {
         assert_eq!(
             d("99999999999999999999", 0),
             Json::String("99999999999999999999".into())
+        );
+    }
+
+    #[test]
+    fn vectors_are_arrays_of_their_shortest_floats() {
+        let schema = Schema::parse_str(r#"{"type": "array", "items": "float"}"#).unwrap();
+        let v = Avro::Array(vec![Avro::Float(1.1), Avro::Float(-0.5)]);
+        assert_eq!(
+            scalar_json(&v, &schema).unwrap(),
+            serde_json::json!([1.1, -0.5])
         );
     }
 

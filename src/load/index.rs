@@ -23,7 +23,7 @@ use url::Url;
 
 use super::LoadError;
 use super::document::META_FIELD;
-use crate::config::ElasticsearchConfig;
+use crate::config::{ElasticsearchConfig, VectorMapping};
 
 /// What an index must map: the rows of one writer schema.
 #[derive(Debug)]
@@ -266,6 +266,27 @@ impl IndexWriter {
             ))),
             _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
                 "{} refused to delete the documents of {index} older than a TRUNCATE: {status} {text}",
+                self.url
+            )))),
+        }
+    }
+
+    /// The vector field type the server has: OpenSearch's `knn_vector`, or Elasticsearch's
+    /// `dense_vector`, by the distribution `GET /` names.
+    pub async fn vector_mapping(&self) -> Result<VectorMapping, Failure> {
+        let response = self.client.info().send().await;
+        let (status, text) = self.status_and_text(response).await?;
+        match status {
+            200..=299 => {
+                let info: Json = serde_json::from_str(&text).unwrap_or_default();
+                Ok(match info["version"]["distribution"].as_str() {
+                    Some("opensearch") => VectorMapping::KnnVector,
+                    _ => VectorMapping::DenseVector,
+                })
+            }
+            429 | 500..=599 => Err(Failure::Transient(format!("GET /: {status} {text}"))),
+            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+                "{} refused GET /: {status} {text}; check elasticsearch.url and the credentials",
                 self.url
             )))),
         }

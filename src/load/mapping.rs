@@ -7,7 +7,7 @@ use apache_avro::schema::RecordSchema;
 use serde_json::{Map, Value as Json, json};
 
 use super::document::{Conversion, META_FIELD, Options};
-use crate::config::{DecimalMapping, JsonMapping, MappingConfig, StringMapping};
+use crate::config::{DecimalMapping, JsonMapping, MappingConfig, StringMapping, VectorMapping};
 use crate::encode::schema::{is_bits, mysql_type};
 use crate::model::TableId;
 
@@ -82,8 +82,28 @@ fn field_mapping(schema: &Schema, mysql_type: &str, cfg: &MappingConfig) -> Opti
         Schema::Record(_) | Schema::Ref { .. } if mysql_type == "GEOMETRY" => json!({
             "properties": {"wkb": {"type": "binary"}, "srid": {"type": "integer"}}
         }),
+        Schema::Array(_) => vector_mapping(mysql_type, cfg.vectors),
         _ => return None,
     })
+}
+
+/// A VECTOR(n) column: the server's vector type where `n` fits it, floats otherwise (and when
+/// the binlog did not say `n`).
+fn vector_mapping(mysql_type: &str, vectors: VectorMapping) -> Json {
+    let dims: u32 = mysql_type
+        .strip_prefix("VECTOR(")
+        .and_then(|d| d.strip_suffix(')'))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    match vectors {
+        VectorMapping::DenseVector if (1..=4096).contains(&dims) => {
+            json!({"type": "dense_vector", "dims": dims, "element_type": "float"})
+        }
+        VectorMapping::KnnVector if (1..=16_000).contains(&dims) => {
+            json!({"type": "knn_vector", "dimension": dims})
+        }
+        _ => json!({"type": "float"}),
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +250,39 @@ mod tests {
         assert_eq!(meta["ts_ms"]["format"], "epoch_millis");
         assert_eq!(meta["op"]["type"], "keyword");
         assert_eq!(m["_source"]["excludes"], json!([]));
+    }
+
+    #[test]
+    fn vectors_map_to_the_servers_vector_type_where_their_dimensions_fit() {
+        let table = TableSchema {
+            id: TableId::new("db", "t"),
+            columns: vec![
+                Column::new("id", ColumnType::Vector { dims: 3 }, false),
+                Column::new("big", ColumnType::Vector { dims: 5000 }, true),
+            ],
+            key: vec![0],
+        };
+        let avro = table_avro("x", &table).unwrap();
+        let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
+            panic!()
+        };
+        let row = crate::load::document::row_schema(&envelope).unwrap();
+        let with = |vectors| {
+            let mut options = Options::default();
+            options.mapping.vectors = vectors;
+            mappings(row, &table.id, &options)["properties"].clone()
+        };
+        let es = with(VectorMapping::DenseVector);
+        assert_eq!(
+            es["id"],
+            json!({"type": "dense_vector", "dims": 3, "element_type": "float"})
+        );
+        // Over Elasticsearch's 4,096 dimensions: plain floats.
+        assert_eq!(es["big"], json!({"type": "float"}));
+        let os = with(VectorMapping::KnnVector);
+        assert_eq!(os["id"], json!({"type": "knn_vector", "dimension": 3}));
+        assert_eq!(os["big"], json!({"type": "knn_vector", "dimension": 5000}));
+        assert_eq!(with(VectorMapping::Float)["id"], json!({"type": "float"}));
     }
 
     #[test]

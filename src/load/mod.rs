@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, VectorMapping};
 use crate::encode::Encoder;
 use crate::kafka::{self, KafkaSetupError};
 use crate::registry::client::{self, ClientError};
@@ -170,7 +170,13 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), LoadEr
         retry_started: Notify::new(),
         shutdown: shutdown.clone(),
     });
-    let options = document::Options::new(&cfg.loader);
+    let mut options = document::Options::new(&cfg.loader);
+    if options.mapping.vectors == VectorMapping::Auto {
+        let Some(vectors) = server_vector_mapping(&shared.writer, &shutdown).await? else {
+            return Ok(());
+        };
+        options.mapping.vectors = vectors;
+    }
     let linger = Duration::from_millis(cfg.loader.linger_ms);
     tracing::info!(group = %cfg.group_id(), %instance, topics = ?topics, max_in_flight = cfg.loader.max_in_flight, "loader consuming");
 
@@ -437,6 +443,28 @@ async fn settle(
         }
     }
     Ok(Some(batch.next_offsets.into_iter().collect()))
+}
+
+/// The index server's vector type, asked until it answers; `None` if `shutdown` came first.
+async fn server_vector_mapping(
+    writer: &IndexWriter,
+    shutdown: &CancellationToken,
+) -> Result<Option<VectorMapping>, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match writer.vector_mapping().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(Failure::Final(e)) => return Err(e),
+            Err(Failure::Transient(reason)) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; asking again");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
 }
 
 /// Writes a batch until every item settled or was refused for good (those become dead

@@ -98,6 +98,11 @@ pub enum ColumnType {
         /// Fractional second digits, 0..=6.
         fsp: u8,
     },
+    /// MySQL 9's VECTOR(dims): up to `dims` IEEE single-precision numbers.
+    Vector {
+        /// Declared dimensions (0 when the binlog does not say: binlog_row_metadata=MINIMAL).
+        dims: u32,
+    },
 }
 
 impl ColumnType {
@@ -133,6 +138,7 @@ impl ColumnType {
             ColumnType::Time { fsp } => format!("TIME({fsp})"),
             ColumnType::DateTime { fsp } => format!("DATETIME({fsp})"),
             ColumnType::Timestamp { fsp } => format!("TIMESTAMP({fsp})"),
+            ColumnType::Vector { dims } => format!("VECTOR({dims})"),
         }
     }
 }
@@ -248,6 +254,23 @@ pub enum Value {
     DateTime(i64),
     /// Microseconds since 1970-01-01T00:00:00Z (TIMESTAMP).
     Timestamp(i64),
+    /// VECTOR.
+    Vector(Vec<f32>),
+}
+
+impl Value {
+    /// A VECTOR from its stored form, little-endian IEEE floats; `None` if the length is not a
+    /// whole number of them.
+    pub fn vector_from_le(bytes: &[u8]) -> Option<Value> {
+        bytes.len().is_multiple_of(4).then(|| {
+            Value::Vector(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        })
+    }
 }
 
 /// A row image: one value per column of its [`TableSchema`], in column order.
@@ -379,41 +402,56 @@ impl fmt::Display for DomainGtids {
     }
 }
 
-/// A MySQL GTID set: per source UUID, the transaction numbers executed, as sorted, disjoint,
-/// non-adjacent `[start, end)` intervals (the form COM_BINLOG_DUMP_GTID sends).
+/// A MySQL GTID set: per source UUID and tag (MySQL 8.3+; `""` untagged), the transaction
+/// numbers executed, as sorted, disjoint, non-adjacent `[start, end)` intervals (the form
+/// COM_BINLOG_DUMP_GTID sends).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GtidSet(std::collections::BTreeMap<[u8; 16], Vec<(u64, u64)>>);
+pub struct GtidSet(std::collections::BTreeMap<Tsid, Vec<(u64, u64)>>);
+
+/// A GTID source: server UUID and tag (`""` untagged).
+type Tsid = ([u8; 16], String);
 
 impl GtidSet {
-    /// Parses `uuid:1-5:7[,uuid:...]` as `@@gtid_executed` prints it (newlines allowed).
+    /// Parses `uuid:1-5:7[:tag:1-3][,uuid:...]` as `@@gtid_executed` prints it (newlines
+    /// allowed).
     pub fn parse(s: &str) -> Option<Self> {
         let mut set = GtidSet::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let mut it = part.split(':');
             let uuid = parse_uuid(it.next()?)?;
-            for interval in it {
-                let (a, b) = interval.split_once('-').unwrap_or((interval, interval));
+            // A tag applies to the intervals after it, and must have some.
+            let (mut tag, mut bare_tag) = (String::new(), false);
+            for item in it {
+                if item.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
+                    (tag, bare_tag) = (item.to_string(), true);
+                    continue;
+                }
+                let (a, b) = item.split_once('-').unwrap_or((item, item));
                 let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
                 if a == 0 || b < a || b == u64::MAX {
                     return None;
                 }
-                set.insert(uuid, a, b + 1);
+                set.insert(uuid, &tag, a, b + 1);
+                bare_tag = false;
+            }
+            if bare_tag {
+                return None;
             }
         }
         Some(set)
     }
 
-    /// Adds transaction `gno` of source `uuid`.
-    pub fn add(&mut self, uuid: [u8; 16], gno: u64) {
-        self.insert(uuid, gno, gno.saturating_add(1));
+    /// Adds transaction `gno` of source `uuid` and `tag`.
+    pub fn add(&mut self, uuid: [u8; 16], tag: &str, gno: u64) {
+        self.insert(uuid, tag, gno, gno.saturating_add(1));
     }
 
-    /// Adds the transactions `[start, end)` of source `uuid`, merging intervals.
-    pub fn insert(&mut self, uuid: [u8; 16], start: u64, end: u64) {
+    /// Adds the transactions `[start, end)` of source `uuid` and `tag`, merging intervals.
+    pub fn insert(&mut self, uuid: [u8; 16], tag: &str, start: u64, end: u64) {
         if start >= end {
             return;
         }
-        let intervals = self.0.entry(uuid).or_default();
+        let intervals = self.0.entry((uuid, tag.to_string())).or_default();
         intervals.push((start, end));
         intervals.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
@@ -426,9 +464,11 @@ impl GtidSet {
         *intervals = merged;
     }
 
-    /// Each source UUID with its `[start, end)` intervals.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8; 16], &[(u64, u64)])> {
-        self.0.iter().map(|(u, i)| (u, i.as_slice()))
+    /// Each source UUID and tag (`""` untagged) with its `[start, end)` intervals.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8; 16], &str, &[(u64, u64)])> {
+        self.0
+            .iter()
+            .map(|((u, t), i)| (u, t.as_str(), i.as_slice()))
     }
 }
 
@@ -459,12 +499,20 @@ pub fn format_uuid(uuid: &[u8; 16]) -> String {
 }
 
 impl fmt::Display for GtidSet {
+    /// MySQL's form: a UUID once, its untagged intervals, then each tag and its intervals.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (uuid, intervals)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
+        let mut last: Option<&[u8; 16]> = None;
+        for ((uuid, tag), intervals) in &self.0 {
+            if last != Some(uuid) {
+                if last.is_some() {
+                    f.write_str(",")?;
+                }
+                f.write_str(&format_uuid(uuid))?;
+                last = Some(uuid);
             }
-            f.write_str(&format_uuid(uuid))?;
+            if !tag.is_empty() {
+                write!(f, ":{tag}")?;
+            }
             for &(a, b) in intervals {
                 if b - a == 1 {
                     write!(f, ":{a}")?;
@@ -683,11 +731,20 @@ mod tests {
         };
         assert_eq!(set.to_string(), format!("{b}:3,{a}:1-5:7"));
         let uuid = *set.iter().nth(1).unwrap().0;
-        set.add(uuid, 6); // bridges 1-5 and 7
-        set.add(uuid, 9);
-        set.add(uuid, 3); // already in
+        set.add(uuid, "", 6); // bridges 1-5 and 7
+        set.add(uuid, "", 9);
+        set.add(uuid, "", 3); // already in
         assert_eq!(set.to_string(), format!("{b}:3,{a}:1-7:9"));
-        assert_eq!(set.iter().nth(1).unwrap().1, [(1, 8), (9, 10)]);
+        assert_eq!(set.iter().nth(1).unwrap().2, [(1, 8), (9, 10)]);
+        assert_eq!(GtidSet::parse(&set.to_string()), Some(set.clone()));
+        // Tags (MySQL 8.3+) follow the UUID's untagged intervals.
+        set.add(uuid, "mytag", 2);
+        set.add(uuid, "mytag", 1);
+        set.add(uuid, "a_tag", 4);
+        assert_eq!(
+            set.to_string(),
+            format!("{b}:3,{a}:1-7:9:a_tag:4:mytag:1-2")
+        );
         assert_eq!(GtidSet::parse(&set.to_string()), Some(set));
         for bad in [
             format!("{a}:0"),

@@ -204,6 +204,7 @@ fn canonical_bytes(v: &Value) -> Vec<u8> {
         Value::DateTime(us) => time::format_datetime_micros(*us).into_bytes(),
         Value::Timestamp(us) => format!("{}Z", time::format_datetime_micros(*us)).into_bytes(),
         Value::Time(us) => us.to_string().into_bytes(),
+        Value::Vector(v) => v.iter().flat_map(|f| f.to_le_bytes()).collect(),
     }
 }
 

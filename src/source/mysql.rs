@@ -90,9 +90,17 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
         ));
     }
     if image.as_deref() != Some("FULL") {
+        let image = image.unwrap_or_default();
+        let left_out = match image.as_str() {
+            "MINIMAL" => "an update logs only the key and the changed columns",
+            "NOBLOB" => "unchanged BLOB and TEXT columns are left out",
+            "FULL_NODUP" => {
+                "MariaDB's FULL_NODUP leaves an update's unchanged columns out of its after image"
+            }
+            _ => "images that leave out columns cannot become whole documents",
+        };
         return precondition(format!(
-            "binlog_row_image is {}; set binlog_row_image=FULL on the server (partial images cannot become whole documents)",
-            image.unwrap_or_default()
+            "binlog_row_image is {image}; set binlog_row_image=FULL on the server ({left_out}), and keep clients from setting it otherwise for their sessions"
         ));
     }
     let metadata: Option<String> = match conn.query_first("SELECT @@binlog_row_metadata").await {
@@ -106,9 +114,19 @@ pub async fn check_server(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
     };
     if metadata.as_deref() != Some("FULL") {
         return precondition(format!(
-            "binlog_row_metadata is {}; set binlog_row_metadata=FULL on the server (MariaDB >= 10.5, MySQL >= 8.0.1) so the binlog names columns and keys",
+            "binlog_row_metadata is {}; set binlog_row_metadata=FULL on the server (MariaDB >= 10.5, MySQL >= 8.0.1; MySQL's default is MINIMAL, MariaDB's NO_LOG) so the binlog names columns and keys",
             metadata.unwrap_or_default()
         ));
+    }
+    // MySQL's partial JSON updates are read whole from the before image (FULL, checked above).
+    if let Ok(Some(options)) = conn
+        .query_first::<String, _>("SELECT @@binlog_row_value_options")
+        .await
+        && options.contains("PARTIAL_JSON")
+    {
+        tracing::info!(
+            "binlog_row_value_options = PARTIAL_JSON: JSON updates are logged as changes, which Sluice applies to the before image"
+        );
     }
     conn.query_drop("SHOW MASTER STATUS").await.map_err(|e| {
         query_error(
@@ -399,6 +417,13 @@ pub async fn table_schema(
                 }
             }
             "json" => ColumnType::Json,
+            "vector" => ColumnType::Vector {
+                dims: column_type
+                    .split(['(', ')'])
+                    .nth(1)
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(unsupported)?,
+            },
             "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
             | "multipolygon" | "geometrycollection" => ColumnType::Geometry,
             "time" => ColumnType::Time { fsp: small(fsp) },

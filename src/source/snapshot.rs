@@ -341,6 +341,8 @@ fn param(v: &Value) -> mysql_async::Value {
         Value::Decimal(s) | Value::String(s) => V::Bytes(s.clone().into_bytes()),
         Value::Bytes(b) => V::Bytes(b.clone()),
         Value::Geometry { wkb, .. } => V::Bytes(wkb.clone()),
+        // Vectors cannot be indexed, so never key a table.
+        Value::Vector(v) => V::Bytes(v.iter().flat_map(|f| f.to_le_bytes()).collect()),
         Value::Time(us) => {
             let (negative, us) = (*us < 0, us.unsigned_abs());
             let secs = us / 1_000_000;
@@ -417,6 +419,8 @@ pub fn convert(
                     Value::Bits(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
                 }
                 (ColumnType::Bytes, V::Bytes(b)) => Value::Bytes(b),
+                (ColumnType::Vector { .. }, V::Bytes(b)) => Value::vector_from_le(&b)
+                    .ok_or_else(|| bad("a VECTOR whose length is not a multiple of 4"))?,
                 (ColumnType::Geometry, V::Bytes(b)) if b.len() >= 4 => Value::Geometry {
                     srid: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
                     wkb: b[4..].to_vec(),

@@ -4,6 +4,7 @@
 use futures_util::StreamExt;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, GnoInterval, Sid};
+use mysql_common::packets::Tag;
 use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
@@ -177,13 +178,18 @@ async fn stream_from(
                 .with_gtid()
                 .with_filename(&b""[..])
                 .with_pos(4u64)
-                .with_gtid_set(set.iter().map(|(uuid, intervals)| {
-                    Sid::new(*uuid).with_intervals(
+                .with_gtid_set(set.iter().map(|(uuid, tag, intervals)| {
+                    let sid = Sid::new(*uuid).with_intervals(
                         intervals
                             .iter()
                             .map(|&(a, b)| GnoInterval::new(a, b))
                             .collect(),
-                    )
+                    );
+                    // A tag Sluice read from the server is one the server accepts.
+                    match Tag::new(tag.to_string()) {
+                        Ok(t) if !tag.is_empty() => sid.with_tag(t),
+                        _ => sid,
+                    }
                 })),
             None => {
                 return Err(SourceError::Precondition(format!(

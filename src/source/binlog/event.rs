@@ -48,6 +48,8 @@ pub mod kind {
     pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
     /// MySQL previous GTIDs.
     pub const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+    /// MySQL 8.3+: GTID with a tag.
+    pub const MYSQL_GTID_TAGGED: u8 = 42;
     /// MariaDB: original statement of a rows event.
     pub const ANNOTATE_ROWS: u8 = 160;
     /// MariaDB: binlog checkpoint.
@@ -399,30 +401,122 @@ pub fn parse_mysql_gtid(body: &[u8]) -> Result<([u8; 16], u64), DecodeError> {
     Ok((sid.try_into().expect("16 bytes taken"), gno))
 }
 
-/// A MySQL PREVIOUS_GTIDS body: the server's executed GTID set where the file starts.
+/// A MySQL PREVIOUS_GTIDS body: the server's executed GTID set where the file starts. MySQL
+/// 8.3+ writes the tagged form (format 1 in the count's first and last byte, a tag after each
+/// UUID) when any GTID has a tag.
 pub fn parse_previous_gtids(body: &[u8]) -> Result<GtidSet, DecodeError> {
     let mut c = Cursor::new(body);
-    let sids = c.uint_le(8, "previous GTIDs count")?;
-    if sids >> 56 != 0 {
-        return Err(DecodeError::Invalid(
-            "tagged GTIDs (MySQL 8.4's format) are not supported; stream from an untagged server"
-                .into(),
-        ));
-    }
+    let head = c.uint_le(8, "previous GTIDs count")?;
+    let (tagged, sids) = match head >> 56 {
+        0 => (false, head),
+        1 if head & 0xff == 1 => (true, (head >> 8) & 0xffff_ffff_ffff),
+        format => {
+            return Err(DecodeError::Invalid(format!(
+                "previous GTIDs in format {format}, which Sluice does not know"
+            )));
+        }
+    };
     let mut set = GtidSet::default();
     for _ in 0..sids {
         let uuid: [u8; 16] = c
             .take(16, "previous GTIDs source id")?
             .try_into()
             .expect("16 bytes taken");
+        let tag = if tagged { tag(&mut c)? } else { String::new() };
         let intervals = c.uint_le(8, "previous GTIDs interval count")?;
         for _ in 0..intervals {
             let start = c.uint_le(8, "GTID interval start")?;
             let end = c.uint_le(8, "GTID interval end")?;
-            set.insert(uuid, start, end);
+            set.insert(uuid, &tag, start, end);
         }
     }
     Ok(set)
+}
+
+/// A GTID tag: a variable-length length, then lower-case ASCII.
+fn tag(c: &mut Cursor<'_>) -> Result<String, DecodeError> {
+    let len = varlen(c, "GTID tag length")? as usize;
+    let bytes = c.take(len, "GTID tag")?;
+    let valid = len <= 32
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+    if !valid {
+        return Err(DecodeError::Invalid(
+            "a GTID tag that is not [a-z0-9_]{0,32}".into(),
+        ));
+    }
+    Ok(String::from_utf8(bytes.to_vec()).expect("ASCII checked"))
+}
+
+/// An unsigned integer in MySQL's serialization format (8.3+): the first byte's trailing ones
+/// plus one is the length in bytes; the value's bits follow them, little-endian.
+fn varlen(c: &mut Cursor<'_>, what: &'static str) -> Result<u64, DecodeError> {
+    let first = c.u8(what)?;
+    let len = first.trailing_ones() as usize + 1;
+    let low = if len >= 8 { 0 } else { u64::from(first >> len) };
+    if len == 1 {
+        return Ok(low);
+    }
+    let mut rest = [0u8; 8];
+    rest[..len - 1].copy_from_slice(c.take(len - 1, what)?);
+    let shift = 8 + (len + 7) / 16 - len;
+    Ok(low | (u64::from_le_bytes(rest) << shift))
+}
+
+/// A signed integer in MySQL's serialization format (zigzag over [`varlen`]).
+fn varlen_signed(c: &mut Cursor<'_>, what: &'static str) -> Result<i64, DecodeError> {
+    let u = varlen(c, what)?;
+    Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+}
+
+/// A tagged MySQL GTID event (GTID_TAGGED_LOG_EVENT, MySQL 8.3+): source UUID, tag and
+/// sequence number, from the event's serialized fields 1, 2 and 3 (fields 0 to 3 lead).
+pub fn parse_tagged_gtid(body: &[u8]) -> Result<([u8; 16], String, u64), DecodeError> {
+    let mut c = Cursor::new(body);
+    let version = varlen(&mut c, "serialization format version")?;
+    if version != 1 {
+        return Err(DecodeError::Invalid(format!(
+            "tagged GTID in serialization format {version}, which Sluice does not know"
+        )));
+    }
+    varlen(&mut c, "tagged GTID size")?;
+    varlen(&mut c, "tagged GTID last non-ignorable field")?;
+    let (mut uuid, mut gno, mut tag_text) = (None, None, None);
+    while uuid.is_none() || gno.is_none() || tag_text.is_none() {
+        match varlen(&mut c, "tagged GTID field id")? {
+            0 => {
+                varlen(&mut c, "GTID flags")?;
+            }
+            1 => {
+                let mut u = [0u8; 16];
+                for b in &mut u {
+                    *b = u8::try_from(varlen(&mut c, "GTID source id")?).map_err(|_| {
+                        DecodeError::Invalid("a GTID source id byte over 255".into())
+                    })?;
+                }
+                uuid = Some(u);
+            }
+            2 => {
+                let n = varlen_signed(&mut c, "GTID sequence")?;
+                gno = Some(
+                    u64::try_from(n)
+                        .map_err(|_| DecodeError::Invalid(format!("GTID sequence number {n}")))?,
+                );
+            }
+            3 => tag_text = Some(tag(&mut c)?),
+            field => {
+                return Err(DecodeError::Invalid(format!(
+                    "tagged GTID field {field} before the UUID, number and tag"
+                )));
+            }
+        }
+    }
+    Ok((
+        uuid.expect("read"),
+        tag_text.expect("read"),
+        gno.expect("read"),
+    ))
 }
 
 /// A MariaDB GTID_LIST body: `(domain, server, sequence)` of every domain.
@@ -465,9 +559,88 @@ mod tests {
             "00112233-4455-6677-8899-aabbccddeeff:1-5:7"
         );
         assert!(parse_previous_gtids(&p[..40]).is_err());
-        let mut tagged = p.clone();
-        tagged[7] = 1;
-        assert!(parse_previous_gtids(&tagged).is_err());
+        // An unknown format is refused.
+        let mut unknown = p.clone();
+        unknown[7] = 2;
+        assert!(parse_previous_gtids(&unknown).is_err());
+    }
+
+    /// MySQL's serialization varlen, written as the format describes it: the byte count as
+    /// trailing ones in the first byte, the value's bits after them, little-endian.
+    fn varlen_bytes(v: u64) -> Vec<u8> {
+        let bits = 64 - v.leading_zeros() as usize;
+        let len = (1..=9).find(|&n| n == 9 || bits <= 7 * n).unwrap();
+        let mut out = vec![((1u16 << (len - 1)) - 1) as u8 | (v << len) as u8];
+        let shift = 8 + (len + 7) / 16 - len;
+        out.extend_from_slice(&(v >> shift).to_le_bytes()[..len - 1]);
+        out
+    }
+
+    #[test]
+    fn serialized_integers_of_every_length_round_trip() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            65535,
+            1 << 20,
+            u64::from(u32::MAX),
+            1 << 55,
+            u64::MAX,
+        ] {
+            let b = varlen_bytes(v);
+            let mut c = Cursor::new(&b);
+            assert_eq!(varlen(&mut c, "v").unwrap(), v, "{v}: {b:02x?}");
+            assert!(c.is_empty());
+        }
+        // The documented example: 65535 as `fb ff 07`.
+        assert_eq!(varlen_bytes(65535), [0xfb, 0xff, 0x07]);
+        let zigzag = varlen_bytes(2 * 65535 - 1); // -65535 would be 2 * 65535 - 1
+        assert_eq!(
+            varlen_signed(&mut Cursor::new(&zigzag), "s").unwrap(),
+            -65535
+        );
+    }
+
+    #[test]
+    fn tagged_gtids_and_tagged_previous_gtid_sets() {
+        let uuid: Vec<u8> = (0..16u8).map(|i| i * 17).collect();
+        // GTID_TAGGED_LOG_EVENT: format 1, size, last non-ignorable field, then fields 0..3
+        // (flags, the UUID byte by byte, the signed sequence number, the tag), then more.
+        let mut fields = vec![0u8];
+        fields.extend(varlen_bytes(1));
+        fields.extend(varlen_bytes(1));
+        for &b in &uuid {
+            fields.extend(varlen_bytes(u64::from(b)));
+        }
+        fields.extend(varlen_bytes(2));
+        fields.extend(varlen_bytes(2 * 3)); // gno 3, zigzag
+        fields.extend(varlen_bytes(3));
+        fields.extend(varlen_bytes(5));
+        fields.extend(b"mytag");
+        fields.extend(varlen_bytes(4));
+        fields.extend(varlen_bytes(0));
+        let mut body = varlen_bytes(1);
+        body.extend(varlen_bytes(fields.len() as u64 + 2));
+        body.extend(varlen_bytes(0));
+        body.extend(fields);
+        let (u, tag, gno) = parse_tagged_gtid(&body).unwrap();
+        assert_eq!((u.to_vec(), tag.as_str(), gno), (uuid.clone(), "mytag", 3));
+        // PREVIOUS_GTIDS in the tagged form: 01 | count << 8 | 01 << 56, a tag after each UUID.
+        let mut p = (1u64 | 2 << 8 | 1 << 56).to_le_bytes().to_vec();
+        for (tag, start, end) in [("", 1u64, 14u64), ("mytag", 1, 3)] {
+            p.extend_from_slice(&uuid);
+            p.extend(varlen_bytes(tag.len() as u64));
+            p.extend(tag.as_bytes());
+            p.extend(1u64.to_le_bytes());
+            p.extend(start.to_le_bytes());
+            p.extend(end.to_le_bytes());
+        }
+        assert_eq!(
+            parse_previous_gtids(&p).unwrap().to_string(),
+            "00112233-4455-6677-8899-aabbccddeeff:1-13:mytag:1-2"
+        );
     }
 
     #[test]

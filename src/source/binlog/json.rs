@@ -218,11 +218,8 @@ fn packed_temporal(field_type: u8, packed: i64) -> Result<String, DecodeError> {
     let m = packed.unsigned_abs();
     let micros = m & 0xff_ffff;
     let int = m >> 24;
-    let frac = |s: &mut String| {
-        if micros != 0 {
-            s.push_str(&format!(".{micros:06}"));
-        }
-    };
+    // MySQL prints a JSON time or datetime with all six fraction digits, zeros too.
+    let frac = |s: &mut String| s.push_str(&format!(".{micros:06}"));
     if field_type == opaque::TIME {
         let (h, mi, s) = ((int >> 12) & 0x3ff, (int >> 6) & 63, int & 63);
         let mut t = format!("{}{h:02}:{mi:02}:{s:02}", if negative { "-" } else { "" });
@@ -306,6 +303,10 @@ mod tests {
         let mut b = vec![ty::OPAQUE, opaque::DATETIME, 8];
         b.extend_from_slice(&packed.to_le_bytes());
         assert_eq!(to_text(&b).unwrap(), r#""2024-02-29 23:59:58.000005""#);
+        let whole = ((ymd << 17) | (23 << 12) | (59 << 6) | 58) << 24;
+        let mut b = vec![ty::OPAQUE, opaque::DATETIME, 8];
+        b.extend_from_slice(&whole.to_le_bytes());
+        assert_eq!(to_text(&b).unwrap(), r#""2024-02-29 23:59:58.000000""#);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod event;
 pub mod file;
 pub mod json;
+pub mod json_diff;
 pub mod payload;
 pub mod rows;
 pub mod table_map;
@@ -155,10 +156,18 @@ pub struct BinlogReader {
 }
 
 /// A GTID not yet part of the GTID state.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum PendingGtid {
-    MariaDb { domain: u32, server: u32, seq: u64 },
-    MySql { uuid: [u8; 16], gno: u64 },
+    MariaDb {
+        domain: u32,
+        server: u32,
+        seq: u64,
+    },
+    MySql {
+        uuid: [u8; 16],
+        tag: String,
+        gno: u64,
+    },
 }
 
 impl BinlogReader {
@@ -364,12 +373,22 @@ impl BinlogReader {
                 self.end_group();
                 Ok(Decoded::Nothing)
             }
-            kind::MYSQL_GTID => {
-                let (uuid, gno) = event::parse_mysql_gtid(body).map_err(decode)?;
-                self.gtid = Some(Arc::from(format!("{}:{gno}", format_uuid(&uuid))));
+            kind::MYSQL_GTID | kind::MYSQL_GTID_TAGGED => {
+                let (uuid, tag, gno) = if h.event_type == kind::MYSQL_GTID {
+                    let (uuid, gno) = event::parse_mysql_gtid(body).map_err(decode)?;
+                    (uuid, String::new(), gno)
+                } else {
+                    event::parse_tagged_gtid(body).map_err(decode)?
+                };
+                let text = if tag.is_empty() {
+                    format!("{}:{gno}", format_uuid(&uuid))
+                } else {
+                    format!("{}:{tag}:{gno}", format_uuid(&uuid))
+                };
+                self.gtid = Some(Arc::from(text));
                 self.tx = self.gtid.clone();
                 self.group_start = event_start(h);
-                self.pending_gtid = Some(PendingGtid::MySql { uuid, gno });
+                self.pending_gtid = Some(PendingGtid::MySql { uuid, tag, gno });
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_PREVIOUS_GTIDS => {
@@ -494,9 +513,9 @@ impl BinlogReader {
             },
             // Only a set known to be whole grows: a partial one would make a resume by GTID
             // ask the server for transactions long applied.
-            Some(PendingGtid::MySql { uuid, gno }) => {
+            Some(PendingGtid::MySql { uuid, tag, gno }) => {
                 if let Some(GtidState::MySql(set)) = &mut self.gtid_state {
-                    set.add(uuid, gno);
+                    set.add(uuid, &tag, gno);
                 }
             }
             None => {}
@@ -616,6 +635,9 @@ impl BinlogReader {
         match self.schemas.get(&table) {
             Some(known) if **known == *decoder.schema => decoder.schema = known.clone(),
             _ => {
+                if !decoder.hidden.is_empty() {
+                    tracing::info!(%table, hidden_columns = decoder.hidden.len(), "the table map names hidden generated columns of functional indexes, which row images never hold; they are left out of the captured rows");
+                }
                 self.schemas.insert(table, decoder.schema.clone());
             }
         }
@@ -651,7 +673,7 @@ impl BinlogReader {
             h.event_type,
             body,
             table_id_len,
-            Some(decoder.columns.len()),
+            Some((decoder.width(), &decoder.hidden)),
         )
         .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
         // Versions are byte offsets of row images in the file. Compressed images (MariaDB's
@@ -706,7 +728,12 @@ impl BinlogReader {
             let (first, second) = match (ev.kind, first) {
                 (RowsKind::Update, Ok(before)) => {
                     let after_offset = version_offset(&c).ok_or_else(too_dense)?;
-                    (before, Some((after_offset, next(&mut c))))
+                    let after = if ev.partial {
+                        rows::decode_partial_after(&decoder, &mut c, &before, &mut zero_dates)
+                    } else {
+                        next(&mut c)
+                    };
+                    (before, Some((after_offset, after)))
                 }
                 (_, Ok(row)) => (row, None),
                 (_, Err(e)) => {
@@ -1250,5 +1277,138 @@ mod tests {
             r.on_event(&header(kind::ROTATE, 0, 40), &body).unwrap(),
             Decoded::Nothing
         ));
+    }
+
+    /// A MariaDB GTID body; `xa` sets the XA flag (64 prepared, 128 completed) with id "x".
+    fn mariadb_gtid(seq: u64, xa: u8) -> Vec<u8> {
+        let mut b = seq.to_le_bytes().to_vec();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.push(xa | u8::from(xa == 128));
+        if xa != 0 {
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&[1, 0, b'x']);
+        }
+        b
+    }
+
+    fn xa_prepare() -> Vec<u8> {
+        let mut b = vec![0];
+        for n in [1u32, 1, 0] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        b.push(b'x');
+        b
+    }
+
+    #[test]
+    fn xa_changes_wait_for_their_commit_and_a_restart_reads_them_again() {
+        let mut r = reader();
+        let tm = table_map();
+        let feed = |r: &mut BinlogReader, t: u8, end: u32, body: &[u8]| {
+            r.on_event(&header(t, end, 19 + body.len() as u32), body)
+                .unwrap()
+        };
+        // The prepared part: held, and the resume point stays before it.
+        feed(&mut r, kind::MARIADB_GTID, 150, &mariadb_gtid(5, 64));
+        let prepared_at = 150 - 19 - mariadb_gtid(5, 64).len() as u32;
+        feed(&mut r, kind::TABLE_MAP, 300, &tm);
+        let write = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a"))]);
+        assert!(matches!(
+            feed(&mut r, kind::WRITE_ROWS_V1, 400, &write),
+            Decoded::Nothing
+        ));
+        feed(&mut r, kind::QUERY, 500, &query("XA END X'78',X'',1"));
+        assert!(matches!(
+            feed(&mut r, kind::XA_PREPARE, 550, &xa_prepare()),
+            Decoded::Nothing
+        ));
+        // Another transaction commits meanwhile: its resume point is the prepared part's.
+        feed(&mut r, kind::MARIADB_GTID, 600, &mariadb_gtid(6, 0));
+        feed(&mut r, kind::TABLE_MAP, 700, &tm);
+        let other = rows_event(kind::WRITE_ROWS_V1, &[row(2, Some("b"))]);
+        let Decoded::Changes(c) = feed(&mut r, kind::WRITE_ROWS_V1, 800, &other) else {
+            panic!()
+        };
+        assert_eq!(c[0].after.as_ref().unwrap()[0], Value::Int(2));
+        let Decoded::Commit(p) = feed(&mut r, kind::XID, 831, &[0; 8]) else {
+            panic!()
+        };
+        assert_eq!(p.pos, u64::from(prepared_at));
+        // XA COMMIT: the held change, versioned at the commit group.
+        feed(&mut r, kind::MARIADB_GTID, 900, &mariadb_gtid(7, 128));
+        let commit_group = 900 - 19 - mariadb_gtid(7, 128).len() as u32;
+        let Decoded::Transaction(c, p) =
+            feed(&mut r, kind::QUERY, 1000, &query("XA COMMIT X'78',X'',1"))
+        else {
+            panic!()
+        };
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].after.as_ref().unwrap()[0], Value::Int(1));
+        assert_eq!(c[0].version, Version::at(3, commit_group));
+        assert_eq!(p.pos, 1000);
+        // A prepared part rolled back never happened.
+        feed(&mut r, kind::MARIADB_GTID, 1100, &mariadb_gtid(8, 64));
+        feed(&mut r, kind::TABLE_MAP, 1200, &tm);
+        assert!(matches!(
+            feed(&mut r, kind::WRITE_ROWS_V1, 1300, &write),
+            Decoded::Nothing
+        ));
+        feed(&mut r, kind::XA_PREPARE, 1350, &xa_prepare());
+        feed(&mut r, kind::MARIADB_GTID, 1400, &mariadb_gtid(9, 128));
+        let Decoded::Commit(p) = feed(&mut r, kind::QUERY, 1500, &query("XA ROLLBACK X'78',X'',1"))
+        else {
+            panic!()
+        };
+        assert_eq!(p.pos, 1500);
+        // An XA COMMIT whose prepared part came before the start is counted.
+        feed(&mut r, kind::MARIADB_GTID, 1600, &mariadb_gtid(10, 128));
+        feed(&mut r, kind::QUERY, 1700, &query("XA COMMIT X'79',X'',1"));
+        assert_eq!(r.unseen_xa_commits(), (1, Some("X'79',X'',1".to_string())));
+    }
+
+    #[test]
+    fn unknown_events_flagged_ignorable_are_skipped_and_counted() {
+        let mut r = reader();
+        let mut h = header(100, 200, 40);
+        assert!(r.on_event(&h, &[0; 21]).is_err());
+        h.flags = event::LOG_EVENT_IGNORABLE_F;
+        assert!(matches!(
+            r.on_event(&h, &[0; 21]).unwrap(),
+            Decoded::Nothing
+        ));
+        assert_eq!(r.ignored_events(), 1);
+    }
+
+    #[test]
+    fn hidden_functional_index_columns_are_left_out_of_the_rows() {
+        let mut r = reader();
+        // (id INT, a hidden BIGINT of a functional index, name VARCHAR(40)): the table map
+        // names all three, row images hold the first and the last.
+        let tm = TableMapBuilder::new()
+            .int(LONG, false, "id")
+            .int(8, false, "!hidden!idx!0!0")
+            .column(VARCHAR, &[40, 0], true, "name")
+            .key(&[0])
+            .build(9);
+        r.on_event(&header(kind::TABLE_MAP, 1000, 19 + tm.len() as u32), &tm)
+            .unwrap();
+        let mut body = vec![9, 0, 0, 0, 0, 0, 0, 0, 3, 0b101];
+        body.extend(row(7, Some("x")));
+        let h = header(kind::WRITE_ROWS_V1, 1100, 19 + body.len() as u32);
+        let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else {
+            panic!()
+        };
+        let names: Vec<&str> = c[0].table.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "name"]);
+        assert_eq!(
+            c[0].after,
+            Some(vec![Value::Int(7), Value::String("x".into())])
+        );
+        // An image that leaves out another column is still refused.
+        let mut partial = vec![9, 0, 0, 0, 0, 0, 0, 0, 3, 0b001];
+        partial.extend([0, 7, 0, 0, 0]);
+        let h = header(kind::WRITE_ROWS_V1, 1200, 19 + partial.len() as u32);
+        let e = r.on_event(&h, &partial).unwrap_err().to_string();
+        assert!(e.contains("binlog_row_image=FULL"), "{e}");
     }
 }

@@ -2,8 +2,8 @@
 
 use super::cursor::{Cursor, DecodeError};
 use super::event::kind;
-use super::json;
 use super::table_map::{ColumnDecoder, TableDecoder};
+use super::{json, json_diff};
 use crate::model::{ColumnType, Row, Value, time};
 
 /// Which rows event.
@@ -27,6 +27,7 @@ impl RowsKind {
             }
             UPDATE_ROWS_V1
             | UPDATE_ROWS_V2
+            | PARTIAL_UPDATE_ROWS
             | UPDATE_ROWS_COMPRESSED_V1
             | UPDATE_ROWS_COMPRESSED_V2 => Some(RowsKind::Update),
             DELETE_ROWS_V1
@@ -42,6 +43,7 @@ impl RowsKind {
 fn is_v2(event_type: u8) -> bool {
     use kind::*;
     (WRITE_ROWS_V2..=DELETE_ROWS_V2).contains(&event_type)
+        || event_type == PARTIAL_UPDATE_ROWS
         || (WRITE_ROWS_COMPRESSED_V2..=DELETE_ROWS_COMPRESSED_V2).contains(&event_type)
 }
 
@@ -56,16 +58,20 @@ pub struct RowsEvent<'a> {
     pub rows: Cursor<'a>,
     /// The rest of the body is one compressed block holding the row images.
     pub compressed: bool,
+    /// After images may hold partial JSON updates (MySQL's PARTIAL_UPDATE_ROWS_EVENT).
+    pub partial: bool,
 }
 
 /// Parses the header of a rows event. Images that leave out columns (a `binlog_row_image`
 /// other than FULL) are refused: a partial image cannot be turned into a whole document.
-pub fn parse_rows(
+/// `expected` is the table map's column count and the columns images leave out (hidden
+/// functional-index columns), when known.
+pub fn parse_rows<'a>(
     event_type: u8,
-    body: &[u8],
+    body: &'a [u8],
     table_id_len: usize,
-    expected_columns: Option<usize>,
-) -> Result<RowsEvent<'_>, DecodeError> {
+    expected: Option<(usize, &[usize])>,
+) -> Result<RowsEvent<'a>, DecodeError> {
     let kind = RowsKind::of(event_type).ok_or_else(|| {
         DecodeError::Invalid(format!("event type {event_type} is not a rows event"))
     })?;
@@ -78,11 +84,15 @@ pub fn parse_rows(
     }
     let n = c.lenenc_usize("rows column count")?;
     let images = if kind == RowsKind::Update { 2 } else { 1 };
+    let (width, hidden) = expected.unwrap_or((n, &[]));
     for _ in 0..images {
         let present = c.take(n.div_ceil(8), "columns-present bitmap")?;
-        if !all_set(present, n) || expected_columns.is_some_and(|e| e != n) {
+        let whole = (0..n).all(|i| (present[i / 8] & (1 << (i % 8)) != 0) != hidden.contains(&i));
+        if !whole || width != n {
             return Err(DecodeError::Invalid(
-                "the row image leaves out columns; set binlog_row_image=FULL on the server".into(),
+                "the row image leaves out columns; set binlog_row_image=FULL on the server (and \
+                 in every session: a client can change it for its own)"
+                    .into(),
             ));
         }
     }
@@ -91,11 +101,8 @@ pub fn parse_rows(
         kind,
         rows: c,
         compressed: event_type >= kind::WRITE_ROWS_COMPRESSED_V1,
+        partial: event_type == kind::PARTIAL_UPDATE_ROWS,
     })
-}
-
-fn all_set(bitmap: &[u8], n: usize) -> bool {
-    (0..n).all(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
 }
 
 /// Decodes one full row image. Zero and impossible dates become NULL and are counted in
@@ -105,16 +112,77 @@ pub fn decode_row(
     c: &mut Cursor<'_>,
     zero_dates: &mut u64,
 ) -> Result<Row, DecodeError> {
+    decode_image(table, c, zero_dates, None)
+}
+
+/// Decodes the after image of a partial JSON update: `value_options`, the bitmap of JSON
+/// columns that hold changes instead of a document, then the image, each such column's new
+/// document made from `before`'s (json_diff.rs).
+pub fn decode_partial_after(
+    table: &TableDecoder,
+    c: &mut Cursor<'_>,
+    before: &Row,
+    zero_dates: &mut u64,
+) -> Result<Row, DecodeError> {
+    let options = c.lenenc("partial update value options")?;
+    if options > 1 {
+        return Err(DecodeError::Invalid(format!(
+            "partial update value options {options} (only PARTIAL_JSON, 1, exists)"
+        )));
+    }
+    if options == 0 {
+        return decode_image(table, c, zero_dates, None);
+    }
+    let json_columns = table
+        .columns
+        .iter()
+        .filter(|d| matches!(d, ColumnDecoder::Json { .. }))
+        .count();
+    let partial = c.take(json_columns.div_ceil(8), "partial JSON bitmap")?;
+    decode_image(table, c, zero_dates, Some((partial, before)))
+}
+
+/// Decodes one row image; `partial` is the bitmap of JSON columns (LSB first, counted over
+/// JSON columns) that hold changes to the `before` image's document.
+fn decode_image(
+    table: &TableDecoder,
+    c: &mut Cursor<'_>,
+    zero_dates: &mut u64,
+    partial: Option<(&[u8], &Row)>,
+) -> Result<Row, DecodeError> {
     let n = table.columns.len();
     let nulls = c.take(n.div_ceil(8), "row null bitmap")?;
     let mut row = Vec::with_capacity(n);
+    let mut json_index = 0;
     for (i, (col, column)) in table.columns.iter().zip(&table.schema.columns).enumerate() {
+        let changes = match (col, partial) {
+            (ColumnDecoder::Json { .. }, Some((bits, before))) => {
+                let j = json_index;
+                json_index += 1;
+                (bits[j / 8] & (1 << (j % 8)) != 0).then_some(before)
+            }
+            _ => None,
+        };
         if nulls[i / 8] & (1 << (i % 8)) != 0 {
             row.push(Value::Null);
             continue;
         }
-        let v = decode_value(*col, &column.ty, c, zero_dates)
-            .map_err(|e| DecodeError::Invalid(format!("column `{}`: {e}", column.name)))?;
+        let v = match (changes, col) {
+            (Some(before), ColumnDecoder::Json { len_bytes }) => {
+                let len = c.uint_le(usize::from(*len_bytes), "partial JSON length")? as usize;
+                let diffs = c.take(len, "partial JSON changes")?;
+                let Some(Value::String(old)) = before.get(i) else {
+                    return Err(DecodeError::Invalid(format!(
+                        "column `{}`: a partial JSON update of a document the before image \
+                         does not hold; set binlog_row_image=FULL on the server",
+                        column.name
+                    )));
+                };
+                json_diff::apply(old, diffs).map(Value::String)
+            }
+            _ => decode_value(*col, &column.ty, c, zero_dates),
+        }
+        .map_err(|e| DecodeError::Invalid(format!("column `{}`: {e}", column.name)))?;
         row.push(v);
     }
     Ok(row)
@@ -158,6 +226,12 @@ fn decode_value(
                 s.truncate(s.trim_end_matches(' ').len());
             }
             Value::String(s)
+        }
+        ColumnDecoder::Vector { len_bytes } => {
+            let len = c.uint_le(usize::from(len_bytes), "vector length")? as usize;
+            Value::vector_from_le(c.take(len, "vector")?).ok_or_else(|| {
+                DecodeError::Invalid(format!("a vector of {len} bytes, not whole floats"))
+            })?
         }
         ColumnDecoder::Bytes { len_bytes, pad_to } => {
             let len = c.uint_le(usize::from(len_bytes), "byte string length")? as usize;
@@ -706,10 +780,79 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("binlog_row_image=FULL"), "{e}");
         let body = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0b11];
-        let ev = parse_rows(kind::WRITE_ROWS_V1, &body, 6, Some(2)).unwrap();
+        let ev = parse_rows(kind::WRITE_ROWS_V1, &body, 6, Some((2, &[]))).unwrap();
         assert_eq!(
             (ev.table_id, ev.kind, ev.rows.pos()),
             (1, RowsKind::Write, 10)
         );
+    }
+
+    #[test]
+    fn partial_json_updates_give_the_whole_new_document() {
+        use crate::model::{Column, TableId, TableSchema};
+        // (id INT, doc JSON, other JSON): MySQL's JSON columns, 4-byte lengths.
+        let table = TableDecoder {
+            schema: Arc::new(TableSchema {
+                id: TableId::new("shop", "t"),
+                columns: vec![
+                    Column::new(
+                        "id",
+                        ColumnType::Integer {
+                            bytes: 4,
+                            unsigned: false,
+                        },
+                        false,
+                    ),
+                    Column::new("doc", ColumnType::Json, true),
+                    Column::new("other", ColumnType::Json, true),
+                ],
+                key: vec![0],
+            }),
+            columns: vec![
+                ColumnDecoder::Int {
+                    bytes: 4,
+                    unsigned: false,
+                },
+                ColumnDecoder::Json { len_bytes: 4 },
+                ColumnDecoder::Json { len_bytes: 4 },
+            ],
+            hidden: vec![],
+        };
+        let before: Row = vec![
+            Value::Int(1),
+            Value::String(r#"{"a": 1}"#.into()),
+            Value::String("[1]".into()),
+        ];
+        // value_options = 1 (PARTIAL_JSON), doc partial (bit 0), other whole (bit 1 clear),
+        // no NULLs, id, doc: `$.a` replaced by 2, other: the whole document `true`.
+        let change = [0u8, 3, b'$', b'.', b'a', 3, 0x05, 2, 0];
+        let mut image = vec![1, 0b01, 0];
+        image.extend(1i32.to_le_bytes());
+        image.extend((change.len() as u32).to_le_bytes());
+        image.extend(change);
+        image.extend(2u32.to_le_bytes());
+        image.extend([0x04, 1]);
+        let mut zero = 0;
+        let mut c = Cursor::new(&image);
+        let after = decode_partial_after(&table, &mut c, &before, &mut zero).unwrap();
+        assert!(c.is_empty());
+        assert_eq!(
+            after,
+            vec![
+                Value::Int(1),
+                Value::String(r#"{"a": 2}"#.into()),
+                Value::String("true".into())
+            ]
+        );
+        // A row without partial columns (value_options 0) is a plain image.
+        let mut plain = vec![0, 0];
+        plain.extend(1i32.to_le_bytes());
+        for doc in [[0x04u8, 0], [0x04, 2]] {
+            plain.extend(2u32.to_le_bytes());
+            plain.extend(doc);
+        }
+        let after =
+            decode_partial_after(&table, &mut Cursor::new(&plain), &before, &mut zero).unwrap();
+        assert_eq!(after[2], Value::String("false".into()));
     }
 }

@@ -56,6 +56,7 @@ mod meta {
     pub const PRIMARY_KEY_WITH_PREFIX: u8 = 9;
     pub const ENUM_AND_SET_DEFAULT_CHARSET: u8 = 10;
     pub const ENUM_AND_SET_COLUMN_CHARSET: u8 = 11;
+    pub const VECTOR_DIMENSIONALITY: u8 = 13;
 }
 
 /// Which columns an optional-metadata field counts, for the fields counted over a subset of
@@ -185,6 +186,11 @@ pub enum ColumnDecoder {
         /// Width of the length prefix.
         len_bytes: u8,
     },
+    /// Little-endian IEEE floats behind a length prefix (MySQL 9's VECTOR).
+    Vector {
+        /// Width of the length prefix.
+        len_bytes: u8,
+    },
     /// 3-byte packed date.
     Date,
     /// One byte, years since 1900 (0 is the zero year).
@@ -209,11 +215,25 @@ pub enum ColumnDecoder {
 /// A parsed TABLE_MAP: the schema and how to decode each column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDecoder {
-    /// The table's schema at this point of the binlog.
+    /// The table's schema at this point of the binlog (hidden columns left out).
     pub schema: Arc<TableSchema>,
-    /// One decoder per column, in column order.
+    /// One decoder per column of the schema, in column order.
     pub columns: Vec<ColumnDecoder>,
+    /// Table-map columns that row images leave out: the hidden generated columns of MySQL
+    /// functional indexes (`!hidden!...`), which MySQL 8.0.13 to 8.0.22 name in table maps
+    /// but never log; later releases leave them out of table maps too.
+    pub hidden: Vec<usize>,
 }
+
+impl TableDecoder {
+    /// How many columns the table map, and so every row image's bitmaps, has.
+    pub fn width(&self) -> usize {
+        self.columns.len() + self.hidden.len()
+    }
+}
+
+/// The name MySQL gives the hidden generated column of a functional index.
+const HIDDEN_PREFIX: &str = "!hidden!";
 
 /// Why a TABLE_MAP could not become a [`TableDecoder`].
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +307,8 @@ struct OptionalMetadata<'a> {
     primary_key: Option<Vec<usize>>,
     set_labels: Vec<Vec<&'a [u8]>>,
     enum_labels: Vec<Vec<&'a [u8]>>,
+    /// Declared dimensions of the VECTOR columns, in column order.
+    vector_dims: Vec<u64>,
 }
 
 /// Collations of the character (or ENUM/SET) columns, counted among those columns only.
@@ -359,6 +381,11 @@ fn parse_optional(mut c: Cursor<'_>) -> Result<OptionalMetadata<'_>, DecodeError
                 m.enum_set_charsets = Some(Charsets::parse_columns(v)?)
             }
             meta::SET_STR_VALUE => m.set_labels = parse_labels(v)?,
+            meta::VECTOR_DIMENSIONALITY => {
+                while !v.is_empty() {
+                    m.vector_dims.push(v.lenenc("vector dimensions")?);
+                }
+            }
             meta::ENUM_STR_VALUE => m.enum_labels = parse_labels(v)?,
             meta::COLUMN_NAME => {
                 let mut names = Vec::new();
@@ -447,6 +474,7 @@ pub fn parse_columns(
     }
     let year_signed = subset::year_is_signed(types, opt.signedness, flavor);
     let (mut numeric, mut textual, mut enums, mut sets) = (0usize, 0usize, 0usize, 0usize);
+    let mut vectors = 0usize;
     let mut columns = Vec::with_capacity(n);
     let mut decoders = Vec::with_capacity(n);
     for (i, &ty) in types.iter().enumerate() {
@@ -609,6 +637,20 @@ pub fn parse_columns(
                     (ColumnDecoder::Geometry { len_bytes }, ColumnType::Geometry)
                 }
             }
+            col::VECTOR => {
+                let len_bytes = metadata.u8("vector length size")?;
+                if !(1..=4).contains(&len_bytes) {
+                    return Err(invalid(format!("length size {len_bytes}")));
+                }
+                let dims = opt.vector_dims.get(vectors).copied().unwrap_or(0);
+                vectors += 1;
+                let dims = u32::try_from(dims)
+                    .map_err(|_| invalid(format!("VECTOR of {dims} dimensions")))?;
+                (
+                    ColumnDecoder::Vector { len_bytes },
+                    ColumnType::Vector { dims },
+                )
+            }
             col::DATE => (ColumnDecoder::Date, ColumnType::Date),
             col::YEAR => (ColumnDecoder::Year, ColumnType::Year),
             col::TIME2 | col::DATETIME2 | col::TIMESTAMP2 => {
@@ -634,15 +676,29 @@ pub fn parse_columns(
         let nullable = null_bits[i / 8] & (1 << (i % 8)) != 0;
         columns.push(Column::new(name, column_type, nullable));
     }
+    let hidden: Vec<usize> = (0..n)
+        .filter(|&i| names[i].starts_with(HIDDEN_PREFIX))
+        .collect();
+    for &i in hidden.iter().rev() {
+        columns.remove(i);
+        decoders.remove(i);
+    }
     let key = match (key, opt.primary_key) {
         (Some(names), _) => column_indices(&columns, names)
             .map_err(|missing| TableMapError::KeyColumnMissing(missing.to_string()))?,
-        (None, Some(k)) if !k.is_empty() => k,
+        (None, Some(k)) if !k.is_empty() => {
+            // Table-map positions, renumbered past the hidden columns left out.
+            if let Some(&bad) = k.iter().find(|&&k| k >= n || hidden.contains(&k)) {
+                return Err(
+                    DecodeError::Invalid(format!("primary key column {bad} of {n}")).into(),
+                );
+            }
+            k.iter()
+                .map(|&k| k - hidden.iter().filter(|&&h| h < k).count())
+                .collect()
+        }
         _ => return Err(TableMapError::NoPrimaryKey),
     };
-    if let Some(&bad) = key.iter().find(|&&k| k >= n) {
-        return Err(DecodeError::Invalid(format!("primary key column {bad} of {n}")).into());
-    }
     Ok(TableDecoder {
         schema: Arc::new(TableSchema {
             id: head.table,
@@ -650,6 +706,7 @@ pub fn parse_columns(
             key,
         }),
         columns: decoders,
+        hidden,
     })
 }
 
