@@ -86,7 +86,7 @@ pub struct State {
 impl State {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<State, StateError> {
-        let db = sled::open(dir).map_err(|source| StateError::Open {
+        let db = open_sled(dir).map_err(|source| StateError::Open {
             path: dir.to_owned(),
             source,
         })?;
@@ -278,6 +278,14 @@ fn schema_key(table: &TableId, version: Version) -> Vec<u8> {
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("state records serialize")
+}
+
+/// Opens a sled database without its background flusher: every writer here flushes when
+/// what it wrote must be durable, and without the flusher thread (which holds the database
+/// open for a moment after it is dropped) the directory's lock is free as soon as the
+/// database is dropped, so reopening it at once works.
+pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new().path(dir).flush_every_ms(None).open()
 }
 
 /// Makes everything written to `db` durable. sled 0.34's `flush_async` can leave callers that

@@ -338,6 +338,7 @@ fn canon(v: &Value) -> String {
         Value::DateTime(us) | Value::Timestamp(us) => {
             time::format_datetime_micros(*us).replace('T', " ")
         }
+        Value::Vector(v) => format!("{v:?}"),
     }
 }
 

@@ -227,7 +227,7 @@ const DEFAULT_LEVEL: Level = Level::Backward;
 impl Store {
     /// Opens or creates the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, String> {
-        let db = sled::open(dir).map_err(|e| {
+        let db = crate::state::open_sled(dir).map_err(|e| {
             format!(
                 "cannot open the registry data dir {}: {e}; if another `sluice registry` uses \
                  it, stop that one or pass a different --data; if it is damaged, restore it \
