@@ -83,6 +83,21 @@ pub mod kind {
     pub const XA_PREPARE: u8 = 38;
 }
 
+/// The events of a statement-based LOAD DATA: a server writes them when it is not on
+/// `binlog_format=ROW`, and their changes are statements Sluice cannot read.
+pub fn load_data_event(event_type: u8) -> Option<&'static str> {
+    Some(match event_type {
+        8 => "CREATE_FILE",
+        9 => "APPEND_BLOCK",
+        10 => "EXEC_LOAD",
+        11 => "DELETE_FILE",
+        12 => "NEW_LOAD",
+        17 => "BEGIN_LOAD_QUERY",
+        18 => "EXECUTE_LOAD_QUERY",
+        _ => return None,
+    })
+}
+
 /// Event flag: a reader that does not know the event's type may skip it.
 pub const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 

@@ -430,6 +430,15 @@ impl BinlogReader {
                 self.skipped += 1;
                 Ok(Decoded::Nothing)
             }
+            t if let Some(name) = event::load_data_event(t) => Err(self.error(
+                h,
+                format!(
+                    "event type {t} ({name}) is a LOAD DATA logged as a statement, whose \
+                     changes Sluice cannot read: the server was not on binlog_format=ROW; set \
+                     binlog_format=ROW (globally, and keep sessions from changing it) and \
+                     re-snapshot the tables the statement loaded"
+                ),
+            )),
             // A replica skips an event it does not know when the server marks it ignorable
             // (Aurora's padding events, for one).
             _ if h.flags & event::LOG_EVENT_IGNORABLE_F != 0 => {
