@@ -281,11 +281,22 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Opens a sled database without its background flusher: every writer here flushes when
-/// what it wrote must be durable, and without the flusher thread (which holds the database
-/// open for a moment after it is dropped) the directory's lock is free as soon as the
-/// database is dropped, so reopening it at once works.
+/// what it wrote must be durable. sled's I/O threads can still hold a just-dropped database's
+/// lock for a moment, so a reopen in the same process (a restarted component, a test) waits
+/// up to two seconds for it; another process holding the lock is reported after that.
 pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
-    sled::Config::new().path(dir).flush_every_ms(None).open()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Makes everything written to `db` durable. sled 0.34's `flush_async` can leave callers that

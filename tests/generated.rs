@@ -5,9 +5,13 @@
 //! against `mariadb-binlog -v`, and the rows the decoded changes leave against what `SELECT`
 //! returns at every point between ALTERs.
 //!
-//! `SLUICE_GEN_TABLES` sets how many tables (default 200), `SLUICE_GEN_SEED` the first seed
-//! (table `i` uses seed + i). A failure prints the seed, the table's definition and its first
-//! difference.
+//! A sample of generated tables also goes the whole way on the stack: snapshot, streaming with
+//! ALTERs, an incremental snapshot, then the index and the topic (read by Confluent's own
+//! Avro deserializer) must both equal the table.
+//!
+//! `SLUICE_GEN_TABLES` sets how many tables (default 200), `SLUICE_GEN_PIPELINE_TABLES` how
+//! many go through the pipeline (default 10), `SLUICE_GEN_SEED` the first seed (table `i` uses
+//! seed + i). A failure prints the seed, the table's definition and its first difference.
 
 mod common;
 
@@ -19,6 +23,7 @@ use std::sync::Arc;
 use common::generate::{self, Catalog, GenColumn, GenTable, Generator, Kind, Values, hex};
 use common::private::{PrivateServer, ROW_CDC};
 use common::reference;
+use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Value as Sql};
 use sluice::model::{Change, ColumnType, Op, Position, TableId, TableSchema, Value, time};
@@ -37,22 +42,40 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Two connections to the private server as root, in UTC, speaking utf8mb4, strict, with
-/// read-committed isolation (fewer gap locks between the two).
+/// How the generator's connections talk: in UTC, utf8mb4, strict, with read-committed
+/// isolation (fewer gap locks between the two it uses).
+const SESSION: [&str; 4] = [
+    "SET NAMES utf8mb4",
+    "SET time_zone = '+00:00'",
+    "SET sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+];
+
+/// A connection to the private server as root.
 async fn connect(server: &PrivateServer) -> Conn {
     let opts = mysql_async::OptsBuilder::default()
         .socket(Some(server.socket.to_str().unwrap()))
         .user(Some("root"))
-        .init(vec![
-            "SET NAMES utf8mb4",
-            "SET time_zone = '+00:00'",
-            "SET sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        ]);
+        .init(SESSION.to_vec());
     Conn::new(opts).await.unwrap()
 }
 
-/// The server's character sets that Sluice transcodes, with their collations.
+/// A connection to the stack's server as its admin, in database `db`.
+async fn connect_stack(db: &str) -> Conn {
+    let s = stack();
+    let mut init: Vec<String> = SESSION.iter().map(|s| s.to_string()).collect();
+    init.push(format!("USE `{db}`"));
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(s.mysql_host.clone())
+        .tcp_port(s.mysql_port)
+        .user(Some(s.admin_user.clone()))
+        .pass(Some(s.admin_password.clone()))
+        .init(init);
+    Conn::new(opts).await.unwrap()
+}
+
+/// The server's character sets (all of which Sluice reads), their collations and the pool
+/// characters each holds.
 async fn catalog(conn: &mut Conn) -> Catalog {
     // MariaDB 10.10+ lists its UCA 14 collations per character set only here.
     let rows: Vec<(String, String)> = conn
@@ -169,6 +192,73 @@ impl Work<'_> {
             lits.push(lit);
         }
         lits
+    }
+
+    /// One random transaction on `table`: autocommit statements, a transaction (part of it
+    /// rolled back to a savepoint, or all of it rolled back), or an XA transaction prepared,
+    /// with another transaction committed on the second connection in between, then committed
+    /// or rolled back. `Err` when the server refused a statement it should have taken.
+    async fn transaction(
+        &mut self,
+        table: &GenTable,
+        values: &mut Values<'_>,
+        seed: u64,
+    ) -> Result<(), String> {
+        let keys = first_keys(self.a, table).await;
+        let shape = values.rng.u8(..10);
+        let statements: Vec<String> = (0..values.rng.usize(1..=4))
+            .map(|_| self.statement(table, values, &keys))
+            .collect();
+        let mut sql: Vec<String> = Vec::new();
+        match shape {
+            0..=2 => sql.extend(statements),
+            3 | 4 if table.transactional() => {
+                sql.push("BEGIN".into());
+                let (kept, undone) = statements.split_at(statements.len() / 2);
+                sql.extend(kept.iter().cloned());
+                sql.push("SAVEPOINT s".into());
+                sql.extend(undone.iter().cloned());
+                sql.push("ROLLBACK TO SAVEPOINT s".into());
+                sql.push("COMMIT".into());
+            }
+            // A non-transactional table keeps its changes through a rollback.
+            5 => {
+                sql.push("BEGIN".into());
+                sql.extend(statements);
+                sql.push("ROLLBACK".into());
+            }
+            6 | 7 if table.transactional() => {
+                self.xa += 1;
+                let xid = format!("'x{seed}_{}'", self.xa);
+                let mut prepare = vec![format!("XA START {xid}")];
+                prepare.extend(statements);
+                prepare.extend([format!("XA END {xid}"), format!("XA PREPARE {xid}")]);
+                for s in &prepare {
+                    self.run(s).await?;
+                }
+                self.b
+                    .query_drop("INSERT INTO xa_noise (v) VALUES ('between')")
+                    .await
+                    .unwrap();
+                let end = if shape == 6 { "COMMIT" } else { "ROLLBACK" };
+                sql.push(format!("XA {end} {xid}"));
+            }
+            _ => {
+                sql.push("BEGIN".into());
+                sql.extend(statements);
+                sql.push("COMMIT".into());
+            }
+        }
+        for s in &sql {
+            if let Err(e) = self.run(s).await {
+                // Duplicate keys are the workload's own making: the statement failed as a
+                // whole and changed nothing. A read-only XA transaction ends at its PREPARE.
+                if !e.contains("Duplicate entry") && !e.contains("XAER_NOTA") {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn insert(&mut self, table: &GenTable, values: &mut Values<'_>, rows: usize) -> String {
@@ -369,8 +459,15 @@ async fn select_rows(
     out
 }
 
-/// An ALTER for `table`, and the table after it; `None` when none applies.
-fn alter(table: &GenTable, generator: &mut Generator<'_>, n: usize) -> Option<(String, GenTable)> {
+/// An ALTER for `table`, and the table after it; `None` when none applies. `compatible` keeps
+/// to the changes a schema registry's BACKWARD level and an index mapping both take: adding a
+/// nullable column, widening an integer or a VARCHAR.
+fn alter(
+    table: &GenTable,
+    generator: &mut Generator<'_>,
+    n: usize,
+    compatible: bool,
+) -> Option<(String, GenTable)> {
     let mut next = table.clone();
     let referenced: BTreeSet<String> = table
         .columns
@@ -385,7 +482,7 @@ fn alter(table: &GenTable, generator: &mut Generator<'_>, n: usize) -> Option<(S
         .collect();
     let name = &table.name;
     match generator.rng().u8(..4) {
-        0 if !plain.is_empty() && table.columns.len() > table.key.len() + 1 => {
+        0 if !compatible && !plain.is_empty() && table.columns.len() > table.key.len() + 1 => {
             let i = plain[generator.rng().usize(..plain.len())];
             let c = next.columns.remove(i);
             Some((
@@ -398,6 +495,11 @@ fn alter(table: &GenTable, generator: &mut Generator<'_>, n: usize) -> Option<(S
             let i = plain[generator.rng().usize(..plain.len())];
             let c = &mut next.columns[i];
             match &mut c.kind {
+                // BIGINT UNSIGNED is a decimal to Avro and the index: no widening into it.
+                Kind::Int {
+                    bytes: 4,
+                    unsigned: true,
+                } if compatible => return None,
                 Kind::Int { bytes, .. } if *bytes < 8 => {
                     *bytes = match bytes {
                         1 => 2,
@@ -407,6 +509,7 @@ fn alter(table: &GenTable, generator: &mut Generator<'_>, n: usize) -> Option<(S
                     };
                 }
                 Kind::VarChar { len, .. } => *len += 7,
+                _ if compatible => return None,
                 _ => {
                     let old = c.name.clone();
                     c.name = format!("r{n}_{old}");
@@ -507,66 +610,9 @@ async fn run_table(
             if work.next_key > 120 {
                 break;
             }
-            let keys = first_keys(work.a, &table).await;
-            let shape = values.rng.u8(..10);
-            let statements: Vec<String> = (0..values.rng.usize(1..=4))
-                .map(|_| work.statement(&table, &mut values, &keys))
-                .collect();
-            let mut sql: Vec<String> = Vec::new();
-            match shape {
-                // Autocommit statements.
-                0..=2 => sql.extend(statements),
-                // A transaction, part of it rolled back to a savepoint.
-                3 | 4 if table.transactional() => {
-                    sql.push("BEGIN".into());
-                    let (kept, undone) = statements.split_at(statements.len() / 2);
-                    sql.extend(kept.iter().cloned());
-                    sql.push("SAVEPOINT s".into());
-                    sql.extend(undone.iter().cloned());
-                    sql.push("ROLLBACK TO SAVEPOINT s".into());
-                    sql.push("COMMIT".into());
-                }
-                // A rolled-back transaction (a non-transactional table keeps its changes).
-                5 => {
-                    sql.push("BEGIN".into());
-                    sql.extend(statements);
-                    sql.push("ROLLBACK".into());
-                }
-                // XA: prepared, another transaction commits in between, then committed or
-                // rolled back.
-                6 | 7 if table.transactional() => {
-                    work.xa += 1;
-                    let xid = format!("'x{seed}_{}'", work.xa);
-                    let mut prepare = vec![format!("XA START {xid}")];
-                    prepare.extend(statements);
-                    prepare.extend([format!("XA END {xid}"), format!("XA PREPARE {xid}")]);
-                    for s in &prepare {
-                        work.run(s).await.map_err(|e| fail(&run, e))?;
-                    }
-                    work.b
-                        .query_drop("INSERT INTO xa_noise (v) VALUES ('between')")
-                        .await
-                        .unwrap();
-                    let end = if shape == 6 { "COMMIT" } else { "ROLLBACK" };
-                    sql.push(format!("XA {end} {xid}"));
-                }
-                // A multi-statement transaction.
-                _ => {
-                    sql.push("BEGIN".into());
-                    sql.extend(statements);
-                    sql.push("COMMIT".into());
-                }
-            }
-            for s in &sql {
-                if let Err(e) = work.run(s).await {
-                    // Duplicate keys from range updates and the like are the workload's own
-                    // making: the statement failed as a whole and changed nothing.
-                    // A read-only XA transaction ends at its PREPARE.
-                    if !e.contains("Duplicate entry") && !e.contains("XAER_NOTA") {
-                        return Err(fail(&run, e));
-                    }
-                }
-            }
+            work.transaction(&table, &mut values, seed)
+                .await
+                .map_err(|e| fail(&run, e))?;
         }
         let (_, end) = master_status(work.a).await;
         run.epochs.push(Epoch {
@@ -575,7 +621,7 @@ async fn run_table(
             rows: select_rows(work.a, &table).await,
         });
         if epoch + 1 < epochs
-            && let Some((sql, next)) = alter(&table, &mut generator, epoch)
+            && let Some((sql, next)) = alter(&table, &mut generator, epoch, false)
         {
             work.run(&sql).await.map_err(|e| fail(&run, e))?;
             run.ddl.push(sql);
@@ -838,4 +884,150 @@ async fn generated_tables_decode_as_mariadb_binlog_and_select_read_them() {
         }
         panic!("{report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_tables_reach_the_topic_and_the_index_exactly() {
+    let count = env_or("SLUICE_GEN_PIPELINE_TABLES", 10) as usize;
+    let first_seed = env_or("SLUICE_GEN_SEED", 20_261_129) + 1_000_000;
+    println!("pipeline tables: {count}, seeds {first_seed}..");
+    let names: Vec<String> = (0..count).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut admin, setup) = fresh("it_gen", &refs).await;
+    let mut a = connect_stack(&setup.db).await;
+    let mut b = connect_stack(&setup.db).await;
+    a.query_drop("CREATE TABLE xa_noise (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10))")
+        .await
+        .unwrap();
+    let catalog = catalog(&mut a).await;
+    let mut tables = Vec::new();
+    let mut ddl = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let seed = first_seed + i as u64;
+        let mut generator = Generator::new(&catalog, seed);
+        let table = generator.table(name);
+        a.query_drop(table.create())
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let mut work = Work {
+            a: &mut a,
+            b: &mut b,
+            next_key: 2,
+            xa: 0,
+        };
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
+        let mut values = Values {
+            rng: &mut rng,
+            catalog: &catalog,
+        };
+        let sql = work.insert(&table, &mut values, 20);
+        work.run(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        ddl.push(format!("seed {seed}: {}", table.create()));
+        tables.push((seed, generator, table, work.next_key, rng));
+    }
+    // Small chunks, so keyset pages fall inside composite and collated keys.
+    let config = setup.dir.path().join("sluice.toml");
+    let text = setup
+        .config_text("")
+        .replace("[kafka]", "snapshot_chunk_rows = 7\n[kafka]");
+    std::fs::write(&config, text).unwrap();
+    setup.signal_table(&mut admin, &config).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    // Streaming: transactions of every shape, a schema change the registry and the index both
+    // accept, more transactions; and a change the binlog never shows.
+    for (seed, generator, table, next_key, rng) in &mut tables {
+        let mut work = Work {
+            a: &mut a,
+            b: &mut b,
+            next_key: *next_key,
+            xa: 0,
+        };
+        let mut values = Values {
+            rng,
+            catalog: &catalog,
+        };
+        for round in 0..2 {
+            for _ in 0..4 {
+                work.transaction(table, &mut values, *seed)
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            }
+            if round == 0
+                && let Some((sql, next)) = alter(table, generator, 0, true)
+            {
+                work.run(&sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                ddl.push(format!("seed {seed}: {sql}"));
+                *table = next;
+            }
+        }
+        let settable: Vec<&GenColumn> = table
+            .columns
+            .iter()
+            .filter(|c| c.generated.is_none() && !table.key.contains(&c.name))
+            .collect();
+        if let Some(c) = settable.first() {
+            let literal = values.literal(c);
+            let hidden = format!(
+                "UPDATE `{}` SET `{}` = {literal} LIMIT 3",
+                table.name, c.name
+            );
+            exec(
+                &mut admin,
+                &[
+                    "SET SESSION sql_log_bin = 0",
+                    &hidden,
+                    "SET SESSION sql_log_bin = 1",
+                ],
+            )
+            .await;
+        }
+    }
+    // An incremental snapshot of every table brings what the binlog did not show, and gives
+    // every document the columns added since its row last changed.
+    for name in &names {
+        let table = format!("{}.{name}", setup.db);
+        let (status, out) = run_to_exit(
+            &[
+                "snapshot",
+                "--config",
+                config.to_str().unwrap(),
+                "--table",
+                &table,
+            ],
+            PATIENCE,
+        );
+        assert!(status.success(), "{out}");
+    }
+    sluice.wait_for_logs("incremental snapshot done", count, CATCH_UP);
+    let described = ddl.join("\n");
+    for name in &names {
+        let db = setup.db.clone();
+        let expected = expected_docs(&mut admin, &db, name).await;
+        setup.assert_index_matches(&mut admin, name, CATCH_UP).await;
+        // The topic, read by Confluent's deserializer, holds the same rows.
+        let topic = setup.topic(name);
+        let out = std::process::Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/consume.py"))
+            .args([&stack().brokers, &topic, &stack().registry_url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{described}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(report["rows"].clone()).unwrap();
+        if rows != expected {
+            let diff = describe_difference(&format!("topic {topic}"), &expected, &rows);
+            panic!("{diff}\ntables:\n{described}");
+        }
+    }
+    assert!(sluice.terminate(PATIENCE).success());
 }

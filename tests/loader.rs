@@ -512,6 +512,61 @@ async fn added_columns_extend_the_mapping_and_a_type_change_holds_only_its_table
     assert!(sluice.terminate(PATIENCE).success());
 }
 
+/// A batch can read a record of an older schema after one of a newer (partitions interleave;
+/// a dropped column brings the older schema back): the index must still map every field any
+/// of them adds before a document carries it, or the server guesses (a binary column taken
+/// for text can never change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_schemas_maps_the_fields_of_each() {
+    let (mut conn, setup) = fresh("it_mixed", &["t"]).await;
+    let rows = 60;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+            &format!("INSERT INTO t SELECT seq, seq FROM seq_1_to_{rows}"),
+        ],
+    )
+    .await;
+    let mut source = setup.start("source");
+    source.wait_for_log("streaming the binlog", PATIENCE);
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE t ADD COLUMN b VARBINARY(8) NULL",
+            "UPDATE t SET b = UNHEX('00FF'), v = v + 1",
+            "ALTER TABLE t DROP COLUMN b",
+            "UPDATE t SET v = v + 1",
+        ],
+    )
+    .await;
+    let topic = setup.topic("t");
+    eventually(
+        "the source to publish every record",
+        async || match topic_records(&topic) {
+            n if n == 3 * rows => Ok(()),
+            n => Err(format!("{n} of {} records", 3 * rows)),
+        },
+    )
+    .await;
+    assert!(source.terminate(PATIENCE).success());
+    // Started now, the loader reads the three runs of records in one batch.
+    let mut loader = setup.start("loader");
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
+    let index = format!("{}.t", setup.db);
+    let mapping: serde_json::Value = reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mapping[&index]["mappings"]["properties"]["b"]["type"], "binary",
+        "{mapping}"
+    );
+    assert!(loader.terminate(PATIENCE).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other() {
     let (mut conn, setup) = fresh("it_two_loaders", &["t"]).await;

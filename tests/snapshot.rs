@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -29,20 +28,6 @@ fn paced(setup: &Setup, rows: u64, per_sec: u64) -> std::path::PathBuf {
     let path = setup.dir.path().join("sluice.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Creates the setup's signal table with `sluice setup`, run as the Sluice user.
-async fn signal_table(conn: &mut Conn, setup: &Setup, config: &Path) {
-    let grant = format!(
-        "GRANT CREATE, INSERT, UPDATE ON `{}`.* TO '{}'@'%'",
-        setup.db,
-        stack().cdc_user
-    );
-    exec(conn, &[&grant]).await;
-    let config = config.to_str().unwrap();
-    let (status, out) = run_to_exit(&["setup", "--config", config], PATIENCE);
-    assert!(status.success(), "{out}");
-    assert!(out.contains("sluice_signal is ready"), "{out}");
 }
 
 /// Tables `(id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(30))` with ids 1..=rows.
@@ -239,7 +224,7 @@ async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
     let (mut conn, setup) = fresh("it_incr", &["a", "b"]).await;
     numbered(&mut conn, &[("a", 1000), ("b", 3000)]).await;
     let config = paced(&setup, 100, 700);
-    signal_table(&mut conn, &setup, &config).await;
+    setup.signal_table(&mut conn, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("snapshot stored", PATIENCE);
     // The index cannot know these until a snapshot reads them.
@@ -295,7 +280,7 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
     let (mut conn, mut setup) = fresh("it_incr_added", &["a"]).await;
     numbered(&mut conn, &[("a", 500), ("c", 1500)]).await;
     let config = chunked(&setup, 200);
-    signal_table(&mut conn, &setup, &config).await;
+    setup.signal_table(&mut conn, &config).await;
     let mut first = setup.start("all");
     first.wait_for_log("snapshot stored", PATIENCE);
     assert!(first.terminate(PATIENCE).success());
@@ -384,7 +369,7 @@ async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_positi
         out.contains("needs the signal table") && out.contains("sluice setup"),
         "{out}"
     );
-    signal_table(&mut conn, &setup, &config).await;
+    setup.signal_table(&mut conn, &config).await;
     let load = writer(setup.db.clone(), vec!["t"], 2000, Duration::ZERO);
     let mut sluice = setup.start("all");
     sluice.wait_for_log("incremental snapshot done", CATCH_UP);

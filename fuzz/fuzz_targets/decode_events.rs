@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a sequence of binlog events for one captured table: the decoder must
 //! return values or errors, never panic, loop or allocate without bound.
 //!
-//! Input: repeated `[event type: u8][body length: u16 LE][body]`.
+//! Input: repeated `[event type: u8][flags: u8][body length: u16 LE][body]` (the flags byte
+//! is the header's low flag byte, so the ignorable flag 0x80 comes up too).
 //!
 //!     cd fuzz && cargo fuzz run decode_events corpus/decode_events seeds -- -max_total_time=300
 //!
@@ -28,11 +29,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut rest = data.get(1..).unwrap_or_default();
     let mut log_pos = 4u32;
-    while rest.len() >= 3 {
-        let event_type = rest[0];
-        let len = usize::from(u16::from_le_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let body = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    while rest.len() >= 4 {
+        let (event_type, flags) = (rest[0], rest[1]);
+        let len = usize::from(u16::from_le_bytes([rest[2], rest[3]])).min(rest.len() - 4);
+        let body = &rest[4..4 + len];
+        rest = &rest[4 + len..];
         let event_size = 19 + len as u32;
         log_pos = log_pos.wrapping_add(event_size);
         let header = EventHeader {
@@ -41,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
             server_id: 1,
             event_size,
             log_pos,
+            flags: u16::from(flags),
         };
         let _ = reader.on_event(&header, body);
     }

@@ -45,9 +45,10 @@ pub struct Batch {
     pub truncate: Option<Truncate>,
     /// Indexes that cannot take their table's new schema, with the topics held back for them.
     pub held: Vec<(LoadError, BTreeSet<String>)>,
-    /// Indexes whose mapping must first take a writer schema: created, or given the fields
-    /// they lack.
-    pub mappings: BTreeMap<String, Target>,
+    /// Indexes whose mapping must first take writer schemas: created, or given the fields
+    /// they lack. Every distinct schema counts: partitions interleave in a batch, so the last
+    /// schema read need not be the newest.
+    pub mappings: BTreeMap<String, Vec<Target>>,
     /// Per partition, the offset after the batch's last record.
     pub next_offsets: BTreeMap<(String, i32), i64>,
     /// Records read into the batch, tombstones and dead letters included.
@@ -212,11 +213,9 @@ fn shape(
     )
     .map_err(|e| e.to_string())?;
     let (index, id) = (record.index(), value.schema.id);
-    // The batch's latest schema of an index wins: columns are added, so it maps them all.
-    let known = match batch.mappings.get(index) {
-        Some(pending) => pending.schema_id == id,
-        None => writer.is_mapped(index, id),
-    };
+    let pending = batch.mappings.get(index);
+    let known =
+        pending.is_some_and(|p| p.iter().any(|t| t.schema_id == id)) || writer.is_mapped(index, id);
     if !known {
         let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
             return Err("the value schema is not a record".into());
@@ -228,7 +227,11 @@ fn shape(
             mappings,
             alias,
         };
-        batch.mappings.insert(index.to_string(), target);
+        batch
+            .mappings
+            .entry(index.to_string())
+            .or_default()
+            .push(target);
     }
     Ok(record)
 }

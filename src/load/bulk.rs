@@ -1,5 +1,5 @@
 //! `_bulk` request bodies and the reading of their responses. Every write carries the change's
-//! version with `version_type=external`, so a replayed or older write loses (design.md,
+//! version with `version_type=external`, so a replayed or older write loses (docs/design.md,
 //! invariant 2).
 
 use serde_json::{Value as Json, json};

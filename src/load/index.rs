@@ -1,7 +1,7 @@
 //! The Elasticsearch side of the loader: index creation and bulk requests, classifying every
 //! failure as worth retrying or final.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use std::io::Write;
@@ -51,9 +51,10 @@ pub struct IndexWriter {
     url: String,
     gc_deletes: String,
     gzip_min_bytes: usize,
-    /// Indexes this process created or found, with the writer schema id last mapped. Bulks in
-    /// flight share the writer; two mapping the same index at once only repeat a no-op.
-    mapped: Mutex<HashMap<String, u32>>,
+    /// Indexes this process created or found, with the writer schema ids they map. Bulks in
+    /// flight share the writer; two mapping the same index at once only repeat a no-op, and
+    /// an older schema mapped after a newer one adds nothing (its fields are there already).
+    mapped: Mutex<HashMap<String, HashSet<u32>>>,
 }
 
 impl IndexWriter {
@@ -104,10 +105,12 @@ impl IndexWriter {
 
     /// Whether `index` is known to map the rows of writer schema `schema_id`.
     pub fn is_mapped(&self, index: &str, schema_id: u32) -> bool {
-        self.mapped().get(index) == Some(&schema_id)
+        self.mapped()
+            .get(index)
+            .is_some_and(|ids| ids.contains(&schema_id))
     }
 
-    fn mapped(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+    fn mapped(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<u32>>> {
         self.mapped
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -124,7 +127,7 @@ impl IndexWriter {
         }
         let known = self.mapped().contains_key(index);
         if !known && self.create(index, target).await? {
-            self.mapped().insert(index.to_string(), schema_id);
+            self.remember(index, schema_id);
             return Ok(());
         }
         let response = self
@@ -138,7 +141,7 @@ impl IndexWriter {
         match status {
             200..=299 => {
                 tracing::info!(%index, schema_id, "index mapping updated for a new table schema");
-                self.mapped().insert(index.to_string(), schema_id);
+                self.remember(index, schema_id);
                 Ok(())
             }
             400 => Err(Failure::Final(LoadError::MappingConflict {
@@ -153,6 +156,13 @@ impl IndexWriter {
                 self.url
             )))),
         }
+    }
+
+    fn remember(&self, index: &str, schema_id: u32) {
+        self.mapped()
+            .entry(index.to_string())
+            .or_default()
+            .insert(schema_id);
     }
 
     /// Creates `index` for `target`; false if it already exists.

@@ -3,7 +3,7 @@
 //! A consumer group over the table topics; records are decoded through the registry into
 //! batches (count, body size or linger time), one lane of partitions per bulk in flight
 //! (`lanes`), written with external versions, and their offsets committed only after every
-//! item of the bulk settled (design.md, invariant 3). A record that can never be applied
+//! item of the bulk settled (docs/design.md, invariant 3). A record that can never be applied
 //! (undecodable, unknown schema, refused by the index's mapping) goes to the dead-letter topic
 //! with headers saying where it came from and why, and the partition goes on.
 
@@ -506,8 +506,10 @@ async fn apply(
 /// Applies a batch: its documents in one bulk request, then its truncate. Returns the
 /// actions the index refused for good, by position.
 async fn try_apply(writer: &IndexWriter, batch: &Batch) -> Result<Vec<(usize, String)>, Failure> {
-    for (index, target) in &batch.mappings {
-        writer.ensure_mapping(index, target).await?;
+    for (index, targets) in &batch.mappings {
+        for target in targets {
+            writer.ensure_mapping(index, target).await?;
+        }
     }
     let mut refused = Vec::new();
     if !batch.body.is_empty() {

@@ -1,5 +1,5 @@
 //! Turns Kafka acknowledgements into stored checkpoints: a checkpoint is saved only after
-//! every record produced before it was acknowledged (design.md, invariant 1).
+//! every record produced before it was acknowledged (docs/design.md, invariant 1).
 //!
 //! Records are numbered in production order; librdkafka reports each delivery to
 //! [`DeliveryContext`], which keeps the lowest number not yet acknowledged. A checkpoint

@@ -14,14 +14,14 @@ use encoding_rs::Encoding;
 pub const BINARY_COLLATION: u64 = 63;
 
 /// How Sluice reads the bytes of a character column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charset {
     /// Raw bytes (BINARY, VARBINARY, BLOB).
     Binary,
     /// Text, transcoded to UTF-8 by this codec.
     Text(Codec),
-    /// A character set Sluice has no codec for.
-    Other(&'static str),
+    /// A character set Sluice has no codec for (its name, for the message).
+    Other(String),
 }
 
 /// Turns a character set's bytes into UTF-8.
@@ -82,7 +82,7 @@ impl Charset {
             "utf32" => Charset::Text(Codec::Utf32),
             // Four-byte sequences make GB 18030 too large to ask about code by code.
             "gb18030" => Charset::Text(Codec::Standard(encoding_rs::GB18030)),
-            _ => Charset::Other(leak(name)),
+            _ => Charset::Other(name.to_string()),
         }
     }
 
@@ -90,10 +90,6 @@ impl Charset {
     pub fn needs_table(name: &str) -> bool {
         matches!(Charset::algorithmic(name), Charset::Other(_))
     }
-}
-
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_string().into_boxed_str())
 }
 
 /// What the first byte of a sequence is.
@@ -151,7 +147,8 @@ impl CharTable {
         answers: impl IntoIterator<Item = (&'a [u8], Option<&'a str>)>,
     ) -> CharTable {
         let mut t = CharTable {
-            name: leak(name),
+            // Tables live as long as the process (codecs refer to them); one per character set.
+            name: Box::leak(name.to_string().into_boxed_str()),
             first: [Lead::Invalid; 256],
             two: Vec::new(),
             three: Vec::new(),
@@ -294,7 +291,7 @@ impl Collations {
         }
         match self.ids.get(&collation) {
             Some(name) => self.named(name),
-            None => Charset::Other(leak(&format!("of unknown collation id {collation}"))),
+            None => Charset::Other(format!("of unknown collation id {collation}")),
         }
     }
 }

@@ -218,9 +218,15 @@ async fn stream_from(
         "streaming the binlog"
     );
     let mut zero_dates = CounterLog::new(
-        "zero or impossible dates were turned into null (design.md)",
+        "zero or impossible dates were turned into null (docs/design.md, zero dates)",
         tracing::Level::WARN,
     );
+    let mut ignored = CounterLog::new(
+        "events of unknown types that the server marked ignorable were skipped, as a replica \
+         skips them",
+        tracing::Level::INFO,
+    );
+    let mut unseen_xa = 0;
     let mut skipped = CounterLog::new(
         "control events without row data skipped (statement-based context, annotations, \
          checkpoints)",
@@ -273,6 +279,18 @@ async fn stream_from(
         }
         if let Some(p) = commit {
             skipped.report(reader.skipped_events());
+            ignored.report(reader.ignored_events());
+            if let (n, Some(xid)) = reader.unseen_xa_commits()
+                && n > unseen_xa
+            {
+                unseen_xa = n;
+                tracing::warn!(
+                    %xid, total = n, position = %p,
+                    "XA COMMIT of a transaction prepared before the stream started: its rows \
+                     precede the start and were not read; re-snapshot the tables it changed \
+                     (sluice snapshot --table)"
+                );
+            }
             *resume = p.clone();
             sink.out.checkpoint(Checkpoint::Stream(p)).await?;
         }
@@ -379,10 +397,10 @@ impl CounterLog {
             .last
             .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
         if total > self.reported && due {
-            if self.level == tracing::Level::WARN {
-                tracing::warn!(total, "{}", self.what);
-            } else {
-                tracing::debug!(total, "{}", self.what);
+            match self.level {
+                tracing::Level::WARN => tracing::warn!(total, "{}", self.what),
+                tracing::Level::INFO => tracing::info!(total, "{}", self.what),
+                _ => tracing::debug!(total, "{}", self.what),
             }
             self.reported = total;
             self.last = Some(std::time::Instant::now());

@@ -146,4 +146,20 @@ pub const FAMILIES: &[Family] = &[
             "UPDATE shapes SET p = POINT(3, 4) WHERE id = 2",
         ],
     ),
+    // Column order matters to the table map: a YEAR column takes a signedness bit, and on
+    // MariaDB a GEOMETRY column takes a character set entry, so the columns after them read
+    // their neighbour's entry if the decoder miscounts.
+    (
+        "y1",
+        "id INT PRIMARY KEY, y YEAR, a INT, b INT UNSIGNED, c TINYINT",
+        "(1, 2024, -5, 4000000000, -1)",
+        &["INSERT INTO y1 VALUES (2, 1901, 2147483647, 0, -128)"],
+    ),
+    (
+        "g1",
+        "id INT PRIMARY KEY, g POINT, c VARCHAR(20) CHARACTER SET latin1, \
+         d VARCHAR(20) CHARACTER SET utf8mb4",
+        "(1, POINT(1,2), 'café', 'naïve 😀')",
+        &["UPDATE g1 SET c = 'crème', d = 'ж 🌊' WHERE id = 1"],
+    ),
 ];

@@ -375,7 +375,7 @@ linger_ms = 50
                     return;
                 }
                 if late {
-                    let diff = describe_difference(&index, &expected, &actual);
+                    let diff = describe_difference(&format!("index {index}"), &expected, &actual);
                     panic!("after {timeout:?}: {diff}{}", self.log_tails());
                 }
             }
@@ -393,6 +393,21 @@ linger_ms = 50
             logs.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
         logs
+    }
+
+    /// Creates the setup's signal table with `sluice setup` on `config`, run as the Sluice
+    /// user (granted what it needs in the setup's database).
+    pub async fn signal_table(&self, conn: &mut Conn, config: &Path) {
+        let grant = format!(
+            "GRANT CREATE, INSERT, UPDATE ON `{}`.* TO '{}'@'%'",
+            self.db,
+            stack().cdc_user
+        );
+        exec(conn, &[&grant]).await;
+        let config = config.to_str().unwrap();
+        let (status, out) = run_to_exit(&["setup", "--config", config], PATIENCE);
+        assert!(status.success(), "{out}");
+        assert!(out.contains("sluice_signal is ready"), "{out}");
     }
 
     /// The Kafka topic of a table of this setup.
@@ -490,6 +505,28 @@ impl Sluice {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// A failed test keeps the full logs of the sluice processes it ran (the panic message shows
+/// only their last lines): they are copied under the target directory, which is printed.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("failed")
+            .join(&self.prefix);
+        if std::fs::create_dir_all(&kept).is_err() {
+            return;
+        }
+        for log in self.logs.lock().unwrap().iter() {
+            if let Some(name) = log.file_name() {
+                let _ = std::fs::copy(log, kept.join(name));
+            }
+        }
+        eprintln!("sluice logs kept in {}", kept.display());
     }
 }
 
@@ -875,8 +912,9 @@ pub async fn index_docs_at(es: &str, index: &str) -> BTreeMap<String, Json> {
 }
 
 /// What differs between the documents expected and those in the index.
-fn describe_difference(
-    index: &str,
+/// What differs between the documents expected and those `place` holds.
+pub fn describe_difference(
+    place: &str,
     expected: &BTreeMap<String, Json>,
     actual: &BTreeMap<String, Json>,
 ) -> String {
@@ -894,10 +932,10 @@ fn describe_difference(
         .iter()
         .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
         .take(3)
-        .map(|(k, v)| format!("{k}: expected {v}, index has {}", actual[k]))
+        .map(|(k, v)| format!("{k}: expected {v}, found {}", actual[k]))
         .collect();
     format!(
-        "index {index}: {} rows expected, {} docs; missing {missing:?}; extra {extra:?}; \
+        "{place}: {} rows expected, {} found; missing {missing:?}; extra {extra:?}; \
          differing {differing:#?}",
         expected.len(),
         actual.len()

@@ -2,8 +2,8 @@
 //! machine that turns a stream of events into row changes and commit checkpoints.
 //!
 //! mysql_async carries the bytes (connection, auth, COM_BINLOG_DUMP); every value is decoded
-//! here, because the probes (shared/probes.md) caught both Rust decoders around corrupting
-//! or dropping values on MariaDB.
+//! here, because both Rust decoders at hand corrupt or drop values on MariaDB (docs/design.md,
+//! "Why a decoder of our own").
 
 pub mod compressed;
 pub mod cursor;
@@ -761,29 +761,33 @@ impl BinlogReader {
                 query: self.annotation.clone(),
                 transaction: None,
             };
-            let change = |op, before, after, offset| Change {
+            // The source moves into the (usually only) change: no reference counts touched.
+            let change = |op, before, after, offset, source| Change {
                 table: decoder.schema.clone(),
                 op,
                 before,
                 after,
                 version: Version::at(self.file_seq, offset),
-                source: source.clone(),
+                source,
             };
             match (ev.kind, second) {
-                (RowsKind::Write, _) => changes.push(change(Op::Create, None, Some(first), offset)),
+                (RowsKind::Write, _) => {
+                    changes.push(change(Op::Create, None, Some(first), offset, source))
+                }
                 (RowsKind::Delete, _) => {
-                    changes.push(change(Op::Delete, Some(first), None, offset))
+                    changes.push(change(Op::Delete, Some(first), None, offset, source))
                 }
                 (RowsKind::Update, Some((after_offset, after))) => {
                     let after = after
                         .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
                     let schema = &decoder.schema;
                     if schema.key_values(&first).eq(schema.key_values(&after)) {
-                        changes.push(change(Op::Update, Some(first), Some(after), offset));
+                        changes.push(change(Op::Update, Some(first), Some(after), offset, source));
                     } else {
                         // A new primary key is a different document: delete the old one.
-                        changes.push(change(Op::Delete, Some(first), None, offset));
-                        changes.push(change(Op::Create, None, Some(after), after_offset));
+                        let deleted = change(Op::Delete, Some(first), None, offset, source.clone());
+                        changes.push(deleted);
+                        changes.push(change(Op::Create, None, Some(after), after_offset, source));
                     }
                 }
                 (RowsKind::Update, None) => unreachable!("updates always read two images"),
