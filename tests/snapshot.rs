@@ -93,9 +93,10 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
         ],
     )
     .await;
-    // Paced to 600 rows/s, the copy takes 15 s: the kill after the first stored chunk lands
-    // mid-snapshot however fast the machine (asserted below from the stored state).
-    paced(&setup, 50, 600);
+    // Paced to 300 rows/s, the copy takes 30 s: the kill after the first stored chunk (and
+    // the loader's assignment, which the harness waits for) lands mid-snapshot however fast
+    // the machine (asserted below from the stored state).
+    paced(&setup, 50, 300);
     let mut first = setup.start("all");
     first.wait_for_log("snapshot progress stored", PATIENCE);
     first.kill9();
@@ -284,11 +285,12 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
     let mut first = setup.start("all");
     first.wait_for_log("snapshot stored", PATIENCE);
     assert!(first.terminate(PATIENCE).success());
-    // c joins the config while both tables change. Windows of 100 paced to 250 rows/s: the
-    // copy takes 6 s and each window is stored on its own (the acker gathers checkpoints for
-    // 100 ms), so the kill after the first stored window lands mid-copy on any machine.
+    // c joins the config while both tables change. Windows of 100 paced to 50 rows/s: the
+    // copy takes 30 s and each window is stored on its own (the acker gathers checkpoints for
+    // 100 ms), so the kill after the first stored window (and the loader's assignment, which
+    // the harness waits for) lands mid-copy on any machine.
     setup.tables.push(format!("{}.c", setup.db));
-    paced(&setup, 100, 250);
+    paced(&setup, 100, 50);
     let load = writer(setup.db.clone(), vec!["a", "c"], 2000, Duration::ZERO);
     let mut second = setup.start("all");
     second.wait_for_log("incremental snapshot progress stored", CATCH_UP);
