@@ -1,8 +1,8 @@
 //! Snapshot throughput, end to end (not criterion: one run takes minutes): a 2,000,000-row,
 //! 9-column table in the stack's MariaDB, read by a raw `SELECT *` with mysql_async (binary
 //! protocol, every value typed, nothing else done), then snapshotted by `sluice run --role
-//! source` until every row is acknowledged, into tansu `null://` (the fastest honest sink,
-//! shared/benchmarking.md: the stage against its own limit) and into the stack's SQLite
+//! source` until every row is acknowledged, into tansu `null://` (the fastest honest sink:
+//! the stage is measured against its own limit, not the broker's) and into the stack's SQLite
 //! broker (reported beside it); peak RSS of the sluice process from /proc.
 //! Targets: >= 80 % of the raw rate, <= 150 MB.
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Commit-to-searchable latency at a steady offered rate (shared/benchmarking.md).
+"""Commit-to-searchable latency at a steady offered rate (docs/benchmarks.md).
 
 Inserts single-row transactions into shop.orders at RATE rows/s through one mariadb client
 process; each row carries its commit time (`created_at = NOW(6)`, UTC, same machine clock).

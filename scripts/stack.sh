@@ -51,7 +51,7 @@ install_debian() {
   log "installing from Debian:$missing"
   export DEBIAN_FRONTEND=noninteractive
   # A dpkg hook on some images deletes downloaded .debs between runs, so the first attempt can
-  # fail half-way; `apt-get -f install` and a retry recover (shared/probes.md).
+  # fail half-way; `apt-get -f install` and a retry recover.
   # shellcheck disable=SC2086
   as_root apt-get install -y -q $missing >/dev/null 2>&1 \
     || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q $missing >/dev/null 2>&1; } \
@@ -171,7 +171,7 @@ start_tansu() {
   port_open $KAFKA_PORT && die "port $KAFKA_PORT is taken by a process this script did not start"
   mkdir -p "$d"
   log "starting tansu on 127.0.0.1:$KAFKA_PORT (SQLite storage)"
-  # memory:// loses messages when a consumer group resumes mid-batch (probes.md), so SQLite.
+  # memory:// loses messages when a consumer group resumes mid-batch, so SQLite.
   # The sqlite:// path must be relative to the working directory: an absolute one is doubled.
   (cd "$d" && export RUST_LOG=${TANSU_LOG:-warn} && spawn "$d" tansu "$(tansu_bin)" broker \
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \

@@ -5,29 +5,34 @@
 //!
 //! 1. [`source`]: binlog (and the initial snapshot) -> typed [`model::Change`]s;
 //! 2. [`encode`]: changes -> registered Avro schemas and Confluent-framed bytes;
-//! 3. [`publish`]: bytes -> Kafka, checkpoints stored in [`state`] once acknowledged;
+//! 3. [`publish`]: bytes -> Kafka, checkpoints stored in [`positions`] once acknowledged;
 //! 4. [`load`]: Kafka -> Elasticsearch bulk writes with external versions.
 //!
-//! [`model`] is the shared vocabulary, [`config`] the configuration, [`kafka`] client setup
-//! both Kafka stages use, [`pipeline`] runs the stages, and [`registry`] is Sluice's own schema
-//! registry server.
+//! [`model`] is the shared vocabulary, [`wire`] the contract between the two halves (topic and
+//! subject names, the envelope, the registry client), [`config`] the configuration, [`kafka`]
+//! client setup both Kafka stages use, [`storage`] how durable stores open sled, [`pipeline`]
+//! runs the stages, and [`registry`] is Sluice's own schema registry server.
+
+// Each module imports only from those above it.
+pub mod model;
+pub mod retry;
+pub mod storage;
+pub mod wire;
 
 pub mod config;
-pub mod model;
-
-pub mod source;
+pub mod kafka;
+pub mod positions;
 
 pub mod encode;
-
-pub mod kafka;
-pub mod publish;
-pub mod state;
-
 pub mod load;
+pub mod publish;
+pub mod source;
 
 pub mod pipeline;
 pub mod registry;
-pub mod retry;
+
+#[cfg(test)]
+mod contract_tests;
 
 /// An error and its causes, leaving out causes its message already quotes: a TLS failure
 /// sits several sources deep in an HTTP client's error, and the reason is what users need.

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::{Config, Role};
 use sluice::model::TableId;
+use sluice::positions::PositionStore;
 use sluice::registry::Users;
-use sluice::state::State;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -114,17 +114,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, role } => {
             let cfg = Config::load(&config, role)?;
-            tracing::info!(config = %config.display(), ?role, tables = ?cfg.tables, "starting");
-            sluice::pipeline::run(cfg, role, shutdown).await?;
+            let tables: Vec<String> = cfg.tables.iter().map(ToString::to_string).collect();
+            tracing::info!(config = %config.display(), ?role, ?tables, "starting");
+            sluice::pipeline::run(cfg, shutdown).await?;
             tracing::info!("stopped cleanly");
         }
         Command::Setup { config } => {
-            let cfg = Config::load(&config, Role::Source)?;
-            let src = cfg
-                .source
-                .as_ref()
-                .expect("validated: the source role has [source]");
-            let signal = sluice::source::incremental::setup(src).await?;
+            let src = Config::load_source(&config)?;
+            let signal = sluice::source::incremental::setup(&src).await?;
             println!("signal table {signal} is ready; the Sluice user needs INSERT, UPDATE on it");
         }
         Command::Snapshot {
@@ -132,29 +129,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             table,
             filter,
         } => {
-            let cfg = Config::load(&config, Role::Source)?;
-            let src = cfg
-                .source
-                .as_ref()
-                .expect("validated: the source role has [source]");
+            let src = Config::load_source(&config)?;
             let id = TableId::parse(&table)
                 .with_context(|| format!("{table:?} is not a table name of the form db.table"))?;
-            let signal = sluice::source::incremental::request(src, &id, filter.as_deref()).await?;
+            let signal = sluice::source::incremental::request(&src, &id, filter.as_deref()).await?;
             println!(
                 "requested an incremental snapshot of {id} (signal {signal}); the running source \
                  logs its progress"
             );
         }
         Command::Schemas { config, table } => {
-            let cfg = Config::load(&config, Role::Source)?;
+            let src = Config::load_source(&config)?;
             let id = TableId::parse(&table)
                 .with_context(|| format!("{table:?} is not a table name of the form db.table"))?;
-            let dir = &cfg
-                .source
-                .as_ref()
-                .expect("validated: the source role has [source]")
-                .state_dir;
-            let history = State::open(dir)?.schema_history(&id)?;
+            let dir = &src.state_dir;
+            let history = PositionStore::open(dir)?.schema_history(&id)?;
             if history.is_empty() {
                 println!("no schema of {id} recorded in {}", dir.display());
             }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, SourceConfig};
 use crate::encode::Encoder;
 use crate::load::{self, LoadError};
+use crate::positions::{PositionStore, PositionStoreError};
 use crate::publish::{self, PublishError, acker};
 use crate::registry::{self, ServeError, Users};
 use crate::source::{self, SourceError};
-use crate::state::{State, StateError};
 
 /// Why `sluice run` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub enum RunError {
     Registry(#[from] ServeError),
     /// The position store could not be opened.
     #[error(transparent)]
-    State(#[from] StateError),
+    Positions(#[from] PositionStoreError),
     /// A stage panicked.
     #[error("internal error: the {0} task panicked; this is a bug in Sluice")]
     Panicked(&'static str),
@@ -45,7 +45,11 @@ const SOURCE_QUEUE: usize = 64;
 const ACK_QUEUE: usize = 10_000;
 
 /// Runs `role` until `shutdown` or a failure.
-pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    // The role is in the config: it holds `[source]` only for a source, `[elasticsearch]`
+    // only for a loader.
+    let source_cfg = config.source.take();
+    let es_cfg = config.elasticsearch.take();
     let config = Arc::new(config);
     let stop = shutdown.child_token();
     // The embedded registry is bound before the stages start, so their first registration
@@ -67,14 +71,17 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> Res
         }
         None => None,
     };
-    let source = (role != Role::Loader).then(|| {
+    let source = source_cfg.map(|src| {
         let (c, s) = (config.clone(), stop.clone());
-        tokio::spawn(async move { stop_on_error(&s.clone(), run_source(c, s).await) })
+        tokio::spawn(async move { stop_on_error(&s.clone(), run_source(c, src, s).await) })
     });
-    let loader = (role != Role::Source).then(|| {
+    let loader = es_cfg.map(|es| {
         let (c, s) = (config.clone(), stop.clone());
         tokio::spawn(async move {
-            stop_on_error(&s.clone(), load::run(&c, s).await.map_err(RunError::from))
+            stop_on_error(
+                &s.clone(),
+                load::run(&c, &es, s).await.map_err(RunError::from),
+            )
         })
     });
     let mut result = Ok(());
@@ -111,12 +118,12 @@ fn stop_on_error<T>(stop: &CancellationToken, r: Result<T, RunError>) -> Result<
 }
 
 /// Source, publisher and acker as three tasks, so decoding and encoding use separate cores.
-async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), RunError> {
-    let src = config
-        .source
-        .as_ref()
-        .expect("validated: the source role has [source]");
-    let state = Arc::new(State::open(&src.state_dir)?);
+async fn run_source(
+    config: Arc<Config>,
+    src: SourceConfig,
+    stop: CancellationToken,
+) -> Result<(), RunError> {
+    let state = Arc::new(PositionStore::open(&src.state_dir)?);
     let deliveries = Arc::new(acker::Deliveries::default());
     let producer = publish::producer(&config.kafka, deliveries.clone())?;
     let encoder =
@@ -127,14 +134,13 @@ async fn run_source(config: Arc<Config>, stop: CancellationToken) -> Result<(), 
     let source = {
         let (c, state, s) = (config.clone(), state.clone(), stop.clone());
         tokio::spawn(async move {
-            let src = c.source.as_ref().expect("validated");
             let capture = source::Capture {
-                include: c.table_patterns(),
-                exclude: c.exclude_patterns(),
+                include: c.tables.clone(),
+                exclude: c.exclude_tables.clone(),
                 columns: source::filter::ColumnFilter::new(&c.columns),
-                keys: c.key_columns(),
+                keys: c.keys.clone(),
             };
-            let r = source::run(src, capture, &state, tx, s.clone()).await;
+            let r = source::run(&src, capture, &state, tx, s.clone()).await;
             stop_on_error(&s, r.map_err(RunError::from))
         })
     };

@@ -1,6 +1,27 @@
-//! Retry pacing shared by the stages that wait out outages (binlog connection, index server).
+//! How every stage waits out an outage (binlog connection, schema registry, index server):
+//! failures sorted into transient and permanent, and one backoff between attempts.
 
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// What a failed attempt means for the loop that made it.
+#[derive(Debug)]
+pub enum Attempt<E> {
+    /// The other side is unreachable, overloaded or failing: another attempt may succeed. The
+    /// reason is for the log.
+    Transient(String),
+    /// Another attempt would fail the same way: `E` says what the caller does instead.
+    Permanent(E),
+}
+
+/// Sleeps `wait` unless `shutdown` comes first; false if it did.
+pub async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = shutdown.cancelled() => false,
+    }
+}
 
 /// Exponential backoff from 100 ms to 10 s, jittered over the upper half so that restarted
 /// clients do not retry in lockstep.

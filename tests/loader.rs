@@ -581,7 +581,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
     let mut source = setup.start("source");
     source.wait_for_log("snapshot stored", PATIENCE);
     // Two members of one group; a dead one is noticed in 6 s. Dynamic membership: tansu
-    // never settles a group of static members (issue 6 note).
+    // never settles a group of static members.
     let loader = |id: &str| {
         let extra = "instance_id = \"\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"1000\"\n";
@@ -618,7 +618,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
     }
     // b stops (drains, commits, leaves the group); changes keep coming; a takes b's
     // partitions over. (A SIGKILLed member is never expired by tansu, so its partitions
-    // would stay with nobody there: issue 6 note. Kafka expires it after session.timeout.ms.)
+    // would stay with nobody there. Kafka expires it after session.timeout.ms.)
     assert!(b.terminate(PATIENCE).success());
     exec(
         &mut conn,

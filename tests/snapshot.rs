@@ -10,7 +10,7 @@ use common::*;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 use sluice::model::TableId;
-use sluice::state::State;
+use sluice::positions::PositionStore;
 
 /// The setup's config with `source.snapshot_chunk_rows = rows`; returns its path.
 fn chunked(setup: &Setup, rows: u64) -> std::path::PathBuf {
@@ -103,7 +103,7 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
     let state_dir = setup.dir.path().join("state");
     let table = TableId::new(&setup.db, "t");
     let stored = {
-        let state = State::open(&state_dir).unwrap();
+        let state = PositionStore::open(&state_dir).unwrap();
         assert!(
             !state.is_snapshotted(&table).unwrap(),
             "the snapshot finished before the kill"
@@ -306,7 +306,7 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
         "streaming paused: {out}"
     );
     let stored = {
-        let state = State::open(&setup.dir.path().join("state")).unwrap();
+        let state = PositionStore::open(&setup.dir.path().join("state")).unwrap();
         let windows = state.windows().unwrap();
         assert_eq!(windows.len(), 1, "{windows:?}");
         windows[0].1.clone()
@@ -350,7 +350,7 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
         })
         .await;
     assert!(second.terminate(PATIENCE).success());
-    let state = State::open(&setup.dir.path().join("state")).unwrap();
+    let state = PositionStore::open(&setup.dir.path().join("state")).unwrap();
     assert!(state.is_snapshotted(&TableId::new(&setup.db, "c")).unwrap());
     assert!(state.windows().unwrap().is_empty());
 }

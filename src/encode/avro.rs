@@ -486,44 +486,6 @@ mod tests {
     }
 
     #[test]
-    fn a_truncate_envelope_has_no_rows_and_the_loader_reads_it_without_a_key() {
-        use crate::load::document::{Record, record};
-        let table = Arc::new(sample_table());
-        let avro = table_avro("sluice", &table).unwrap();
-        let change = Change {
-            table: table.clone(),
-            op: Op::Truncate,
-            before: None,
-            after: None,
-            version: Version::at(4, 999),
-            source: SourceInfo {
-                ts_ms: 1_700_000_000_000,
-                ..SourceInfo::at("binlog.000004", 999)
-            },
-        };
-        let mut value = vec![];
-        write_envelope(&mut value, &change, "sluice", 42).unwrap();
-        let schema = apache_avro::Schema::parse(&avro.value).unwrap();
-        let decoded = decode(&avro.value, &value);
-        let Avro::Record(fields) = &decoded else {
-            panic!()
-        };
-        let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
-        assert_eq!(get("op"), Avro::String("t".into()));
-        assert_eq!(get("before"), Avro::Union(0, Box::new(Avro::Null)));
-        assert_eq!(get("after"), Avro::Union(0, Box::new(Avro::Null)));
-        assert_eq!(
-            record(None, &decoded, &schema, &Default::default())
-                .unwrap()
-                .record,
-            Record::Truncate {
-                index: "shop.orders".into(),
-                version: (4 << 32) | 999
-            }
-        );
-    }
-
-    #[test]
     fn mismatched_values_are_errors() {
         let table = sample_table();
         let mut row = vec![Value::Null; 9];

@@ -13,9 +13,12 @@ use std::sync::Arc;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
-use crate::config::{RegistryConfig, SubjectStrategy};
+use crate::config::RegistryConfig;
 use crate::model::{Change, TableId, TableSchema};
-use crate::registry::client::{self, ClientError};
+use crate::wire::envelope::frame;
+use crate::wire::registry::{self, ClientError};
+use crate::wire::subject::{Part, SubjectStrategy, subject};
+use crate::wire::topic;
 
 /// Why a change could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -84,33 +87,14 @@ pub struct Encoder {
 
 impl Encoder {
     /// An encoder for topics `<prefix>.<db>.<table>`, registering in the configured registry.
-    pub fn new(registry: &RegistryConfig, prefix: &str) -> Result<Self, EncodeError> {
+    pub fn new(config: &RegistryConfig, prefix: &str) -> Result<Self, EncodeError> {
         Ok(Encoder {
-            registry: client::settings(registry)?,
-            registry_url: registry.url.clone(),
-            strategy: registry.subject_strategy,
+            registry: registry::settings(config.endpoint())?,
+            registry_url: config.url.to_string(),
+            strategy: config.subject_strategy,
             prefix: prefix.to_string(),
             tables: HashMap::new(),
         })
-    }
-
-    /// The subject of a key (`part` = `key`) or value schema of `topic`.
-    fn subject(&self, topic: &str, part: &str, schema: &serde_json::Value) -> String {
-        let record = format!(
-            "{}.{}",
-            schema["namespace"].as_str().unwrap_or_default(),
-            schema["name"].as_str().unwrap_or_default()
-        );
-        match self.strategy {
-            SubjectStrategy::Topic => format!("{topic}-{part}"),
-            SubjectStrategy::Record => record,
-            SubjectStrategy::TopicRecord => format!("{topic}-{record}"),
-        }
-    }
-
-    /// The topic of a table.
-    pub fn topic(prefix: &str, table: &TableId) -> String {
-        format!("{prefix}.{}.{}", table.db, table.table)
     }
 
     /// The registration of `table`'s current version, registering it if it is new. The second
@@ -124,13 +108,19 @@ impl Encoder {
         {
             return Ok((r.clone(), false));
         }
-        let topic = Self::topic(&self.prefix, &table.id);
+        let topic = topic::table_topic(&self.prefix, &table.id);
         let avro = schema::table_avro(&self.prefix, table)?;
         let key_id = self
-            .register(self.subject(&topic, "key", &avro.key), &avro.key)
+            .register(
+                subject(self.strategy, &topic, Part::Key, &avro.key),
+                &avro.key,
+            )
             .await?;
         let value_id = self
-            .register(self.subject(&topic, "value", &avro.value), &avro.value)
+            .register(
+                subject(self.strategy, &topic, Part::Value, &avro.value),
+                &avro.value,
+            )
             .await?;
         tracing::info!(table = %table.id, key_id, value_id, "registered schemas");
         let r = Arc::new(Registered {
@@ -189,34 +179,5 @@ impl Encoder {
         }
         frame(value, r.value_id);
         avro::write_envelope(value, change, &self.prefix, now_ms).map_err(wrap)
-    }
-}
-
-/// Confluent wire format: magic byte 0 and the big-endian schema id.
-fn frame(out: &mut Vec<u8>, id: u32) {
-    out.clear();
-    out.push(0);
-    out.extend_from_slice(&id.to_be_bytes());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subjects_follow_the_configured_strategy() {
-        let schema =
-            serde_json::json!({"type": "record", "name": "Envelope", "namespace": "p.shop.orders"});
-        let mut cfg: RegistryConfig = toml::from_str("url = \"http://r:1\"").unwrap();
-        let subject = |cfg: &RegistryConfig| {
-            Encoder::new(cfg, "p")
-                .unwrap()
-                .subject("p.shop.orders", "value", &schema)
-        };
-        assert_eq!(subject(&cfg), "p.shop.orders-value");
-        cfg.subject_strategy = SubjectStrategy::Record;
-        assert_eq!(subject(&cfg), "p.shop.orders.Envelope");
-        cfg.subject_strategy = SubjectStrategy::TopicRecord;
-        assert_eq!(subject(&cfg), "p.shop.orders-p.shop.orders.Envelope");
     }
 }

@@ -1,33 +1,11 @@
 //! Avro schemas of a table: the key record (primary-key columns) and the Debezium-style
 //! envelope (`before`, `after`, `source`, `op`, `ts_ms`). Types follow the mapping in
-//! shared/design.md.
+//! docs/design.md.
 
 use serde_json::{Value as Json, json};
 
 use crate::model::{Column, ColumnType, TableSchema};
-
-/// Field property naming the column's MySQL type family, e.g. `BIGINT UNSIGNED`.
-pub const MYSQL_TYPE: &str = "mysql.type";
-
-/// The MySQL type a field of a Sluice row schema records (empty for other schemas).
-pub fn mysql_type(field: &apache_avro::schema::RecordField) -> &str {
-    field
-        .custom_attributes
-        .get(MYSQL_TYPE)
-        .and_then(|t| t.as_str())
-        .unwrap_or("")
-}
-
-/// Whether a MySQL type is BIT(n) with n > 1: Avro bytes that spell an unsigned number.
-pub fn is_bits(mysql_type: &str) -> bool {
-    mysql_type.starts_with("BIT(")
-}
-
-/// The `source` block, as published in `proto/source.avsc`.
-pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
-
-/// The envelope every value schema instantiates, as published in `proto/envelope.avsc`.
-pub const ENVELOPE_AVSC: &str = include_str!("../../proto/envelope.avsc");
+use crate::wire::envelope::{ENVELOPE_AVSC, MYSQL_TYPE, SOURCE_AVSC};
 
 /// A table whose names cannot become Avro names.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +45,6 @@ pub fn table_avro(prefix: &str, table: &TableSchema) -> Result<TableAvro, NameCl
         } else {
             json!({"name": names[i], "type": ty})
         };
-        // Consumers (the loader's index mapping among them) can tell BIGINT UNSIGNED from
-        // DECIMAL(20,0), which share an Avro type.
         f[MYSQL_TYPE] = json!(c.ty.sql_name());
         if let Some(comment) = &c.comment {
             f["doc"] = json!(comment);
@@ -115,7 +91,7 @@ pub fn is_optional(c: &Column) -> bool {
 /// Full name of the record GEOMETRY columns become (Debezium's shape).
 const GEOMETRY: &str = "io.debezium.data.geometry.Geometry";
 
-/// The Avro type of a column (design.md's type table). `geometry_defined` says whether the
+/// The Avro type of a column (docs/design.md's type table). `geometry_defined` says whether the
 /// schema document already defined the named geometry record.
 fn avro_type(ty: &ColumnType, geometry_defined: &mut bool) -> Json {
     match ty {

@@ -10,14 +10,14 @@ use schema_registry_converter::avro_common::DecodeResultWithSchema;
 use schema_registry_converter::error::SRCError;
 use tokio_util::sync::CancellationToken;
 
-use super::LoadError;
 use super::bulk::Body;
 use super::dead_letter::{DeadLetter, ErrorClass, Origin};
 use super::document::{self, Action, Options, Record};
+use super::error::LoadError;
 use super::index::{IndexWriter, Target};
 use super::mapping;
 use crate::config::LoaderConfig;
-use crate::retry::Backoff;
+use crate::retry::{self, Attempt, Backoff};
 
 /// A TRUNCATE read from one partition.
 pub struct Truncate {
@@ -59,8 +59,8 @@ impl Batch {
     /// Whether the batch must be sent: by count, by body size, or because a truncate (which
     /// applies after everything read before it) ends it.
     pub fn is_full(&self, cfg: &LoaderConfig) -> bool {
-        self.records >= cfg.batch_size
-            || self.body.bytes().len() >= cfg.batch_bytes
+        self.records >= cfg.batch_size.get()
+            || self.body.bytes().len() >= cfg.batch_bytes.get()
             || self.truncate.is_some()
     }
 
@@ -201,7 +201,7 @@ fn shape(
     let value = value
         .map_err(|e| format!("value: {e}"))?
         .ok_or("empty value")?;
-    let document::Shaped {
+    let document::RoutedRecord {
         record,
         table,
         alias,
@@ -236,18 +236,16 @@ fn shape(
     Ok(record)
 }
 
-/// What a failed decode means.
-enum DecodeFailure {
+/// What a failed decode leads to when another attempt would fail the same way.
+enum DecodeRefusal {
     /// The record itself is bad: not Sluice's Avro, a schema id the registry does not know.
     Poison(String),
-    /// The registry is away or failing: try again.
-    Retry(String),
     /// The registry refuses the loader (credentials): stop.
     Fatal(String),
 }
 
 /// Sorts a decoder error by the registry's HTTP status, when there was one.
-fn classify(e: &SRCError) -> DecodeFailure {
+fn classify(e: &SRCError) -> Attempt<DecodeRefusal> {
     let status = e
         .error
         .split("with status ")
@@ -255,11 +253,11 @@ fn classify(e: &SRCError) -> DecodeFailure {
         .and_then(|s| s.get(..3))
         .and_then(|s| s.parse::<u16>().ok());
     match status {
-        Some(404) => DecodeFailure::Poison(e.to_string()),
-        Some(408 | 429 | 500..=599) => DecodeFailure::Retry(e.to_string()),
-        Some(_) => DecodeFailure::Fatal(e.to_string()),
-        None if e.retriable => DecodeFailure::Retry(e.to_string()),
-        None => DecodeFailure::Poison(e.to_string()),
+        Some(404) => Attempt::Permanent(DecodeRefusal::Poison(e.to_string())),
+        Some(408 | 429 | 500..=599) => Attempt::Transient(e.to_string()),
+        Some(_) => Attempt::Permanent(DecodeRefusal::Fatal(e.to_string())),
+        None if e.retriable => Attempt::Transient(e.to_string()),
+        None => Attempt::Permanent(DecodeRefusal::Poison(e.to_string())),
     }
 }
 
@@ -277,18 +275,17 @@ async fn with_registry(
             Err(e) => e,
         };
         match classify(&e) {
-            DecodeFailure::Poison(reason) => return Ok(Some(Err(reason))),
-            DecodeFailure::Fatal(reason) => {
+            Attempt::Permanent(DecodeRefusal::Poison(reason)) => return Ok(Some(Err(reason))),
+            Attempt::Permanent(DecodeRefusal::Fatal(reason)) => {
                 return Err(LoadError::RegistryRefused(reason));
             }
-            DecodeFailure::Retry(reason) => {
+            Attempt::Transient(reason) => {
                 // The decoder keeps failed lookups; a fresh one asks the registry again.
                 registry.decoder = AvroDecoder::new(registry.settings.clone());
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return Ok(None),
+                if !retry::pause(wait, shutdown).await {
+                    return Ok(None);
                 }
             }
         }

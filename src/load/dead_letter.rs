@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::LoadError;
+use super::error::LoadError;
 use crate::config::KafkaConfig;
 use crate::kafka::{self, KafkaSetupError};
 

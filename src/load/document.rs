@@ -8,9 +8,9 @@ use base64::Engine;
 use num_bigint::{BigInt, Sign};
 use serde_json::{Map, Value as Json};
 
-use crate::config::{ColumnPattern, JsonMapping, LoaderConfig, MappingConfig};
-use crate::encode::schema::{is_bits, mysql_type};
+use crate::config::{JsonMapping, LoaderConfig, MappingConfig};
 use crate::model::{TableId, time};
+use crate::wire::envelope::{field, is_bits, mysql_type, source_field};
 
 /// What to do in the index for one record.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,25 +85,14 @@ pub struct Options {
     pub index: String,
     /// Alias template: every index Sluice creates gets this alias.
     pub alias: Option<String>,
-    /// Field types where more than one fits.
+    /// Field types where more than one fits, and the columns read as booleans or JSON.
     pub mapping: MappingConfig,
-    /// `mapping.booleans`, parsed.
-    booleans: Vec<ColumnPattern>,
-    /// `mapping.json_columns`, parsed.
-    json_columns: Vec<ColumnPattern>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options::new(&LoaderConfig::default())
     }
-}
-
-/// Column patterns (validated at load).
-fn patterns(list: &[String]) -> Vec<ColumnPattern> {
-    list.iter()
-        .filter_map(|p| ColumnPattern::parse(p))
-        .collect()
 }
 
 /// How a column's value differs in the document from its Avro form.
@@ -118,25 +107,29 @@ pub enum Conversion {
 }
 
 impl Options {
-    /// The options `[loader]` asks for (validated: the patterns parse).
+    /// The options `[loader]` asks for.
     pub fn new(cfg: &LoaderConfig) -> Options {
         Options {
             metadata: cfg.metadata_fields,
             index: cfg.index.clone(),
             alias: cfg.alias.clone(),
             mapping: cfg.mapping.clone(),
-            booleans: patterns(&cfg.mapping.booleans),
-            json_columns: patterns(&cfg.mapping.json_columns),
         }
     }
 
     /// How column `field` of `table` is converted.
     pub fn conversion(&self, table: &TableId, field: &RecordField) -> Conversion {
-        if self.booleans.iter().any(|p| p.matches(table, &field.name)) {
+        if self
+            .mapping
+            .booleans
+            .iter()
+            .any(|p| p.matches(table, &field.name))
+        {
             Conversion::Boolean
         } else if self.mapping.json != JsonMapping::Text
             && (mysql_type(field) == "JSON"
                 || self
+                    .mapping
                     .json_columns
                     .iter()
                     .any(|p| p.matches(table, &field.name)))
@@ -158,7 +151,7 @@ fn fill(template: &str, db: &str, table: &str) -> String {
 
 /// A record, its table, and the alias its index is to have.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Shaped {
+pub struct RoutedRecord {
     /// What to do in the index.
     pub record: Record,
     /// The source table.
@@ -177,23 +170,23 @@ pub fn record(
     value: &Avro,
     value_schema: &Schema,
     options: &Options,
-) -> Result<Shaped, ShapeError> {
+) -> Result<RoutedRecord, ShapeError> {
     let alias = |db: &str, table: &str| options.alias.as_deref().map(|a| fill(a, db, table));
     let (Avro::Record(fields), Schema::Record(envelope)) = (value, value_schema) else {
         return Err(shape("the value is not an envelope record"));
     };
-    let field = |name: &str| {
+    let get = |name: &str| {
         fields
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v)
             .ok_or_else(|| shape(format!("the envelope has no `{name}` field")))
     };
-    let Avro::Record(source) = field("source")? else {
+    let Avro::Record(source) = get(field::SOURCE)? else {
         return Err(shape("`source` is not a record"));
     };
-    let source_field = |name: &str| source.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    let version = match source_field("change_version") {
+    let get_source = |name: &str| source.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let version = match get_source(source_field::CHANGE_VERSION) {
         Some(Avro::Long(v)) if *v > 0 => *v as u64,
         _ => {
             return Err(shape(
@@ -201,11 +194,11 @@ pub fn record(
             ));
         }
     };
-    let db = match source_field("db") {
+    let db = match get_source(source_field::DB) {
         Some(Avro::String(s)) => s.as_str(),
         _ => return Err(shape("`source.db` is missing")),
     };
-    let table = match source_field("table") {
+    let table = match get_source(source_field::TABLE) {
         Some(Avro::Union(_, t)) => match t.as_ref() {
             Avro::String(s) => s.as_str(),
             _ => return Err(shape("`source.table` is null")),
@@ -217,13 +210,13 @@ pub fn record(
     let table = TableId::new(db, table);
     let convert = |f: &RecordField| options.conversion(&table, f);
     let shaped = |record| {
-        Ok(Shaped {
+        Ok(RoutedRecord {
             record,
             table: table.clone(),
             alias,
         })
     };
-    let op = match field("op")? {
+    let op = match get(field::OP)? {
         Avro::String(op) => op.as_str(),
         _ => return Err(shape("`op` is not a string")),
     };
@@ -235,7 +228,7 @@ pub fn record(
     match op {
         "c" | "u" | "r" => {
             let row_schema = row_schema(envelope)?;
-            let mut doc = match field("after")? {
+            let mut doc = match get(field::AFTER)? {
                 Avro::Union(_, row) => row_json(row, row_schema, &convert)?,
                 _ => return Err(shape("`after` is not a union")),
             };
@@ -243,7 +236,7 @@ pub fn record(
                 return Err(shape(format!("op {op:?} without an `after` image")));
             };
             let meta = if options.metadata {
-                let ts_ms = match source_field("ts_ms") {
+                let ts_ms = match get_source(source_field::TS_MS) {
                     Some(Avro::Long(t)) => Json::from(*t),
                     _ => Json::Null,
                 };
@@ -269,7 +262,7 @@ pub fn row_schema(envelope: &RecordSchema) -> Result<&RecordSchema, ShapeError> 
     let before = envelope
         .fields
         .iter()
-        .find(|f| f.name == "before")
+        .find(|f| f.name == field::BEFORE)
         .ok_or_else(|| shape("the envelope schema has no `before` field"))?;
     match &before.schema {
         Schema::Union(u) => u.variants().iter().find_map(|s| match s {

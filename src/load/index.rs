@@ -2,10 +2,10 @@
 //! failure as worth retrying or final.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use std::io::Write;
-use std::time::Duration;
 
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
@@ -21,9 +21,10 @@ use flate2::write::GzEncoder;
 use serde_json::{Value as Json, json};
 use url::Url;
 
-use super::LoadError;
 use super::document::META_FIELD;
-use crate::config::{ElasticsearchConfig, VectorMapping};
+use super::error::LoadError;
+use crate::config::{ElasticsearchConfig, EsAuth, VectorMapping};
+use crate::retry::Attempt;
 
 /// What an index must map: the rows of one writer schema.
 #[derive(Debug)]
@@ -36,21 +37,12 @@ pub struct Target {
     pub alias: Option<String>,
 }
 
-/// A failed request.
-#[derive(Debug)]
-pub enum Failure {
-    /// The server is unreachable, overloaded or failing: try again later.
-    Transient(String),
-    /// The request itself is wrong: retrying cannot help.
-    Final(LoadError),
-}
-
 /// Writes to one Elasticsearch/OpenSearch cluster.
 pub struct IndexWriter {
     client: Elasticsearch,
     url: String,
     gc_deletes: String,
-    gzip_min_bytes: usize,
+    gzip_min_bytes: Option<NonZeroUsize>,
     /// Indexes this process created or found, with the writer schema ids they map. Bulks in
     /// flight share the writer; two mapping the same index at once only repeat a no-op, and
     /// an older schema mapped after a newer one adds nothing (its fields are there already).
@@ -61,24 +53,23 @@ impl IndexWriter {
     /// A writer for the configured servers. Credentials go to the transport, never to logs.
     pub fn new(cfg: &ElasticsearchConfig) -> Result<IndexWriter, LoadError> {
         let bad = |what: String| LoadError::Elasticsearch(what);
-        let urls = cfg
-            .url
-            .iter()
-            .map(|u| Url::parse(u).map_err(|e| bad(format!("`elasticsearch.url` {u}: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let urls: Vec<Url> = cfg.url.iter().map(|u| u.url().clone()).collect();
         let mut transport = match urls.as_slice() {
             [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
             _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
         }
-        .timeout(Duration::from_millis(cfg.timeout_ms));
-        if let Some(user) = &cfg.username {
-            transport = transport.auth(Credentials::Basic(
-                user.clone(),
-                cfg.password.expose().to_string(),
-            ));
-        } else if !cfg.api_key.is_empty() {
-            transport =
-                transport.auth(Credentials::EncodedApiKey(cfg.api_key.expose().to_string()));
+        .timeout(cfg.timeout);
+        match &cfg.auth {
+            EsAuth::None => {}
+            EsAuth::Basic { username, password } => {
+                transport = transport.auth(Credentials::Basic(
+                    username.clone(),
+                    password.expose().to_string(),
+                ));
+            }
+            EsAuth::ApiKey(key) => {
+                transport = transport.auth(Credentials::EncodedApiKey(key.expose().to_string()));
+            }
         }
         if let Some(ca) = &cfg.ca_file {
             let pem = std::fs::read(ca)
@@ -96,7 +87,12 @@ impl IndexWriter {
             .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
         Ok(IndexWriter {
             client: Elasticsearch::new(transport),
-            url: cfg.url.join(", "),
+            url: cfg
+                .url
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             gc_deletes: cfg.gc_deletes.clone(),
             gzip_min_bytes: cfg.gzip_min_bytes,
             mapped: Mutex::default(),
@@ -120,7 +116,11 @@ impl IndexWriter {
     /// target's mappings and alias (Sluice's indexes keep deletes for `gc_deletes`), or, if it
     /// exists, adds the fields it lacks. A field whose type would change is refused by the server
     /// ([`LoadError::MappingConflict`]).
-    pub async fn ensure_mapping(&self, index: &str, target: &Target) -> Result<(), Failure> {
+    pub async fn ensure_mapping(
+        &self,
+        index: &str,
+        target: &Target,
+    ) -> Result<(), Attempt<LoadError>> {
         let (schema_id, mappings) = (target.schema_id, &target.mappings);
         if self.is_mapped(index, schema_id) {
             return Ok(());
@@ -144,14 +144,14 @@ impl IndexWriter {
                 self.remember(index, schema_id);
                 Ok(())
             }
-            400 => Err(Failure::Final(LoadError::MappingConflict {
+            400 => Err(Attempt::Permanent(LoadError::MappingConflict {
                 index: index.to_string(),
                 reason: text,
             })),
-            429 | 500..=599 => Err(Failure::Transient(format!(
+            429 | 500..=599 => Err(Attempt::Transient(format!(
                 "updating the mapping of {index}: {status} {text}"
             ))),
-            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+            _ => Err(Attempt::Permanent(LoadError::Elasticsearch(format!(
                 "{} refused to update the mapping of {index}: {status} {text}",
                 self.url
             )))),
@@ -166,7 +166,7 @@ impl IndexWriter {
     }
 
     /// Creates `index` for `target`; false if it already exists.
-    async fn create(&self, index: &str, target: &Target) -> Result<bool, Failure> {
+    async fn create(&self, index: &str, target: &Target) -> Result<bool, Attempt<LoadError>> {
         let mut body = json!({
             "settings": {"index": {"gc_deletes": self.gc_deletes}},
             "mappings": target.mappings,
@@ -189,10 +189,10 @@ impl IndexWriter {
                 Ok(true)
             }
             400 if text.contains("resource_already_exists_exception") => Ok(false),
-            429 | 500..=599 => Err(Failure::Transient(format!(
+            429 | 500..=599 => Err(Attempt::Transient(format!(
                 "creating index {index}: {status} {text}"
             ))),
-            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+            _ => Err(Attempt::Permanent(LoadError::Elasticsearch(format!(
                 "{} refused to create index {index}: {status} {text}",
                 self.url
             )))),
@@ -201,13 +201,16 @@ impl IndexWriter {
 
     /// Sends one `_bulk` body, gzip-compressed from `gzip_min_bytes` on, and returns the
     /// parsed response.
-    pub async fn bulk(&self, body: &[u8]) -> Result<Json, Failure> {
+    pub async fn bulk(&self, body: &[u8]) -> Result<Json, Attempt<LoadError>> {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),
         );
-        let body = if self.gzip_min_bytes > 0 && body.len() >= self.gzip_min_bytes {
+        let body = if self
+            .gzip_min_bytes
+            .is_some_and(|min| body.len() >= min.get())
+        {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
             gz.write_all(body)
@@ -231,10 +234,10 @@ impl IndexWriter {
         let status = response.status_code().as_u16();
         match status {
             200..=299 => response.json::<Json>().await.map_err(|e| self.transient(e)),
-            429 | 500..=599 => Err(Failure::Transient(format!("bulk request: HTTP {status}"))),
+            429 | 500..=599 => Err(Attempt::Transient(format!("bulk request: HTTP {status}"))),
             _ => {
                 let text = response.text().await.unwrap_or_default();
-                Err(Failure::Final(LoadError::Elasticsearch(format!(
+                Err(Attempt::Permanent(LoadError::Elasticsearch(format!(
                     "{} refused a bulk request: HTTP {status} {text}",
                     self.url
                 ))))
@@ -245,7 +248,7 @@ impl IndexWriter {
     /// Deletes the documents of `index` written by changes older than `version` (a TRUNCATE).
     /// Documents rewritten while the query runs are left alone (`conflicts=proceed`): their
     /// writes are newer. An index that does not exist holds nothing to delete.
-    pub async fn delete_older(&self, index: &str, version: u64) -> Result<(), Failure> {
+    pub async fn delete_older(&self, index: &str, version: u64) -> Result<(), Attempt<LoadError>> {
         let field = format!("{META_FIELD}.version");
         let response = self
             .client
@@ -261,7 +264,7 @@ impl IndexWriter {
                 let report: Json = serde_json::from_str(&text).unwrap_or_default();
                 if report["failures"].as_array().is_some_and(|f| !f.is_empty()) {
                     // Some deletes failed (shard trouble): the whole query is safe to repeat.
-                    return Err(Failure::Transient(format!(
+                    return Err(Attempt::Transient(format!(
                         "truncating index {index}: {}",
                         report["failures"]
                     )));
@@ -271,10 +274,10 @@ impl IndexWriter {
                 Ok(())
             }
             404 => Ok(()),
-            429 | 500..=599 => Err(Failure::Transient(format!(
+            429 | 500..=599 => Err(Attempt::Transient(format!(
                 "truncating index {index}: {status} {text}"
             ))),
-            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+            _ => Err(Attempt::Permanent(LoadError::Elasticsearch(format!(
                 "{} refused to delete the documents of {index} older than a TRUNCATE: {status} {text}",
                 self.url
             )))),
@@ -283,7 +286,7 @@ impl IndexWriter {
 
     /// The vector field type the server has: OpenSearch's `knn_vector`, or Elasticsearch's
     /// `dense_vector`, by the distribution `GET /` names.
-    pub async fn vector_mapping(&self) -> Result<VectorMapping, Failure> {
+    pub async fn vector_mapping(&self) -> Result<VectorMapping, Attempt<LoadError>> {
         let response = self.client.info().send().await;
         let (status, text) = self.status_and_text(response).await?;
         match status {
@@ -294,8 +297,8 @@ impl IndexWriter {
                     _ => VectorMapping::DenseVector,
                 })
             }
-            429 | 500..=599 => Err(Failure::Transient(format!("GET /: {status} {text}"))),
-            _ => Err(Failure::Final(LoadError::Elasticsearch(format!(
+            429 | 500..=599 => Err(Attempt::Transient(format!("GET /: {status} {text}"))),
+            _ => Err(Attempt::Permanent(LoadError::Elasticsearch(format!(
                 "{} refused GET /: {status} {text}; check elasticsearch.url and the credentials",
                 self.url
             )))),
@@ -306,14 +309,14 @@ impl IndexWriter {
     async fn status_and_text(
         &self,
         response: Result<elasticsearch::http::response::Response, elasticsearch::Error>,
-    ) -> Result<(u16, String), Failure> {
+    ) -> Result<(u16, String), Attempt<LoadError>> {
         let response = response.map_err(|e| self.transient(e))?;
         let status = response.status_code().as_u16();
         let text = response.text().await.map_err(|e| self.transient(e))?;
         Ok((status, text))
     }
 
-    fn transient(&self, e: elasticsearch::Error) -> Failure {
-        Failure::Transient(format!("{}: {e}", self.url))
+    fn transient(&self, e: elasticsearch::Error) -> Attempt<LoadError> {
+        Attempt::Transient(format!("{}: {e}", self.url))
     }
 }

@@ -4,6 +4,7 @@
 //! away (a rebalance) is handed over only after its bulk in flight settled and was committed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -61,9 +62,9 @@ pub struct Lanes {
 
 impl Lanes {
     /// `n` empty lanes.
-    pub fn new(n: usize) -> Lanes {
+    pub fn new(n: NonZeroUsize) -> Lanes {
         Lanes {
-            lanes: (0..n).map(|_| Lane::default()).collect(),
+            lanes: (0..n.get()).map(|_| Lane::default()).collect(),
             of: HashMap::new(),
             dealt: 0,
         }
@@ -305,7 +306,7 @@ mod tests {
 
     #[test]
     fn partitions_are_dealt_to_lanes_in_turn_and_keep_theirs() {
-        let mut lanes = Lanes::new(2);
+        let mut lanes = Lanes::new(NonZeroUsize::new(2).unwrap());
         assert_eq!(lanes.lane_of("a", 0), 0);
         assert_eq!(lanes.lane_of("a", 1), 1);
         assert_eq!(lanes.lane_of("b", 0), 0);

@@ -17,9 +17,9 @@ use rdkafka::producer::ProducerContext;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use super::PublishError;
+use super::error::PublishError;
 use crate::model::Checkpoint;
-use crate::state::State;
+use crate::positions::PositionStore;
 
 /// How often gathered checkpoints are written; each write is an fsync.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
@@ -123,7 +123,7 @@ impl ProducerContext for DeliveryContext {
 pub async fn run(
     mut rx: mpsc::Receiver<Pending>,
     deliveries: &Deliveries,
-    state: &State,
+    state: &PositionStore,
 ) -> Result<(), PublishError> {
     let mut unsaved: Vec<Checkpoint> = Vec::new();
     let mut last_save = Instant::now();
@@ -170,7 +170,7 @@ fn superseded(old: &Checkpoint, new: &Checkpoint) -> bool {
 }
 
 async fn save(
-    state: &State,
+    state: &PositionStore,
     unsaved: &mut Vec<Checkpoint>,
     last_save: &mut Instant,
 ) -> Result<(), PublishError> {

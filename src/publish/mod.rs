@@ -7,6 +7,7 @@
 //! [`acker`] with the number of records before it.
 
 pub mod acker;
+mod error;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,52 +20,17 @@ use tokio::sync::mpsc;
 use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
 use crate::kafka::{self, KafkaSetupError};
-use crate::model::{Op, TableId, time};
-use crate::source::SourceEvent;
-use crate::state::StateError;
+use crate::model::{Op, SourceEvent, TableId, time};
+
 use acker::{Deliveries, DeliveryContext, Pending};
+
+pub use error::PublishError;
 
 /// The producer: delivery reports go to the acker's [`Deliveries`].
 pub type KafkaProducer = ThreadedProducer<DeliveryContext>;
 
 /// Records produced but not yet acknowledged, at most (librdkafka's queue): bounds memory.
 const IN_FLIGHT: &str = "20000";
-
-/// Why publishing stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// Client or topic setup failed.
-    #[error(transparent)]
-    Setup(#[from] KafkaSetupError),
-    /// A change could not be encoded.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    /// librdkafka refused a record before sending it.
-    #[error("cannot queue a record for topic {topic}: {error}")]
-    Produce {
-        /// Topic.
-        topic: String,
-        /// Why.
-        error: KafkaError,
-    },
-    /// The broker did not acknowledge a record.
-    #[error(
-        "Kafka did not acknowledge a record for topic {topic}: {error}; no checkpoint after it \
-         was stored, so a restart sends it again"
-    )]
-    Delivery {
-        /// Topic.
-        topic: String,
-        /// Why.
-        error: KafkaError,
-    },
-    /// The producer was dropped with records in flight.
-    #[error("the Kafka producer shut down with records in flight")]
-    ProducerGone,
-    /// Storing a checkpoint failed.
-    #[error(transparent)]
-    State(#[from] StateError),
-}
 
 /// The idempotent, ordered producer, reporting deliveries to `deliveries`.
 pub fn producer(
@@ -97,7 +63,7 @@ pub async fn run(
     acks: mpsc::Sender<Pending>,
 ) -> Result<(), PublishError> {
     let (mut key, mut value) = (Vec::new(), Vec::new());
-    let mut out = Records {
+    let mut out = NumberedProducer {
         producer: &producer,
         produced: 0,
     };
@@ -210,12 +176,12 @@ async fn partition_count(producer: &KafkaProducer, topic: &Arc<str>) -> Result<i
 }
 
 /// The producer and the number of records handed to it so far.
-struct Records<'p> {
+struct NumberedProducer<'p> {
     producer: &'p KafkaProducer,
     produced: u64,
 }
 
-impl Records<'_> {
+impl NumberedProducer<'_> {
     /// Hands one record to librdkafka under the next number, waiting while its queue is full.
     async fn produce(
         &mut self,

@@ -3,7 +3,6 @@
 //! ids, references, compatibility levels checked by the Avro resolution rules ([`compat`]),
 //! modes, and optional HTTP basic auth.
 
-pub mod client;
 pub mod compat;
 pub mod store;
 

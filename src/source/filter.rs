@@ -50,17 +50,12 @@ pub struct ColumnFilter {
 }
 
 impl ColumnFilter {
-    /// The filter of a validated `[columns]` section.
+    /// The filter of a `[columns]` section.
     pub fn new(cfg: &ColumnsConfig) -> Self {
-        let parse = |list: &[String]| {
-            list.iter()
-                .filter_map(|c| ColumnPattern::parse(c))
-                .collect()
-        };
         ColumnFilter {
-            exclude: parse(&cfg.exclude),
-            hash: parse(&cfg.hash),
-            mask: parse(&cfg.mask),
+            exclude: cfg.exclude.clone(),
+            hash: cfg.hash.clone(),
+            mask: cfg.mask.clone(),
             salt: cfg.hash_salt.clone(),
             mask_with: cfg.mask_with.clone(),
             cache: HashMap::new(),
@@ -232,7 +227,7 @@ mod tests {
     }
 
     fn filter(exclude: &[&str], hash: &[&str], mask: &[&str]) -> ColumnFilter {
-        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        let list = |l: &[&str]| l.iter().map(|s| ColumnPattern::parse(s).unwrap()).collect();
         ColumnFilter::new(&ColumnsConfig {
             exclude: list(exclude),
             hash: list(hash),

@@ -26,7 +26,7 @@ pub fn opts(cfg: &SourceConfig) -> Opts {
     };
     OptsBuilder::default()
         .ip_or_hostname(cfg.host.clone())
-        .tcp_port(cfg.port)
+        .tcp_port(cfg.port.get())
         .user(Some(cfg.user.clone()))
         .pass((!cfg.password.is_empty()).then(|| cfg.password.expose().to_string()))
         .prefer_socket(false)

@@ -15,14 +15,14 @@ use super::binlog::{BinlogReader, Decoded, EventHeader};
 use super::charset::Collations;
 use super::incremental::Windows;
 use super::mysql::{connect, gtid_at, query_error};
-use super::{Emitter, SourceError, SourceEvent};
+use super::{Emitter, SourceError};
 use crate::config::{ResumeBy, SourceConfig};
 use crate::model::{
-    Change, Checkpoint, GtidState, Op, Position, TableId, TableSchema, Version,
+    Change, Checkpoint, GtidState, Op, Position, SourceEvent, TableId, TableSchema, Version,
     binlog_file_sequence,
 };
-use crate::retry::Backoff;
-use crate::state::State;
+use crate::positions::PositionStore;
+use crate::retry::{self, Backoff};
 
 /// The server sends a heartbeat after this much silence, so a dead connection shows.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -45,20 +45,20 @@ pub struct Decoding {
 
 /// Where the stream's changes go: through the incremental snapshots' windows, if any, to the
 /// emitter.
-pub struct Sink<'a> {
+pub struct StreamOutput<'a> {
     /// The source's output.
     pub out: &'a mut Emitter,
     /// The stream's half of incremental snapshots; `None` without a signal table.
     pub windows: Option<&'a mut Windows>,
 }
 
-impl Sink<'_> {
+impl StreamOutput<'_> {
     /// Sends one decoded batch on, recording new schemas in the history first.
     async fn send(
         &mut self,
         changes: Vec<Change>,
         history: &mut SchemaHistory<'_>,
-        state: &State,
+        state: &PositionStore,
     ) -> Result<(), SourceError> {
         let events = match self.windows.as_deref_mut() {
             Some(w) => w.absorb(changes, state)?,
@@ -86,8 +86,8 @@ pub async fn run(
     cfg: &SourceConfig,
     start: Position,
     decoding: Decoding,
-    state: &State,
-    mut sink: Sink<'_>,
+    state: &PositionStore,
+    mut sink: StreamOutput<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SourceError> {
     let mut resume = start;
@@ -119,9 +119,8 @@ pub async fn run(
             retry_in_ms = wait.as_millis() as u64,
             "binlog connection lost; reconnecting from the last commit"
         );
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return Ok(()),
+        if !retry::pause(wait, shutdown).await {
+            return Ok(());
         }
     }
 }
@@ -131,8 +130,8 @@ async fn stream_from(
     cfg: &SourceConfig,
     resume: &mut Position,
     decoding: &Decoding,
-    state: &State,
-    sink: &mut Sink<'_>,
+    state: &PositionStore,
+    sink: &mut StreamOutput<'_>,
     shutdown: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<(), SourceError> {
@@ -160,7 +159,7 @@ async fn stream_from(
         .await
         .map_err(|e| query_error("announcing replica capabilities", e))?;
     let start = resume.clone();
-    let request = BinlogStreamRequest::new(cfg.server_id);
+    let request = BinlogStreamRequest::new(cfg.server_id.get());
     let request = match (cfg.resume_by, &start.gtid) {
         (ResumeBy::Position, _) => request
             .with_filename(start.file.as_bytes())
@@ -301,7 +300,7 @@ async fn stream_from(
 /// shows it, so a restart has the schema in force at the resume point (a TRUNCATE carries no
 /// table map of its own) and operators can see when a table changed (`sluice schemas`).
 struct SchemaHistory<'s> {
-    state: &'s State,
+    state: &'s PositionStore,
     /// The last schema recorded per table, as of the resume point.
     recorded: HashMap<TableId, Arc<TableSchema>>,
 }
@@ -309,7 +308,7 @@ struct SchemaHistory<'s> {
 impl<'s> SchemaHistory<'s> {
     /// The history as of `resume`.
     fn at(
-        state: &'s State,
+        state: &'s PositionStore,
         tables: &[Arc<TableSchema>],
         resume: &Position,
     ) -> Result<Self, SourceError> {

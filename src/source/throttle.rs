@@ -5,6 +5,7 @@
 //! `1 / rate`, starting from now whenever reading fell behind, so an idle spell (a slow SELECT,
 //! a wait for the stream) earns no burst afterwards.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,15 +18,15 @@ const SLACK: Duration = Duration::from_millis(10);
 /// Paces rows to at most a configured rate.
 #[derive(Debug)]
 pub struct Throttle {
-    /// Rows per second; 0 when unpaced.
-    rate: u64,
+    /// Rows per second; `None` when unpaced.
+    rate: Option<NonZeroU64>,
     /// When the next row may be read.
     next: Instant,
 }
 
 impl Throttle {
-    /// At most `rows_per_sec` rows per second; 0 means unpaced.
-    pub fn new(rows_per_sec: u64) -> Throttle {
+    /// At most `rows_per_sec` rows per second; `None` means unpaced.
+    pub fn new(rows_per_sec: Option<NonZeroU64>) -> Throttle {
         Throttle {
             rate: rows_per_sec,
             next: Instant::now(),
@@ -34,17 +35,17 @@ impl Throttle {
 
     /// Whether a rate is set (callers skip [`Throttle::admit`] on hot paths otherwise).
     pub fn is_paced(&self) -> bool {
-        self.rate > 0
+        self.rate.is_some()
     }
 
     /// Counts `rows` more rows read and waits until they fit the rate; false if `shutdown`
     /// came first.
     pub async fn admit(&mut self, rows: u64, shutdown: &CancellationToken) -> bool {
-        if self.rate == 0 {
+        let Some(rate) = self.rate else {
             return true;
-        }
+        };
         let now = Instant::now();
-        self.next = self.next.max(now) + Duration::from_secs_f64(rows as f64 / self.rate as f64);
+        self.next = self.next.max(now) + Duration::from_secs_f64(rows as f64 / rate.get() as f64);
         if self.next <= now + SLACK {
             return true;
         }
@@ -62,7 +63,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn holds_the_rate_and_earns_no_burst_while_idle() {
         let shutdown = CancellationToken::new();
-        let mut t = Throttle::new(1000);
+        let mut t = Throttle::new(NonZeroU64::new(1000));
         let start = Instant::now();
         for _ in 0..2000 {
             assert!(t.admit(1, &shutdown).await);
@@ -80,11 +81,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unpaced_never_waits_and_shutdown_ends_a_wait() {
         let shutdown = CancellationToken::new();
-        let mut off = Throttle::new(0);
+        let mut off = Throttle::new(None);
         let start = Instant::now();
         assert!(off.admit(u64::MAX, &shutdown).await);
         assert_eq!(start.elapsed(), Duration::ZERO);
-        let mut slow = Throttle::new(1);
+        let mut slow = Throttle::new(NonZeroU64::new(1));
         shutdown.cancel();
         assert!(!slow.admit(10, &shutdown).await);
     }

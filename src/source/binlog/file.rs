@@ -1,8 +1,8 @@
 //! Binlog files read from disk: the same events COM_BINLOG_DUMP sends, split and checked the
 //! same way, so a file (a copy, a backup, a bench fixture) decodes exactly like the stream.
 
-use super::EventHeader;
 use super::cursor::{Cursor, DecodeError};
+use super::header::EventHeader;
 
 /// The four bytes every binlog file starts with.
 pub const MAGIC: &[u8] = b"\xfebin";

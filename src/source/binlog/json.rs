@@ -7,7 +7,7 @@
 //! count from the start of the object or array.
 
 use super::cursor::{Cursor, DecodeError};
-use super::rows::decode_decimal;
+use super::decimal::decode_decimal;
 
 mod ty {
     pub const SMALL_OBJECT: u8 = 0x00;

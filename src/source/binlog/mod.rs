@@ -7,12 +7,16 @@
 
 pub mod compressed;
 pub mod cursor;
+mod decimal;
 pub mod event;
 pub mod file;
+mod header;
 pub mod json;
 pub mod json_diff;
 pub mod payload;
+mod row_events;
 pub mod rows;
+mod stream_position;
 pub mod table_map;
 pub mod xa;
 
@@ -22,38 +26,18 @@ use std::sync::Arc;
 use cursor::{Cursor, DecodeError};
 use event::{Flavor, FormatDescription, QueryKind, kind};
 use rows::RowsKind;
+use stream_position::{PendingGtid, StreamPosition};
 use table_map::{TableDecoder, TableMapError};
 
 use crate::model::{
-    Change, DomainGtids, GtidState, Op, Position, SourceInfo, TableId, TableSchema, TxPosition,
-    Version, binlog_file_sequence, format_uuid,
+    Change, DomainGtids, GtidState, Op, Position, SourceInfo, TableId, TableSchema, Version,
+    format_uuid,
 };
 use crate::source::charset::Collations;
+use header::{HEADER_LEN, event_start};
+use row_events::{Packed, TableEntry};
 
-/// The common header of an event.
-#[derive(Debug, Clone, Copy)]
-pub struct EventHeader {
-    /// Seconds since the epoch when the statement started.
-    pub timestamp: u32,
-    /// Event type code.
-    pub event_type: u8,
-    /// Server that wrote the event.
-    pub server_id: u32,
-    /// Size of the whole event, header and checksum included.
-    pub event_size: u32,
-    /// Offset of the next event in the file (0 for artificial events).
-    pub log_pos: u32,
-    /// Event flags (`LOG_EVENT_IGNORABLE_F`, ...).
-    pub flags: u16,
-}
-
-/// Length of the common event header.
-const HEADER_LEN: u32 = 19;
-
-/// Where an event starts in its file (0 for artificial events, which have no position).
-fn event_start(h: &EventHeader) -> u32 {
-    h.log_pos.saturating_sub(h.event_size)
-}
+pub use header::EventHeader;
 
 /// What an event amounts to.
 #[derive(Debug)]
@@ -92,22 +76,6 @@ pub enum BinlogError {
     },
 }
 
-/// A table id's meaning in the current stream.
-enum TableEntry {
-    /// Not captured: its rows events are skipped without decoding.
-    Ignored,
-    /// Captured: the raw TABLE_MAP body (to notice changes) and its decoder.
-    Captured(Vec<u8>, Arc<TableDecoder>),
-}
-
-/// The next version offset of a run of row images without offsets of their own, and the end
-/// of the event holding them (versions must stay inside it to stay unique).
-#[derive(Debug, Clone, Copy)]
-struct Packed {
-    next: u32,
-    end: u32,
-}
-
 /// Turns binlog events into [`Decoded`] items. Holds no I/O: feed it headers and bodies.
 pub struct BinlogReader {
     include: HashSet<TableId>,
@@ -116,16 +84,12 @@ pub struct BinlogReader {
     /// cannot know, so the artificial ROTATE that opens a dump still carries its checksum.
     checksums: bool,
     fde: Option<FormatDescription>,
-    file: Arc<str>,
-    file_seq: u32,
+    /// Where the stream is: file, GTID state and the open transaction.
+    at: StreamPosition,
     tables: HashMap<u64, TableEntry>,
     /// Latest schema per table, so an unchanged definition under a new table id keeps the
     /// same `Arc` and downstream caches hit.
     schemas: HashMap<TableId, Arc<TableSchema>>,
-    in_transaction: bool,
-    gtid: Option<Arc<str>>,
-    /// GTID state after the last transaction read, when known.
-    gtid_state: Option<GtidState>,
     zero_dates: u64,
     /// Configured key columns of tables, replacing their primary keys.
     keys: HashMap<TableId, Vec<String>>,
@@ -135,39 +99,10 @@ pub struct BinlogReader {
     packed: Option<Packed>,
     /// Whether changes carry the statement that made them.
     include_query: bool,
-    /// The statement of the rows that follow (ANNOTATE_ROWS / ROWS_QUERY).
-    annotation: Option<Arc<str>>,
-    /// Connection id of the transaction (MySQL's BEGIN names it).
-    thread: Option<u32>,
-    /// The transaction's id, once known (GTID, else the position of its first change).
-    tx: Option<Arc<str>>,
-    /// Changes of the transaction so far, overall and per table.
-    tx_total: u64,
-    tx_tables: HashMap<TableId, u64>,
-    /// Where the current transaction's group starts (its GTID event).
-    group_start: u32,
-    /// The current transaction's GTID, added to the GTID state when it ends: a resume point
-    /// taken inside it (an XA transaction's) must not count it.
-    pending_gtid: Option<PendingGtid>,
     /// XA transactions prepared and not yet committed or rolled back.
     xa: xa::XaTransactions,
     /// Events of types unknown to Sluice that the server flagged ignorable.
     ignored: u64,
-}
-
-/// A GTID not yet part of the GTID state.
-#[derive(Debug, Clone)]
-enum PendingGtid {
-    MariaDb {
-        domain: u32,
-        server: u32,
-        seq: u64,
-    },
-    MySql {
-        uuid: [u8; 16],
-        tag: String,
-        gno: u64,
-    },
 }
 
 impl BinlogReader {
@@ -179,35 +114,22 @@ impl BinlogReader {
         collations: Collations,
         checksums: bool,
     ) -> Result<Self, BinlogError> {
-        let mut r = BinlogReader {
+        Ok(BinlogReader {
             include: include.into_iter().collect(),
             collations,
             checksums,
             fde: None,
-            file: Arc::from(""),
-            file_seq: 0,
+            at: StreamPosition::new(start)?,
             tables: HashMap::new(),
             schemas: HashMap::new(),
-            in_transaction: false,
-            gtid: None,
-            gtid_state: start.gtid.as_deref().and_then(GtidState::parse),
             zero_dates: 0,
             keys: HashMap::new(),
             skipped: 0,
             packed: None,
             include_query: false,
-            annotation: None,
-            thread: None,
-            tx: None,
-            tx_total: 0,
-            tx_tables: HashMap::new(),
-            group_start: 0,
-            pending_gtid: None,
             xa: xa::XaTransactions::default(),
             ignored: 0,
-        };
-        r.set_file(&start.file, start.pos)?;
-        Ok(r)
+        })
     }
 
     /// Keys tables by the given columns instead of their primary keys.
@@ -240,38 +162,9 @@ impl BinlogReader {
         self.zero_dates
     }
 
-    fn set_file(&mut self, file: &str, pos: u64) -> Result<(), BinlogError> {
-        self.file_seq = binlog_file_sequence(file).ok_or_else(|| BinlogError::Event {
-            position: Position::new(file, pos),
-            message: format!(
-                "binlog file name {file:?} does not end in a sequence number below 2^31, \
-                 which change versions are built from"
-            ),
-        })?;
-        self.file = Arc::from(file);
-        Ok(())
-    }
-
-    fn position(&self, pos: u32) -> Position {
-        Position::new(self.file.to_string(), u64::from(pos))
-    }
-
-    /// A resumable position: `pos` in the current file, with the GTID state reached.
-    fn checkpoint(&self, file: String, pos: u64) -> Position {
-        Position {
-            file,
-            pos,
-            gtid: self
-                .gtid_state
-                .as_ref()
-                .filter(|s| !s.is_empty())
-                .map(ToString::to_string),
-        }
-    }
-
     fn error(&self, h: &EventHeader, message: impl Into<String>) -> BinlogError {
         BinlogError::Event {
-            position: self.position(h.log_pos.saturating_sub(h.event_size)),
+            position: self.at.position(h.log_pos.saturating_sub(h.event_size)),
             message: message.into(),
         }
     }
@@ -290,30 +183,32 @@ impl BinlogReader {
                     _ => body,
                 };
                 let (file, pos) = event::parse_rotate(body).map_err(decode)?;
-                self.set_file(&file, pos)?;
+                self.at.set_file(&file, pos)?;
                 // Table ids are only meaningful within a file's transactions.
                 self.tables.clear();
                 // A real rotate (not the artificial one a dump starts with) closes a file
                 // between transactions: a safe place to resume.
-                if h.log_pos != 0 && !self.in_transaction {
-                    let at = self.checkpoint(file, pos);
+                if h.log_pos != 0 && !self.at.in_transaction {
+                    let at = self.at.checkpoint(file, pos);
                     return Ok(Decoded::Commit(self.resume_point(at)));
                 }
                 Ok(Decoded::Nothing)
             }
             kind::MARIADB_GTID => {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
-                self.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
-                self.tx = self.gtid.clone();
-                self.group_start = event_start(h);
-                self.pending_gtid = Some(PendingGtid::MariaDb {
+                self.at.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
+                self.at.tx = self.at.gtid.clone();
+                self.at.group_start = event_start(h);
+                self.at.pending_gtid = Some(PendingGtid::MariaDb {
                     domain: g.domain,
                     server: h.server_id,
                     seq: g.seq,
                 });
-                self.in_transaction = !g.standalone;
+                self.at.in_transaction = !g.standalone;
                 if let Some(xid) = g.prepares {
-                    let hold = self.checkpoint(self.file.to_string(), u64::from(self.group_start));
+                    let hold = self
+                        .at
+                        .checkpoint(self.at.file.to_string(), u64::from(self.at.group_start));
                     self.xa.start(xid, hold);
                 }
                 Ok(Decoded::Nothing)
@@ -333,16 +228,17 @@ impl BinlogReader {
                 }
                 match event::classify_query(query.text) {
                     QueryKind::Begin => {
-                        self.in_transaction = true;
-                        self.thread = Some(query.thread);
+                        self.at.in_transaction = true;
+                        self.at.thread = Some(query.thread);
                         Ok(Decoded::Nothing)
                     }
                     // MySQL opens an XA transaction's prepared part with a statement.
                     QueryKind::XaStart(xid) => {
-                        self.in_transaction = true;
-                        self.thread = Some(query.thread);
-                        let hold =
-                            self.checkpoint(self.file.to_string(), u64::from(self.group_start));
+                        self.at.in_transaction = true;
+                        self.at.thread = Some(query.thread);
+                        let hold = self
+                            .at
+                            .checkpoint(self.at.file.to_string(), u64::from(self.at.group_start));
                         self.xa.start(xid, hold);
                         Ok(Decoded::Nothing)
                     }
@@ -355,7 +251,7 @@ impl BinlogReader {
                         self.xa.rollback(&xid);
                         self.commit(h)
                     }
-                    QueryKind::Other if self.in_transaction => Ok(Decoded::Nothing),
+                    QueryKind::Other if self.at.in_transaction => Ok(Decoded::Nothing),
                     // COMMIT, ROLLBACK (non-transactional changes before it stand), and
                     // statements outside a transaction (DDL) all end one.
                     _ => self.commit(h),
@@ -370,7 +266,7 @@ impl BinlogReader {
                 }
                 // The prepared part is complete: held until its outcome, its GTID executed.
                 self.xa.prepared();
-                self.end_group();
+                self.at.end_group();
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_GTID | kind::MYSQL_GTID_TAGGED => {
@@ -385,21 +281,21 @@ impl BinlogReader {
                 } else {
                     format!("{}:{tag}:{gno}", format_uuid(&uuid))
                 };
-                self.gtid = Some(Arc::from(text));
-                self.tx = self.gtid.clone();
-                self.group_start = event_start(h);
-                self.pending_gtid = Some(PendingGtid::MySql { uuid, tag, gno });
+                self.at.gtid = Some(Arc::from(text));
+                self.at.tx = self.at.gtid.clone();
+                self.at.group_start = event_start(h);
+                self.at.pending_gtid = Some(PendingGtid::MySql { uuid, tag, gno });
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_PREVIOUS_GTIDS => {
                 // The server's whole executed set where this file starts.
                 let set = event::parse_previous_gtids(body).map_err(decode)?;
-                self.gtid_state = Some(GtidState::MySql(set));
+                self.at.gtid_state = Some(GtidState::MySql(set));
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_ANONYMOUS_GTID => {
-                self.gtid = None;
-                self.group_start = event_start(h);
+                self.at.gtid = None;
+                self.at.group_start = event_start(h);
                 Ok(Decoded::Nothing)
             }
             kind::GTID_LIST => {
@@ -408,7 +304,7 @@ impl BinlogReader {
                 for (domain, server, seq) in event::parse_gtid_list(body).map_err(decode)? {
                     state.set(domain, server, seq);
                 }
-                self.gtid_state = Some(GtidState::MariaDb(state));
+                self.at.gtid_state = Some(GtidState::MariaDb(state));
                 Ok(Decoded::Nothing)
             }
             kind::TABLE_MAP => self.on_table_map(h, body),
@@ -423,7 +319,7 @@ impl BinlogReader {
                     kind::ROWS_QUERY => body.get(1..).unwrap_or_default(),
                     _ => body,
                 };
-                self.annotation = Some(Arc::from(String::from_utf8_lossy(text)));
+                self.at.annotation = Some(Arc::from(String::from_utf8_lossy(text)));
                 Ok(Decoded::Nothing)
             }
             t if event::is_harmless(t) => {
@@ -472,22 +368,22 @@ impl BinlogReader {
             op: Op::Truncate,
             before: None,
             after: None,
-            version: Version::at(self.file_seq, start),
+            version: Version::at(self.at.file_seq, start),
             source: SourceInfo {
-                file: self.file.clone(),
+                file: self.at.file.clone(),
                 pos: u64::from(start),
                 row: 0,
                 server_id: h.server_id,
                 ts_ms: i64::from(h.timestamp) * 1000,
-                gtid: self.gtid.clone(),
+                gtid: self.at.gtid.clone(),
                 snapshot: false,
-                thread: self.thread,
+                thread: self.at.thread,
                 query: None,
                 transaction: None,
             },
         };
         let mut changes = vec![change];
-        self.place_in_transaction(&mut changes, start);
+        self.at.place_in_transaction(&mut changes, start);
         Ok(Decoded::Transaction(changes, self.commit_position(h)))
     }
 
@@ -500,46 +396,21 @@ impl BinlogReader {
         let Some(mut changes) = self.xa.commit(xid) else {
             return self.commit(h);
         };
-        xa::versions_at_commit(&mut changes, self.file_seq, self.group_start, h.log_pos)
-            .map_err(|e| self.error(h, e))?;
+        xa::versions_at_commit(
+            &mut changes,
+            self.at.file_seq,
+            self.at.group_start,
+            h.log_pos,
+        )
+        .map_err(|e| self.error(h, e))?;
         Ok(Decoded::Transaction(changes, self.commit_position(h)))
     }
 
-    /// The transaction's group ends: its GTID joins the state, its bookkeeping resets.
-    fn end_group(&mut self) {
-        match self.pending_gtid.take() {
-            Some(PendingGtid::MariaDb {
-                domain,
-                server,
-                seq,
-            }) => match &mut self.gtid_state {
-                Some(GtidState::MariaDb(d)) => d.set(domain, server, seq),
-                state => {
-                    let mut d = DomainGtids::default();
-                    d.set(domain, server, seq);
-                    *state = Some(GtidState::MariaDb(d));
-                }
-            },
-            // Only a set known to be whole grows: a partial one would make a resume by GTID
-            // ask the server for transactions long applied.
-            Some(PendingGtid::MySql { uuid, tag, gno }) => {
-                if let Some(GtidState::MySql(set)) = &mut self.gtid_state {
-                    set.add(uuid, &tag, gno);
-                }
-            }
-            None => {}
-        }
-        self.in_transaction = false;
-        self.thread = None;
-        self.annotation = None;
-        self.tx = None;
-        self.tx_total = 0;
-        self.tx_tables.clear();
-    }
-
     fn commit_position(&mut self, h: &EventHeader) -> Position {
-        self.end_group();
-        let at = self.checkpoint(self.file.to_string(), u64::from(h.log_pos));
+        self.at.end_group();
+        let at = self
+            .at
+            .checkpoint(self.at.file.to_string(), u64::from(h.log_pos));
         self.resume_point(at)
     }
 
@@ -559,302 +430,6 @@ impl BinlogReader {
     pub fn unseen_xa_commits(&self) -> (u64, Option<String>) {
         let (n, xid) = self.xa.unseen();
         (n, xid.map(ToString::to_string))
-    }
-
-    /// Numbers `changes` within their transaction (Debezium's transaction block): overall
-    /// and per table. Without a GTID the transaction is named by where its first change is.
-    fn place_in_transaction(&mut self, changes: &mut [Change], event_start: u32) {
-        let Some(first) = changes.first() else {
-            return;
-        };
-        let id = self
-            .tx
-            .get_or_insert_with(|| Arc::from(format!("{}:{event_start}", self.file)))
-            .clone();
-        let table = &first.table.id;
-        let per_table = match self.tx_tables.get_mut(table) {
-            Some(n) => n,
-            None => self.tx_tables.entry(table.clone()).or_default(),
-        };
-        for c in changes {
-            self.tx_total += 1;
-            *per_table += 1;
-            c.source.transaction = Some(TxPosition {
-                id: id.clone(),
-                total_order: self.tx_total,
-                collection_order: *per_table,
-            });
-        }
-    }
-
-    /// The server that wrote the binlog; every stream and file starts with a format
-    /// description that says, so the default only serves events fed without one.
-    fn flavor(&self) -> Flavor {
-        self.fde.as_ref().map_or(Flavor::MariaDb, |f| f.flavor)
-    }
-
-    fn post_header_len(&self, event_type: u8, default: usize) -> usize {
-        self.fde
-            .as_ref()
-            .map_or(default, |f| f.post_header_len(event_type, default))
-    }
-
-    fn table_id_len(&self, event_type: u8) -> usize {
-        // Servers before MySQL 5.1.4 wrote 4-byte table ids with a 6-byte post-header.
-        if self.post_header_len(event_type, 8) == 6 {
-            4
-        } else {
-            6
-        }
-    }
-
-    fn on_table_map(&mut self, h: &EventHeader, body: &[u8]) -> Result<Decoded, BinlogError> {
-        let head = table_map::parse_head(body, self.table_id_len(kind::TABLE_MAP))
-            .map_err(|e| self.error(h, format!("table map: {e}")))?;
-        let table_id = head.table_id;
-        if !self.include.contains(&head.table) {
-            self.tables.insert(table_id, TableEntry::Ignored);
-            return Ok(Decoded::Nothing);
-        }
-        if let Some(TableEntry::Captured(raw, _)) = self.tables.get(&table_id)
-            && raw.as_slice() == body
-        {
-            return Ok(Decoded::Nothing);
-        }
-        let table = head.table.clone();
-        let key = self.keys.get(&head.table).map(Vec::as_slice);
-        let mut decoder = table_map::parse_columns(head, &self.collations, key, self.flavor())
-            .map_err(|source| BinlogError::Table {
-                position: self.position(h.log_pos.saturating_sub(h.event_size)),
-                table: table.clone(),
-                source: Box::new(source),
-            })?;
-        // Comments are not in the binlog: keep the ones known for the same column names.
-        if let Some(known) = self.schemas.get(&table)
-            && let Some(schema) = Arc::get_mut(&mut decoder.schema)
-        {
-            for c in &mut schema.columns {
-                c.comment = known
-                    .columns
-                    .iter()
-                    .find(|k| k.name == c.name)
-                    .and_then(|k| k.comment.clone());
-            }
-        }
-        match self.schemas.get(&table) {
-            Some(known) if **known == *decoder.schema => decoder.schema = known.clone(),
-            _ => {
-                if !decoder.hidden.is_empty() {
-                    tracing::info!(%table, hidden_columns = decoder.hidden.len(), "the table map names hidden generated columns of functional indexes, which row images never hold; they are left out of the captured rows");
-                }
-                self.schemas.insert(table, decoder.schema.clone());
-            }
-        }
-        self.tables.insert(
-            table_id,
-            TableEntry::Captured(body.to_vec(), Arc::new(decoder)),
-        );
-        Ok(Decoded::Nothing)
-    }
-
-    fn on_rows(&mut self, h: &EventHeader, body: &[u8]) -> Result<Decoded, BinlogError> {
-        let table_id_len = self.table_id_len(h.event_type);
-        let table_id = Cursor::new(body)
-            .uint_le(table_id_len, "rows table id")
-            .map_err(|e| self.error(h, e.to_string()))?;
-        let decoder = match self.tables.get(&table_id) {
-            Some(TableEntry::Ignored) => return Ok(Decoded::Nothing),
-            Some(TableEntry::Captured(_, d)) => d.clone(),
-            None => {
-                return Err(self.error(
-                    h,
-                    format!("rows event for table id {table_id} without a preceding table map"),
-                ));
-            }
-        };
-        let event_start = h.log_pos.checked_sub(h.event_size).ok_or_else(|| {
-            self.error(
-                h,
-                "rows event without a file position (log_pos < event size)",
-            )
-        })?;
-        let mut ev = rows::parse_rows(
-            h.event_type,
-            body,
-            table_id_len,
-            Some((decoder.width(), &decoder.hidden)),
-        )
-        .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
-        // Versions are byte offsets of row images in the file. Compressed images (MariaDB's
-        // compressed rows events, MySQL's transaction payloads) have no offsets of their own:
-        // they count up from the start of the compressed block, which keeps them unique and
-        // ordered as long as the block has more bytes than images.
-        let block_start = event_start + HEADER_LEN + ev.rows.pos() as u32;
-        let inflated;
-        let mut c = if ev.compressed {
-            inflated = compressed::uncompress(ev.rows.rest())
-                .map_err(|e| self.error(h, format!("table {}: rows: {e}", decoder.schema.id)))?;
-            Cursor::new(&inflated[..])
-        } else {
-            ev.rows
-        };
-        let mut counter = match (&self.packed, ev.compressed) {
-            (Some(p), _) => Some(*p),
-            (None, true) => Some(Packed {
-                next: block_start,
-                end: h.log_pos,
-            }),
-            (None, false) => None,
-        };
-        let too_dense = || {
-            self.error(
-                h,
-                format!(
-                    "table {}: this compressed event holds more row images than it has bytes, \
-                     so they cannot get distinct versions; set log_bin_compress=OFF (MariaDB) or \
-                     binlog_transaction_compression=OFF (MySQL) on the server",
-                    decoder.schema.id
-                ),
-            )
-        };
-        let mut version_offset = |c: &Cursor<'_>| -> Option<u32> {
-            match &mut counter {
-                Some(p) => {
-                    let offset = (p.next < p.end).then_some(p.next)?;
-                    p.next += 1;
-                    Some(offset)
-                }
-                None => Some(event_start + HEADER_LEN + c.pos() as u32),
-            }
-        };
-        let mut changes = Vec::new();
-        let mut index = 0u32;
-        let mut zero_dates = 0;
-        while !c.is_empty() {
-            let offset = version_offset(&c).ok_or_else(too_dense)?;
-            let mut next = |c: &mut Cursor<'_>| rows::decode_row(&decoder, c, &mut zero_dates);
-            let first = next(&mut c);
-            let (first, second) = match (ev.kind, first) {
-                (RowsKind::Update, Ok(before)) => {
-                    let after_offset = version_offset(&c).ok_or_else(too_dense)?;
-                    let after = if ev.partial {
-                        rows::decode_partial_after(&decoder, &mut c, &before, &mut zero_dates)
-                    } else {
-                        next(&mut c)
-                    };
-                    (before, Some((after_offset, after)))
-                }
-                (_, Ok(row)) => (row, None),
-                (_, Err(e)) => {
-                    return Err(self.error(h, format!("table {}: {e}", decoder.schema.id)));
-                }
-            };
-            let source = SourceInfo {
-                file: self.file.clone(),
-                pos: u64::from(event_start),
-                row: index,
-                server_id: h.server_id,
-                ts_ms: i64::from(h.timestamp) * 1000,
-                gtid: self.gtid.clone(),
-                snapshot: false,
-                thread: self.thread,
-                query: self.annotation.clone(),
-                transaction: None,
-            };
-            // The source moves into the (usually only) change: no reference counts touched.
-            let change = |op, before, after, offset, source| Change {
-                table: decoder.schema.clone(),
-                op,
-                before,
-                after,
-                version: Version::at(self.file_seq, offset),
-                source,
-            };
-            match (ev.kind, second) {
-                (RowsKind::Write, _) => {
-                    changes.push(change(Op::Create, None, Some(first), offset, source))
-                }
-                (RowsKind::Delete, _) => {
-                    changes.push(change(Op::Delete, Some(first), None, offset, source))
-                }
-                (RowsKind::Update, Some((after_offset, after))) => {
-                    let after = after
-                        .map_err(|e| self.error(h, format!("table {}: {e}", decoder.schema.id)))?;
-                    let schema = &decoder.schema;
-                    if schema.key_values(&first).eq(schema.key_values(&after)) {
-                        changes.push(change(Op::Update, Some(first), Some(after), offset, source));
-                    } else {
-                        // A new primary key is a different document: delete the old one.
-                        let deleted = change(Op::Delete, Some(first), None, offset, source.clone());
-                        changes.push(deleted);
-                        changes.push(change(Op::Create, None, Some(after), after_offset, source));
-                    }
-                }
-                (RowsKind::Update, None) => unreachable!("updates always read two images"),
-            }
-            index += 1;
-        }
-        self.zero_dates += zero_dates;
-        if let (Some(p), Some(counted)) = (&mut self.packed, counter) {
-            *p = counted;
-        }
-        self.place_in_transaction(&mut changes, event_start);
-        // An XA transaction's prepared changes wait for its commit.
-        Ok(match self.xa.hold(changes) {
-            Some(changes) => Decoded::Changes(changes),
-            None => Decoded::Nothing,
-        })
-    }
-
-    /// A MySQL compressed transaction: its events go through [`Self::on_event`] as if read
-    /// from the file, with the payload event's position, and row versions counted from its
-    /// start.
-    fn on_payload(&mut self, h: &EventHeader, body: &[u8]) -> Result<Decoded, BinlogError> {
-        if self.packed.is_some() {
-            return Err(self.error(h, "a transaction payload inside a transaction payload"));
-        }
-        let bytes = payload::events(body).map_err(|e| self.error(h, format!("{e}")))?;
-        let start = h.log_pos.checked_sub(h.event_size).ok_or_else(|| {
-            self.error(
-                h,
-                "transaction payload without a file position (log_pos < event size)",
-            )
-        })?;
-        self.packed = Some(Packed {
-            next: start + HEADER_LEN,
-            end: h.log_pos,
-        });
-        let decoded = self.on_payload_events(h, &bytes);
-        self.packed = None;
-        decoded
-    }
-
-    fn on_payload_events(&mut self, h: &EventHeader, bytes: &[u8]) -> Result<Decoded, BinlogError> {
-        let (mut changes, mut committed) = (Vec::new(), false);
-        for event in file::sequence(bytes, false) {
-            let (inner, body) =
-                event.map_err(|e| self.error(h, format!("transaction payload: {e}")))?;
-            // Inner events carry no file position of their own.
-            let inner = EventHeader {
-                log_pos: h.log_pos,
-                event_size: h.event_size,
-                ..inner
-            };
-            match self.on_event(&inner, body)? {
-                Decoded::Nothing => {}
-                Decoded::Changes(c) => changes.extend(c),
-                Decoded::Commit(_) => committed = true,
-                Decoded::Transaction(c, _) => {
-                    changes.extend(c);
-                    committed = true;
-                }
-            }
-        }
-        Ok(if committed {
-            Decoded::Transaction(changes, self.commit_position(h))
-        } else {
-            Decoded::Changes(changes)
-        })
     }
 }
 
@@ -1103,7 +678,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (p.gtid, r.gtid.as_deref()),
+            (p.gtid, r.at.gtid.as_deref()),
             (None, Some("abababab-abab-abab-abab-abababababab:9"))
         );
         let mut previous = 1u64.to_le_bytes().to_vec();
@@ -1179,7 +754,7 @@ mod tests {
             .on_event(&header(kind::QUERY, 500, 100), &query("COMMIT"))
             .unwrap();
         assert!(matches!(d, Decoded::Commit(p) if p.pos == 500));
-        assert_eq!(r.gtid.as_deref(), Some("0-1-5"));
+        assert_eq!(r.at.gtid.as_deref(), Some("0-1-5"));
     }
 
     #[test]
@@ -1270,7 +845,7 @@ mod tests {
         body.extend_from_slice(b"binlog.000009");
         body.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
         r.on_event(&header(kind::ROTATE, 0, 44), &body).unwrap();
-        assert_eq!(&*r.file, "binlog.000009");
+        assert_eq!(&*r.at.file, "binlog.000009");
     }
 
     #[test]
@@ -1284,7 +859,7 @@ mod tests {
         body.extend_from_slice(b"binlog.000004");
         let d = r.on_event(&header(kind::ROTATE, 900, 40), &body).unwrap();
         assert!(matches!(d, Decoded::Commit(p) if p.to_string() == "binlog.000004:4"));
-        assert_eq!(r.file_seq, 4);
+        assert_eq!(r.at.file_seq, 4);
         // The artificial rotate at the start of a dump has log_pos 0.
         assert!(matches!(
             r.on_event(&header(kind::ROTATE, 0, 40), &body).unwrap(),

@@ -1,6 +1,7 @@
 //! WRITE/UPDATE/DELETE_ROWS events (v1 and v2) and the binary encoding of each column value.
 
 use super::cursor::{Cursor, DecodeError};
+use super::decimal::decode_decimal;
 use super::event::kind;
 use super::table_map::{ColumnDecoder, TableDecoder};
 use super::{json, json_diff};
@@ -391,94 +392,6 @@ fn fraction(c: &mut Cursor<'_>, fsp: u8) -> Result<u32, DecodeError> {
             )))
         }
     })
-}
-
-/// 10^n for the digit counts of a group.
-const POW10: [u64; 10] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-];
-
-/// Bytes used by a group of 0..=9 leading or trailing decimal digits.
-const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
-
-/// Decodes MySQL's binary DECIMAL: digits in groups of nine per four big-endian bytes, the
-/// partial groups at both ends packed smaller, the sign in the inverted top bit and every byte
-/// inverted for negative numbers. Returns the text MySQL prints, e.g. `-123.4500`.
-pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<String, DecodeError> {
-    let (intg, frac) = (usize::from(precision - scale), usize::from(scale));
-    let (intg0, intg0x, frac0, frac0x) = (intg / 9, intg % 9, frac / 9, frac % 9);
-    let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
-    let raw = c.take(size, "decimal")?;
-    let mut buf = [0u8; 32]; // DECIMAL(65,30) needs 30 bytes
-    let buf = &mut buf[..size];
-    buf.copy_from_slice(raw);
-    let negative = buf[0] & 0x80 == 0;
-    buf[0] ^= 0x80;
-    if negative {
-        buf.iter_mut().for_each(|b| *b = !*b);
-    }
-    let mut r = Cursor::new(buf);
-    let mut group = |bytes: usize, digits: usize| -> Result<u64, DecodeError> {
-        let v = r.uint_be(bytes, "decimal digits")?;
-        if v >= POW10[digits] {
-            return Err(DecodeError::Invalid(format!(
-                "decimal digit group {v} has more than {digits} digits"
-            )));
-        }
-        Ok(v)
-    };
-    // Digits go into a stack buffer (65 at most): this runs for every decimal of every row.
-    let mut digits = [0u8; 65];
-    let mut n = 0;
-    let mut push = |v: u64, width: usize| {
-        let mut v = v;
-        for i in (0..width).rev() {
-            digits[n + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        n += width;
-    };
-    if intg0x > 0 {
-        push(group(DIG2BYTES[intg0x], intg0x)?, intg0x);
-    }
-    for _ in 0..intg0 {
-        push(group(4, 9)?, 9);
-    }
-    for _ in 0..frac0 {
-        push(group(4, 9)?, 9);
-    }
-    if frac0x > 0 {
-        push(group(DIG2BYTES[frac0x], frac0x)?, frac0x);
-    }
-    let (int_digits, frac_digits) = digits[..n].split_at(intg);
-    let first = int_digits
-        .iter()
-        .position(|&d| d != b'0')
-        .unwrap_or(int_digits.len());
-    let int_digits = &int_digits[first..];
-    let zero = int_digits.is_empty() && frac_digits.iter().all(|&d| d == b'0');
-    let mut out = String::with_capacity(int_digits.len() + frac + 3);
-    if negative && !zero {
-        out.push('-');
-    }
-    if int_digits.is_empty() {
-        out.push('0');
-    }
-    out.extend(int_digits.iter().map(|&d| char::from(d)));
-    if frac > 0 {
-        out.push('.');
-        out.extend(frac_digits.iter().map(|&d| char::from(d)));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,9 +1,22 @@
 //! How Sluice's encoder and loader reach a registry (`sluice registry` or any
 //! Confluent-compatible one): URL, basic auth, a private CA.
 
+use std::path::Path;
+
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
-use crate::config::RegistryConfig;
+/// Where a registry is and how to log in to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    /// Base URL.
+    pub url: &'a str,
+    /// Basic-auth user.
+    pub username: Option<&'a str>,
+    /// Basic-auth password, if one is set.
+    pub password: Option<&'a str>,
+    /// PEM file of a private CA.
+    pub ca_file: Option<&'a Path>,
+}
 
 /// The registry client cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +39,15 @@ pub enum ClientError {
     },
 }
 
-/// Client settings for the configured registry. Credentials go to the HTTP client only.
-pub fn settings(cfg: &RegistryConfig) -> Result<SrSettings, ClientError> {
-    let url = cfg.url.trim_end_matches('/').to_string();
+/// Client settings for the registry at `at`. Credentials go to the HTTP client only.
+pub fn settings(at: Endpoint<'_>) -> Result<SrSettings, ClientError> {
+    let url = at.url.trim_end_matches('/').to_string();
     let mut builder = SrSettings::new_builder(url.clone());
-    if let Some(user) = &cfg.username {
-        let password = (!cfg.password.is_empty()).then(|| cfg.password.expose());
-        builder.set_basic_authorization(user, password);
+    if let Some(user) = at.username {
+        builder.set_basic_authorization(user, at.password);
     }
     let mut http = reqwest::Client::builder();
-    if let Some(path) = &cfg.ca_file {
+    if let Some(path) = at.ca_file {
         let ca_error = |message: String| ClientError::Ca {
             path: path.display().to_string(),
             message,

@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     Checkpoint, Position, SnapshotProgress, TableId, TableSchema, Version, WindowProgress,
 };
+use crate::storage::{flush, open_sled};
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum PositionStoreError {
     /// The directory could not be opened, usually because another process holds it.
     #[error(
         "cannot open the state store at {path}: {source}; if another sluice process uses this \
@@ -78,43 +79,46 @@ struct SnapshotRecord {
 }
 
 /// The source's positions, in a sled database of its own.
-pub struct State {
+pub struct PositionStore {
     db: sled::Db,
     path: PathBuf,
 }
 
-impl State {
+impl PositionStore {
     /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<State, StateError> {
-        let db = open_sled(dir).map_err(|source| StateError::Open {
+    pub fn open(dir: &Path) -> Result<PositionStore, PositionStoreError> {
+        let db = open_sled(dir).map_err(|source| PositionStoreError::Open {
             path: dir.to_owned(),
             source,
         })?;
-        Ok(State {
+        Ok(PositionStore {
             db,
             path: dir.to_owned(),
         })
     }
 
     /// The position streaming resumes from, if any was stored.
-    pub fn position(&self) -> Result<Option<Position>, StateError> {
+    pub fn position(&self) -> Result<Option<Position>, PositionStoreError> {
         self.get(POSITION)
     }
 
     /// Whether `table` has a finished snapshot.
-    pub fn is_snapshotted(&self, table: &TableId) -> Result<bool, StateError> {
+    pub fn is_snapshotted(&self, table: &TableId) -> Result<bool, PositionStoreError> {
         Ok(self
             .get::<SnapshotRecord>(&format!("{SNAPSHOT}{table}"))?
             .is_some())
     }
 
     /// How far the unfinished snapshot of `table` got, if one was begun.
-    pub fn progress(&self, table: &TableId) -> Result<Option<SnapshotProgress>, StateError> {
+    pub fn progress(
+        &self,
+        table: &TableId,
+    ) -> Result<Option<SnapshotProgress>, PositionStoreError> {
         self.get(&format!("{PROGRESS}{table}"))
     }
 
     /// Every unfinished incremental snapshot, by table.
-    pub fn windows(&self) -> Result<Vec<(TableId, WindowProgress)>, StateError> {
+    pub fn windows(&self) -> Result<Vec<(TableId, WindowProgress)>, PositionStoreError> {
         self.db
             .scan_prefix(WINDOWS)
             .map(|item| {
@@ -128,14 +132,14 @@ impl State {
     }
 
     /// Whether the incremental snapshot requested with `id` finished.
-    pub fn signal_done(&self, id: &str) -> Result<bool, StateError> {
+    pub fn signal_done(&self, id: &str) -> Result<bool, PositionStoreError> {
         self.db
             .contains_key(format!("{SIGNAL_DONE}{id}"))
             .map_err(|e| self.io(e))
     }
 
     /// Stores checkpoints, in order, in one write, durably (one fsync) before returning.
-    pub async fn save(&self, checkpoints: &[Checkpoint]) -> Result<(), StateError> {
+    pub async fn save(&self, checkpoints: &[Checkpoint]) -> Result<(), PositionStoreError> {
         let mut batch = sled::Batch::default();
         for checkpoint in checkpoints {
             self.add(&mut batch, checkpoint)?;
@@ -145,7 +149,11 @@ impl State {
         Ok(())
     }
 
-    fn add(&self, batch: &mut sled::Batch, checkpoint: &Checkpoint) -> Result<(), StateError> {
+    fn add(
+        &self,
+        batch: &mut sled::Batch,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), PositionStoreError> {
         match checkpoint {
             Checkpoint::Stream(position) => batch.insert(POSITION, to_json(position)),
             Checkpoint::Snapshot { tables, position } => {
@@ -191,7 +199,7 @@ impl State {
         version: Version,
         position: &Position,
         schema: &TableSchema,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), PositionStoreError> {
         let record = SchemaRecord {
             position: position.clone(),
             schema: schema.clone(),
@@ -207,7 +215,7 @@ impl State {
         &self,
         table: &TableId,
         version: Version,
-    ) -> Result<Option<TableSchema>, StateError> {
+    ) -> Result<Option<TableSchema>, PositionStoreError> {
         let first = schema_key(table, Version::at(0, 0));
         let Some(found) = self
             .db
@@ -226,7 +234,7 @@ impl State {
     pub fn schema_history(
         &self,
         table: &TableId,
-    ) -> Result<Vec<(Position, TableSchema)>, StateError> {
+    ) -> Result<Vec<(Position, TableSchema)>, PositionStoreError> {
         let prefix = schema_key(table, Version::at(0, 0));
         let prefix = &prefix[..prefix.len() - 8];
         self.db
@@ -239,7 +247,10 @@ impl State {
             .collect()
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, PositionStoreError> {
         let Some(bytes) = self.db.get(key).map_err(|e| self.io(e))? else {
             return Ok(None);
         };
@@ -250,20 +261,20 @@ impl State {
         &self,
         key: &str,
         bytes: &[u8],
-    ) -> Result<T, StateError> {
+    ) -> Result<T, PositionStoreError> {
         serde_json::from_slice(bytes).map_err(|e| self.corrupt(key, e.to_string()))
     }
 
-    fn corrupt(&self, key: &str, message: String) -> StateError {
-        StateError::Corrupt {
+    fn corrupt(&self, key: &str, message: String) -> PositionStoreError {
+        PositionStoreError::Corrupt {
             path: self.path.clone(),
             key: key.to_string(),
             message,
         }
     }
 
-    fn io(&self, source: sled::Error) -> StateError {
-        StateError::Io {
+    fn io(&self, source: sled::Error) -> PositionStoreError {
+        PositionStoreError::Io {
             path: self.path.clone(),
             source,
         }
@@ -280,35 +291,6 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("state records serialize")
 }
 
-/// Opens a sled database without its background flusher: every writer here flushes when
-/// what it wrote must be durable. sled's I/O threads can still hold a just-dropped database's
-/// lock for a moment, so a reopen in the same process (a restarted component, a test) waits
-/// up to two seconds for it; another process holding the lock is reported after that.
-pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match sled::Config::new().path(dir).flush_every_ms(None).open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Makes everything written to `db` durable. sled 0.34's `flush_async` can leave callers that
-/// flush at the same time waiting forever (sled issues 1241 and 1308; seen here as a hung
-/// registry test), so its blocking flush runs on the blocking pool instead.
-pub async fn flush(db: &sled::Db) -> sled::Result<usize> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || db.flush())
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,7 +305,7 @@ mod tests {
         let orders = TableId::new("shop", "orders");
         let items = TableId::new("shop", "items");
         {
-            let state = State::open(dir.path()).unwrap();
+            let state = PositionStore::open(dir.path()).unwrap();
             assert_eq!(state.position().unwrap(), None);
             state
                 .save(&[Checkpoint::Snapshot {
@@ -344,7 +326,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let state = State::open(dir.path()).unwrap();
+        let state = PositionStore::open(dir.path()).unwrap();
         assert_eq!(state.position().unwrap(), Some(pos("binlog.000002", 900)));
         assert!(state.is_snapshotted(&orders).unwrap());
         assert!(state.is_snapshotted(&items).unwrap());
@@ -355,7 +337,7 @@ mod tests {
     fn the_schema_history_answers_for_any_version() {
         use crate::model::{Column, ColumnType};
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = PositionStore::open(dir.path()).unwrap();
         let t = TableId::new("shop", "orders");
         let schema = |cols: usize| TableSchema {
             id: t.clone(),
@@ -403,12 +385,12 @@ mod tests {
     #[test]
     fn a_second_process_gets_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = State::open(dir.path()).unwrap();
+        let _first = PositionStore::open(dir.path()).unwrap();
         // sled locks the directory per process; within one process the lock is re-entrant, so
         // this only checks the message shape of an open failure on an unusable path.
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        let e = State::open(&file).err().unwrap();
+        let e = PositionStore::open(&file).err().unwrap();
         assert!(e.to_string().contains("state_dir"), "{e}");
     }
 }

@@ -1,0 +1,150 @@
+//! Loading, overriding and validating whole files.
+
+use super::*;
+use crate::wire::subject::SubjectStrategy;
+
+const MINIMAL: &str = r#"
+    tables = ["shop.orders"]
+    [source]
+    host = "127.0.0.1"
+    user = "sluice"
+    password = "hunter2"
+    server_id = 5401
+    state_dir = "/tmp/state"
+    [kafka]
+    brokers = "127.0.0.1:9092"
+    topic_prefix = "sluice"
+    [registry]
+    url = "http://127.0.0.1:8081"
+    [elasticsearch]
+    url = "http://127.0.0.1:9200"
+"#;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Config::from_toml(text, env, Path::new("sluice.toml"), Role::All)
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let text = include_str!("../../sluice.example.toml");
+    let c = load(text, &[]).unwrap();
+    assert_eq!(c.tables.len(), 2);
+    assert_eq!(c.exclude_tables.len(), 1);
+    assert_eq!(c.columns.hash_salt.expose(), "change-me");
+}
+
+#[test]
+fn an_embedded_registry_is_one_line_and_registry_auth_is_checked() {
+    let base = include_str!("../../sluice.example.toml").replace(
+        "url = \"http://127.0.0.1:8081\"",
+        "serve = \"127.0.0.1:18555\"\nsubject_strategy = \"topic_record\"",
+    );
+    let base = base.replace("subject_strategy = \"topic\"\n", "");
+    let c = load(&base, &[]).unwrap();
+    assert_eq!(c.registry.url.as_str(), "http://127.0.0.1:18555");
+    assert_eq!(c.registry.subject_strategy, SubjectStrategy::TopicRecord);
+    let m = load(&base, &[("SLUICE_REGISTRY__PASSWORD", "pw")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("`registry.password` is set without `registry.username`"),
+        "{m}"
+    );
+    let m = load(&base, &[("SLUICE_REGISTRY__CA_FILE", "/nonexistent.pem")])
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("`registry.ca_file`"), "{m}");
+}
+
+#[test]
+fn table_and_column_patterns() {
+    let p = TablePattern::parse("shop.ord?r*").unwrap();
+    assert!(p.matches(&TableId::new("shop", "orders")));
+    assert!(p.matches(&TableId::new("shop", "ordxr")));
+    assert!(!p.matches(&TableId::new("shop", "customers")));
+    assert!(!p.matches(&TableId::new("shopx", "orders")));
+    assert_eq!(p.exact(), None);
+    assert_eq!(
+        TablePattern::parse("a.b").unwrap().exact(),
+        Some(TableId::new("a", "b"))
+    );
+    assert!(glob("*a*b*", "xxaxxbxx") && !glob("*a*b", "xxaxxbxx"));
+    let c = ColumnPattern::parse("*.*.phone").unwrap();
+    assert!(c.matches(&TableId::new("a", "b"), "phone"));
+    assert!(!c.matches(&TableId::new("a", "b"), "phones"));
+    assert!(ColumnPattern::parse("a.b").is_none());
+    let e = load(
+        &MINIMAL.replace(
+            "[source]",
+            "exclude_tables = [\"x\"]\n[columns]\nhash = [\"a.b.c\"]\nmask = [\"a.b\"]\n[source]",
+        ),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "`exclude_tables`: \"x\"",
+        "columns.hash_salt",
+        "`columns.mask`: \"a.b\"",
+    ] {
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    let c = load(
+        MINIMAL,
+        &[
+            ("SLUICE_SOURCE__PASSWORD", "123456"),
+            ("SLUICE_SOURCE__PORT", "13306"),
+            ("SLUICE_LOADER__BATCH_SIZE", "7"),
+            ("SLUICE_STACK_DIR", "/ignored"),
+        ],
+    )
+    .unwrap();
+    let s = c.source.unwrap();
+    assert_eq!(s.password.expose(), "123456");
+    assert_eq!(s.port.get(), 13306);
+    assert_eq!(c.loader.batch_size.get(), 7);
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_origin() {
+    let e = load(&MINIMAL.replace("server_id", "serverid"), &[]).unwrap_err();
+    assert!(e.to_string().contains("`source.serverid`"), "{e}");
+    let e = load(MINIMAL, &[("SLUICE_SOURCE__PASWORD", "x")]).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("source.pasword") && m.contains("SLUICE_SOURCE__PASWORD"),
+        "{m}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = MINIMAL
+        .replace("http://127.0.0.1:8081", "127.0.0.1:8081")
+        .replace("127.0.0.1:9092", "localhost")
+        .replace(r#"["shop.orders"]"#, r#"["orders", "a.b"]"#);
+    let m = load(&text, &[]).unwrap_err().to_string();
+    assert!(m.contains("`registry.url`"), "{m}");
+    assert!(m.contains("`kafka.brokers`"), "{m}");
+    assert!(m.contains("\"orders\" is not of the form"), "{m}");
+}
+
+#[test]
+fn secrets_never_print() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn roles_need_their_sections() {
+    let no_es = MINIMAL.split("[elasticsearch]").next().unwrap();
+    let env = std::iter::empty();
+    assert!(Config::from_toml(no_es, env, Path::new("x"), Role::Source).is_ok());
+    let m = load(no_es, &[]).unwrap_err().to_string();
+    assert!(m.contains("`[elasticsearch]` is missing"), "{m}");
+}

@@ -1,0 +1,199 @@
+//! Applying a batch: mappings, the bulk request and truncates, retried while the index server
+//! is unavailable; then dead letters stored, held tables paused and offsets committed.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::Batch;
+use super::bulk::{self, Outcome};
+use super::dead_letter::{DeadLetter, DeadLetters, ErrorClass};
+use super::error::LoadError;
+use super::index::IndexWriter;
+use super::lanes::{Partition, Rebalances, offset_list};
+use crate::config::VectorMapping;
+use crate::retry::{self, Attempt, Backoff};
+
+/// The offsets a settled bulk committed.
+pub(super) type Committed = Vec<(Partition, i64)>;
+
+/// What the bulks in flight share with the loop that reads.
+pub(super) struct BulkContext {
+    pub(super) writer: IndexWriter,
+    pub(super) dead: DeadLetters,
+    pub(super) consumer: Arc<StreamConsumer<Rebalances>>,
+    /// Topics of tables whose index cannot take their new schema.
+    pub(super) held: Mutex<BTreeSet<String>>,
+    /// A bulk began retrying.
+    pub(super) retry_started: Notify,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl BulkContext {
+    pub(super) fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Applies a batch, stores its dead letters, holds the tables it must, and commits its
+/// offsets; returns them, or `None` if `shutdown` interrupted retries (nothing committed).
+pub(super) async fn settle(
+    shared: &BulkContext,
+    mut batch: Batch,
+    retrying: &AtomicBool,
+) -> Result<Option<Committed>, LoadError> {
+    let started = Instant::now();
+    let on_retry = || {
+        if !retrying.swap(true, Ordering::Relaxed) {
+            shared.retry_started.notify_one();
+        }
+    };
+    if !apply(&shared.writer, &mut batch, &shared.shutdown, on_retry).await? {
+        return Ok(None);
+    }
+    // Stored in Kafka before the offsets past them are committed.
+    shared.dead.send(std::mem::take(&mut batch.dead)).await?;
+    for (conflict, topics) in std::mem::take(&mut batch.held) {
+        tracing::error!(error = %conflict, topics = ?topics, "table held");
+        let assigned = shared.consumer.assignment().map_err(LoadError::Consumer)?;
+        let paused: Vec<Partition> = assigned
+            .elements()
+            .iter()
+            .filter(|e| topics.contains(e.topic()))
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        shared
+            .consumer
+            .pause(&offset_list(paused.iter().map(|p| (p, &0))))
+            .map_err(LoadError::Consumer)?;
+        shared.held().extend(topics);
+    }
+    tracing::debug!(
+        records = batch.records,
+        apply_ms = started.elapsed().as_millis() as u64,
+        "batch applied"
+    );
+    if !batch.next_offsets.is_empty() {
+        // A refused commit (the partition was taken away meanwhile) only means the next owner
+        // applies these records again, which external versions make harmless.
+        if let Err(e) = shared
+            .consumer
+            .commit(&offset_list(&batch.next_offsets), CommitMode::Async)
+        {
+            tracing::warn!(error = %e, "committing offsets failed; their records will be applied again");
+        }
+    }
+    Ok(Some(batch.next_offsets.into_iter().collect()))
+}
+
+/// The index server's vector type, asked until it answers; `None` if `shutdown` came first.
+pub(super) async fn server_vector_mapping(
+    writer: &IndexWriter,
+    shutdown: &CancellationToken,
+) -> Result<Option<VectorMapping>, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match writer.vector_mapping().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(Attempt::Permanent(e)) => return Err(e),
+            Err(Attempt::Transient(reason)) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; asking again");
+                if !retry::pause(wait, shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch until every item settled or was refused for good (those become dead
+/// letters). Returns false if `shutdown` interrupted retries.
+async fn apply(
+    writer: &IndexWriter,
+    batch: &mut Batch,
+    shutdown: &CancellationToken,
+    on_retry: impl Fn(),
+) -> Result<bool, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match try_apply(writer, batch).await {
+            Ok(refused) => {
+                for (i, reason) in refused {
+                    batch.dead.push(DeadLetter {
+                        origin: batch.items[i].1.clone(),
+                        class: ErrorClass::Rejected,
+                        reason,
+                    });
+                }
+                return Ok(true);
+            }
+            Err(Attempt::Permanent(e @ LoadError::MappingConflict { .. })) => batch.hold(e),
+            Err(Attempt::Permanent(e)) => return Err(e),
+            Err(Attempt::Transient(reason)) => {
+                on_retry();
+                let wait = backoff.next_wait();
+                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; retrying the batch");
+                if !retry::pause(wait, shutdown).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch: its documents in one bulk request, then its truncate. Returns the
+/// actions the index refused for good, by position.
+async fn try_apply(
+    writer: &IndexWriter,
+    batch: &Batch,
+) -> Result<Vec<(usize, String)>, Attempt<LoadError>> {
+    for (index, targets) in &batch.mappings {
+        for target in targets {
+            writer.ensure_mapping(index, target).await?;
+        }
+    }
+    let mut refused = Vec::new();
+    if !batch.body.is_empty() {
+        refused = write_documents(writer, &batch.body).await?;
+    }
+    if let Some(t) = &batch.truncate {
+        writer.delete_older(&t.index, t.version).await?;
+    }
+    Ok(refused)
+}
+
+/// Writes `body` in one bulk request; the refused actions are returned by position.
+async fn write_documents(
+    writer: &IndexWriter,
+    body: &bulk::Body,
+) -> Result<Vec<(usize, String)>, Attempt<LoadError>> {
+    let response = writer.bulk(body.bytes()).await?;
+    let outcomes =
+        bulk::outcomes(&response).map_err(|m| Attempt::Permanent(LoadError::Elasticsearch(m)))?;
+    if outcomes.len() != body.len() {
+        return Err(Attempt::Permanent(LoadError::Elasticsearch(format!(
+            "bulk response has {} items for {} actions",
+            outcomes.len(),
+            body.len()
+        ))));
+    }
+    let (mut retry, mut refused) = (None, Vec::new());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Outcome::Settled => {}
+            // Resending the whole batch is harmless: settled items come back as 409.
+            Outcome::Retry(reason) => retry = Some(reason),
+            Outcome::Rejected(reason) => refused.push((i, reason)),
+        }
+    }
+    match retry {
+        Some(reason) => Err(Attempt::Transient(reason)),
+        None => Ok(refused),
+    }
+}

@@ -1,0 +1,117 @@
+//! Row changes, where they came from, and what the source hands on.
+
+use std::sync::Arc;
+
+use super::{Checkpoint, Row, TableSchema, Version};
+
+/// What happened to a row, with Debezium's one-letter codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Inserted (`c`).
+    Create,
+    /// Updated in place (`u`).
+    Update,
+    /// Deleted (`d`).
+    Delete,
+    /// Read by a snapshot (`r`).
+    Read,
+    /// Every row removed by TRUNCATE TABLE (`t`): a change without row images or key.
+    Truncate,
+}
+
+impl Op {
+    /// Debezium's code for the operation.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Where a change came from: Debezium's `source` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceInfo {
+    /// Binlog file of the event, or of the snapshot's consistent point.
+    pub file: Arc<str>,
+    /// Offset of the event (or of the snapshot point) in `file`.
+    pub pos: u64,
+    /// Index of the row inside its rows event (0 for snapshot rows).
+    pub row: u32,
+    /// Server id that wrote the event.
+    pub server_id: u32,
+    /// Event time (commit time for snapshot reads), milliseconds since the epoch.
+    pub ts_ms: i64,
+    /// GTID of the transaction, `domain-server-sequence`, when the server sends GTIDs.
+    pub gtid: Option<Arc<str>>,
+    /// Whether the row was read by a snapshot.
+    pub snapshot: bool,
+    /// Connection id of the session that made the change, when the binlog names it (MySQL's
+    /// BEGIN carries it; MariaDB's GTID-framed transactions do not).
+    pub thread: Option<u32>,
+    /// The SQL statement behind the row, with `source.include_query` on and the server
+    /// logging statements (MariaDB `binlog_annotate_row_events`, MySQL
+    /// `binlog_rows_query_log_events`).
+    pub query: Option<Arc<str>>,
+    /// The change's transaction and place in it; `None` for snapshot reads.
+    pub transaction: Option<TxPosition>,
+}
+
+#[cfg(test)]
+impl SourceInfo {
+    /// A streamed change's origin at `file:pos`, the other fields empty (tests).
+    pub(crate) fn at(file: &str, pos: u64) -> Self {
+        SourceInfo {
+            file: Arc::from(file),
+            pos,
+            row: 0,
+            server_id: 1,
+            ts_ms: 0,
+            gtid: None,
+            snapshot: false,
+            thread: None,
+            query: None,
+            transaction: None,
+        }
+    }
+}
+
+/// Debezium's transaction block: which transaction, and the change's place in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxPosition {
+    /// The transaction's GTID, or `file:pos` of its start without GTIDs.
+    pub id: Arc<str>,
+    /// 1-based index of the change among all of the transaction's changes.
+    pub total_order: u64,
+    /// 1-based index of the change among the transaction's changes of the same table.
+    pub collection_order: u64,
+}
+
+/// One row change, the unit that travels through the pipeline.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// Schema of the table at the change's position.
+    pub table: Arc<TableSchema>,
+    /// What happened.
+    pub op: Op,
+    /// Row image before the change (update, delete).
+    pub before: Option<Row>,
+    /// Row image after the change (create, update, read).
+    pub after: Option<Row>,
+    /// Binlog order of the change.
+    pub version: Version,
+    /// Origin of the change.
+    pub source: SourceInfo,
+}
+
+/// What the source hands to the publisher.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Row changes, in binlog order.
+    Changes(Vec<Change>),
+    /// Everything sent before this is a complete prefix of the binlog up to the checkpoint.
+    Checkpoint(Checkpoint),
+}

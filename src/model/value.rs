@@ -1,0 +1,62 @@
+//! Typed column values and row images.
+
+use serde::{Deserialize, Serialize};
+
+/// A typed column value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// SQL NULL, and zero or impossible dates (counted as warnings where they are read).
+    Null,
+    /// Every integer column except BIGINT UNSIGNED.
+    Int(i64),
+    /// BIGINT UNSIGNED.
+    UInt(u64),
+    /// Exact decimal text, `-?digits[.digits]` with exactly the column's scale digits after
+    /// the point and no leading zeros: it is what MySQL itself prints.
+    Decimal(String),
+    /// FLOAT.
+    Float(f32),
+    /// DOUBLE.
+    Double(f64),
+    /// BIT(n), right-aligned.
+    Bits(u64),
+    /// Text, valid UTF-8: character columns, ENUM and SET labels, JSON.
+    String(String),
+    /// BINARY, VARBINARY, BLOB.
+    Bytes(Vec<u8>),
+    /// GEOMETRY: the SRID and the well-known binary of the shape.
+    Geometry {
+        /// Spatial reference id (0 when none was given).
+        srid: u32,
+        /// OGC well-known binary.
+        wkb: Vec<u8>,
+    },
+    /// TIME: signed microseconds.
+    Time(i64),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01T00:00:00 on the wall clock (DATETIME).
+    DateTime(i64),
+    /// Microseconds since 1970-01-01T00:00:00Z (TIMESTAMP).
+    Timestamp(i64),
+    /// VECTOR.
+    Vector(Vec<f32>),
+}
+
+impl Value {
+    /// A VECTOR from its stored form, little-endian IEEE floats; `None` if the length is not a
+    /// whole number of them.
+    pub fn vector_from_le(bytes: &[u8]) -> Option<Value> {
+        bytes.len().is_multiple_of(4).then(|| {
+            Value::Vector(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// A row image: one value per column of its [`TableSchema`], in column order.
+pub type Row = Vec<Value>;

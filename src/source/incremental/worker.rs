@@ -1,0 +1,232 @@
+//! The database half of an incremental snapshot: copies queued tables window by window on a
+//! connection of its own, between a low and a high watermark.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use mysql_async::Conn;
+use mysql_async::prelude::*;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::signal::{CLOSE, OPEN, new_window_id};
+use super::{Chunk, ToStream, ToWorker};
+use crate::config::SourceConfig;
+use crate::model::{TableId, WindowProgress};
+use crate::retry::{self, Backoff};
+use crate::source::SourceError;
+use crate::source::mysql::{self, connect, estimated_rows, query_error, quote};
+use crate::source::progress::Progress;
+use crate::source::select;
+use crate::source::throttle::Throttle;
+
+/// What the worker needs from the config.
+pub struct WorkerConfig {
+    /// The source connection settings.
+    pub source: Arc<SourceConfig>,
+    /// Configured key columns, replacing primary keys.
+    pub keys: HashMap<TableId, Vec<String>>,
+}
+
+/// The database half: copies queued tables window by window, one window at a time.
+pub struct Worker {
+    config: WorkerConfig,
+    signal: TableId,
+    queue: VecDeque<(TableId, WindowProgress)>,
+    to_stream: mpsc::UnboundedSender<ToStream>,
+    pub(super) from_stream: mpsc::UnboundedReceiver<ToWorker>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        config: WorkerConfig,
+        signal: TableId,
+        queue: VecDeque<(TableId, WindowProgress)>,
+        to_stream: mpsc::UnboundedSender<ToStream>,
+        from_stream: mpsc::UnboundedReceiver<ToWorker>,
+    ) -> Self {
+        Worker {
+            config,
+            signal,
+            queue,
+            to_stream,
+            from_stream,
+        }
+    }
+
+    /// Copies tables as they are requested, until `shutdown`. A lost connection is
+    /// re-established with backoff and the table continues at its last window.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SourceError> {
+        let mut conn: Option<Conn> = None;
+        let mut backoff = Backoff::default();
+        loop {
+            let (table, mut progress) = match self.queue.pop_front() {
+                Some(next) => next,
+                None => {
+                    drop(conn.take());
+                    tokio::select! {
+                        msg = self.from_stream.recv() => match msg {
+                            Some(ToWorker::Copy(t, p)) => (t, p),
+                            Some(ToWorker::Closed(_)) => continue,
+                            None => return Ok(()),
+                        },
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            };
+            let copied = match conn.as_mut() {
+                Some(c) => self.copy(c, &table, &mut progress, &shutdown).await,
+                None => match self.connect().await {
+                    Ok(c) => {
+                        let c = conn.insert(c);
+                        self.copy(c, &table, &mut progress, &shutdown).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match copied {
+                Ok(true) => backoff.reset(),
+                Ok(false) => return Ok(()),
+                Err(e) if e.is_connection_loss() => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(%table, error = %e, retry_in_ms = wait.as_millis() as u64, "incremental snapshot: connection lost; continuing at the last window");
+                    conn = None;
+                    self.queue.push_front((table, progress));
+                    if !retry::pause(wait, &shutdown).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SourceError> {
+        let mut conn = connect(&self.config.source).await?;
+        // TIMESTAMP values come back in the session zone; UTC makes them instants.
+        conn.query_drop("SET SESSION time_zone = '+00:00'")
+            .await
+            .map_err(|e| query_error("setting the snapshot session's time zone", e))?;
+        Ok(conn)
+    }
+
+    /// Copies one table; false if `shutdown` interrupted it.
+    async fn copy(
+        &mut self,
+        conn: &mut Conn,
+        table: &TableId,
+        progress: &mut WindowProgress,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, SourceError> {
+        let chunk_rows = self.config.source.snapshot_chunk_rows.get();
+        let estimate = estimated_rows(conn, table).await;
+        tracing::info!(%table, id = %progress.id, filter = progress.filter.as_deref().unwrap_or(""), estimated_rows = estimate, resuming_after_rows = progress.rows, "incremental snapshot: copying table while streaming");
+        let mut report = Progress::start("incremental snapshot", table, estimate, progress.rows);
+        let mut throttle = Throttle::new(self.config.source.snapshot_max_rows_per_sec);
+        loop {
+            let key = self.config.keys.get(table).map(Vec::as_slice);
+            let schema = Arc::new(mysql::table_schema(conn, table, key).await?);
+            let chunked = select::keyset_able(&schema);
+            if !chunked && progress.windows == 0 {
+                tracing::warn!(%table, "incremental snapshot: the key has a type that cannot be paged in key order (ENUM, SET, FLOAT, DOUBLE, BIT, JSON, GEOMETRY); the whole table is one window, held in memory");
+            }
+            let window = new_window_id();
+            self.send(ToStream::Announce {
+                window: window.clone(),
+                table: table.clone(),
+            })?;
+            self.watermark(conn, OPEN, &window).await?;
+            let rows = select::select_chunk(conn, &schema, progress, chunked.then_some(chunk_rows))
+                .await?;
+            // DDL cannot run during the select (it waits for the metadata lock), so an
+            // unchanged definition afterwards means the rows have this schema.
+            let now = mysql::table_schema(conn, table, key).await?;
+            let mut next = progress.clone();
+            let (rows, last) = if now == *schema {
+                let n = rows.len() as u64;
+                if let Some(k) = rows.last() {
+                    next.last_key = schema.key_values(k).cloned().collect();
+                }
+                next.rows += n;
+                next.windows += 1;
+                (Some(rows), !chunked || n < chunk_rows)
+            } else {
+                tracing::info!(%table, "table definition changed during a window's select; selecting again");
+                (None, false)
+            };
+            self.send(ToStream::Chunk {
+                window: window.clone(),
+                chunk: Chunk {
+                    schema,
+                    rows,
+                    progress: next.clone(),
+                    last,
+                },
+            })?;
+            self.watermark(conn, CLOSE, &window).await?;
+            // A connection lost before this point repeats the window; after it, the stream
+            // emits the rows.
+            let rows_read = next.rows - progress.rows;
+            *progress = next;
+            if !self.closed(&window, shutdown).await {
+                report.finish();
+                return Ok(false);
+            }
+            report.update(progress.rows);
+            if last {
+                report.finish();
+                return Ok(true);
+            }
+            // Paced between windows: a window's select stays short, so its read view does.
+            if !throttle.admit(rows_read, shutdown).await {
+                report.finish();
+                return Ok(false);
+            }
+        }
+    }
+
+    pub(super) fn send(&self, msg: ToStream) -> Result<(), SourceError> {
+        self.to_stream
+            .send(msg)
+            .map_err(|_| SourceError::Downstream)
+    }
+
+    /// Writes a watermark: one row per Sluice instance, updated, so the table stays small.
+    async fn watermark(
+        &self,
+        conn: &mut Conn,
+        kind: &str,
+        window: &str,
+    ) -> Result<(), SourceError> {
+        let sql = format!(
+            "INSERT INTO {}.{} (id, type, data) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
+             type = VALUES(type), data = VALUES(data)",
+            quote(&self.signal.db),
+            quote(&self.signal.table)
+        );
+        let id = format!("watermark-{}", self.config.source.server_id);
+        conn.exec_drop(sql, (id, kind, window)).await.map_err(|e| {
+            query_error(
+                "writing a snapshot watermark to the signal table (grant the Sluice user \
+                 INSERT, UPDATE on it)",
+                e,
+            )
+        })
+    }
+
+    /// Waits until the stream passed `window`'s high watermark, queueing requests meanwhile;
+    /// false on shutdown.
+    async fn closed(&mut self, window: &str, shutdown: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                msg = self.from_stream.recv() => match msg {
+                    Some(ToWorker::Closed(w)) if w == window => return true,
+                    Some(ToWorker::Closed(_)) => {}
+                    Some(ToWorker::Copy(t, p)) => self.queue.push_back((t, p)),
+                    None => return false,
+                },
+                () = shutdown.cancelled() => return false,
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! What the source hands on: the capture's scope, and the emitter that filters each change's
+//! columns before the publisher gets it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::SourceError;
+use super::filter::ColumnFilter;
+use crate::config::TablePattern;
+use crate::model::{Change, Checkpoint, SourceEvent, TableId, TableSchema};
+
+/// What to capture: table patterns and column filters.
+pub struct Capture {
+    /// Tables matching any of these...
+    pub include: Vec<TablePattern>,
+    /// ...and none of these.
+    pub exclude: Vec<TablePattern>,
+    /// Column rules applied to every change.
+    pub columns: ColumnFilter,
+    /// Columns that key a table's records instead of its primary key.
+    pub keys: HashMap<TableId, Vec<String>>,
+}
+
+/// The source's output: filters each change's columns, then hands it to the publisher.
+pub struct Emitter {
+    tx: mpsc::Sender<SourceEvent>,
+    columns: ColumnFilter,
+}
+
+impl Emitter {
+    /// An emitter filtering by `columns` into `tx`.
+    pub fn new(tx: mpsc::Sender<SourceEvent>, columns: ColumnFilter) -> Self {
+        Emitter { tx, columns }
+    }
+
+    /// Checks that the column rules leave `table` a key (see [`ColumnFilter::check`]).
+    pub fn check_columns(&mut self, table: &Arc<TableSchema>) -> Result<(), SourceError> {
+        Ok(self.columns.check(table)?)
+    }
+
+    /// Sends changes, filtered.
+    pub async fn changes(&mut self, mut changes: Vec<Change>) -> Result<(), SourceError> {
+        self.columns.apply(&mut changes)?;
+        self.send(SourceEvent::Changes(changes)).await
+    }
+
+    /// Sends a checkpoint.
+    pub async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<(), SourceError> {
+        self.send(SourceEvent::Checkpoint(checkpoint)).await
+    }
+
+    async fn send(&self, event: SourceEvent) -> Result<(), SourceError> {
+        self.tx
+            .send(event)
+            .await
+            .map_err(|_| SourceError::Downstream)
+    }
+}
