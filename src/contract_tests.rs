@@ -9,31 +9,13 @@ use apache_avro::types::Value as Avro;
 use serde_json::{Value as Json, json};
 
 use crate::config::VectorMapping;
+use crate::encode::avro::tests::sample_table;
 use crate::encode::avro::write_envelope;
 use crate::encode::schema::table_avro;
 use crate::load::document::{Options, Record, record};
 use crate::load::mapping::mappings;
 use crate::model::{Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Version};
 use crate::wire::envelope::field;
-
-/// `shop.orders (id BIGINT PRIMARY KEY, note TEXT NULL)`.
-fn orders() -> TableSchema {
-    TableSchema {
-        id: TableId::new("shop", "orders"),
-        columns: vec![
-            Column::new(
-                "id",
-                ColumnType::Integer {
-                    bytes: 8,
-                    unsigned: false,
-                },
-                false,
-            ),
-            Column::new("note", ColumnType::Text, true),
-        ],
-        key: vec![0],
-    }
-}
 
 fn decode(schema: &serde_json::Value, bytes: &[u8]) -> Avro {
     let schema = Schema::parse(schema).unwrap();
@@ -44,7 +26,7 @@ fn decode(schema: &serde_json::Value, bytes: &[u8]) -> Avro {
 
 #[test]
 fn a_truncate_envelope_has_no_rows_and_the_loader_reads_it_without_a_key() {
-    let table = Arc::new(orders());
+    let table = Arc::new(sample_table());
     let avro = table_avro("sluice", &table).unwrap();
     let change = Change {
         table: table.clone(),

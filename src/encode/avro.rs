@@ -196,7 +196,7 @@ fn write_optional<T>(out: &mut Vec<u8>, v: Option<T>, write: impl FnOnce(&mut Ve
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use apache_avro::types::Value as Avro;
