@@ -155,6 +155,8 @@ topic_prefix = "{prefix}"
 partitions = 3
 [registry]
 url = "{registry}"
+[metrics]
+listen = "127.0.0.1:0"
 "#,
             host = env["MYSQL_HOST"],
             port = env["MYSQL_PORT"],

@@ -38,6 +38,8 @@ sed -e 's/^tables = .*/tables = ["loaderbench.orders"]/' \
   -e "s|^state_dir = .*|state_dir = \"$run/state\"|" \
   -e "s/^topic_prefix = .*/topic_prefix = \"loaderbench$(date +%s)\"/" \
   "$demo/sluice.toml" >"$run/sluice.toml"
+# A free port each: the demo or another run may hold the default one.
+printf '\n[metrics]\nlisten = "127.0.0.1:0"\n' >>"$run/sluice.toml"
 "$BIN" run --role source --config "$run/sluice.toml" 2>"$run/source.log" &
 pid=$!
 until grep -q "snapshot stored" "$run/source.log"; do sleep 0.2; done

@@ -10,10 +10,11 @@
 //!
 //! [`model`] is the shared vocabulary, [`wire`] the contract between the two halves (topic and
 //! subject names, the envelope, the registry client), [`config`] the configuration, [`kafka`]
-//! client setup both Kafka stages use, [`storage`] how durable stores open sled, [`pipeline`]
+//! client setup both Kafka stages use, [`storage`] how durable stores open sled, [`metrics`] what operators watch, [`pipeline`]
 //! runs the stages, and [`registry`] is Sluice's own schema registry server.
 
 // Each module imports only from those above it.
+pub mod metrics;
 pub mod model;
 pub mod retry;
 pub mod storage;

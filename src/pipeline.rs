@@ -4,6 +4,7 @@
 //! stores the last acknowledged checkpoint, the loader finishes and commits its batch).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, SourceConfig};
 use crate::encode::Encoder;
 use crate::load::{self, LoadError};
+use crate::metrics::{self, MetricsError, metrics};
 use crate::positions::{PositionStore, PositionStoreError};
 use crate::publish::{self, PublishError, acker};
 use crate::registry::{self, ServeError, Users};
@@ -31,6 +33,9 @@ pub enum RunError {
     /// The embedded schema registry failed.
     #[error(transparent)]
     Registry(#[from] ServeError),
+    /// The metrics endpoint failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The position store could not be opened.
     #[error(transparent)]
     Positions(#[from] PositionStoreError),
@@ -52,6 +57,18 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     let es_cfg = config.elasticsearch.take();
     let config = Arc::new(config);
     let stop = shutdown.child_token();
+    let readiness = &metrics().readiness;
+    readiness
+        .source_runs
+        .store(source_cfg.is_some(), Ordering::Relaxed);
+    readiness
+        .loader_runs
+        .store(es_cfg.is_some(), Ordering::Relaxed);
+    // Bound before the stages start, so a taken port stops the process at once.
+    let endpoint = match config.metrics.listen {
+        Some(addr) => Some(metrics::serve(addr, config.metrics.ready_retry, stop.clone()).await?),
+        None => None,
+    };
     // The embedded registry is bound before the stages start, so their first registration
     // finds it; it stops last, after the stages drained.
     let registry = match config.registry.serve {
@@ -91,6 +108,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
     if let Some((task, done)) = registry {
         done.cancel();
         keep_first_error(&mut result, "registry", Some(task)).await;
+    }
+    if let Some(task) = endpoint {
+        stop.cancel();
+        let r = match task.await {
+            Ok(r) => r.map_err(RunError::from),
+            Err(_) => Err(RunError::Panicked("metrics")),
+        };
+        if result.is_ok() {
+            result = r;
+        }
     }
     result
 }

@@ -9,6 +9,7 @@
 mod elasticsearch;
 mod kafka;
 mod loader;
+mod metrics;
 mod patterns;
 mod registry;
 mod secret;
@@ -30,6 +31,7 @@ pub use kafka::KafkaConfig;
 pub use loader::{
     DecimalMapping, JsonMapping, LoaderConfig, MappingConfig, StringMapping, VectorMapping,
 };
+pub use metrics::MetricsConfig;
 pub use patterns::{ColumnPattern, ColumnsConfig, TablePattern, glob};
 pub use registry::RegistryConfig;
 pub use secret::Secret;
@@ -57,6 +59,8 @@ pub struct Config {
     pub elasticsearch: Option<ElasticsearchConfig>,
     /// The loader's group, batching and mapping.
     pub loader: LoaderConfig,
+    /// The metrics endpoint and health probes.
+    pub metrics: MetricsConfig,
 }
 
 /// The file as written.
@@ -76,6 +80,8 @@ struct ConfigFile {
     elasticsearch: Option<elasticsearch::ElasticsearchFile>,
     #[serde(default)]
     loader: loader::LoaderFile,
+    #[serde(default)]
+    metrics: metrics::MetricsFile,
 }
 
 /// Which half of the pipeline a process runs.
@@ -266,8 +272,9 @@ impl ConfigFile {
         self.kafka.check(&mut p);
         let registry = self.registry.build(&mut p);
         let loader = self.loader.build(&prefix, &mut p);
-        match (registry, loader) {
-            (Some(registry), Some(loader)) if p.0.is_empty() => Ok(Config {
+        let metrics = self.metrics.build(&mut p);
+        match (registry, loader, metrics) {
+            (Some(registry), Some(loader), Some(metrics)) if p.0.is_empty() => Ok(Config {
                 tables,
                 exclude_tables,
                 columns,
@@ -277,6 +284,7 @@ impl ConfigFile {
                 registry,
                 elasticsearch,
                 loader,
+                metrics,
             }),
             _ => Err(p.0),
         }

@@ -17,6 +17,8 @@ use super::error::LoadError;
 use super::index::IndexWriter;
 use super::lanes::{Partition, Rebalances, offset_list};
 use crate::config::VectorMapping;
+use crate::metrics::metrics;
+use crate::model::{TableId, time};
 use crate::retry::{self, Attempt, Backoff};
 
 /// The offsets a settled bulk committed.
@@ -57,6 +59,7 @@ pub(super) async fn settle(
         return Ok(None);
     }
     // Stored in Kafka before the offsets past them are committed.
+    metrics().load.dead_letters.inc_by(batch.dead.len() as u64);
     shared.dead.send(std::mem::take(&mut batch.dead)).await?;
     for (conflict, topics) in std::mem::take(&mut batch.held) {
         tracing::error!(error = %conflict, topics = ?topics, "table held");
@@ -71,7 +74,12 @@ pub(super) async fn settle(
             .consumer
             .pause(&offset_list(paused.iter().map(|p| (p, &0))))
             .map_err(LoadError::Consumer)?;
-        shared.held().extend(topics);
+        let mut held = shared.held();
+        held.extend(topics);
+        metrics()
+            .load
+            .tables_held
+            .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
     }
     tracing::debug!(
         records = batch.records,
@@ -124,9 +132,14 @@ async fn apply(
     loop {
         match try_apply(writer, batch).await {
             Ok(refused) => {
+                metrics()
+                    .readiness
+                    .retrying_since_ms
+                    .store(0, Ordering::Relaxed);
+                count_applied(batch, &refused);
                 for (i, reason) in refused {
                     batch.dead.push(DeadLetter {
-                        origin: batch.items[i].1.clone(),
+                        origin: batch.items[i].origin.clone(),
                         class: ErrorClass::Rejected,
                         reason,
                     });
@@ -137,6 +150,14 @@ async fn apply(
             Err(Attempt::Permanent(e)) => return Err(e),
             Err(Attempt::Transient(reason)) => {
                 on_retry();
+                let m = metrics();
+                m.load.retries.inc();
+                let _ = m.readiness.retrying_since_ms.compare_exchange(
+                    0,
+                    time::now_ms(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 let wait = backoff.next_wait();
                 tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; retrying the batch");
                 if !retry::pause(wait, shutdown).await {
@@ -173,7 +194,12 @@ async fn write_documents(
     writer: &IndexWriter,
     body: &bulk::Body,
 ) -> Result<Vec<(usize, String)>, Attempt<LoadError>> {
-    let response = writer.bulk(body.bytes()).await?;
+    let started = std::time::Instant::now();
+    let response = writer.bulk(body.bytes()).await;
+    let load = &metrics().load;
+    load.bulk_requests.inc();
+    load.bulk_duration.observe(started.elapsed().as_secs_f64());
+    let response = response?;
     let outcomes =
         bulk::outcomes(&response).map_err(|m| Attempt::Permanent(LoadError::Elasticsearch(m)))?;
     if outcomes.len() != body.len() {
@@ -195,5 +221,46 @@ async fn write_documents(
     match retry {
         Some(reason) => Err(Attempt::Transient(reason)),
         None => Ok(refused),
+    }
+}
+
+/// Counts what an applied batch did, by op, and each document's commit-to-indexed latency;
+/// `refused` actions (dead letters) did nothing.
+fn count_applied(batch: &Batch, refused: &[(usize, String)]) {
+    let load = &metrics().load;
+    let now = time::now_ms();
+    let (mut indexed, mut deleted) = (0, 0);
+    let mut refused = refused.iter().map(|(i, _)| *i).peekable();
+    let mut latency: Option<(&TableId, prometheus::Histogram)> = None;
+    for (i, item) in batch.items.iter().enumerate() {
+        if refused.next_if_eq(&i).is_some() {
+            continue;
+        }
+        if item.delete {
+            deleted += 1;
+        } else {
+            indexed += 1;
+        }
+        let Some((table, read_ms)) = &item.read_at else {
+            continue;
+        };
+        let seconds = (now - read_ms).max(0) as f64 / 1000.0;
+        match &latency {
+            Some((t, h)) if *t == table => h.observe(seconds),
+            _ => {
+                let h = load
+                    .commit_to_indexed
+                    .with_label_values(&[&table.to_string()]);
+                h.observe(seconds);
+                latency = Some((table, h));
+            }
+        }
+    }
+    load.documents.with_label_values(&["index"]).inc_by(indexed);
+    load.documents
+        .with_label_values(&["delete"])
+        .inc_by(deleted);
+    if batch.truncate.is_some() {
+        load.documents.with_label_values(&["truncate"]).inc();
     }
 }

@@ -17,6 +17,7 @@ use super::error::LoadError;
 use super::index::{IndexWriter, Target};
 use super::mapping;
 use crate::config::LoaderConfig;
+use crate::model::TableId;
 use crate::retry::{self, Attempt, Backoff};
 
 /// A TRUNCATE read from one partition.
@@ -31,6 +32,18 @@ pub struct Truncate {
     pub partition: i32,
 }
 
+/// One action of a batch's bulk body.
+pub struct Item {
+    /// The index it writes to.
+    pub index: String,
+    /// The record it came from.
+    pub origin: Origin,
+    /// Whether it deletes (else it indexes) a document.
+    pub delete: bool,
+    /// Its table and when Sluice read its change, for commit-to-indexed latency.
+    pub read_at: Option<(TableId, i64)>,
+}
+
 /// A batch's records and the offsets to commit once it is applied.
 #[derive(Default)]
 pub struct Batch {
@@ -38,7 +51,7 @@ pub struct Batch {
     pub body: Body,
     /// The index and record behind each action of `body`: a conflict holds an index's
     /// records, a refused action becomes a dead letter.
-    pub items: Vec<(String, Origin)>,
+    pub items: Vec<Item>,
     /// Records that cannot be applied.
     pub dead: Vec<DeadLetter>,
     /// A truncate, applied after `body`; it always ends its batch.
@@ -75,8 +88,8 @@ impl Batch {
         let topics: BTreeSet<String> = self
             .items
             .iter()
-            .filter(|(i, _)| i == index)
-            .map(|(_, origin)| origin.topic().to_string())
+            .filter(|item| &item.index == index)
+            .map(|item| item.origin.topic().to_string())
             .chain(
                 self.truncate
                     .as_ref()
@@ -94,7 +107,7 @@ impl Batch {
         let drop: Vec<bool> = self
             .items
             .iter()
-            .map(|(_, o)| gone(o.topic(), o.partition()))
+            .map(|item| gone(item.origin.topic(), item.origin.partition()))
             .collect();
         self.body.retain(|i| !drop[i]);
         let mut i = 0;
@@ -152,12 +165,20 @@ pub async fn add(
             return Ok(false);
         };
         match shape(batch, key, value, writer, options) {
-            Ok(Record::Document(action)) => {
+            Ok((Record::Document(action), table, read_ms)) => {
                 batch.body.push(&action);
-                let (Action::Index { index, .. } | Action::Delete { index, .. }) = action;
-                batch.items.push((index, Origin::of(m)));
+                let (index, delete) = match action {
+                    Action::Index { index, .. } => (index, false),
+                    Action::Delete { index, .. } => (index, true),
+                };
+                batch.items.push(Item {
+                    index,
+                    origin: Origin::of(m),
+                    delete,
+                    read_at: read_ms.map(|ms| (table, ms)),
+                });
             }
-            Ok(Record::Truncate { index, version }) => {
+            Ok((Record::Truncate { index, version }, _, _)) => {
                 batch.truncate = Some(Truncate {
                     index,
                     version,
@@ -196,7 +217,7 @@ fn shape(
     value: Result<Option<DecodeResultWithSchema>, String>,
     writer: &IndexWriter,
     options: &Options,
-) -> Result<Record, String> {
+) -> Result<(Record, TableId, Option<i64>), String> {
     let key = key.map_err(|e| format!("key: {e}"))?;
     let value = value
         .map_err(|e| format!("value: {e}"))?
@@ -205,6 +226,7 @@ fn shape(
         record,
         table,
         alias,
+        read_ms,
     } = document::record(
         key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
         &value.value,
@@ -233,7 +255,7 @@ fn shape(
             .or_default()
             .push(target);
     }
-    Ok(record)
+    Ok((record, table, read_ms))
 }
 
 /// What a failed decode leads to when another attempt would fail the same way.

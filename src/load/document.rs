@@ -158,6 +158,8 @@ pub struct RoutedRecord {
     pub table: TableId,
     /// The alias of the index, if configured.
     pub alias: Option<String>,
+    /// When Sluice read the change (the envelope's `ts_ms`), for commit-to-indexed latency.
+    pub read_ms: Option<i64>,
 }
 
 /// What a record with a non-null value asks (tombstones carry nothing to apply); `key` is
@@ -209,11 +211,19 @@ pub fn record(
     let alias = alias(db, table);
     let table = TableId::new(db, table);
     let convert = |f: &RecordField| options.conversion(&table, f);
+    let read_ms = match get(field::TS_MS) {
+        Ok(Avro::Union(_, t)) => match t.as_ref() {
+            Avro::Long(ms) => Some(*ms),
+            _ => None,
+        },
+        _ => None,
+    };
     let shaped = |record| {
         Ok(RoutedRecord {
             record,
             table: table.clone(),
             alias,
+            read_ms,
         })
     };
     let op = match get(field::OP)? {

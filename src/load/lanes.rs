@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::batch::Batch;
 use crate::config::LoaderConfig;
+use crate::metrics::metrics;
 
 /// A topic partition.
 pub type Partition = (String, i32);
@@ -278,9 +279,20 @@ impl ConsumerContext for Rebalances {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                let m = metrics();
+                m.load
+                    .partitions_assigned
+                    .set(i64::try_from(tpl.count()).unwrap_or(i64::MAX));
+                m.readiness
+                    .assigned
+                    .store(tpl.count() > 0, Ordering::Relaxed);
                 tracing::info!(partitions = ?names(&partitions(tpl)), "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
+                // Eager rebalancing: everything is revoked before the next assignment.
+                let m = metrics();
+                m.load.partitions_assigned.set(0);
+                m.readiness.assigned.store(false, Ordering::Relaxed);
                 tracing::info!(partitions = ?names(&partitions(tpl)), "partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ElasticsearchConfig, VectorMapping};
 use crate::kafka::{self, KafkaSetupError};
+use crate::metrics::metrics;
 use crate::wire::registry;
 use crate::wire::topic;
 use apply::{BulkContext, Committed, server_vector_mapping, settle};
@@ -105,6 +106,7 @@ pub async fn run(
         };
         options.mapping.vectors = vectors;
     }
+    tokio::spawn(watch_lag(consumer.clone(), shutdown.clone()));
     let linger = cfg.loader.linger;
     tracing::info!(group = %cfg.loader.group_id, %instance, topics = ?topics, max_in_flight = cfg.loader.max_in_flight, "loader consuming");
 
@@ -298,5 +300,47 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How often the consumer lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(10);
+
+/// Measures, every [`LAG_EVERY`] until `shutdown`, each assigned partition's lag: its high
+/// watermark minus the group's committed offset (from the low watermark when nothing is
+/// committed yet). The broker calls block, so they run on the blocking pool.
+async fn watch_lag(consumer: Arc<StreamConsumer<Rebalances>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(LAG_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let c = consumer.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let committed = c.committed(LAG_EVERY).ok()?;
+            let lag: Vec<(String, i32, i64)> = committed
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let (low, high) = c
+                        .fetch_watermarks(e.topic(), e.partition(), LAG_EVERY)
+                        .ok()?;
+                    let from = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(low);
+                    Some((e.topic().to_string(), e.partition(), (high - from).max(0)))
+                })
+                .collect();
+            Some(lag)
+        })
+        .await;
+        let Ok(Some(lag)) = measured else {
+            continue;
+        };
+        let gauge = &metrics().load.consumer_lag;
+        gauge.reset();
+        for (topic, partition, n) in lag {
+            gauge
+                .with_label_values(&[&topic, &partition.to_string()])
+                .set(n);
+        }
     }
 }

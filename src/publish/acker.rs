@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::error::PublishError;
+use crate::metrics::metrics;
 use crate::model::Checkpoint;
 use crate::positions::PositionStore;
 
@@ -109,9 +110,16 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let publish = &metrics().publish;
         match result {
-            Ok(_) => self.0.delivered(seq as u64),
-            Err((error, message)) => self.0.failed(message.topic(), error.clone()),
+            Ok(_) => {
+                publish.acknowledged.inc();
+                self.0.delivered(seq as u64)
+            }
+            Err((error, message)) => {
+                publish.failed.inc();
+                self.0.failed(message.topic(), error.clone())
+            }
         }
     }
 }
@@ -176,8 +184,24 @@ async fn save(
 ) -> Result<(), PublishError> {
     if !unsaved.is_empty() {
         state.save(unsaved).await?;
+        let m = metrics();
         for cp in unsaved.drain(..) {
+            m.publish.checkpoints.inc();
             match cp {
+                Checkpoint::Stream(position) => {
+                    m.source
+                        .checkpoint_position
+                        .set(i64::try_from(position.pos).unwrap_or(i64::MAX));
+                    m.source.checkpoint_info.reset();
+                    m.source
+                        .checkpoint_info
+                        .with_label_values(&[
+                            &position.file,
+                            position.gtid.as_deref().unwrap_or(""),
+                        ])
+                        .set(1);
+                    tracing::debug!(%position, "checkpoint stored");
+                }
                 Checkpoint::Chunk { table, progress } => {
                     tracing::info!(%table, rows = progress.rows, "snapshot progress stored");
                 }

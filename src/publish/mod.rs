@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
 use crate::kafka::{self, KafkaSetupError};
+use crate::metrics::metrics;
 use crate::model::{Op, SourceEvent, TableId, time};
 
 use acker::{Deliveries, DeliveryContext, Pending};
@@ -103,6 +104,10 @@ pub async fn run(
                          accepted; other tables keep flowing; positions are no longer stored"
                     );
                     halted.insert(change.table.id.clone(), 1);
+                    metrics()
+                        .publish
+                        .tables_held
+                        .set(i64::try_from(halted.len()).unwrap_or(i64::MAX));
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -202,6 +207,7 @@ impl NumberedProducer<'_> {
             match self.producer.send(record) {
                 Ok(()) => {
                     self.produced += 1;
+                    metrics().publish.produced.inc();
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

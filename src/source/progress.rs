@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::metrics::metrics;
 use crate::model::TableId;
 
 /// How often progress is logged when stderr is not a terminal.
@@ -45,6 +46,8 @@ pub struct Progress {
     table: TableId,
     estimate: u64,
     rows_before: u64,
+    /// Rows already counted in the metrics.
+    counted: u64,
     started: Instant,
     last_log: Instant,
     bar: Option<ProgressBar>,
@@ -68,11 +71,17 @@ impl Progress {
             bar.reset_eta();
             bar
         });
+        let s = &metrics().snapshot;
+        s.rows_estimate
+            .with_label_values(&[&table.to_string()])
+            .set(i64::try_from(estimate).unwrap_or(i64::MAX));
+        s.running.with_label_values(&[kind(what)]).inc();
         Progress {
             what,
             table: table.clone(),
             estimate,
             rows_before,
+            counted: rows_before,
             started: Instant::now(),
             last_log: Instant::now(),
             bar,
@@ -81,6 +90,12 @@ impl Progress {
 
     /// Reports `rows` copied so far.
     pub fn update(&mut self, rows: u64) {
+        metrics()
+            .snapshot
+            .rows
+            .with_label_values(&[&self.table.to_string(), kind(self.what)])
+            .inc_by(rows.saturating_sub(self.counted));
+        self.counted = self.counted.max(rows);
         if let Some(bar) = &self.bar {
             if rows > bar.length().unwrap_or(0) {
                 bar.set_length(rows);
@@ -99,11 +114,39 @@ impl Progress {
         tracing::info!(table = %self.table, rows, estimated_rows = self.estimate, rows_per_s = rate as u64, eta_s, "{}: copying", self.what);
     }
 
-    /// Ends the bar; the caller logs the result.
-    pub fn finish(self) {
-        if let Some(bar) = self.bar {
+    /// Ends the report; `completed` says whether the table is copied (else the copy stopped
+    /// short, to go on later). The caller logs the result.
+    pub fn finish(self, completed: bool) {
+        if completed {
+            metrics()
+                .snapshot
+                .completed
+                .with_label_values(&[kind(self.what)])
+                .inc();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// However the copy ends (done, stopped, failed), its bar goes and it no longer runs.
+    fn drop(&mut self) {
+        metrics()
+            .snapshot
+            .running
+            .with_label_values(&[kind(self.what)])
+            .dec();
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             bars().remove(&bar);
         }
+    }
+}
+
+/// The `kind` label of a copy: `initial` or `incremental`.
+fn kind(what: &str) -> &'static str {
+    if what.starts_with("incremental") {
+        "incremental"
+    } else {
+        "initial"
     }
 }

@@ -20,6 +20,7 @@ use super::progress::Progress;
 use super::select::{chunk_query, convert, keyset_able};
 use super::throttle::Throttle;
 use super::{Emitter, SourceError};
+use crate::metrics::metrics;
 use crate::model::{
     Change, Checkpoint, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value, Version,
     binlog_file_sequence, time,
@@ -84,11 +85,20 @@ pub async fn run(
         throttle,
         zero_dates: 0,
     };
-    for pending in tables {
+    let s = &metrics().snapshot;
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    s.tables
+        .with_label_values(&["initial"])
+        .set(count(tables.len()));
+    for (i, pending) in tables.iter().enumerate() {
+        s.tables_remaining
+            .with_label_values(&["initial"])
+            .set(count(tables.len() - i));
         if !copier.table(pending, &position).await? {
             return Ok(None);
         }
     }
+    s.tables_remaining.with_label_values(&["initial"]).set(0);
     if copier.zero_dates > 0 {
         tracing::warn!(
             count = copier.zero_dates,
@@ -249,7 +259,7 @@ impl Copier<'_> {
                 return Ok(false);
             }
         }
-        report.finish();
+        report.finish(true);
         tracing::info!(table = %table.id, rows = progress.rows, rows_this_run = progress.rows - rows_before, chunks_this_run = chunks_here, "snapshot: table copied");
         Ok(true)
     }

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::binlog::{BinlogReader, Decoded, EventHeader};
@@ -17,6 +18,8 @@ use super::incremental::Windows;
 use super::mysql::{connect, gtid_at, query_error};
 use super::{Emitter, SourceError};
 use crate::config::{ResumeBy, SourceConfig};
+use crate::metrics::metrics;
+use crate::model::time;
 use crate::model::{
     Change, Checkpoint, GtidState, Op, Position, SourceEvent, TableId, TableSchema, Version,
     binlog_file_sequence,
@@ -109,6 +112,10 @@ pub async fn run(
             Err(e) if e.is_connection_loss() => e,
             Err(e) => return Err(e),
         };
+        let m = metrics();
+        m.source.connected.set(0);
+        m.readiness.streaming.store(false, Ordering::Relaxed);
+        m.source.reconnects.inc();
         if progressed {
             backoff.reset();
         }
@@ -216,6 +223,10 @@ async fn stream_from(
         resume_by = ?cfg.resume_by,
         "streaming the binlog"
     );
+    let mut tally = Tally::default();
+    let m = metrics();
+    m.source.connected.set(1);
+    m.readiness.streaming.store(true, Ordering::Relaxed);
     let mut zero_dates = CounterLog::new(
         "zero or impossible dates were turned into null (docs/design.md, zero dates)",
         tracing::Level::WARN,
@@ -244,6 +255,9 @@ async fn stream_from(
         };
         *progressed = true;
         let h = event.header();
+        m.source.events.inc();
+        m.source.bytes.inc_by(u64::from(h.event_size()));
+        tally.behind(h.timestamp(), h.event_type_raw());
         let header = EventHeader {
             timestamp: h.timestamp(),
             event_type: h.event_type_raw(),
@@ -271,12 +285,15 @@ async fn stream_from(
         };
         if !changes.is_empty() {
             zero_dates.report(reader.zero_dates());
+            count_changes(&changes);
             for c in changes.iter().filter(|c| c.op == Op::Truncate) {
                 tracing::info!(table = %c.table.id, version = c.version.get(), "TRUNCATE TABLE streamed as a truncate event");
             }
             sink.send(changes, &mut history, state).await?;
         }
         if let Some(p) = commit {
+            m.source.transactions.inc();
+            tally.reader(&reader);
             skipped.report(reader.skipped_events());
             ignored.report(reader.ignored_events());
             if let (n, Some(xid)) = reader.unseen_xa_commits()
@@ -403,6 +420,73 @@ impl CounterLog {
             }
             self.reported = total;
             self.last = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// Counts a decoded batch's row changes by table and op: one labelled counter update per run
+/// of changes of one table and op, not one per row.
+fn count_changes(changes: &[Change]) {
+    let rows = &metrics().source.row_changes;
+    let mut run: Option<(&TableId, Op, u64)> = None;
+    for c in changes {
+        match &mut run {
+            Some((t, op, n)) if *t == &c.table.id && *op == c.op => *n += 1,
+            _ => {
+                if let Some((t, op, n)) = run.take() {
+                    rows.with_label_values(&[&t.to_string(), op.code()])
+                        .inc_by(n);
+                }
+                run = Some((&c.table.id, c.op, 1));
+            }
+        }
+    }
+    if let Some((t, op, n)) = run {
+        rows.with_label_values(&[&t.to_string(), op.code()])
+            .inc_by(n);
+    }
+}
+
+/// What one connection's reader has counted so far, turned into metric increments.
+#[derive(Default)]
+struct Tally {
+    skipped: u64,
+    filtered: u64,
+    zero_dates: u64,
+    ddl: u64,
+}
+
+impl Tally {
+    /// Adds what `reader` counted since the last call.
+    fn reader(&mut self, reader: &BinlogReader) {
+        let s = &metrics().source;
+        for (seen, now, counter) in [
+            (
+                &mut self.skipped,
+                reader.skipped_events(),
+                &s.skipped_events,
+            ),
+            (
+                &mut self.filtered,
+                reader.filtered_events(),
+                &s.filtered_events,
+            ),
+            (&mut self.zero_dates, reader.zero_dates(), &s.zero_dates),
+            (&mut self.ddl, reader.ddl_statements(), &s.ddl_statements),
+        ] {
+            counter.inc_by(now.saturating_sub(*seen));
+            *seen = now;
+        }
+    }
+
+    /// How far behind the source the event with header `timestamp` is; a heartbeat means
+    /// the server has nothing newer to send.
+    fn behind(&self, timestamp: u32, event_type: u8) {
+        let behind = &metrics().source.seconds_behind;
+        if event_type == super::binlog::event::kind::HEARTBEAT {
+            behind.set(0);
+        } else if timestamp > 0 {
+            behind.set((time::now_ms() / 1000 - i64::from(timestamp)).max(0));
         }
     }
 }

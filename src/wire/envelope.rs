@@ -18,6 +18,8 @@ pub mod field {
     pub const SOURCE: &str = "source";
     /// Debezium's one-letter operation code.
     pub const OP: &str = "op";
+    /// When Sluice read the change, milliseconds since the epoch.
+    pub const TS_MS: &str = "ts_ms";
 }
 
 /// `source` block fields the loader reads.
@@ -76,7 +78,13 @@ mod tests {
     #[test]
     fn the_names_the_loader_reads_are_in_the_published_schemas() {
         let envelope = names(ENVELOPE_AVSC);
-        for f in [field::BEFORE, field::AFTER, field::SOURCE, field::OP] {
+        for f in [
+            field::BEFORE,
+            field::AFTER,
+            field::SOURCE,
+            field::OP,
+            field::TS_MS,
+        ] {
             assert!(envelope.iter().any(|n| n == f), "{f}");
         }
         let source = names(SOURCE_AVSC);

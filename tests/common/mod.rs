@@ -278,6 +278,8 @@ topic_prefix = "{prefix}"
 partitions = 3
 [registry]
 url = "{registry}"
+[metrics]
+listen = "127.0.0.1:0"
 [elasticsearch]
 url = "{es}"
 [loader]

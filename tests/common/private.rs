@@ -163,7 +163,8 @@ pub fn private_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
         format!(
             "tables = [\"d.t\"]\n[source]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
              password = \"{}\"\nserver_id = 4242\nstate_dir = \"{}\"\n[kafka]\n\
-             brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n",
+             brokers = \"{}\"\ntopic_prefix = \"{}\"\n[registry]\nurl = \"{}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n",
             s.cdc_user,
             s.cdc_password,
             dir.join("state").display(),

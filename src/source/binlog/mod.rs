@@ -103,6 +103,10 @@ pub struct BinlogReader {
     xa: xa::XaTransactions,
     /// Events of types unknown to Sluice that the server flagged ignorable.
     ignored: u64,
+    /// Rows events of tables not captured, skipped without decoding.
+    filtered: u64,
+    /// Statements outside transactions (DDL and the like).
+    ddl: u64,
 }
 
 impl BinlogReader {
@@ -129,6 +133,8 @@ impl BinlogReader {
             include_query: false,
             xa: xa::XaTransactions::default(),
             ignored: 0,
+            filtered: 0,
+            ddl: 0,
         })
     }
 
@@ -252,8 +258,12 @@ impl BinlogReader {
                         self.commit(h)
                     }
                     QueryKind::Other if self.at.in_transaction => Ok(Decoded::Nothing),
-                    // COMMIT, ROLLBACK (non-transactional changes before it stand), and
-                    // statements outside a transaction (DDL) all end one.
+                    // Statements outside a transaction (DDL) end one, as COMMIT and ROLLBACK
+                    // (non-transactional changes before it stand) do.
+                    QueryKind::Other => {
+                        self.ddl += 1;
+                        self.commit(h)
+                    }
                     _ => self.commit(h),
                 }
             }
@@ -418,6 +428,16 @@ impl BinlogReader {
     /// reads it again.
     fn resume_point(&self, at: Position) -> Position {
         self.xa.resume_hold().cloned().unwrap_or(at)
+    }
+
+    /// Rows events of tables not captured, skipped without decoding so far.
+    pub fn filtered_events(&self) -> u64 {
+        self.filtered
+    }
+
+    /// Statements read outside transactions (DDL and the like) so far.
+    pub fn ddl_statements(&self) -> u64 {
+        self.ddl
     }
 
     /// Events of unknown types the server marked ignorable, skipped so far.

@@ -100,7 +100,10 @@ impl BinlogReader {
             .uint_le(table_id_len, "rows table id")
             .map_err(|e| self.error(h, e.to_string()))?;
         let decoder = match self.tables.get(&table_id) {
-            Some(TableEntry::Ignored) => return Ok(Decoded::Nothing),
+            Some(TableEntry::Ignored) => {
+                self.filtered += 1;
+                return Ok(Decoded::Nothing);
+            }
             Some(TableEntry::Captured(_, d)) => d.clone(),
             None => {
                 return Err(self.error(

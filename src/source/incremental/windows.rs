@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::signal::{ExecuteSnapshot, Signal};
 use super::{Chunk, ToStream, ToWorker};
+use crate::metrics::metrics;
 use crate::model::{
     Change, Checkpoint, Op, Position, SourceEvent, SourceInfo, TableId, TableSchema, Value,
     WindowProgress,
@@ -241,6 +242,11 @@ impl Windows {
                 }
             };
             out.push(SourceEvent::Checkpoint(checkpoint));
+            let m = &metrics().snapshot;
+            m.windows.with_label_values(&[&w.table.to_string()]).inc();
+            m.tables_remaining
+                .with_label_values(&["incremental"])
+                .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
         }
         // A worker that stopped has nothing to resume; the stream goes on.
         let _ = self.to_worker.send(ToWorker::Closed(w.id));
@@ -282,6 +288,11 @@ impl Windows {
                     windows: 0,
                 };
                 self.active.insert(table.clone(), progress.id.clone());
+                let m = &metrics().snapshot;
+                m.tables.with_label_values(&["incremental"]).inc();
+                m.tables_remaining
+                    .with_label_values(&["incremental"])
+                    .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
                 // Stored before the signal's commit, so a restart past it still copies.
                 out.push(SourceEvent::Checkpoint(Checkpoint::Window {
                     table: table.clone(),

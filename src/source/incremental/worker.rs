@@ -169,17 +169,15 @@ impl Worker {
             let rows_read = next.rows - progress.rows;
             *progress = next;
             if !self.closed(&window, shutdown).await {
-                report.finish();
                 return Ok(false);
             }
             report.update(progress.rows);
             if last {
-                report.finish();
+                report.finish(true);
                 return Ok(true);
             }
             // Paced between windows: a window's select stays short, so its read view does.
             if !throttle.admit(rows_read, shutdown).await {
-                report.finish();
                 return Ok(false);
             }
         }

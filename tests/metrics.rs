@@ -1,0 +1,219 @@
+//! The metrics endpoint and probes of a running pipeline on the real stack: the counters
+//! follow a known workload, the connection gauge and reconnect counter follow a killed
+//! binlog connection, `/ready` waits for the loader's partitions, and a taken port is a
+//! named error.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+use mysql_async::prelude::*;
+
+/// `GET path` on `addr`: status code and body.
+fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in `/metrics`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The address the process's metrics endpoint took (its log names it).
+fn endpoint(sluice: &mut Sluice) -> String {
+    sluice.wait_for_log("metrics at /metrics", PATIENCE);
+    let out = sluice.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("metrics at /metrics"))
+        .unwrap_or_default();
+    line.split("listen=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no listen address in {line:?}"))
+        .to_string()
+}
+
+/// Waits until every `(sample, value)` pair is exposed with exactly that value.
+async fn metrics_reach(addr: &str, want: &[(String, f64)]) -> String {
+    eventually("the metrics", async || {
+        let (status, text) = get(addr, "/metrics")?;
+        if status != 200 {
+            return Err(format!("HTTP {status}"));
+        }
+        for (name, value) in want {
+            if sample(&text, name) != Some(*value) {
+                return Err(format!("{name} = {:?} in\n{text}", sample(&text, name)));
+            }
+        }
+        Ok(text)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
+    let (mut conn, setup) = fresh("it_metrics", &["t"]).await;
+    // A user of its own, so the test kills only this sluice's binlog connection.
+    let user = unique("cdc");
+    exec(
+        &mut conn,
+        &[
+            &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"),
+            &format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"),
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO t SELECT seq, seq FROM seq_1_to_50",
+        ],
+    )
+    .await;
+    setup.write_config_as(&user, "pw", "");
+    let mut sluice = setup.start("all");
+    let addr = endpoint(&mut sluice);
+    // Not ready until the loader holds partitions (the group's join takes seconds on tansu).
+    let (status, body) = get(&addr, "/ready").unwrap();
+    let early = format!("{status} {body}");
+    assert_eq!(get(&addr, "/health").unwrap().0, 200);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    let table = format!("{}.t", setup.db);
+    // 30 inserts, 10 updates and 5 deletes, one transaction each.
+    for i in 51..=80 {
+        exec(&mut conn, &[&format!("INSERT INTO t VALUES ({i}, {i})")]).await;
+    }
+    for i in 1..=10 {
+        exec(&mut conn, &[&format!("UPDATE t SET v = -v WHERE id = {i}")]).await;
+    }
+    for i in 11..=15 {
+        exec(&mut conn, &[&format!("DELETE FROM t WHERE id = {i}")]).await;
+    }
+    let rows =
+        |op: &str| format!("sluice_source_row_changes_total{{op=\"{op}\",table=\"{table}\"}}");
+    metrics_reach(
+        &addr,
+        &[
+            (rows("c"), 30.0),
+            (rows("u"), 10.0),
+            (rows("d"), 5.0),
+            (
+                format!("sluice_snapshot_rows_total{{kind=\"initial\",table=\"{table}\"}}"),
+                50.0,
+            ),
+            (
+                "sluice_snapshot_completed_total{kind=\"initial\"}".into(),
+                1.0,
+            ),
+            ("sluice_source_connected".into(), 1.0),
+            ("sluice_loader_partitions_assigned".into(), 3.0),
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    // 50 snapshot rows + 30 inserts + 10 updates indexed, 5 deletes; at least, as a
+    // rebalance may apply a batch twice (harmless with external versions).
+    let text = eventually("the loader's document counts", async || {
+        let (_, text) = get(&addr, "/metrics")?;
+        let docs = |op: &str| {
+            sample(
+                &text,
+                &format!("sluice_loader_documents_total{{op=\"{op}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        if docs("index") >= 90.0 && docs("delete") >= 5.0 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    // Each delete is a record and its tombstone: 50 + 30 + 10 + 2 x 5 records, all
+    // acknowledged; every change committed in a transaction of its own.
+    assert_eq!(
+        sample(&text, "sluice_publish_records_produced_total"),
+        Some(100.0)
+    );
+    assert_eq!(
+        sample(&text, "sluice_publish_records_acknowledged_total"),
+        Some(100.0)
+    );
+    assert!(
+        sample(&text, "sluice_source_transactions_total").unwrap() >= 45.0,
+        "{text}"
+    );
+    assert!(sample(&text, "sluice_publish_checkpoints_stored_total").unwrap() >= 1.0);
+    assert!(sample(&text, "sluice_loader_bulk_requests_total").unwrap() >= 1.0);
+    assert!(
+        sample(
+            &text,
+            &format!("sluice_commit_to_indexed_seconds_count{{table=\"{table}\"}}")
+        )
+        .unwrap()
+            >= 45.0,
+        "{text}"
+    );
+    assert!(sample(&text, "sluice_process_resident_memory_bytes").unwrap() > 1e6);
+    let (status, body) = get(&addr, "/ready").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        early.starts_with("503") && early.contains("no partitions")
+            || early.starts_with("503") && early.contains("not streaming"),
+        "/ready before the loader's assignment answered {early}"
+    );
+    // A killed binlog connection: counted, and connected again.
+    let dump = format!(
+        "SELECT ID FROM information_schema.PROCESSLIST \
+         WHERE USER = '{user}' AND COMMAND LIKE 'Binlog Dump%'"
+    );
+    let ids: Vec<u64> = conn.query(&dump).await.unwrap();
+    assert!(!ids.is_empty(), "{}", sluice.output());
+    for id in ids {
+        conn.query_drop(format!("KILL CONNECTION {id}"))
+            .await
+            .unwrap();
+    }
+    sluice.wait_for_logs("streaming the binlog", 2, PATIENCE);
+    exec(&mut conn, &["INSERT INTO t VALUES (81, 81)"]).await;
+    metrics_reach(
+        &addr,
+        &[
+            ("sluice_source_reconnects_total".into(), 1.0),
+            ("sluice_source_connected".into(), 1.0),
+            (rows("c"), 31.0),
+        ],
+    )
+    .await;
+    assert!(sluice.terminate(PATIENCE).success());
+    conn.query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_metrics_port_is_a_named_error() {
+    let (mut conn, setup) = fresh("it_metrics_port", &["t"]).await;
+    exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = setup.write_config("");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    std::fs::write(&config, text).unwrap();
+    let out = run_failing_as(&config, "source");
+    assert!(
+        out.contains(&format!("cannot serve metrics on {addr}")) && out.contains("metrics.listen"),
+        "{out}"
+    );
+}
