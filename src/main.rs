@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::config::{Config, Role};
+use sluice::config::{Config, LogFormat, Role};
 use sluice::model::TableId;
 use sluice::positions::PositionStore;
 use sluice::registry::Users;
@@ -84,14 +84,24 @@ enum Command {
 const REGISTRY_USERS: &str = "SLUICE_REGISTRY_USERS";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Run { config, .. }
+        | Command::Setup { config }
+        | Command::Snapshot { config, .. }
+        | Command::Schemas { config, .. } => LogFormat::of_file(config),
+        Command::Registry { .. } => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()),
         )
-        .with_writer(sluice::source::progress::log_writer)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(sluice::source::progress::log_writer);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

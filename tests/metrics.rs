@@ -217,3 +217,77 @@ async fn a_taken_metrics_port_is_a_named_error() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let (mut conn, setup) = fresh("it_json_logs", &["t"]).await;
+    exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let config = setup.write_config("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("log_format = \"json\"\n{text}")).unwrap();
+    let mut sluice = setup.start("source");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    assert!(sluice.terminate(PATIENCE).success());
+    let out = sluice.output();
+    let mut streaming = false;
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{out}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        streaming |= v["fields"]["message"] == "streaming the binlog";
+    }
+    assert!(streaming, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_position_advances_while_captured_tables_are_idle() {
+    let (mut conn, setup) = fresh("it_idle_position", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY)",
+            "CREATE TABLE other (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    let mut sluice = setup.start("source");
+    let addr = endpoint(&mut sluice);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    // The server is busy, the captured table is not.
+    for i in 1..=20 {
+        exec(&mut conn, &[&format!("INSERT INTO other VALUES ({i})")]).await;
+    }
+    let (file, pos): (String, u64) = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| (row.get(0).unwrap(), row.get(1).unwrap()))
+        .unwrap();
+    let seq = |f: &str| f.rsplit('.').next().unwrap().parse::<u64>().unwrap();
+    eventually(
+        "a stored position past the other table's writes",
+        async || {
+            let (_, text) = get(&addr, "/metrics")?;
+            let stored_file = text
+                .lines()
+                .find(|l| l.starts_with("sluice_source_checkpoint_info{"))
+                .and_then(|l| l.split("file=\"").nth(1)?.split('"').next())
+                .map(str::to_string)
+                .ok_or_else(|| text.clone())?;
+            let stored_pos =
+                sample(&text, "sluice_source_checkpoint_position_bytes").unwrap_or(0.0);
+            if (seq(&stored_file), stored_pos as u64) >= (seq(&file), pos) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "stored {stored_file}:{stored_pos}, server at {file}:{pos}"
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(sluice.terminate(PATIENCE).success());
+}

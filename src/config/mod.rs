@@ -61,6 +61,32 @@ pub struct Config {
     pub loader: LoaderConfig,
     /// The metrics endpoint and health probes.
     pub metrics: MetricsConfig,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The `log_format` of the config file at `path`, read before logging starts (so before
+    /// the file is validated): anything unreadable gives the default, and the validation that
+    /// follows reports it.
+    pub fn of_file(path: &Path) -> LogFormat {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("log_format")?.clone().try_into().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// The file as written.
@@ -82,6 +108,8 @@ struct ConfigFile {
     loader: loader::LoaderFile,
     #[serde(default)]
     metrics: metrics::MetricsFile,
+    #[serde(default)]
+    log_format: LogFormat,
 }
 
 /// Which half of the pipeline a process runs.
@@ -285,6 +313,7 @@ impl ConfigFile {
                 elasticsearch,
                 loader,
                 metrics,
+                log_format: self.log_format,
             }),
             _ => Err(p.0),
         }

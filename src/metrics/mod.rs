@@ -7,6 +7,7 @@
 
 mod serve;
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -20,6 +21,8 @@ pub use serve::{MetricsError, serve};
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
+    /// Every metric family's name, exposed or not yet (a vector without samples is not).
+    names: Vec<String>,
     /// The source's metrics.
     pub source: SourceMetrics,
     /// Both snapshot kinds'.
@@ -166,7 +169,10 @@ fn latency_buckets() -> Vec<f64> {
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
-        let r = Registrar(&registry);
+        let r = Registrar {
+            registry: &registry,
+            names: RefCell::default(),
+        };
         let source = SourceMetrics {
             connected: r.gauge(
                 "sluice_source_connected",
@@ -320,8 +326,11 @@ impl Metrics {
             &["version"],
         );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let mut names = r.names.into_inner();
+        names.push(RESIDENT.into());
         Metrics {
             registry,
+            names,
             source,
             snapshot,
             publish,
@@ -330,13 +339,15 @@ impl Metrics {
         }
     }
 
+    /// Every metric family's name.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The Prometheus text exposition of every metric, with the process's resident memory.
     pub fn text(&self) -> String {
         let mut families = self.registry.gather();
-        let rss = IntGauge::new(
-            "sluice_process_resident_memory_bytes",
-            "Resident memory of the process",
-        );
+        let rss = IntGauge::new(RESIDENT, "Resident memory of the process");
         if let Ok(rss) = rss {
             rss.set(resident_bytes());
             families.extend(prometheus::core::Collector::collect(&rss));
@@ -346,6 +357,9 @@ impl Metrics {
             .unwrap_or_default()
     }
 }
+
+/// The resident memory gauge, read at each scrape.
+const RESIDENT: &str = "sluice_process_resident_memory_bytes";
 
 /// The process's resident set size from `/proc/self/statm` (0 where there is none).
 fn resident_bytes() -> i64 {
@@ -359,7 +373,10 @@ fn resident_bytes() -> i64 {
 /// Creates and registers the metrics. Their names and labels are constants: a definition
 /// the registry refuses is a programming error, which the unit test that builds them all
 /// catches.
-struct Registrar<'r>(&'r Registry);
+struct Registrar<'r> {
+    registry: &'r Registry,
+    names: RefCell<Vec<String>>,
+}
 
 impl Registrar<'_> {
     fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -367,7 +384,13 @@ impl Registrar<'_> {
         made: prometheus::Result<C>,
     ) -> C {
         let c = made.unwrap_or_else(|e| panic!("metric definition: {e}"));
-        self.0
+        let mut names = self.names.borrow_mut();
+        names.extend(
+            prometheus::core::Collector::desc(&c)
+                .iter()
+                .map(|d| d.fq_name.clone()),
+        );
+        self.registry
             .register(Box::new(c.clone()))
             .unwrap_or_else(|e| panic!("metric registration: {e}"));
         c
@@ -427,6 +450,36 @@ mod tests {
             "sluice_commit_to_indexed_seconds_bucket{table=\"d.t\",le=\"0.016\"} 1",
         ] {
             assert!(text.contains(name), "{name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_docs_and_the_dashboard_name_exactly_the_metrics_there_are() {
+        let families = metrics().names();
+        let docs = include_str!("../../docs/metrics.md");
+        for f in families {
+            assert!(
+                docs.contains(&format!("`{f}")),
+                "{f} is not in docs/metrics.md"
+            );
+        }
+        let dashboard = include_str!("../../docker/grafana/dashboards/sluice.json");
+        let used = dashboard.split("sluice_").skip(1).map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            format!("sluice_{name}")
+        });
+        for name in used {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                families.iter().any(|f| f == family),
+                "the dashboard uses {name}, which no metric is"
+            );
         }
     }
 
