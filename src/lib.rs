@@ -10,27 +10,40 @@
 //!
 //! [`model`] is the shared vocabulary, [`wire`] the contract between the two halves (topic and
 //! subject names, the envelope, the registry client), [`config`] the configuration, [`kafka`]
-//! client setup both Kafka stages use, [`storage`] how durable stores open sled, [`metrics`] what operators watch, [`pipeline`]
-//! runs the stages, and [`registry`] is Sluice's own schema registry server.
+//! client setup both Kafka stages use, [`storage`] how durable stores open sled, [`metrics`]
+//! what operators watch, [`pipeline`] runs the stages, [`registry`] is Sluice's own schema
+//! registry server, and [`tools`] look at a pipeline from outside (`sluice status`).
 
-// Each module imports only from those above it.
-pub mod metrics;
+// Each module imports only from those above it (one per group, so formatting keeps the order).
 pub mod model;
+
+pub mod metrics;
+
 pub mod retry;
+
 pub mod storage;
+
 pub mod wire;
 
 pub mod config;
+
 pub mod kafka;
+
 pub mod positions;
 
-pub mod encode;
-pub mod load;
-pub mod publish;
 pub mod source;
 
-pub mod pipeline;
+pub mod encode;
+
+pub mod publish;
+
+pub mod load;
+
 pub mod registry;
+
+pub mod pipeline;
+
+pub mod tools;
 
 #[cfg(test)]
 mod contract_tests;

@@ -59,6 +59,16 @@ enum Command {
         #[arg(long = "where")]
         filter: Option<String>,
     },
+    /// One screen on a pipeline: position, per table snapshot state and rates, lag. Asks the
+    /// running process over its metrics endpoint, else reads the state directory.
+    Status {
+        /// TOML config file of the pipeline.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a table's schema history: every shape the source saw in the binlog, with the
     /// position of the first change that had it (stop `sluice run` first: sled locks it).
     Schemas {
@@ -89,7 +99,8 @@ fn main() -> ExitCode {
         Command::Run { config, .. }
         | Command::Setup { config }
         | Command::Snapshot { config, .. }
-        | Command::Schemas { config, .. } => LogFormat::of_file(config),
+        | Command::Schemas { config, .. }
+        | Command::Status { config, .. } => LogFormat::of_file(config),
         Command::Registry { .. } => LogFormat::Text,
     };
     let logs = tracing_subscriber::fmt()
@@ -159,6 +170,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for (position, schema) in history {
                 println!("{position}\t{schema}");
+            }
+        }
+        Command::Status { config, json } => {
+            let cfg = [Role::All, Role::Source, Role::Loader]
+                .into_iter()
+                .find_map(|role| Config::load(&config, role).ok());
+            let cfg = match cfg {
+                Some(cfg) => cfg,
+                None => Config::load(&config, Role::All)?,
+            };
+            let status = sluice::tools::status::status(&cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.text());
             }
         }
         Command::Registry { listen, data } => {

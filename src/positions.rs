@@ -119,12 +119,34 @@ impl PositionStore {
 
     /// Every unfinished incremental snapshot, by table.
     pub fn windows(&self) -> Result<Vec<(TableId, WindowProgress)>, PositionStoreError> {
+        self.by_table(WINDOWS)
+    }
+
+    /// Every unfinished snapshot, by table.
+    pub fn snapshots_begun(&self) -> Result<Vec<(TableId, SnapshotProgress)>, PositionStoreError> {
+        self.by_table(PROGRESS)
+    }
+
+    /// Every table with a finished snapshot.
+    pub fn snapshotted(&self) -> Result<Vec<TableId>, PositionStoreError> {
+        Ok(self
+            .by_table::<SnapshotRecord>(SNAPSHOT)?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect())
+    }
+
+    /// The records under `prefix`, keyed `<prefix><db.table>`.
+    fn by_table<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(TableId, T)>, PositionStoreError> {
         self.db
-            .scan_prefix(WINDOWS)
+            .scan_prefix(prefix)
             .map(|item| {
                 let (key, bytes) = item.map_err(|e| self.io(e))?;
                 let key = String::from_utf8_lossy(&key);
-                let table = TableId::parse(&key[WINDOWS.len()..])
+                let table = TableId::parse(&key[prefix.len()..])
                     .ok_or_else(|| self.corrupt(&key, "not a table name".into()))?;
                 Ok((table, self.parse(&key, &bytes)?))
             })

@@ -291,3 +291,62 @@ async fn the_stored_position_advances_while_captured_tables_are_idle() {
     .await;
     assert!(sluice.terminate(PATIENCE).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_running_and_a_stopped_pipeline() {
+    let (mut conn, setup) = fresh("it_status", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY)",
+            "INSERT INTO t SELECT seq FROM seq_1_to_20",
+        ],
+    )
+    .await;
+    let port = free_port();
+    let config = setup.write_config("");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let table = format!("{}.t", setup.db);
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    exec(&mut conn, &["INSERT INTO t VALUES (21)"]).await;
+    let out = eventually("status of the running pipeline", async || {
+        let (status, out) = run_to_exit(&["status", "--config", &config], PATIENCE);
+        let ok = status.success()
+            && out.contains("running, ready")
+            && out.contains("source: connected")
+            && out.contains(&table)
+            && out.contains("streaming");
+        if ok { Ok(out) } else { Err(out) }
+    })
+    .await;
+    assert!(out.contains("position: "), "{out}");
+    let (status, out) = run_to_exit(&["status", "--config", &config, "--json"], PATIENCE);
+    assert!(status.success(), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(json["running"], true, "{out}");
+    let row = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table.as_str())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row["rows_copied"], 20.0, "{out}");
+    assert!(sluice.terminate(PATIENCE).success());
+    // Stopped: read from the state directory.
+    let (status, out) = run_to_exit(&["status", "--config", &config], PATIENCE);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("not running"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&table))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("done"), "{out}");
+    assert!(!out.contains("position: none stored"), "{out}");
+}
