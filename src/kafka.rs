@@ -8,7 +8,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::KafkaConfig;
+use crate::retry::{self, Backoff};
 
 /// A Kafka client or topic operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +52,52 @@ pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConf
 }
 
 /// Creates the topics that do not exist yet. Brokers without auto-creation (tansu) need this
-/// before the first produce or subscribe.
-pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[String]) -> Result<(), KafkaSetupError> {
+/// before the first produce or subscribe. While no broker answers (not started yet,
+/// restarting) it waits with backoff; false if `shutdown` came first.
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    topics: &[String],
+    shutdown: &CancellationToken,
+) -> Result<bool, KafkaSetupError> {
     if topics.is_empty() {
-        return Ok(()); // an empty CreateTopics request is an error to the admin client
+        return Ok(true); // an empty CreateTopics request is an error to the admin client
     }
+    let mut backoff = Backoff::default();
+    loop {
+        match create_topics(cfg, topics).await? {
+            Ok(()) => return Ok(true),
+            Err(reason) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(brokers = %cfg.brokers, %reason, retry_in_ms = wait.as_millis() as u64, "Kafka is not reachable; waiting for it");
+                if !retry::pause(wait, shutdown).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Codes of an unreachable or not yet ready cluster: worth waiting for.
+fn is_unreachable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::BrokerNotAvailable
+            | C::NetworkException
+            | C::NotController
+            | C::LeaderNotAvailable
+    )
+}
+
+/// One attempt at creating `topics`: `Ok(Err(reason))` when no broker answered in time.
+async fn create_topics(
+    cfg: &KafkaConfig,
+    topics: &[String],
+) -> Result<Result<(), String>, KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .map_err(KafkaSetupError::Client)?;
@@ -67,27 +111,26 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[String]) -> Result<(), K
             )
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results =
-        admin
-            .create_topics(&new, &opts)
-            .await
-            .map_err(|e| KafkaSetupError::CreateTopic {
-                topic: topics.join(", "),
-                brokers: cfg.brokers.clone(),
-                message: e.to_string(),
-            })?;
+    // Short per attempt, so an unreachable cluster is reported, and retried, every few seconds.
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    let failed = |topic: String, message: String| KafkaSetupError::CreateTopic {
+        topic,
+        brokers: cfg.brokers.clone(),
+        message,
+    };
+    let results = match admin.create_topics(&new, &opts).await {
+        Ok(results) => results,
+        Err(KafkaError::AdminOp(code)) if is_unreachable(code) => return Ok(Err(code.to_string())),
+        Err(e) => return Err(failed(topics.join(", "), e.to_string())),
+    };
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(KafkaSetupError::CreateTopic {
-                    topic,
-                    brokers: cfg.brokers.clone(),
-                    message: code.to_string(),
-                });
-            }
+            Err((_, code)) if is_unreachable(code) => return Ok(Err(code.to_string())),
+            Err((topic, code)) => return Err(failed(topic, code.to_string())),
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }

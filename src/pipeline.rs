@@ -174,7 +174,7 @@ async fn run_source(
     let publisher = {
         let (c, s) = (config.clone(), stop.clone());
         tokio::spawn(async move {
-            let r = publish::run(&c.kafka, encoder, producer, rx, ack_tx).await;
+            let r = publish::run(&c.kafka, encoder, producer, rx, ack_tx, s.clone()).await;
             stop_on_error(&s, r.map_err(RunError::from))
         })
     };

@@ -15,6 +15,9 @@ use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSche
 
 use crate::config::RegistryConfig;
 use crate::model::{Change, TableId, TableSchema};
+use tokio_util::sync::CancellationToken;
+
+use crate::retry::{self, Attempt, Backoff};
 use crate::wire::envelope::frame;
 use crate::wire::registry::{self, ClientError};
 use crate::wire::subject::{Part, SubjectStrategy, subject};
@@ -98,30 +101,29 @@ impl Encoder {
     }
 
     /// The registration of `table`'s current version, registering it if it is new. The second
-    /// value is true on a table's first registration in this process.
+    /// value is true on a table's first registration in this process. While the registry is
+    /// unreachable (not started yet, restarting) it waits with backoff; `None` if `shutdown`
+    /// came first.
     pub async fn registered(
         &mut self,
         table: &Arc<TableSchema>,
-    ) -> Result<(Arc<Registered>, bool), EncodeError> {
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(Arc<Registered>, bool)>, EncodeError> {
         if let Some(r) = self.tables.get(&table.id)
             && (Arc::ptr_eq(&r.schema, table) || r.schema == *table)
         {
-            return Ok((r.clone(), false));
+            return Ok(Some((r.clone(), false)));
         }
         let topic = topic::table_topic(&self.prefix, &table.id);
         let avro = schema::table_avro(&self.prefix, table)?;
-        let key_id = self
-            .register(
-                subject(self.strategy, &topic, Part::Key, &avro.key),
-                &avro.key,
-            )
-            .await?;
-        let value_id = self
-            .register(
-                subject(self.strategy, &topic, Part::Value, &avro.value),
-                &avro.value,
-            )
-            .await?;
+        let key_subject = subject(self.strategy, &topic, Part::Key, &avro.key);
+        let Some(key_id) = self.register(key_subject, &avro.key, shutdown).await? else {
+            return Ok(None);
+        };
+        let value_subject = subject(self.strategy, &topic, Part::Value, &avro.value);
+        let Some(value_id) = self.register(value_subject, &avro.value, shutdown).await? else {
+            return Ok(None);
+        };
         tracing::info!(table = %table.id, key_id, value_id, "registered schemas");
         let r = Arc::new(Registered {
             schema: table.clone(),
@@ -130,30 +132,56 @@ impl Encoder {
             value_id,
         });
         let first = self.tables.insert(table.id.clone(), r.clone()).is_none();
-        Ok((r, first))
+        Ok(Some((r, first)))
     }
 
+    /// Registers `schema` under `subject`, waiting while the registry is unreachable.
     async fn register(
         &self,
         subject: String,
         schema: &serde_json::Value,
-    ) -> Result<u32, EncodeError> {
+        shutdown: &CancellationToken,
+    ) -> Result<Option<u32>, EncodeError> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.try_register(&subject, schema).await {
+                Ok(id) => return Ok(Some(id)),
+                Err(Attempt::Permanent(e)) => return Err(e),
+                Err(Attempt::Transient(reason)) => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(url = %self.registry_url, %subject, %reason, retry_in_ms = wait.as_millis() as u64, "the schema registry is not reachable; waiting for it");
+                    if !retry::pause(wait, shutdown).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_register(
+        &self,
+        subject: &str,
+        schema: &serde_json::Value,
+    ) -> Result<u32, Attempt<EncodeError>> {
+        let subject = subject.to_string();
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
         post_schema(&self.registry, subject.clone(), supplied)
             .await
             .map(|r| r.id)
             .map_err(|e| {
-                if e.error.contains("status 409") {
-                    EncodeError::Incompatible {
+                if registry::is_unreachable(&e) {
+                    Attempt::Transient(crate::with_causes(&e))
+                } else if e.error.contains("status 409") {
+                    Attempt::Permanent(EncodeError::Incompatible {
                         subject,
                         message: e.cause.unwrap_or(e.error),
-                    }
+                    })
                 } else {
-                    EncodeError::Registry {
+                    Attempt::Permanent(EncodeError::Registry {
                         url: self.registry_url.clone(),
                         subject,
                         message: crate::with_causes(&e),
-                    }
+                    })
                 }
             })
     }

@@ -268,13 +268,7 @@ enum DecodeRefusal {
 
 /// Sorts a decoder error by the registry's HTTP status, when there was one.
 fn classify(e: &SRCError) -> Attempt<DecodeRefusal> {
-    let status = e
-        .error
-        .split("with status ")
-        .nth(1)
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse::<u16>().ok());
-    match status {
+    match crate::wire::registry::status(e) {
         Some(404) => Attempt::Permanent(DecodeRefusal::Poison(e.to_string())),
         Some(408 | 429 | 500..=599) => Attempt::Transient(e.to_string()),
         Some(_) => Attempt::Permanent(DecodeRefusal::Fatal(e.to_string())),

@@ -9,6 +9,8 @@ use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::error::LoadError;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::KafkaConfig;
 use crate::kafka::{self, KafkaSetupError};
 
@@ -83,19 +85,26 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// A writer to `topic`, created if missing.
-    pub async fn new(cfg: &KafkaConfig, topic: String) -> Result<DeadLetters, LoadError> {
-        kafka::ensure_topics(cfg, std::slice::from_ref(&topic)).await?;
+    /// A writer to `topic`, created if missing; `None` if `shutdown` came while waiting for
+    /// the cluster.
+    pub async fn new(
+        cfg: &KafkaConfig,
+        topic: String,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<DeadLetters>, LoadError> {
+        if !kafka::ensure_topics(cfg, std::slice::from_ref(&topic), shutdown).await? {
+            return Ok(None);
+        }
         let producer = kafka::client_config(cfg, &[])
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()
             .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
-        Ok(DeadLetters {
+        Ok(Some(DeadLetters {
             producer,
             topic,
             total: AtomicU64::new(0),
-        })
+        }))
     }
 
     /// Sends `letters` and waits until Kafka has them all.

@@ -57,7 +57,9 @@ pub async fn run(
         .filter_map(|p| p.exact())
         .map(|t| topic::table_topic(prefix, &t))
         .collect();
-    kafka::ensure_topics(&cfg.kafka, &exact).await?;
+    if !kafka::ensure_topics(&cfg.kafka, &exact, &shutdown).await? {
+        return Ok(());
+    }
     let topics: Vec<String> = patterns
         .iter()
         .map(|p| match p.exact() {
@@ -91,9 +93,14 @@ pub async fn run(
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
     let mut registry = Registry::new(registry::settings(cfg.registry.endpoint())?);
+    let Some(dead) =
+        DeadLetters::new(&cfg.kafka, cfg.loader.dead_letter_topic.clone(), &shutdown).await?
+    else {
+        return Ok(());
+    };
     let shared = Arc::new(BulkContext {
         writer: IndexWriter::new(es_cfg)?,
-        dead: DeadLetters::new(&cfg.kafka, cfg.loader.dead_letter_topic.clone()).await?,
+        dead,
         consumer: consumer.clone(),
         held: Mutex::default(),
         retry_started: Notify::new(),

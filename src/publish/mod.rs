@@ -16,6 +16,7 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
@@ -62,6 +63,7 @@ pub async fn run(
     producer: KafkaProducer,
     mut rx: mpsc::Receiver<SourceEvent>,
     acks: mpsc::Sender<Pending>,
+    stop: CancellationToken,
 ) -> Result<(), PublishError> {
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let mut out = NumberedProducer {
@@ -70,7 +72,7 @@ pub async fn run(
     };
     // Tables whose new schema the registry refused, with the changes held back since.
     let mut halted: HashMap<TableId, u64> = HashMap::new();
-    while let Some(event) = rx.recv().await {
+    'events: while let Some(event) = rx.recv().await {
         let changes = match event {
             // While a table is halted no position is stored: a restart (after the schema is
             // fixed) reads its held-back changes again, and the other tables' once more.
@@ -94,8 +96,11 @@ pub async fn run(
                 *held += 1;
                 continue;
             }
-            let (registered, first) = match encoder.registered(&change.table).await {
-                Ok(r) => r,
+            let (registered, first) = match encoder.registered(&change.table, &stop).await {
+                Ok(Some(r)) => r,
+                // Stopped while waiting for the registry: nothing after this is published,
+                // so no checkpoint after it is stored.
+                Ok(None) => break 'events,
                 Err(e @ EncodeError::Incompatible { .. }) => {
                     tracing::error!(
                         table = %change.table.id,
@@ -112,8 +117,8 @@ pub async fn run(
                 }
                 Err(e) => return Err(e.into()),
             };
-            if first {
-                kafka::ensure_topics(cfg, &[registered.topic.to_string()]).await?;
+            if first && !kafka::ensure_topics(cfg, &[registered.topic.to_string()], &stop).await? {
+                break 'events;
             }
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
             let topic = &registered.topic;

@@ -4,10 +4,15 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
+use std::io::ErrorKind;
+
+use tokio_util::sync::CancellationToken;
+
 use super::SourceError;
 use super::charset::{self, CharTable, Collations};
 use crate::config::{SourceConfig, TablePattern, TlsMode};
 use crate::model::{Column, ColumnType, Position, TableId, TableSchema, column_indices};
+use crate::retry::{self, Backoff};
 
 /// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
 /// many small round trips at start.
@@ -33,6 +38,44 @@ pub fn opts(cfg: &SourceConfig) -> Opts {
         .tcp_nodelay(true)
         .ssl_opts(ssl)
         .into()
+}
+
+/// Connects, waiting with backoff while nothing answers at the server's address (not started
+/// yet, restarting): services start in any order. A refusal (credentials, TLS, grants) still
+/// stops at once. `None` if `shutdown` came first.
+pub async fn connect_waiting(
+    cfg: &SourceConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<Conn>, SourceError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let e = match connect(cfg).await {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(e) => e,
+        };
+        let unreachable = matches!(
+            &e,
+            SourceError::Connect { source: mysql_async::Error::Io(mysql_async::IoError::Io(io)), .. }
+                if matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::NotConnected
+                        | ErrorKind::TimedOut
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkUnreachable
+                )
+        );
+        if !unreachable {
+            return Err(e);
+        }
+        let wait = backoff.next_wait();
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the database is not reachable; waiting for it");
+        if !retry::pause(wait, shutdown).await {
+            return Ok(None);
+        }
+    }
 }
 
 /// Opens a connection, naming the server and user (never the password) if it fails.

@@ -19,7 +19,9 @@ pub async fn run(
     tx: mpsc::Sender<SourceEvent>,
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
-    let mut conn = mysql::connect(cfg).await?;
+    let Some(mut conn) = mysql::connect_waiting(cfg, &shutdown).await? else {
+        return Ok(());
+    };
     let server = mysql::check_server(&mut conn).await?;
     let collations = mysql::collations(&mut conn).await?;
     let mut tables = mysql::resolve_tables(&mut conn, &capture.include, &capture.exclude).await?;

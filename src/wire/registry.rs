@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
 
 /// Where a registry is and how to log in to it.
 #[derive(Debug, Clone, Copy)]
@@ -60,4 +61,37 @@ pub fn settings(at: Endpoint<'_>) -> Result<SrSettings, ClientError> {
         url,
         message: e.to_string(),
     })
+}
+
+/// The HTTP status a registry call failed with, when the registry answered.
+pub fn status(e: &SRCError) -> Option<u16> {
+    e.error
+        .split("with status ")
+        .nth(1)
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Whether nothing usable answered a registry call: no connection (not started yet,
+/// restarting), a broken one, a timeout. A TLS failure is not: it needs a change of config.
+pub fn is_unreachable(e: &SRCError) -> bool {
+    if status(e).is_some() {
+        return false;
+    }
+    // The reason sits several causes deep (an HTTP client error around a TCP error).
+    let text = crate::with_causes(e).to_lowercase();
+    let tls = ["certificate", "tls", "ssl"]
+        .iter()
+        .any(|w| text.contains(w));
+    let unreachable = [
+        "connection refused",
+        "connection reset",
+        "connection closed",
+        "timed out",
+        "tcp connect error",
+        "dns error",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    unreachable && !tls
 }

@@ -27,6 +27,11 @@ pub struct PrivateServer {
 impl PrivateServer {
     /// Installs and starts a server with `args`, a CDC user, and table `d.t`.
     pub fn start(args: &[&str]) -> PrivateServer {
+        Self::start_at(super::free_port(), args)
+    }
+
+    /// [`PrivateServer::start`] on loopback port `port`.
+    pub fn start_at(port: u16, args: &[&str]) -> PrivateServer {
         stack(); // MariaDB is installed
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -52,8 +57,23 @@ impl PrivateServer {
             "{}",
             String::from_utf8_lossy(&install.stderr)
         );
-        let port = super::free_port();
         let socket = dir.path().join("sock");
+        // The CDC user and table are made before the server takes connections, so a client
+        // that is already knocking (a source started first) never meets a server without them.
+        let s = stack();
+        let init = dir.path().join("init.sql");
+        std::fs::write(
+            &init,
+            format!(
+                "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}';\n\
+                 GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{u}'@'%';\n\
+                 CREATE DATABASE d;\n\
+                 CREATE TABLE d.t (id INT PRIMARY KEY);\n",
+                u = s.cdc_user,
+                p = s.cdc_password
+            ),
+        )
+        .unwrap();
         let child = Command::new("/usr/sbin/mariadbd")
             .args([
                 "--no-defaults",
@@ -67,6 +87,7 @@ impl PrivateServer {
                 "--server-id=1",
             ])
             .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--init-file={}", init.display()))
             .args(["--skip-name-resolve", "--innodb-buffer-pool-size=16M"])
             .args(args)
             .stdout(Stdio::null())
@@ -87,20 +108,6 @@ impl PrivateServer {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        let s = stack();
-        let grant = format!(
-            "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; \
-             GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{u}'@'%'; \
-             CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY)",
-            u = s.cdc_user,
-            p = s.cdc_password
-        );
-        let out = server.sql(&grant);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         server
     }
 

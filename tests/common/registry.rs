@@ -14,8 +14,12 @@ pub struct Registry {
 impl Registry {
     /// Starts one; with `users` (`user:password,...`) it demands basic auth.
     pub fn start(users: Option<&str>) -> Registry {
+        Self::start_at(super::free_port(), users)
+    }
+
+    /// [`Registry::start`] on loopback port `port`.
+    pub fn start_at(port: u16, users: Option<&str>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["registry", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data")
@@ -41,6 +45,54 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private tansu broker with SQLite storage in a directory of its own; killed on drop.
+pub struct Broker {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts one on loopback port `port` (the stack installed tansu).
+    pub fn start_at(port: u16) -> Broker {
+        super::stack();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let tansu = std::env::var("HOME")
+            .map_or_else(|_| "tansu".into(), |h| format!("{h}/.cargo/bin/tansu"));
+        // The sqlite:// path is relative to the working directory.
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + super::PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the private broker did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, _dir: dir }
+    }
+}
+
+impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
