@@ -386,3 +386,26 @@ async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_positi
     );
     assert!(sluice.terminate(PATIENCE).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_column_reaches_every_document_with_resnapshot_on_add_column() {
+    let (mut conn, setup) = fresh("it_add_column", &["t"]).await;
+    numbered(&mut conn, &[("t", 300)]).await;
+    let config = setup.dir.path().join("sluice.toml");
+    let text = setup.config_text("").replace(
+        "[kafka]",
+        "snapshot_chunk_rows = 100\nresnapshot_on_add_column = true\n[kafka]",
+    );
+    std::fs::write(&config, text).unwrap();
+    setup.signal_table(&mut conn, &config).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    // No row changes after the ALTER: only the re-snapshot can give the documents `c`.
+    exec(&mut conn, &["ALTER TABLE t ADD COLUMN c INT DEFAULT 7"]).await;
+    sluice.wait_for_log("incremental snapshot done", CATCH_UP);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    let docs = index_docs(&format!("{}.t", setup.db)).await;
+    assert!(docs.values().all(|d| d["c"] == 7), "{docs:?}");
+    assert!(sluice.terminate(PATIENCE).success());
+}

@@ -35,6 +35,8 @@ pub(super) struct SourceFile {
     signal_table: String,
     #[serde(default)]
     initial_snapshot: InitialSnapshot,
+    #[serde(default)]
+    resnapshot_on_add_column: bool,
 }
 
 fn default_mysql_port() -> u16 {
@@ -86,6 +88,10 @@ pub struct SourceConfig {
     pub signal_table: TableId,
     /// How the first run copies the tables.
     pub initial_snapshot: InitialSnapshot,
+    /// After an `ALTER TABLE ... ADD` column of a captured table, copy the table again in
+    /// windows (needs the signal table), so every document gets the new column, not only the
+    /// rows that change afterwards.
+    pub resnapshot_on_add_column: bool,
 }
 
 /// How the first run copies the tables before (or while) streaming.
@@ -190,6 +196,7 @@ impl SourceFile {
             include_query: self.include_query,
             signal_table: signal_table?,
             initial_snapshot: self.initial_snapshot,
+            resnapshot_on_add_column: self.resnapshot_on_add_column,
         })
     }
 }

@@ -56,6 +56,36 @@ pub struct StreamOutput<'a> {
 }
 
 impl StreamOutput<'_> {
+    /// An `ALTER TABLE` (the event ending at `at`) gave captured `table` a column: with
+    /// `source.resnapshot_on_add_column` the table is copied again in windows, so every
+    /// document gets the column; the request is stored with the ALTER's position, so a restart
+    /// that reads the ALTER again does not repeat a finished copy.
+    async fn column_added(
+        &mut self,
+        cfg: &SourceConfig,
+        table: TableId,
+        at: &str,
+        state: &PositionStore,
+    ) -> Result<(), SourceError> {
+        if !cfg.resnapshot_on_add_column {
+            tracing::info!(%table, "a column was added: rows that do not change keep documents without it (source.resnapshot_on_add_column copies the table again)");
+            return Ok(());
+        }
+        let Some(windows) = self.windows.as_deref_mut() else {
+            tracing::warn!(%table, signal_table = %cfg.signal_table, "a column was added, and source.resnapshot_on_add_column needs the signal table to copy the table again; `sluice setup` creates it");
+            return Ok(());
+        };
+        let id = format!("add-column@{at}");
+        let mut out = Vec::new();
+        windows.request(&id, table, None, state, &mut out)?;
+        for event in out {
+            if let SourceEvent::Checkpoint(cp) = event {
+                self.out.checkpoint(cp).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends one decoded batch on, recording new schemas in the history first.
     async fn send(
         &mut self,
@@ -277,7 +307,12 @@ async fn stream_from(
                 });
             }
         }
-        let (changes, commit) = match reader.on_event(&header, event.data())? {
+        let decoded = reader.on_event(&header, event.data())?;
+        for table in reader.take_added_columns() {
+            let at = format!("{}:{}", reader.file(), header.log_pos);
+            sink.column_added(cfg, table, &at, state).await?;
+        }
+        let (changes, commit) = match decoded {
             Decoded::Nothing => continue,
             Decoded::Changes(changes) => (changes, None),
             Decoded::Commit(p) => (Vec::new(), Some(p)),

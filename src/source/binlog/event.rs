@@ -237,6 +237,11 @@ pub fn truncated_table(q: &Query<'_>) -> Option<TableId> {
     if name.eq_ignore_ascii_case("TABLE") {
         name = words.next()?;
     }
+    table_named(q, name)
+}
+
+/// The table `name` (`t`, `db.t`, back-quoted or not) names, against `q`'s default database.
+fn table_named(q: &Query<'_>, name: &str) -> Option<TableId> {
     let name = name.trim_end_matches(';');
     let parts: Vec<String> = name
         .split('.')
@@ -250,6 +255,46 @@ pub fn truncated_table(q: &Query<'_>) -> Option<TableId> {
         [db, table] => Some(TableId::new(db.as_str(), table.as_str())),
         _ => None,
     }
+}
+
+/// The table an `ALTER TABLE ... ADD [COLUMN] ...` statement adds a column to; `None` for any
+/// other statement (an ALTER that adds only indexes, keys, constraints or partitions).
+pub fn column_added_table(q: &Query<'_>) -> Option<TableId> {
+    let text = std::str::from_utf8(q.text).ok()?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let at = |i: usize, w: &str| words.get(i).is_some_and(|x| x.eq_ignore_ascii_case(w));
+    if !at(0, "ALTER") {
+        return None;
+    }
+    let mut i = 1;
+    while at(i, "ONLINE") || at(i, "IGNORE") {
+        i += 1;
+    }
+    if !at(i, "TABLE") {
+        return None;
+    }
+    let table = words.get(i + 1)?;
+    let not_a_column = [
+        "INDEX",
+        "KEY",
+        "CONSTRAINT",
+        "PRIMARY",
+        "UNIQUE",
+        "FOREIGN",
+        "FULLTEXT",
+        "SPATIAL",
+        "PARTITION",
+        "CHECK",
+        "PERIOD",
+        "SYSTEM",
+    ];
+    let adds_column = words.windows(2).skip(i + 2).any(|w| {
+        w[0].trim_start_matches(',').eq_ignore_ascii_case("ADD")
+            && !not_a_column
+                .iter()
+                .any(|k| w[1].trim_start_matches('(').eq_ignore_ascii_case(k))
+    });
+    adds_column.then(|| table_named(q, table)).flatten()
 }
 
 /// How a QUERY event bears on transaction boundaries.
@@ -735,5 +780,36 @@ mod tests {
         body.push(1);
         let g = parse_mariadb_gtid(&body).unwrap();
         assert_eq!((g.seq, g.domain, g.standalone), (42, 3, true));
+    }
+
+    #[test]
+    fn alter_table_add_column_names_its_table() {
+        let q = |text: &'static str| Query {
+            thread: 1,
+            db: b"shop",
+            text: text.as_bytes(),
+        };
+        let orders = Some(TableId::new("shop", "orders"));
+        for added in [
+            "ALTER TABLE orders ADD COLUMN note TEXT",
+            "alter table `orders` add note text default 'x'",
+            "ALTER ONLINE TABLE orders ADD INDEX i (a), ADD c INT",
+            "ALTER TABLE orders ADD (a INT, b INT)",
+        ] {
+            assert_eq!(column_added_table(&q(added)), orders, "{added}");
+        }
+        assert_eq!(
+            column_added_table(&q("ALTER TABLE other.t ADD COLUMN c INT")),
+            Some(TableId::new("other", "t"))
+        );
+        for not in [
+            "ALTER TABLE orders ADD INDEX i (a)",
+            "ALTER TABLE orders ADD PRIMARY KEY (id)",
+            "ALTER TABLE orders DROP COLUMN note",
+            "CREATE TABLE orders (id INT)",
+            "ALTER TABLE orders MODIFY note TEXT",
+        ] {
+            assert_eq!(column_added_table(&q(not)), None, "{not}");
+        }
     }
 }

@@ -107,6 +107,10 @@ pub struct BinlogReader {
     filtered: u64,
     /// Statements outside transactions (DDL and the like).
     ddl: u64,
+    /// Captured tables an ALTER TABLE gave a column since the last [`take_added_columns`].
+    ///
+    /// [`take_added_columns`]: BinlogReader::take_added_columns
+    added_columns: Vec<TableId>,
 }
 
 impl BinlogReader {
@@ -135,6 +139,7 @@ impl BinlogReader {
             ignored: 0,
             filtered: 0,
             ddl: 0,
+            added_columns: Vec::new(),
         })
     }
 
@@ -262,6 +267,11 @@ impl BinlogReader {
                     // (non-transactional changes before it stand) do.
                     QueryKind::Other => {
                         self.ddl += 1;
+                        if let Some(table) = event::column_added_table(&query)
+                            && self.include.contains(&table)
+                        {
+                            self.added_columns.push(table);
+                        }
                         self.commit(h)
                     }
                     _ => self.commit(h),
@@ -433,6 +443,16 @@ impl BinlogReader {
     /// Rows events of tables not captured, skipped without decoding so far.
     pub fn filtered_events(&self) -> u64 {
         self.filtered
+    }
+
+    /// The binlog file being read.
+    pub fn file(&self) -> &str {
+        &self.at.file
+    }
+
+    /// Captured tables that an `ALTER TABLE ... ADD` gave a column since the last call.
+    pub fn take_added_columns(&mut self) -> Vec<TableId> {
+        std::mem::take(&mut self.added_columns)
     }
 
     /// Statements read outside transactions (DDL and the like) so far.

@@ -271,35 +271,51 @@ impl Windows {
             }
         };
         for (table, filter) in tables {
-            let request = signal_key(id, &table);
-            if !self.captured.contains(&table) {
-                tracing::error!(%id, %table, "snapshot signal ignored for a table Sluice does not capture; add it to `tables`");
-            } else if let Some(running) = self.active.get(&table) {
-                tracing::warn!(%id, %table, %running, "snapshot signal ignored: an incremental snapshot of this table is already running");
-            } else if state.signal_done(&request)? {
-                tracing::info!(%id, %table, "snapshot signal read again after a restart; its snapshot is already done");
-            } else {
-                tracing::info!(%id, %table, filter = filter.as_deref().unwrap_or(""), "incremental snapshot requested");
-                let progress = WindowProgress {
-                    id: request,
-                    filter,
-                    last_key: Vec::new(),
-                    rows: 0,
-                    windows: 0,
-                };
-                self.active.insert(table.clone(), progress.id.clone());
-                let m = &metrics().snapshot;
-                m.tables.with_label_values(&["incremental"]).inc();
-                m.tables_remaining
-                    .with_label_values(&["incremental"])
-                    .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
-                // Stored before the signal's commit, so a restart past it still copies.
-                out.push(SourceEvent::Checkpoint(Checkpoint::Window {
-                    table: table.clone(),
-                    progress: progress.clone(),
-                }));
-                let _ = self.to_worker.send(ToWorker::Copy(table, progress));
-            }
+            self.request(id, table, filter, state, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl Windows {
+    /// Queues an incremental snapshot of `table` requested as `id` (only rows matching
+    /// `filter`), unless the table is not captured, one is running, or `id` was done before a
+    /// restart. Its request is stored (a checkpoint in `out`) before the commit that asked.
+    pub fn request(
+        &mut self,
+        id: &str,
+        table: TableId,
+        filter: Option<String>,
+        state: &PositionStore,
+        out: &mut Vec<SourceEvent>,
+    ) -> Result<(), SourceError> {
+        let request = signal_key(id, &table);
+        if !self.captured.contains(&table) {
+            tracing::error!(%id, %table, "snapshot signal ignored for a table Sluice does not capture; add it to `tables`");
+        } else if let Some(running) = self.active.get(&table) {
+            tracing::warn!(%id, %table, %running, "snapshot signal ignored: an incremental snapshot of this table is already running");
+        } else if state.signal_done(&request)? {
+            tracing::info!(%id, %table, "snapshot signal read again after a restart; its snapshot is already done");
+        } else {
+            tracing::info!(%id, %table, filter = filter.as_deref().unwrap_or(""), "incremental snapshot requested");
+            let progress = WindowProgress {
+                id: request,
+                filter,
+                last_key: Vec::new(),
+                rows: 0,
+                windows: 0,
+            };
+            self.active.insert(table.clone(), progress.id.clone());
+            let m = &metrics().snapshot;
+            m.tables.with_label_values(&["incremental"]).inc();
+            m.tables_remaining
+                .with_label_values(&["incremental"])
+                .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
+            out.push(SourceEvent::Checkpoint(Checkpoint::Window {
+                table: table.clone(),
+                progress: progress.clone(),
+            }));
+            let _ = self.to_worker.send(ToWorker::Copy(table, progress));
         }
         Ok(())
     }
