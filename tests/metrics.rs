@@ -32,6 +32,14 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The consumer lag summed over every partition.
+fn consumer_lag(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("sluice_loader_consumer_lag_records{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The address the process's metrics endpoint took (its log names it).
 fn endpoint(sluice: &mut Sluice) -> String {
     sluice.wait_for_log("metrics at /metrics", PATIENCE);
@@ -349,4 +357,72 @@ async fn status_shows_a_running_and_a_stopped_pipeline() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("done"), "{out}");
     assert!(!out.contains("position: none stored"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_rises_and_ready_fails_while_the_index_server_is_stopped() {
+    let (mut conn, mut setup) = fresh("it_metrics_outage", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO t SELECT seq, seq FROM seq_1_to_10",
+        ],
+    )
+    .await;
+    // Its own index server, so stopping it stalls no other test.
+    let es = PrivateOsmem::start();
+    setup.es_url = es.url.clone();
+    let text = setup
+        .config_text("")
+        .replace("[loader]", "timeout_ms = 2000\n[loader]")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nready_retry_secs = 1",
+        );
+    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    let mut sluice = setup.start("all");
+    let addr = endpoint(&mut sluice);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    eventually("ready before the outage", async || {
+        match get(&addr, "/ready")? {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    es.signal(libc::SIGSTOP);
+    for i in 11..=60 {
+        exec(&mut conn, &[&format!("INSERT INTO t VALUES ({i}, {i})")]).await;
+    }
+    sluice.wait_for_log("index server unavailable; retrying the batch", PATIENCE);
+    eventually("lag and a failing /ready during the outage", async || {
+        let (_, text) = get(&addr, "/metrics")?;
+        let lag = consumer_lag(&text);
+        let retries = sample(&text, "sluice_loader_retries_total").unwrap_or(0.0);
+        let (status, body) = get(&addr, "/ready")?;
+        if lag > 0.0 && retries >= 1.0 && status == 503 && body.contains("retrying") {
+            Ok(())
+        } else {
+            Err(format!(
+                "lag {lag}, retries {retries}, /ready {status} {body}"
+            ))
+        }
+    })
+    .await;
+    es.signal(libc::SIGCONT);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    eventually("no lag and ready after the outage", async || {
+        let (_, text) = get(&addr, "/metrics")?;
+        let lag = consumer_lag(&text);
+        let (status, body) = get(&addr, "/ready")?;
+        if lag == 0.0 && status == 200 {
+            Ok(())
+        } else {
+            Err(format!("lag {lag}, /ready {status} {body}"))
+        }
+    })
+    .await;
+    assert!(sluice.terminate(PATIENCE).success());
 }
