@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::retry::{self, Backoff};
+use crate::retry::Backoff;
 
 /// A Kafka client or topic operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +67,9 @@ pub async fn ensure_topics(
         match create_topics(cfg, topics).await? {
             Ok(()) => return Ok(true),
             Err(reason) => {
-                let wait = backoff.next_wait();
-                tracing::warn!(brokers = %cfg.brokers, %reason, retry_in_ms = wait.as_millis() as u64, "Kafka is not reachable; waiting for it");
-                if !retry::pause(wait, shutdown).await {
+                let reason = format!("brokers {}: {reason}", cfg.brokers);
+                let next = "Kafka is not reachable; waiting for it";
+                if !backoff.wait_out(reason, next, shutdown).await {
                     return Ok(false);
                 }
             }

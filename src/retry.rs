@@ -15,14 +15,6 @@ pub enum Attempt<E> {
     Permanent(E),
 }
 
-/// Sleeps `wait` unless `shutdown` comes first; false if it did.
-pub async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => true,
-        () = shutdown.cancelled() => false,
-    }
-}
-
 /// Exponential backoff from 100 ms to 10 s, jittered over the upper half so that restarted
 /// clients do not retry in lockstep.
 #[derive(Debug, Default)]
@@ -36,6 +28,23 @@ impl Backoff {
         let cap = 100u64.saturating_mul(1 << self.attempt.min(7)).min(10_000);
         self.attempt += 1;
         Duration::from_millis(fastrand::u64(cap / 2..=cap))
+    }
+
+    /// Logs that an attempt failed for `reason` (`next` says what happens now, e.g. "the
+    /// database is not reachable; waiting for it") and sleeps the next interval; false if
+    /// `shutdown` came first. Every outage loop waits through this one place.
+    pub async fn wait_out(
+        &mut self,
+        reason: impl std::fmt::Display,
+        next: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let wait = self.next_wait();
+        tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "{next}");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = shutdown.cancelled() => false,
+        }
     }
 
     /// Starts over after a success.

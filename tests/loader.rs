@@ -472,12 +472,7 @@ async fn added_columns_extend_the_mapping_and_a_type_change_holds_only_its_table
     .await;
     setup.assert_index_matches(&mut conn, "o", catch_up).await;
     let index = format!("{}.o", setup.db);
-    let mapping: serde_json::Value = reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mapping = index_mapping(&index).await;
     assert_eq!(
         mapping[&index]["mappings"]["properties"]["price"]["type"], "keyword",
         "{mapping}"
@@ -554,12 +549,7 @@ async fn a_batch_mixing_schemas_maps_the_fields_of_each() {
     let mut loader = setup.start("loader");
     setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
     let index = format!("{}.t", setup.db);
-    let mapping: serde_json::Value = reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mapping = index_mapping(&index).await;
     assert_eq!(
         mapping[&index]["mappings"]["properties"]["b"]["type"], "binary",
         "{mapping}"

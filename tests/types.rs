@@ -44,13 +44,7 @@ async fn every_type_family_snapshots_and_streams_exactly() {
     );
     for &(table, column, row, ty) in DOCUMENTED {
         let index = format!("{}.{table}", setup.db);
-        let mapping: serde_json::Value =
-            reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let mapping = index_mapping(&index).await;
         let field = &mapping[&index]["mappings"]["properties"][column];
         let cells = documented(row);
         // The third cell is the index type; an object (GEOMETRY) names its fields' types.

@@ -17,7 +17,7 @@ use crate::config::RegistryConfig;
 use crate::model::{Change, TableId, TableSchema};
 use tokio_util::sync::CancellationToken;
 
-use crate::retry::{self, Attempt, Backoff};
+use crate::retry::{Attempt, Backoff};
 use crate::wire::envelope::frame;
 use crate::wire::registry::{self, ClientError};
 use crate::wire::subject::{Part, SubjectStrategy, subject};
@@ -148,9 +148,9 @@ impl Encoder {
                 Ok(id) => return Ok(Some(id)),
                 Err(Attempt::Permanent(e)) => return Err(e),
                 Err(Attempt::Transient(reason)) => {
-                    let wait = backoff.next_wait();
-                    tracing::warn!(url = %self.registry_url, %subject, %reason, retry_in_ms = wait.as_millis() as u64, "the schema registry is not reachable; waiting for it");
-                    if !retry::pause(wait, shutdown).await {
+                    let reason = format!("subject {subject} at {}: {reason}", self.registry_url);
+                    let next = "the schema registry is not reachable; waiting for it";
+                    if !backoff.wait_out(reason, next, shutdown).await {
                         return Ok(None);
                     }
                 }

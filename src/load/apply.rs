@@ -19,7 +19,7 @@ use super::lanes::{Partition, Rebalances, offset_list};
 use crate::config::VectorMapping;
 use crate::metrics::metrics;
 use crate::model::{TableId, time};
-use crate::retry::{self, Attempt, Backoff};
+use crate::retry::{Attempt, Backoff};
 
 /// The offsets a settled bulk committed.
 pub(super) type Committed = Vec<(Partition, i64)>;
@@ -110,9 +110,8 @@ pub(super) async fn server_vector_mapping(
             Ok(v) => return Ok(Some(v)),
             Err(Attempt::Permanent(e)) => return Err(e),
             Err(Attempt::Transient(reason)) => {
-                let wait = backoff.next_wait();
-                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; asking again");
-                if !retry::pause(wait, shutdown).await {
+                let next = "index server unavailable; asking again";
+                if !backoff.wait_out(reason, next, shutdown).await {
                     return Ok(None);
                 }
             }
@@ -158,9 +157,8 @@ async fn apply(
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 );
-                let wait = backoff.next_wait();
-                tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "index server unavailable; retrying the batch");
-                if !retry::pause(wait, shutdown).await {
+                let next = "index server unavailable; retrying the batch";
+                if !backoff.wait_out(reason, next, shutdown).await {
                     return Ok(false);
                 }
             }

@@ -18,7 +18,7 @@ use super::index::{IndexWriter, Target};
 use super::mapping;
 use crate::config::LoaderConfig;
 use crate::model::TableId;
-use crate::retry::{self, Attempt, Backoff};
+use crate::retry::{Attempt, Backoff};
 
 /// A TRUNCATE read from one partition.
 pub struct Truncate {
@@ -298,9 +298,8 @@ async fn with_registry(
             Attempt::Transient(reason) => {
                 // The decoder keeps failed lookups; a fresh one asks the registry again.
                 registry.decoder = AvroDecoder::new(registry.settings.clone());
-                let wait = backoff.next_wait();
-                tracing::warn!(error = %reason, retry_in_ms = wait.as_millis() as u64, "schema registry unavailable; retrying");
-                if !retry::pause(wait, shutdown).await {
+                let next = "schema registry unavailable; retrying";
+                if !backoff.wait_out(reason, next, shutdown).await {
                     return Ok(None);
                 }
             }

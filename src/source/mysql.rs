@@ -12,7 +12,7 @@ use super::SourceError;
 use super::charset::{self, CharTable, Collations};
 use crate::config::{SourceConfig, TablePattern, TlsMode};
 use crate::model::{Column, ColumnType, Position, TableId, TableSchema, column_indices};
-use crate::retry::{self, Backoff};
+use crate::retry::Backoff;
 
 /// Connection options from the config; TCP_NODELAY because the binlog stream and snapshot are
 /// many small round trips at start.
@@ -70,9 +70,8 @@ pub async fn connect_waiting(
         if !unreachable {
             return Err(e);
         }
-        let wait = backoff.next_wait();
-        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the database is not reachable; waiting for it");
-        if !retry::pause(wait, shutdown).await {
+        let next = "the database is not reachable; waiting for it";
+        if !backoff.wait_out(e, next, shutdown).await {
             return Ok(None);
         }
     }

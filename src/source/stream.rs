@@ -25,7 +25,7 @@ use crate::model::{
     binlog_file_sequence,
 };
 use crate::positions::PositionStore;
-use crate::retry::{self, Backoff};
+use crate::retry::Backoff;
 
 /// The server sends a heartbeat after this much silence, so a dead connection shows.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -149,14 +149,9 @@ pub async fn run(
         if progressed {
             backoff.reset();
         }
-        let wait = backoff.next_wait();
-        tracing::warn!(
-            error = %error,
-            position = %resume,
-            retry_in_ms = wait.as_millis() as u64,
-            "binlog connection lost; reconnecting from the last commit"
-        );
-        if !retry::pause(wait, shutdown).await {
+        let reason = format!("{error} (resuming at {resume})");
+        let next = "binlog connection lost; reconnecting from the last commit";
+        if !backoff.wait_out(reason, next, shutdown).await {
             return Ok(());
         }
     }

@@ -908,6 +908,16 @@ pub async fn delete_index(index: &str) {
     );
 }
 
+/// The mapping of `index` on the stack's index server.
+pub async fn index_mapping(index: &str) -> Json {
+    reqwest::get(format!("{}/{index}/_mapping", stack().es_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Every document of an index, keyed by id, read in pages in `_id` order (`search_after`).
 pub async fn index_docs(index: &str) -> BTreeMap<String, Json> {
     index_docs_at(&stack().es_url, index).await

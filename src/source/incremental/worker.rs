@@ -13,7 +13,7 @@ use super::signal::{CLOSE, OPEN, new_window_id};
 use super::{Chunk, ToStream, ToWorker};
 use crate::config::SourceConfig;
 use crate::model::{TableId, WindowProgress};
-use crate::retry::{self, Backoff};
+use crate::retry::Backoff;
 use crate::source::SourceError;
 use crate::source::mysql::{self, connect, estimated_rows, query_error, quote};
 use crate::source::progress::Progress;
@@ -88,11 +88,12 @@ impl Worker {
                 Ok(true) => backoff.reset(),
                 Ok(false) => return Ok(()),
                 Err(e) if e.is_connection_loss() => {
-                    let wait = backoff.next_wait();
-                    tracing::warn!(%table, error = %e, retry_in_ms = wait.as_millis() as u64, "incremental snapshot: connection lost; continuing at the last window");
+                    let reason = format!("{table}: {e}");
                     conn = None;
                     self.queue.push_front((table, progress));
-                    if !retry::pause(wait, &shutdown).await {
+                    let next =
+                        "incremental snapshot: connection lost; continuing at the last window";
+                    if !backoff.wait_out(reason, next, &shutdown).await {
                         return Ok(());
                     }
                 }
