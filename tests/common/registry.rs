@@ -58,15 +58,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts one on loopback port `port` (the stack installed tansu).
+    /// Starts one on loopback port `port` (`scripts/stack.sh` installed tansu).
     pub fn start_at(port: u16) -> Broker {
         super::stack();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
-        let tansu = std::env::var("HOME")
-            .map_or_else(|_| "tansu".into(), |h| format!("{h}/.cargo/bin/tansu"));
+        // Found on PATH, as scripts/stack.sh finds it (scripts/test.sh puts ~/.cargo/bin there).
         // The sqlite:// path is relative to the working directory.
-        let child = Command::new(tansu)
+        let child = Command::new("tansu")
             .args([
                 "broker",
                 "--listener-url",
