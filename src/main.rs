@@ -1,8 +1,10 @@
 //! The `sluice` command line: the binary edge, where errors become messages and exit codes.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,6 +12,7 @@ use sluice::config::{Config, LogFormat, Role};
 use sluice::model::TableId;
 use sluice::positions::PositionStore;
 use sluice::registry::Users;
+use sluice::tools::verify::{Difference, VerifyOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +72,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each captured table with its index while streaming goes on, chunk by chunk in
+    /// key order, and list missing, extra and different documents. Exit 0 = equal,
+    /// 1 = differences, 2 = could not check (or some rows kept changing). An interrupted run
+    /// continues where it stopped.
+    Verify {
+        /// TOML config file with `[source]` and `[elasticsearch]` (the pipeline's own).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this table, `db.table`.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only rows matching this SQL condition (documents without rows are then not
+        /// looked for).
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// Re-read differing rows through the pipeline (incremental-snapshot windows: needs
+        /// the signal table and a running source) and delete documents without rows.
+        #[arg(long)]
+        repair: bool,
+        /// Read at most this many rows per second (0 = unpaced).
+        #[arg(long, default_value_t = 0)]
+        max_rows_per_sec: u64,
+        /// Rows compared per chunk (documents fetched per request).
+        #[arg(long, default_value_t = 1000)]
+        chunk_rows: u64,
+        /// Seconds to wait for the pipeline to pass a differing row before it counts as
+        /// unsettled.
+        #[arg(long, default_value_t = 120)]
+        patience_secs: u64,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a table's schema history: every shape the source saw in the binlog, with the
     /// position of the first change that had it (stop `sluice run` first: sled locks it).
     Schemas {
@@ -100,7 +136,8 @@ fn main() -> ExitCode {
         | Command::Setup { config }
         | Command::Snapshot { config, .. }
         | Command::Schemas { config, .. }
-        | Command::Status { config, .. } => LogFormat::of_file(config),
+        | Command::Status { config, .. }
+        | Command::Verify { config, .. } => LogFormat::of_file(config),
         Command::Registry { .. } => LogFormat::Text,
     };
     let logs = tracing_subscriber::fmt()
@@ -121,7 +158,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", sluice::with_causes(e.as_ref()));
             ExitCode::FAILURE
@@ -129,7 +166,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit code it asks for.
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone())?;
     match cli.command {
@@ -187,6 +225,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status.text());
             }
         }
+        Command::Verify {
+            config,
+            table,
+            filter,
+            repair,
+            max_rows_per_sec,
+            chunk_rows,
+            patience_secs,
+            json,
+        } => {
+            let options = VerifyOptions {
+                table: table
+                    .map(|t| {
+                        TableId::parse(&t).with_context(|| {
+                            format!("{t:?} is not a table name of the form db.table")
+                        })
+                    })
+                    .transpose()?,
+                filter,
+                repair,
+                max_rows_per_sec: NonZeroU64::new(max_rows_per_sec),
+                chunk_rows: chunk_rows.max(1),
+                patience: Duration::from_secs(patience_secs),
+                ..VerifyOptions::default()
+            };
+            return Ok(verify(&config, &options, json, &shutdown).await);
+        }
         Command::Registry { listen, data } => {
             // Credentials come from the environment, never the command line (`ps` shows it).
             let users = match std::env::var(REGISTRY_USERS) {
@@ -198,7 +263,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sluice::registry::serve(listen, &data, users, shutdown).await?;
         }
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `sluice verify`: differences printed as they are confirmed, then a summary line per
+/// table (or one JSON report); any failure to check exits 2.
+async fn verify(
+    config: &std::path::Path,
+    options: &VerifyOptions,
+    json: bool,
+    shutdown: &CancellationToken,
+) -> u8 {
+    let cfg = match Config::load(config, Role::All) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {}", sluice::with_causes(&e));
+            return 2;
+        }
+    };
+    let mut print = |table: &TableId, d: &Difference| {
+        if !json {
+            let columns = if d.columns.is_empty() {
+                String::new()
+            } else {
+                format!("\tcolumns: {}", d.columns.join(", "))
+            };
+            println!("{}\t{table}\tid={}{columns}", d.kind, d.id);
+        }
+    };
+    match sluice::tools::verify::verify(&cfg, options, shutdown, &mut print).await {
+        Ok(Some(report)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report serializes")
+                );
+            } else {
+                for t in &report.tables {
+                    println!("{}", t.summary());
+                }
+            }
+            report.exit_code() as u8
+        }
+        Ok(None) => {
+            eprintln!("interrupted: run the same command again to continue where it stopped");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {}", sluice::with_causes(&e));
+            2
+        }
+    }
 }
 
 /// The first SIGINT/SIGTERM asks for a drain; a second one exits at once.

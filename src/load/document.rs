@@ -117,6 +117,11 @@ impl Options {
         }
     }
 
+    /// The index the rows of `table` are written to.
+    pub fn index_name(&self, table: &TableId) -> String {
+        fill(&self.index, &table.db, &table.table)
+    }
+
     /// How column `field` of `table` is converted.
     pub fn conversion(&self, table: &TableId, field: &RecordField) -> Conversion {
         if self

@@ -37,6 +37,44 @@ pub struct Target {
     pub alias: Option<String>,
 }
 
+/// A client for the configured servers. Credentials go to the transport, never to logs.
+pub fn client(cfg: &ElasticsearchConfig) -> Result<Elasticsearch, LoadError> {
+    let bad = |what: String| LoadError::Elasticsearch(what);
+    let urls: Vec<Url> = cfg.url.iter().map(|u| u.url().clone()).collect();
+    let mut transport = match urls.as_slice() {
+        [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
+        _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+    }
+    .timeout(cfg.timeout);
+    match &cfg.auth {
+        EsAuth::None => {}
+        EsAuth::Basic { username, password } => {
+            transport = transport.auth(Credentials::Basic(
+                username.clone(),
+                password.expose().to_string(),
+            ));
+        }
+        EsAuth::ApiKey(key) => {
+            transport = transport.auth(Credentials::EncodedApiKey(key.expose().to_string()));
+        }
+    }
+    if let Some(ca) = &cfg.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| bad(format!("`elasticsearch.ca_file` {}: {e}", ca.display())))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| {
+            bad(format!(
+                "`elasticsearch.ca_file` {} is not a PEM certificate: {e}",
+                ca.display()
+            ))
+        })?;
+        transport = transport.cert_validation(CertificateValidation::Full(cert));
+    }
+    let transport = transport
+        .build()
+        .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
+    Ok(Elasticsearch::new(transport))
+}
+
 /// Writes to one Elasticsearch/OpenSearch cluster.
 pub struct IndexWriter {
     client: Elasticsearch,
@@ -50,43 +88,10 @@ pub struct IndexWriter {
 }
 
 impl IndexWriter {
-    /// A writer for the configured servers. Credentials go to the transport, never to logs.
+    /// A writer for the configured servers.
     pub fn new(cfg: &ElasticsearchConfig) -> Result<IndexWriter, LoadError> {
-        let bad = |what: String| LoadError::Elasticsearch(what);
-        let urls: Vec<Url> = cfg.url.iter().map(|u| u.url().clone()).collect();
-        let mut transport = match urls.as_slice() {
-            [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
-            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
-        }
-        .timeout(cfg.timeout);
-        match &cfg.auth {
-            EsAuth::None => {}
-            EsAuth::Basic { username, password } => {
-                transport = transport.auth(Credentials::Basic(
-                    username.clone(),
-                    password.expose().to_string(),
-                ));
-            }
-            EsAuth::ApiKey(key) => {
-                transport = transport.auth(Credentials::EncodedApiKey(key.expose().to_string()));
-            }
-        }
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| bad(format!("`elasticsearch.ca_file` {}: {e}", ca.display())))?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| {
-                bad(format!(
-                    "`elasticsearch.ca_file` {} is not a PEM certificate: {e}",
-                    ca.display()
-                ))
-            })?;
-            transport = transport.cert_validation(CertificateValidation::Full(cert));
-        }
-        let transport = transport
-            .build()
-            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
         Ok(IndexWriter {
-            client: Elasticsearch::new(transport),
+            client: client(cfg)?,
             url: cfg
                 .url
                 .iter()

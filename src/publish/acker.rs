@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::error::PublishError;
 use crate::metrics::metrics;
-use crate::model::Checkpoint;
+use crate::model::{Checkpoint, Position};
 use crate::positions::PositionStore;
 
 /// How often gathered checkpoints are written; each write is an fsync.
@@ -189,18 +189,14 @@ async fn save(
             m.publish.checkpoints.inc();
             match cp {
                 Checkpoint::Stream(position) => {
-                    m.source
-                        .checkpoint_position
-                        .set(i64::try_from(position.pos).unwrap_or(i64::MAX));
-                    m.source.checkpoint_info.reset();
-                    m.source
-                        .checkpoint_info
-                        .with_label_values(&[
-                            &position.file,
-                            position.gtid.as_deref().unwrap_or(""),
-                        ])
-                        .set(1);
+                    show_position(&position);
                     tracing::debug!(%position, "checkpoint stored");
+                }
+                Checkpoint::Snapshot { .. } => {
+                    // The snapshot's point is the resume position until streaming stores one.
+                    if let Ok(Some(position)) = state.position() {
+                        show_position(&position);
+                    }
                 }
                 Checkpoint::Chunk { table, progress } => {
                     tracing::info!(%table, rows = progress.rows, "snapshot progress stored");
@@ -211,12 +207,22 @@ async fn save(
                 Checkpoint::WindowsDone { table, id, .. } => {
                     tracing::info!(%table, %id, "incremental snapshot stored as done");
                 }
-                cp => tracing::debug!(?cp, "checkpoint stored"),
             }
         }
     }
     *last_save = Instant::now();
     Ok(())
+}
+
+/// Exposes the stored resume position in the metrics.
+fn show_position(position: &Position) {
+    let m = &metrics().source;
+    m.checkpoint_position
+        .set(i64::try_from(position.pos).unwrap_or(i64::MAX));
+    m.checkpoint_info.reset();
+    m.checkpoint_info
+        .with_label_values(&[&position.file, position.gtid.as_deref().unwrap_or("")])
+        .set(1);
 }
 
 #[cfg(test)]

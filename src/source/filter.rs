@@ -68,6 +68,13 @@ impl ColumnFilter {
         self.projection(table).map(|_| ())
     }
 
+    /// The schema `table` has once filtered: what the encoder, Kafka and the index see.
+    pub fn schema(&mut self, table: &Arc<TableSchema>) -> Result<Arc<TableSchema>, KeyFilterError> {
+        Ok(self
+            .projection(table)?
+            .map_or_else(|| table.clone(), |p| p.schema.clone()))
+    }
+
     /// Filters `changes` in place.
     pub fn apply(&mut self, changes: &mut [Change]) -> Result<(), KeyFilterError> {
         if self.exclude.is_empty() && self.hash.is_empty() && self.mask.is_empty() {

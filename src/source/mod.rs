@@ -14,7 +14,7 @@ pub mod mysql;
 mod output;
 pub mod progress;
 mod run;
-mod select;
+pub mod select;
 pub mod snapshot;
 mod startup;
 pub mod stream;

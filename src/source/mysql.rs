@@ -4,6 +4,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 
 use tokio_util::sync::CancellationToken;
@@ -381,6 +382,27 @@ pub async fn resolve_tables(
         .into_iter()
         .filter(|t| include.iter().any(|p| p.matches(t)) && !exclude.iter().any(|p| p.matches(t)))
         .collect())
+}
+
+/// The definition Sluice captures `table` with: keyed by its `[keys]` entry, else its primary
+/// key, else a unique key over NOT NULL columns, which is then added to `keys`.
+pub async fn captured_schema(
+    conn: &mut Conn,
+    table: &TableId,
+    keys: &mut HashMap<TableId, Vec<String>>,
+) -> Result<TableSchema, SourceError> {
+    match table_schema(conn, table, keys.get(table).map(Vec::as_slice)).await {
+        Err(SourceError::NoPrimaryKey(_)) if !keys.contains_key(table) => {
+            let Some(unique) = unique_key(conn, table).await? else {
+                return Err(SourceError::NoPrimaryKey(table.clone()));
+            };
+            tracing::info!(%table, key = ?unique, "no primary key: records are keyed by a unique key over NOT NULL columns");
+            let schema = table_schema(conn, table, Some(&unique)).await?;
+            keys.insert(table.clone(), unique);
+            Ok(schema)
+        }
+        other => other,
+    }
 }
 
 /// A table's current definition, as the snapshot reads it. The binlog's TABLE_MAP yields the

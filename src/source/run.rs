@@ -59,19 +59,7 @@ pub async fn run(
     let (mut schemas, mut pending) = (Vec::new(), Vec::new());
     let mut keys = capture.keys;
     for t in &tables {
-        let schema = match mysql::table_schema(&mut conn, t, keys.get(t).map(Vec::as_slice)).await {
-            Err(SourceError::NoPrimaryKey(_)) if !keys.contains_key(t) => {
-                let Some(unique) = mysql::unique_key(&mut conn, t).await? else {
-                    return Err(SourceError::NoPrimaryKey(t.clone()));
-                };
-                tracing::info!(table = %t, key = ?unique, "no primary key: records are keyed by a unique key over NOT NULL columns");
-                let schema = mysql::table_schema(&mut conn, t, Some(&unique)).await?;
-                keys.insert(t.clone(), unique);
-                schema
-            }
-            other => other?,
-        };
-        let schema = Arc::new(schema);
+        let schema = Arc::new(mysql::captured_schema(&mut conn, t, &mut keys).await?);
         out.check_columns(&schema)?;
         let progress = state.progress(t)?;
         let copied = state.is_snapshotted(t)? || queued.iter().any(|(q, _)| q == t);

@@ -77,6 +77,51 @@ pub fn chunk_query(
     (sql, params)
 }
 
+/// An SQL condition that matches exactly the rows with these keys (each in key order), as
+/// literals: it travels as text, in a snapshot signal's filter.
+pub fn keys_condition(table: &TableSchema, keys: &[Vec<Value>]) -> String {
+    let names: Vec<String> = table
+        .key
+        .iter()
+        .map(|&i| quote(&table.columns[i].name))
+        .collect();
+    let one = |key: &Vec<Value>| {
+        let terms: Vec<String> = names
+            .iter()
+            .zip(key)
+            .map(|(n, v)| format!("{n} = {}", param(v).as_sql(false)))
+            .collect();
+        format!("({})", terms.join(" AND "))
+    };
+    keys.iter().map(one).collect::<Vec<_>>().join(" OR ")
+}
+
+/// An SQL condition that matches the rows whose keys fall in one of the inclusive `ranges`
+/// (each `(lowest, highest)` in key order), as literals for a snapshot signal's filter.
+pub fn key_range_condition(table: &TableSchema, ranges: &[(Vec<Value>, Vec<Value>)]) -> String {
+    let names: Vec<String> = table
+        .key
+        .iter()
+        .map(|&i| quote(&table.columns[i].name))
+        .collect();
+    let tuple = |key: &Vec<Value>| {
+        let values: Vec<String> = key.iter().map(|v| param(v).as_sql(false)).collect();
+        format!("({})", values.join(", "))
+    };
+    let columns = format!("({})", names.join(", "));
+    ranges
+        .iter()
+        .map(|(lo, hi)| {
+            format!(
+                "({columns} >= {} AND {columns} <= {})",
+                tuple(lo),
+                tuple(hi)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// A key value as a statement parameter the server compares like the column.
 fn param(v: &Value) -> mysql_async::Value {
     use mysql_async::Value as V;

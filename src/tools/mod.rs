@@ -3,3 +3,4 @@
 //! internals.
 
 pub mod status;
+pub mod verify;

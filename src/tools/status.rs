@@ -108,9 +108,9 @@ fn addr_text(config: &Config) -> String {
 }
 
 /// One scrape of `/metrics`: every sample by name and labels.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+pub(super) type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
-async fn scrape(addr: SocketAddr) -> Option<Samples> {
+pub(super) async fn scrape(addr: SocketAddr) -> Option<Samples> {
     let text = get(addr, "/metrics").await?.1;
     Some(parse(&text))
 }
@@ -159,7 +159,7 @@ fn parse(text: &str) -> Samples {
 }
 
 /// The samples of `name`, with their labels.
-fn series<'s>(
+pub(super) fn series<'s>(
     samples: &'s Samples,
     name: &'s str,
 ) -> impl Iterator<Item = (&'s BTreeMap<String, String>, f64)> + 's {
@@ -170,7 +170,7 @@ fn series<'s>(
 }
 
 /// The sum of the samples of `name`, if there is one.
-fn total(samples: &Samples, name: &str) -> Option<f64> {
+pub(super) fn total(samples: &Samples, name: &str) -> Option<f64> {
     let mut values = series(samples, name).map(|(_, v)| v).peekable();
     values.peek()?;
     Some(values.sum())
