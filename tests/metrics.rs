@@ -311,13 +311,8 @@ async fn status_shows_a_running_and_a_stopped_pipeline() {
         ],
     )
     .await;
-    let port = free_port();
     let config = setup.write_config("");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    std::fs::write(&config, text).unwrap();
+    fixed_metrics_port(&config);
     let config = config.to_str().unwrap().to_string();
     let table = format!("{}.t", setup.db);
     let mut sluice = setup.start("all");

@@ -27,11 +27,7 @@ async fn streamed(name: &str) -> (mysql_async::Conn, Setup, String, Sluice) {
     )
     .await;
     let config = setup.write_config("");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{}\"", free_port()),
-    );
-    std::fs::write(&config, text).unwrap();
+    fixed_metrics_port(&config);
     setup.signal_table(&mut conn, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("partitions assigned", PATIENCE);
@@ -260,5 +256,79 @@ async fn an_interrupted_verify_continues_where_it_stopped() {
         out.contains("400 rows compared") && out.contains(", resumed)"),
         "{out}"
     );
+    assert!(sluice.terminate(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_applies_the_pipelines_column_rules_mapping_options_and_index_names() {
+    let (mut conn, setup) = fresh("it_verify_rules", &["r"]).await;
+    let db = setup.db.clone();
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE r (tenant VARCHAR(10), id INT, flag TINYINT, doc LONGTEXT, \
+             email VARCHAR(50), phone VARCHAR(20), secret VARCHAR(10), price DECIMAL(8,3), \
+             at TIMESTAMP(6) NULL, PRIMARY KEY (tenant, id))",
+            "INSERT INTO r SELECT IF(seq % 2, 'a', 'B'), seq, seq % 2, \
+             CONCAT('{\"n\": ', seq, ', \"tags\": [\"x\", null]}'), CONCAT('u', seq, '@x.org'), \
+             '555-0100', 's', seq / 8, '2026-03-04 05:06:07.123456' FROM seq_1_to_300",
+        ],
+    )
+    .await;
+    let config = setup.write_config(&format!(
+        r#"index = "v-{{table}}"
+alias = "va-{{table}}"
+[loader.mapping]
+json_columns = ["{db}.r.doc"]
+booleans = ["{db}.r.flag"]
+decimals = "double"
+[columns]
+exclude = ["{db}.r.secret"]
+hash = ["{db}.r.email"]
+hash_salt = "pepper"
+mask = ["{db}.r.phone"]
+"#
+    ));
+    fixed_metrics_port(&config);
+    let config = config.to_str().unwrap().to_string();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("partitions assigned", PATIENCE);
+    exec(
+        &mut conn,
+        &["UPDATE r SET flag = 1 - flag, price = price + 1 WHERE id <= 20"],
+    )
+    .await;
+    let (code, out) = eventually("the index caught up", async || match verify(&config, &[]) {
+        (0, out) => Ok((0, out)),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("300 rows compared, 300 documents scanned; 0 missing"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{db}.r:")), "{out}");
+    let doc = es(reqwest::Method::GET, "/v-r/_doc/[\"a\",1]", None).await;
+    assert_eq!(doc["_source"]["flag"], json!(false), "{doc}");
+
+    // An excluded column changes nothing; the others show by name.
+    exec(
+        &mut conn,
+        &[
+            "SET SESSION sql_log_bin = 0",
+            "UPDATE r SET secret = 'changed' WHERE id = 3",
+            "UPDATE r SET doc = '{\"n\": 0}', email = 'other@x.org', flag = 1 - flag WHERE id = 4",
+            "SET SESSION sql_log_bin = 1",
+        ],
+    )
+    .await;
+    let (code, out) = verify(&config, &["--table", &format!("{db}.r")]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(differences(&out), ["different [\"B\",4]"], "{out}");
+    assert!(out.contains("columns: doc, email, flag"), "{out}");
+    let (code, out) = verify(&config, &["--table", &format!("{db}.nope")]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is not captured by this config"), "{out}");
     assert!(sluice.terminate(PATIENCE).success());
 }

@@ -586,6 +586,18 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Gives the config at `path` a fixed free metrics port (tests use port 0 otherwise), for the
+/// commands that ask the running pipeline over it (`status`, `verify`).
+pub fn fixed_metrics_port(path: &Path) -> u16 {
+    let port = free_port();
+    let text = std::fs::read_to_string(path).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(path, text).unwrap();
+    port
+}
+
 /// Runs a sluice command to completion and returns (exit status, stdout and stderr).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
