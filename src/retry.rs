@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::metrics;
+
 /// What a failed attempt means for the loop that made it.
 #[derive(Debug)]
 pub enum Attempt<E> {
@@ -16,10 +18,12 @@ pub enum Attempt<E> {
 }
 
 /// Exponential backoff from 100 ms to 10 s, jittered over the upper half so that restarted
-/// clients do not retry in lockstep.
+/// clients do not retry in lockstep. From its first wait until a success (or until it is
+/// dropped) it counts as an outage being waited out, which `/ready` reports once it lasts.
 #[derive(Debug, Default)]
 pub struct Backoff {
     attempt: u32,
+    waiting: bool,
 }
 
 impl Backoff {
@@ -39,6 +43,12 @@ impl Backoff {
         next: &str,
         shutdown: &CancellationToken,
     ) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            metrics()
+                .readiness
+                .wait_begins(crate::model::time::now_ms());
+        }
         let wait = self.next_wait();
         tracing::warn!(%reason, retry_in_ms = wait.as_millis() as u64, "{next}");
         tokio::select! {
@@ -50,6 +60,20 @@ impl Backoff {
     /// Starts over after a success.
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.end_wait();
+    }
+
+    fn end_wait(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            metrics().readiness.wait_ends();
+        }
+    }
+}
+
+impl Drop for Backoff {
+    /// A loop that ends (done, given up, shut down) no longer waits.
+    fn drop(&mut self) {
+        self.end_wait();
     }
 }
 

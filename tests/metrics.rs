@@ -5,26 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use common::*;
 use mysql_async::prelude::*;
-
-/// `GET path` on `addr`: status code and body.
-fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, body.to_string()))
-}
 
 /// The value of the sample `name` (with its labels, as exposed) in `/metrics`.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -58,7 +40,7 @@ fn endpoint(sluice: &mut Sluice) -> String {
 /// Waits until every `(sample, value)` pair is exposed with exactly that value.
 async fn metrics_reach(addr: &str, want: &[(String, f64)]) -> String {
     eventually("the metrics", async || {
-        let (status, text) = get(addr, "/metrics")?;
+        let (status, text) = http_get(addr, "/metrics")?;
         if status != 200 {
             return Err(format!("HTTP {status}"));
         }
@@ -91,9 +73,9 @@ async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
     let mut sluice = setup.start("all");
     let addr = endpoint(&mut sluice);
     // Not ready until the loader holds partitions (the group's join takes seconds on tansu).
-    let (status, body) = get(&addr, "/ready").unwrap();
+    let (status, body) = http_get(&addr, "/ready").unwrap();
     let early = format!("{status} {body}");
-    assert_eq!(get(&addr, "/health").unwrap().0, 200);
+    assert_eq!(http_get(&addr, "/health").unwrap().0, 200);
     sluice.wait_for_log("streaming the binlog", PATIENCE);
     let table = format!("{}.t", setup.db);
     // 30 inserts, 10 updates and 5 deletes, one transaction each.
@@ -131,7 +113,7 @@ async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
     // 50 snapshot rows + 30 inserts + 10 updates indexed, 5 deletes; at least, as a
     // rebalance may apply a batch twice (harmless with external versions).
     let text = eventually("the loader's document counts", async || {
-        let (_, text) = get(&addr, "/metrics")?;
+        let (_, text) = http_get(&addr, "/metrics")?;
         let docs = |op: &str| {
             sample(
                 &text,
@@ -172,7 +154,7 @@ async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
         "{text}"
     );
     assert!(sample(&text, "sluice_process_resident_memory_bytes").unwrap() > 1e6);
-    let (status, body) = get(&addr, "/ready").unwrap();
+    let (status, body) = http_get(&addr, "/ready").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(
         early.starts_with("503") && early.contains("no partitions")
@@ -278,7 +260,7 @@ async fn the_stored_position_advances_while_captured_tables_are_idle() {
     eventually(
         "a stored position past the other table's writes",
         async || {
-            let (_, text) = get(&addr, "/metrics")?;
+            let (_, text) = http_get(&addr, "/metrics")?;
             let stored_file = text
                 .lines()
                 .find(|l| l.starts_with("sluice_source_checkpoint_info{"))
@@ -381,7 +363,7 @@ async fn lag_rises_and_ready_fails_while_the_index_server_is_stopped() {
     sluice.wait_for_log("streaming the binlog", PATIENCE);
     setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
     eventually("ready before the outage", async || {
-        match get(&addr, "/ready")? {
+        match http_get(&addr, "/ready")? {
             (200, _) => Ok(()),
             (status, body) => Err(format!("{status} {body}")),
         }
@@ -393,10 +375,10 @@ async fn lag_rises_and_ready_fails_while_the_index_server_is_stopped() {
     }
     sluice.wait_for_log("index server unavailable; retrying the batch", PATIENCE);
     eventually("lag and a failing /ready during the outage", async || {
-        let (_, text) = get(&addr, "/metrics")?;
+        let (_, text) = http_get(&addr, "/metrics")?;
         let lag = consumer_lag(&text);
         let retries = sample(&text, "sluice_loader_retries_total").unwrap_or(0.0);
-        let (status, body) = get(&addr, "/ready")?;
+        let (status, body) = http_get(&addr, "/ready")?;
         if lag > 0.0 && retries >= 1.0 && status == 503 && body.contains("retrying") {
             Ok(())
         } else {
@@ -409,9 +391,9 @@ async fn lag_rises_and_ready_fails_while_the_index_server_is_stopped() {
     es.signal(libc::SIGCONT);
     setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
     eventually("no lag and ready after the outage", async || {
-        let (_, text) = get(&addr, "/metrics")?;
+        let (_, text) = http_get(&addr, "/metrics")?;
         let lag = consumer_lag(&text);
-        let (status, body) = get(&addr, "/ready")?;
+        let (status, body) = http_get(&addr, "/ready")?;
         if lag == 0.0 && status == 200 {
             Ok(())
         } else {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::Problems;
 
 /// `[kafka]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.

@@ -40,7 +40,7 @@ pub struct MetricsConfig {
     /// Address of `/metrics`, `/health` and `/ready`; `None` (`""` in the file) turns them
     /// off. Port 0 takes a free port (logged).
     pub listen: Option<SocketAddr>,
-    /// How long the loader may retry an unavailable index server before `/ready` says no.
+    /// How long a component may be waited for (an outage) before `/ready` says no.
     pub ready_retry: Duration,
 }
 

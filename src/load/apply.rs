@@ -131,10 +131,6 @@ async fn apply(
     loop {
         match try_apply(writer, batch).await {
             Ok(refused) => {
-                metrics()
-                    .readiness
-                    .retrying_since_ms
-                    .store(0, Ordering::Relaxed);
                 count_applied(batch, &refused);
                 for (i, reason) in refused {
                     batch.dead.push(DeadLetter {
@@ -151,12 +147,6 @@ async fn apply(
                 on_retry();
                 let m = metrics();
                 m.load.retries.inc();
-                let _ = m.readiness.retrying_since_ms.compare_exchange(
-                    0,
-                    time::now_ms(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
                 let next = "index server unavailable; retrying the batch";
                 if !backoff.wait_out(reason, next, shutdown).await {
                     return Ok(false);

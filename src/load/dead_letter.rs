@@ -95,7 +95,8 @@ impl DeadLetters {
         if !kafka::ensure_topics(cfg, std::slice::from_ref(&topic), shutdown).await? {
             return Ok(None);
         }
-        let producer = kafka::client_config(cfg, &[])
+        // As the publisher: a broker outage is waited out, however long.
+        let producer = kafka::client_config(cfg, &[("message.timeout.ms", "0")])
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()

@@ -9,7 +9,7 @@ mod serve;
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -131,27 +131,45 @@ pub struct Readiness {
     pub streaming: AtomicBool,
     /// The loader holds partitions of its group.
     pub assigned: AtomicBool,
-    /// Since when (ms since the epoch) the loader's current retries last; 0 when not retrying.
-    pub retrying_since_ms: AtomicI64,
+    /// Outages being waited out (binlog, database, registry, Kafka, index server).
+    waits: AtomicU32,
+    /// Since when (ms since the epoch) some outage has been waited out; 0 when none is.
+    waiting_since_ms: AtomicI64,
 }
 
 impl Readiness {
-    /// Why the process is not ready, if it is not; `retry_ms` is how long the loader may retry.
+    /// Why the process is not ready, if it is not; `retry_ms` is how long an outage may be
+    /// waited out before it counts.
     pub fn not_ready(&self, now_ms: i64, retry_ms: i64) -> Option<&'static str> {
         let load = |b: &AtomicBool| b.load(Ordering::Relaxed);
         if load(&self.source_runs) && !load(&self.streaming) {
             return Some("the source is not streaming the binlog");
         }
-        if load(&self.loader_runs) {
-            if !load(&self.assigned) {
-                return Some("the loader has no partitions assigned");
-            }
-            let since = self.retrying_since_ms.load(Ordering::Relaxed);
-            if since > 0 && now_ms - since > retry_ms {
-                return Some("the loader has been retrying longer than metrics.ready_retry_secs");
-            }
+        if load(&self.loader_runs) && !load(&self.assigned) {
+            return Some("the loader has no partitions assigned");
+        }
+        let since = self.waiting_since_ms.load(Ordering::Relaxed);
+        if since > 0 && now_ms - since > retry_ms {
+            return Some(
+                "a component has been unreachable for longer than metrics.ready_retry_secs (the \
+                 log says which)",
+            );
         }
         None
+    }
+
+    /// An outage began to be waited out.
+    pub fn wait_begins(&self, now_ms: i64) {
+        if self.waits.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.waiting_since_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// An outage that was waited out is over (or its wait given up).
+    pub fn wait_ends(&self) {
+        if self.waits.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.waiting_since_ms.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -493,8 +511,13 @@ mod tests {
         r.loader_runs.store(true, Ordering::Relaxed);
         assert!(r.not_ready(0, 60_000).unwrap().contains("no partitions"));
         r.assigned.store(true, Ordering::Relaxed);
-        r.retrying_since_ms.store(1_000, Ordering::Relaxed);
+        r.wait_begins(1_000);
+        r.wait_begins(20_000);
         assert_eq!(r.not_ready(30_000, 60_000), None);
-        assert!(r.not_ready(70_000, 60_000).unwrap().contains("retrying"));
+        assert!(r.not_ready(70_000, 60_000).unwrap().contains("unreachable"));
+        r.wait_ends();
+        assert!(r.not_ready(70_000, 60_000).is_some(), "one wait goes on");
+        r.wait_ends();
+        assert_eq!(r.not_ready(70_000, 60_000), None);
     }
 }

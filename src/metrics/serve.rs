@@ -34,8 +34,8 @@ pub enum MetricsError {
 }
 
 /// Binds `listen` (a taken port is reported before anything else starts), then serves until
-/// `shutdown` in a task of its own. `ready_retry` is how long the loader may retry before
-/// `/ready` says no.
+/// `shutdown` in a task of its own. `ready_retry` is how long an outage may be waited out
+/// before `/ready` says no.
 pub async fn serve(
     listen: SocketAddr,
     ready_retry: Duration,

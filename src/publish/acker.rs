@@ -7,11 +7,12 @@
 //! One counter instead of a future per record: the per-record cost is a short lock.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::ProducerContext;
 use tokio::sync::{Notify, mpsc};
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 
 use super::error::PublishError;
 use crate::metrics::metrics;
-use crate::model::{Checkpoint, Position};
+use crate::model::{Checkpoint, Position, time};
 use crate::positions::PositionStore;
 
 /// How often gathered checkpoints are written; each write is an fsync.
@@ -101,10 +102,37 @@ impl Deliveries {
 }
 
 /// The producer's context: every delivery report goes to [`Deliveries`]; a record's opaque
-/// value is its number.
-pub struct DeliveryContext(pub Arc<Deliveries>);
+/// value is its number. It also notices the brokers going away and coming back.
+pub struct DeliveryContext {
+    deliveries: Arc<Deliveries>,
+    /// Whether librdkafka reported every broker down since the last delivery.
+    brokers_down: AtomicBool,
+}
 
-impl ClientContext for DeliveryContext {}
+impl DeliveryContext {
+    /// A context reporting to `deliveries`.
+    pub fn new(deliveries: Arc<Deliveries>) -> Self {
+        DeliveryContext {
+            deliveries,
+            brokers_down: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    /// A broker outage is waited out (records stay queued, nothing is checkpointed), logged
+    /// once and shown by `/ready` while it lasts.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            if !self.brokers_down.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, "Kafka is not reachable; waiting for it (changes stay queued, no position is stored meanwhile)");
+                metrics().readiness.wait_begins(time::now_ms());
+            }
+        } else {
+            tracing::warn!(%error, %reason, "Kafka client error");
+        }
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
@@ -114,11 +142,17 @@ impl ProducerContext for DeliveryContext {
         match result {
             Ok(_) => {
                 publish.acknowledged.inc();
-                self.0.delivered(seq as u64)
+                if self.brokers_down.load(Ordering::Relaxed)
+                    && self.brokers_down.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!("Kafka is reachable again");
+                    metrics().readiness.wait_ends();
+                }
+                self.deliveries.delivered(seq as u64)
             }
             Err((error, message)) => {
                 publish.failed.inc();
-                self.0.failed(message.topic(), error.clone())
+                self.deliveries.failed(message.topic(), error.clone())
             }
         }
     }

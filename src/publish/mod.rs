@@ -44,13 +44,17 @@ pub fn producer(
         &[
             ("linger.ms", "5"),
             ("queue.buffering.max.messages", IN_FLIGHT),
+            // A broker outage of any length is waited out: records stay queued (and produce
+            // waits once the queue is full) instead of failing after librdkafka's default
+            // 5 minutes, which would stop the source. Nothing is checkpointed meanwhile.
+            ("message.timeout.ms", "0"),
         ],
     );
     // Not overridable: ordering, no duplicates from retries, and key placement depend on them.
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
-    c.create_with_context(DeliveryContext(deliveries))
+    c.create_with_context(DeliveryContext::new(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
 }
 

@@ -451,6 +451,13 @@ impl Sluice {
         }
     }
 
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
     /// The process's output so far, without colour codes.
     pub fn output(&self) -> String {
         let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -596,6 +603,22 @@ pub fn fixed_metrics_port(path: &Path) -> u16 {
     );
     std::fs::write(path, text).unwrap();
     port
+}
+
+/// `GET path` on `addr`: status code and body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
 }
 
 /// Runs a sluice command to completion and returns (exit status, stdout and stderr).
@@ -1006,9 +1029,14 @@ pub async fn subject_versions(subject: &str) -> Vec<u32> {
 
 /// How many records all partitions of `topic` hold (0 if it does not exist).
 pub fn topic_records(topic: &str) -> i64 {
+    topic_records_at(&stack().brokers, topic)
+}
+
+/// [`topic_records`] on the cluster at `brokers`.
+pub fn topic_records_at(brokers: &str, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &stack().brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     let timeout = Duration::from_secs(10);
@@ -1024,7 +1052,9 @@ pub fn topic_records(topic: &str) -> i64 {
     partitions
         .into_iter()
         .map(|p| {
-            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .unwrap_or((0, 0));
             high - low
         })
         .sum()

@@ -54,7 +54,8 @@ impl Drop for Registry {
 /// A private tansu broker with SQLite storage in a directory of its own; killed on drop.
 pub struct Broker {
     child: Child,
-    _dir: tempfile::TempDir,
+    port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -62,6 +63,22 @@ impl Broker {
     pub fn start_at(port: u16) -> Broker {
         super::stack();
         let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(port, dir.path());
+        Broker { child, port, dir }
+    }
+
+    /// Kills the broker (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed broker again on its port and storage.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.dir.path());
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
         let url = format!("tcp://127.0.0.1:{port}");
         // Found on PATH, as scripts/stack.sh finds it (scripts/test.sh puts ~/.cargo/bin there).
         // The sqlite:// path is relative to the working directory.
@@ -74,7 +91,7 @@ impl Broker {
                 &url,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,7 +104,7 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { child, _dir: dir }
+        child
     }
 }
 

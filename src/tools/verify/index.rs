@@ -27,6 +27,7 @@ pub struct Found {
 }
 
 /// The index server, read by verify.
+#[derive(Clone)]
 pub struct Index {
     client: Elasticsearch,
     url: String,
@@ -90,7 +91,7 @@ impl Index {
             return Ok(found);
         }
         let path = format!("/{index}/_mget");
-        let (status, response) = self
+        let (status, mut response) = self
             .call(
                 Method::Post,
                 &path,
@@ -101,23 +102,19 @@ impl Index {
         if status == 404 {
             return Ok(found);
         }
-        for doc in response["docs"].as_array().into_iter().flatten() {
+        for doc in response["docs"].as_array_mut().into_iter().flatten() {
             if doc["found"] != Json::Bool(true) {
                 continue;
             }
-            let (Some(id), Some(version)) = (doc["_id"].as_str(), doc["_version"].as_u64()) else {
+            let (Json::String(id), Some(version)) = (doc["_id"].take(), doc["_version"].as_u64())
+            else {
                 return Err(VerifyError::Index(format!(
                     "{}: a document of {index} came back without _id or _version: {doc}",
                     self.url
                 )));
             };
-            found.insert(
-                id.to_string(),
-                Found {
-                    version,
-                    source: doc["_source"].clone(),
-                },
-            );
+            let source = doc["_source"].take();
+            found.insert(id, Found { version, source });
         }
         Ok(found)
     }
@@ -128,11 +125,13 @@ impl Index {
         let path = format!("/{index}/_search?scroll={SCROLL_KEEP}");
         let query =
             json!({"size": SCROLL_PAGE, "_source": false, "version": true, "sort": ["_doc"]});
-        let (status, response) = self
-            .call(Method::Post, &path, &query, "scanning an index")
-            .await?;
+        let client = self.clone();
         Ok(Scroll {
-            next: (status != 404).then_some(response),
+            next: Some(tokio::spawn(async move {
+                client
+                    .call(Method::Post, &path, &query, "scanning an index")
+                    .await
+            })),
             index: index.to_string(),
         })
     }
@@ -186,23 +185,33 @@ impl Index {
     }
 }
 
-/// A scan over an index, a page at a time.
+/// A scan over an index, a page at a time; the next page is asked for while the caller
+/// looks at the current one.
 pub struct Scroll {
     /// The response holding the next page; `None` once done.
-    next: Option<Json>,
+    next: Option<Pending>,
     index: String,
 }
+
+/// A scroll response on its way.
+type Pending = tokio::task::JoinHandle<Result<(u16, Json), VerifyError>>;
 
 impl Scroll {
     /// The next page of `(id, version)`s; `None` at the end.
     pub async fn next(&mut self, index: &Index) -> Result<Option<Vec<(String, u64)>>, VerifyError> {
-        let Some(response) = self.next.take() else {
+        let Some(pending) = self.next.take() else {
             return Ok(None);
         };
-        let hits = response["hits"]["hits"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let (status, mut response) = pending
+            .await
+            .map_err(|e| VerifyError::Index(format!("scanning {}: {e}", self.index)))??;
+        if status == 404 {
+            return Ok(None);
+        }
+        let hits = match response["hits"]["hits"].take() {
+            Json::Array(hits) => hits,
+            _ => Vec::new(),
+        };
         let scroll_id = response["_scroll_id"].as_str().map(str::to_string);
         if hits.is_empty() {
             if let Some(id) = scroll_id {
@@ -224,19 +233,23 @@ impl Scroll {
                 index.url, self.index
             )));
         };
-        let page = hits
-            .iter()
-            .filter_map(|h| Some((h["_id"].as_str()?.to_string(), h["_version"].as_u64()?)))
-            .collect();
-        let (_, response) = index
-            .call(
-                Method::Post,
-                "/_search/scroll",
-                &json!({"scroll": SCROLL_KEEP, "scroll_id": id}),
-                "scanning an index",
-            )
-            .await?;
-        self.next = Some(response);
-        Ok(Some(page))
+        let body = json!({"scroll": SCROLL_KEEP, "scroll_id": id});
+        let client = index.clone();
+        self.next = Some(tokio::spawn(async move {
+            client
+                .call(Method::Post, "/_search/scroll", &body, "scanning an index")
+                .await
+        }));
+        Ok(Some(
+            hits.into_iter()
+                .filter_map(|mut h| {
+                    let version = h["_version"].as_u64()?;
+                    match h["_id"].take() {
+                        Json::String(id) => Some((id, version)),
+                        _ => None,
+                    }
+                })
+                .collect(),
+        ))
     }
 }

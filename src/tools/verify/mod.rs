@@ -297,7 +297,7 @@ pub async fn verify(
     let mut run = Run {
         conn,
         index: Index::new(es)?,
-        pipeline: Pipeline::new(config, source.state_dir.clone())?,
+        pipeline: Pipeline::new(config, source.state_dir.clone()),
         config,
         options,
         throttle: Throttle::new(options.max_rows_per_sec),
@@ -400,31 +400,43 @@ impl Run<'_> {
             extras_to_delete: Vec::new(),
         };
         tracing::info!(table = %id, index = %t.index, resumed_after_rows = t.progress.rows, "verify: comparing table");
-        loop {
+        // Two chunks at a time: the next one is read, its documents made and asked for, while
+        // this one's documents are on their way and then compared.
+        let chunk_rows = self.options.chunk_rows;
+        let first = read_chunk(
+            &mut self.conn,
+            &mut t.exp,
+            &t.progress.last_key,
+            filter,
+            chunk_rows,
+        )
+        .await?;
+        let mut next = first.map(|c| self.fetch(&t.index, c));
+        while let Some((chunk, fetching)) = next.take() {
             if self.shutdown.is_cancelled() {
                 return Ok(None);
             }
-            let (sql, params) = chunk_query(
-                &schema,
-                &t.progress.last_key,
-                filter,
-                Some(self.options.chunk_rows),
-            );
-            let rows = self.read(&schema, sql, params).await?;
-            let n = rows.len() as u64;
-            if n == 0 {
-                break;
-            }
+            let n = chunk.expected.len() as u64;
             if !self.throttle.admit(n, self.shutdown).await {
                 return Ok(None);
             }
-            t.progress.last_key = schema
-                .key_values(rows.last().expect("not empty"))
-                .cloned()
-                .collect();
-            let expected = t.exp.expect(rows)?;
-            t.progress.seen_bytes = state.add_seen(expected.iter().map(|e| e.id.as_str()))?;
-            let suspects = self.first_look(&t, expected).await?;
+            t.progress.seen_bytes = state.add_seen(chunk.expected.iter().map(|e| e.id.as_str()))?;
+            if n == chunk_rows {
+                let following = read_chunk(
+                    &mut self.conn,
+                    &mut t.exp,
+                    &chunk.last_key,
+                    filter,
+                    chunk_rows,
+                )
+                .await?;
+                next = following.map(|c| self.fetch(&t.index, c));
+            }
+            let docs = fetching
+                .await
+                .map_err(|e| VerifyError::Index(format!("reading documents: {e}")))??;
+            t.progress.last_key = chunk.last_key;
+            let suspects = first_look(chunk.expected, &docs);
             let confirmed = if suspects.is_empty() {
                 Vec::new()
             } else {
@@ -435,11 +447,9 @@ impl Run<'_> {
             self.delete_extras(&mut t).await?;
             state.save(&t.progress)?;
             bar.update(t.progress.rows);
-            if n < self.options.chunk_rows {
-                break;
-            }
         }
         bar.finish(true);
+        tracing::info!(table = %id, rows = t.progress.rows, seconds = started.elapsed().as_secs_f64(), "verify: rows compared");
         let scanned = match filter {
             Some(_) => None,
             None => match self.extras(&mut t, &state).await? {
@@ -464,54 +474,6 @@ impl Run<'_> {
         Ok(Some(report))
     }
 
-    async fn read(
-        &mut self,
-        schema: &TableSchema,
-        sql: String,
-        params: Vec<mysql_async::Value>,
-    ) -> Result<Vec<Row>, VerifyError> {
-        let failed = |e| query_error("reading rows to verify", e);
-        let mut result = self.conn.exec_iter(sql, params).await.map_err(failed)?;
-        let mut rows = Vec::new();
-        let mut zero_dates = 0;
-        if let Some(mut stream) = result.stream::<mysql_async::Row>().await.map_err(failed)? {
-            while let Some(row) = stream.next().await {
-                rows.push(convert(
-                    schema,
-                    row.map_err(failed)?.unwrap(),
-                    &mut zero_dates,
-                )?);
-            }
-        }
-        Ok(rows)
-    }
-
-    /// Compares a chunk's rows with their documents; returns those that differ.
-    async fn first_look(
-        &self,
-        t: &TableRun,
-        expected: Vec<Expected>,
-    ) -> Result<Vec<Suspect>, VerifyError> {
-        let ids: Vec<&str> = expected.iter().map(|e| e.id.as_str()).collect();
-        let docs = self.index.get(&t.index, &ids).await?;
-        Ok(expected
-            .into_iter()
-            .enumerate()
-            .filter_map(|(at, e)| {
-                let doc = docs.get(&e.id);
-                let same =
-                    doc.is_some_and(|d| compare::differing_columns(&e.doc, &d.source).is_empty());
-                (!same).then(|| Suspect {
-                    at,
-                    last: doc.map(|d| d.version),
-                    absent_rounds: 0,
-                    key: e.key,
-                    id: e.id,
-                })
-            })
-            .collect())
-    }
-
     /// Compares differing rows again, each time after the pipeline has passed the position
     /// where they were read, until each is equal, confirmed different, or out of rounds.
     /// Returns the place in the chunk and key of each row found missing or different.
@@ -530,7 +492,7 @@ impl Run<'_> {
             let keys: Vec<Vec<Value>> = pending.iter().map(|s| s.key.clone()).collect();
             let (sql, params) =
                 chunk_query(&schema, &[], Some(&keys_condition(&schema, &keys)), None);
-            let rows = self.read(&schema, sql, params).await?;
+            let rows = read_rows(&mut self.conn, &schema, sql, params).await?;
             let rows: HashMap<String, Expected> = t
                 .exp
                 .expect(rows)?
@@ -615,6 +577,17 @@ impl Run<'_> {
             );
         }
         Ok(confirmed)
+    }
+
+    /// Starts fetching the documents of `chunk` from `index`.
+    fn fetch(&self, index: &str, chunk: Chunk) -> (Chunk, Fetching) {
+        let ids: Vec<String> = chunk.expected.iter().map(|e| e.id.clone()).collect();
+        let (client, index) = (self.index.clone(), index.to_string());
+        let fetching = tokio::spawn(async move {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            client.get(&index, &ids).await
+        });
+        (chunk, fetching)
     }
 
     async fn wait_passed(&self, position: &Position, topic: &str) -> Result<bool, VerifyError> {
@@ -731,4 +704,79 @@ impl Run<'_> {
         repair.signals.push(signal);
         Ok(())
     }
+}
+
+/// Documents of a chunk on their way.
+type Fetching = tokio::task::JoinHandle<Result<HashMap<String, index::Found>, VerifyError>>;
+
+/// A chunk of rows in key order, as the documents they must have.
+struct Chunk {
+    /// The key of its last row.
+    last_key: Vec<Value>,
+    expected: Vec<Expected>,
+}
+
+/// The chunk after `last_key` (from the start when empty) of at most `rows` rows matching
+/// `filter`; `None` past the end.
+async fn read_chunk(
+    conn: &mut Conn,
+    exp: &mut Expecter,
+    last_key: &[Value],
+    filter: Option<&str>,
+    rows: u64,
+) -> Result<Option<Chunk>, VerifyError> {
+    let schema = exp.table().clone();
+    let (sql, params) = chunk_query(&schema, last_key, filter, Some(rows));
+    let rows = read_rows(conn, &schema, sql, params).await?;
+    let Some(last) = rows.last() else {
+        return Ok(None);
+    };
+    let last_key = schema.key_values(last).cloned().collect();
+    Ok(Some(Chunk {
+        last_key,
+        expected: exp.expect(rows)?,
+    }))
+}
+
+/// The rows `sql` selects, as the snapshot types them.
+async fn read_rows(
+    conn: &mut Conn,
+    schema: &TableSchema,
+    sql: String,
+    params: Vec<mysql_async::Value>,
+) -> Result<Vec<Row>, VerifyError> {
+    let failed = |e| query_error("reading rows to verify", e);
+    let mut result = conn.exec_iter(sql, params).await.map_err(failed)?;
+    let mut rows = Vec::new();
+    let mut zero_dates = 0;
+    if let Some(mut stream) = result.stream::<mysql_async::Row>().await.map_err(failed)? {
+        while let Some(row) = stream.next().await {
+            rows.push(convert(
+                schema,
+                row.map_err(failed)?.unwrap(),
+                &mut zero_dates,
+            )?);
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows of a chunk whose documents (`docs`, by id) are missing or differ.
+fn first_look(expected: Vec<Expected>, docs: &HashMap<String, index::Found>) -> Vec<Suspect> {
+    expected
+        .into_iter()
+        .enumerate()
+        .filter_map(|(at, e)| {
+            let doc = docs.get(&e.id);
+            let same =
+                doc.is_some_and(|d| compare::differing_columns(&e.doc, &d.source).is_empty());
+            (!same).then(|| Suspect {
+                at,
+                last: doc.map(|d| d.version),
+                absent_rounds: 0,
+                key: e.key,
+                id: e.id,
+            })
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::Offset;
 
 use super::VerifyError;
-use crate::config::Config;
+use crate::config::{Config, KafkaConfig};
 use crate::kafka::client_config;
 use crate::model::{Position, Version, binlog_file_sequence};
 use crate::positions::PositionStore;
@@ -38,26 +38,35 @@ enum SourceAt {
 pub struct Pipeline {
     metrics: Option<SocketAddr>,
     state_dir: PathBuf,
-    consumer: Arc<BaseConsumer>,
+    kafka: KafkaConfig,
+    /// Made when first needed: a table without differences never asks Kafka.
+    consumer: OnceLock<Arc<BaseConsumer>>,
     group: String,
 }
 
 impl Pipeline {
     /// The pipeline `config` describes.
-    pub fn new(config: &Config, state_dir: PathBuf) -> Result<Pipeline, VerifyError> {
-        let group = config.loader.group_id.clone();
+    pub fn new(config: &Config, state_dir: PathBuf) -> Pipeline {
+        Pipeline {
+            metrics: config.metrics.listen,
+            state_dir,
+            kafka: config.kafka.clone(),
+            consumer: OnceLock::new(),
+            group: config.loader.group_id.clone(),
+        }
+    }
+
+    fn consumer(&self) -> Result<Arc<BaseConsumer>, VerifyError> {
+        if let Some(c) = self.consumer.get() {
+            return Ok(c.clone());
+        }
         let consumer: BaseConsumer = client_config(
-            &config.kafka,
-            &[("group.id", &group), ("enable.auto.commit", "false")],
+            &self.kafka,
+            &[("group.id", &self.group), ("enable.auto.commit", "false")],
         )
         .create()
         .map_err(|e| VerifyError::Kafka(format!("creating a Kafka client: {e}")))?;
-        Ok(Pipeline {
-            metrics: config.metrics.listen,
-            state_dir,
-            consumer: Arc::new(consumer),
-            group,
-        })
+        Ok(self.consumer.get_or_init(|| Arc::new(consumer)).clone())
     }
 
     async fn source_at(&self) -> SourceAt {
@@ -83,7 +92,7 @@ impl Pipeline {
         topic: &str,
         ends: Option<Arc<Vec<(i32, i64)>>>,
     ) -> Result<(Vec<(i32, i64)>, bool), VerifyError> {
-        let (consumer, topic) = (self.consumer.clone(), topic.to_string());
+        let (consumer, topic) = (self.consumer()?, topic.to_string());
         let group = self.group.clone();
         tokio::task::spawn_blocking(move || {
             let kafka = |e: rdkafka::error::KafkaError| {

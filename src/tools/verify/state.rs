@@ -15,7 +15,7 @@ use crate::source::select::key_range_condition;
 
 /// Fingerprints held in memory at once while the index is scanned (8 bytes each); a table
 /// with more is scanned once per slice of this many.
-const SLICE: u64 = 4_000_000;
+const SLICE: u64 = 2_000_000;
 
 /// A table's verify progress.
 #[derive(Debug, Serialize, Deserialize)]
