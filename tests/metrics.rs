@@ -379,7 +379,7 @@ async fn lag_rises_and_ready_fails_while_the_index_server_is_stopped() {
         let lag = consumer_lag(&text);
         let retries = sample(&text, "sluice_loader_retries_total").unwrap_or(0.0);
         let (status, body) = http_get(&addr, "/ready")?;
-        if lag > 0.0 && retries >= 1.0 && status == 503 && body.contains("retrying") {
+        if lag > 0.0 && retries >= 1.0 && status == 503 && body.contains("unreachable") {
             Ok(())
         } else {
             Err(format!(
