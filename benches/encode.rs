@@ -81,6 +81,7 @@ fn change() -> Change {
             snapshot: false,
             thread: None,
             query: None,
+            commit_us: None,
             transaction: None,
         },
     }

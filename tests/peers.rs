@@ -519,7 +519,7 @@ fn every_event_of_every_peer_binlog_decodes_and_the_asserted_values_come_out() {
     files.sort();
     assert!(files.len() >= 40, "{} files", files.len());
     let refused: HashMap<&str, &str> = REFUSED.iter().copied().collect();
-    let (mut failures, mut rows_checked) = (Vec::new(), 0);
+    let (mut failures, mut rows_checked, mut committed_at) = (Vec::new(), 0, 0);
     let none = HashMap::new();
     for rel in &files {
         let bytes = std::fs::read(dir.join(rel)).unwrap();
@@ -543,6 +543,15 @@ fn every_event_of_every_peer_binlog_decodes_and_the_asserted_values_come_out() {
             (None, None) => {}
         }
         for c in &d.changes {
+            // MySQL 8's GTID events carry the commit time in microseconds: never before the
+            // statement began (the event header's whole seconds), and not much later.
+            if let Some(us) = c.source.commit_us {
+                committed_at += 1;
+                let (commit_s, began_s) = (us / 1_000_000, c.source.ts_ms / 1000);
+                if !(began_s..=began_s + 3600).contains(&commit_s) {
+                    failures.push(format!("{rel}: committed at {us} µs, began at {began_s} s"));
+                }
+            }
             for image in [&c.before, &c.after].into_iter().flatten() {
                 if image.len() != c.table.columns.len() {
                     failures.push(format!(
@@ -579,8 +588,12 @@ fn every_event_of_every_peer_binlog_decodes_and_the_asserted_values_come_out() {
             }
         }
     }
-    println!("{} files, {rows_checked} asserted rows", files.len());
+    println!(
+        "{} files, {rows_checked} asserted rows, {committed_at} changes with a commit time",
+        files.len()
+    );
     assert!(rows_checked >= 20, "{rows_checked} asserted rows");
+    assert!(committed_at > 0, "no MySQL commit time decoded");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

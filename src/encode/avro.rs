@@ -412,6 +412,7 @@ pub(crate) mod tests {
                 snapshot: false,
                 thread: Some(77),
                 query: Some(Arc::from("UPDATE t SET x = 1")),
+                commit_us: None,
                 transaction: Some(crate::model::TxPosition {
                     id: Arc::from("0-1-9"),
                     total_order: 3,

@@ -58,6 +58,9 @@ pub struct SourceInfo {
     pub query: Option<Arc<str>>,
     /// The change's transaction and place in it; `None` for snapshot reads.
     pub transaction: Option<TxPosition>,
+    /// When the server committed the transaction, in microseconds since the epoch, where the
+    /// binlog says (MySQL's `immediate_commit_timestamp`; MariaDB writes whole seconds only).
+    pub commit_us: Option<i64>,
 }
 
 #[cfg(test)]
@@ -74,6 +77,7 @@ impl SourceInfo {
             snapshot: false,
             thread: None,
             query: None,
+            commit_us: None,
             transaction: None,
         }
     }

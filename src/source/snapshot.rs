@@ -72,6 +72,7 @@ pub async fn run(
         snapshot: true,
         thread: None,
         query: None,
+        commit_us: None,
         transaction: None,
     };
     let mut copier = Copier {

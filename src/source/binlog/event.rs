@@ -461,6 +461,22 @@ pub fn parse_mysql_gtid(body: &[u8]) -> Result<([u8; 16], u64), DecodeError> {
     Ok((sid.try_into().expect("16 bytes taken"), gno))
 }
 
+/// The `immediate_commit_timestamp` of a MySQL (anonymous) GTID event, in microseconds since
+/// the epoch: when this server committed the transaction. MySQL 8.0.1+ writes it after the
+/// logical clock (type 2, `last_committed`, `sequence_number`); its top bit says an
+/// `original_commit_timestamp` follows. `None` when the event is older than that.
+pub fn mysql_commit_micros(body: &[u8]) -> Option<i64> {
+    const LOGICAL_CLOCK: u8 = 2;
+    let mut c = Cursor::new(body);
+    c.take(1 + 16 + 8, "GTID").ok()?;
+    if c.u8("logical clock type").ok()? != LOGICAL_CLOCK {
+        return None;
+    }
+    c.take(16, "logical clock").ok()?;
+    let ts = c.uint_le(7, "immediate commit timestamp").ok()?;
+    i64::try_from(ts & !(1 << 55)).ok().filter(|&us| us > 0)
+}
+
 /// A MySQL PREVIOUS_GTIDS body: the server's executed GTID set where the file starts. MySQL
 /// 8.3+ writes the tagged form (format 1 in the count's first and last byte, a tag after each
 /// UUID) when any GTID has a tag.
@@ -595,6 +611,29 @@ pub fn parse_gtid_list(body: &[u8]) -> Result<Vec<(u32, u32, u64)>, DecodeError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_commit_timestamps() {
+        let mut b = vec![1u8];
+        b.extend([7u8; 16]);
+        b.extend(42u64.to_le_bytes());
+        assert_eq!(
+            mysql_commit_micros(&b),
+            None,
+            "a 5.7 event has no timestamp"
+        );
+        b.push(2);
+        b.extend([0u8; 16]);
+        let us: u64 = 1_764_500_000_123_456;
+        b.extend(&us.to_le_bytes()[..7]);
+        assert_eq!(mysql_commit_micros(&b), Some(us as i64));
+        // The top bit: an original_commit_timestamp follows.
+        let with_original = us | (1 << 55);
+        let at = b.len() - 7;
+        b[at..].copy_from_slice(&with_original.to_le_bytes()[..7]);
+        b.extend(&(us - 5).to_le_bytes()[..7]);
+        assert_eq!(mysql_commit_micros(&b), Some(us as i64));
+    }
 
     #[test]
     fn mysql_gtids() {

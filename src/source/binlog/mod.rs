@@ -208,6 +208,7 @@ impl BinlogReader {
             kind::MARIADB_GTID => {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
                 self.at.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
+                self.at.commit_us = None;
                 self.at.tx = self.at.gtid.clone();
                 self.at.group_start = event_start(h);
                 self.at.pending_gtid = Some(PendingGtid::MariaDb {
@@ -302,6 +303,7 @@ impl BinlogReader {
                     format!("{}:{tag}:{gno}", format_uuid(&uuid))
                 };
                 self.at.gtid = Some(Arc::from(text));
+                self.at.commit_us = event::mysql_commit_micros(body);
                 self.at.tx = self.at.gtid.clone();
                 self.at.group_start = event_start(h);
                 self.at.pending_gtid = Some(PendingGtid::MySql { uuid, tag, gno });
@@ -315,6 +317,7 @@ impl BinlogReader {
             }
             kind::MYSQL_ANONYMOUS_GTID => {
                 self.at.gtid = None;
+                self.at.commit_us = event::mysql_commit_micros(body);
                 self.at.group_start = event_start(h);
                 Ok(Decoded::Nothing)
             }
@@ -400,6 +403,7 @@ impl BinlogReader {
                 thread: self.at.thread,
                 query: None,
                 transaction: None,
+                commit_us: self.at.commit_us,
             },
         };
         let mut changes = vec![change];

@@ -200,6 +200,7 @@ impl BinlogReader {
                 thread: self.at.thread,
                 query: self.at.annotation.clone(),
                 transaction: None,
+                commit_us: self.at.commit_us,
             };
             // The source moves into the (usually only) change: no reference counts touched.
             let change = |op, before, after, offset, source| Change {

@@ -22,6 +22,8 @@ pub(super) struct StreamPosition {
     pub(super) annotation: Option<Arc<str>>,
     /// Connection id of the transaction (MySQL's BEGIN names it).
     pub(super) thread: Option<u32>,
+    /// When the server committed the transaction, in microseconds (MySQL's GTID event).
+    pub(super) commit_us: Option<i64>,
     /// The transaction's id, once known (GTID, else the position of its first change).
     pub(super) tx: Option<Arc<str>>,
     /// Changes of the transaction so far, overall and per table.
@@ -60,6 +62,7 @@ impl StreamPosition {
             gtid_state: start.gtid.as_deref().and_then(GtidState::parse),
             annotation: None,
             thread: None,
+            commit_us: None,
             tx: None,
             tx_total: 0,
             tx_tables: HashMap::new(),

@@ -205,6 +205,7 @@ impl Windows {
                 snapshot: true,
                 thread: None,
                 query: None,
+                commit_us: None,
                 transaction: None,
                 ..at.source.clone()
             };

@@ -91,6 +91,7 @@ impl Expecter {
             snapshot: true,
             thread: None,
             query: None,
+            commit_us: None,
             transaction: None,
         };
         let mut changes: Vec<Change> = rows
