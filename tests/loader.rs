@@ -438,7 +438,10 @@ async fn replayed_and_reordered_records_leave_the_index_equal_to_the_table() {
             None => assert!(header.is_none(), "a tombstone with {header:?}"),
             Some(_) => {
                 let us: i64 = header.expect("sluice.commit_us").parse().unwrap();
-                assert!(now_us - us > 0 && now_us - us < 600_000_000, "{us} vs now {now_us}");
+                assert!(
+                    now_us - us > 0 && now_us - us < 600_000_000,
+                    "{us} vs now {now_us}"
+                );
             }
         }
     }
@@ -803,5 +806,30 @@ async fn basic_auth_reaches_the_index_server_and_never_the_log() {
         !sluice.output().contains("s3cret-pw"),
         "the password reached the log"
     );
+    assert!(sluice.terminate(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_started_before_its_index_server_waits_for_it() {
+    let (mut conn, mut setup) = fresh("it_late_index", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO t SELECT seq, seq FROM seq_1_to_50",
+        ],
+    )
+    .await;
+    let port = free_port();
+    setup.es_url = format!("http://127.0.0.1:{port}");
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("index server unavailable", PATIENCE);
+    let _es = PrivateOsmem::start_at(port);
+    exec(
+        &mut conn,
+        &["INSERT INTO t SELECT seq, seq FROM seq_51_to_80"],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
     assert!(sluice.terminate(PATIENCE).success());
 }

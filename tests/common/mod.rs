@@ -887,6 +887,11 @@ pub struct PrivateOsmem {
 impl PrivateOsmem {
     /// Starts one on a free port and waits until it answers.
     pub fn start() -> PrivateOsmem {
+        Self::start_at(free_port())
+    }
+
+    /// Starts one on loopback port `port` and waits until it answers.
+    pub fn start_at(port: u16) -> PrivateOsmem {
         stack(); // osmem-server is installed
         let bin = Command::new("python3")
             .args([
@@ -896,7 +901,6 @@ impl PrivateOsmem {
             .output()
             .unwrap();
         let bin = String::from_utf8(bin.stdout).unwrap();
-        let port = free_port();
         let child = Command::new(bin.trim())
             .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
             .stdout(Stdio::null())
