@@ -91,6 +91,17 @@ pub struct ElasticsearchConfig {
     pub gc_deletes: String,
 }
 
+impl ElasticsearchConfig {
+    /// The nodes' URLs as written, for messages.
+    pub fn urls_text(&self) -> String {
+        self.url
+            .iter()
+            .map(HttpUrl::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl ElasticsearchFile {
     pub(super) fn build(self, p: &mut Problems) -> Option<ElasticsearchConfig> {
         if self.url.is_empty() {

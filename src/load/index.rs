@@ -92,12 +92,7 @@ impl IndexWriter {
     pub fn new(cfg: &ElasticsearchConfig) -> Result<IndexWriter, LoadError> {
         Ok(IndexWriter {
             client: client(cfg)?,
-            url: cfg
-                .url
-                .iter()
-                .map(|u| u.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            url: cfg.urls_text(),
             gc_deletes: cfg.gc_deletes.clone(),
             gzip_min_bytes: cfg.gzip_min_bytes,
             mapped: Mutex::default(),

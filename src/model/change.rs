@@ -63,6 +63,25 @@ pub struct SourceInfo {
     pub commit_us: Option<i64>,
 }
 
+impl SourceInfo {
+    /// The origin of rows a snapshot reads at `file:pos` (its consistent point).
+    pub fn snapshot_read(file: &str, pos: u64, server_id: u32, ts_ms: i64) -> Self {
+        SourceInfo {
+            file: Arc::from(file),
+            pos,
+            row: 0,
+            server_id,
+            ts_ms,
+            gtid: None,
+            snapshot: true,
+            thread: None,
+            query: None,
+            transaction: None,
+            commit_us: None,
+        }
+    }
+}
+
 #[cfg(test)]
 impl SourceInfo {
     /// A streamed change's origin at `file:pos`, the other fields empty (tests).

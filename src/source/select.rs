@@ -37,11 +37,7 @@ pub fn chunk_query(
     limit: Option<u64>,
 ) -> (String, Vec<mysql_async::Value>) {
     let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
-    let key: Vec<String> = table
-        .key
-        .iter()
-        .map(|&i| quote(&table.columns[i].name))
-        .collect();
+    let key = key_names(table);
     let mut sql = format!(
         "SELECT {} FROM {}.{}",
         columns.join(", "),
@@ -80,11 +76,7 @@ pub fn chunk_query(
 /// An SQL condition that matches exactly the rows with these keys (each in key order), as
 /// literals: it travels as text, in a snapshot signal's filter.
 pub fn keys_condition(table: &TableSchema, keys: &[Vec<Value>]) -> String {
-    let names: Vec<String> = table
-        .key
-        .iter()
-        .map(|&i| quote(&table.columns[i].name))
-        .collect();
+    let names = key_names(table);
     let one = |key: &Vec<Value>| {
         let terms: Vec<String> = names
             .iter()
@@ -99,11 +91,7 @@ pub fn keys_condition(table: &TableSchema, keys: &[Vec<Value>]) -> String {
 /// An SQL condition that matches the rows whose keys fall in one of the inclusive `ranges`
 /// (each `(lowest, highest)` in key order), as literals for a snapshot signal's filter.
 pub fn key_range_condition(table: &TableSchema, ranges: &[(Vec<Value>, Vec<Value>)]) -> String {
-    let names: Vec<String> = table
-        .key
-        .iter()
-        .map(|&i| quote(&table.columns[i].name))
-        .collect();
+    let names = key_names(table);
     let tuple = |key: &Vec<Value>| {
         let values: Vec<String> = key.iter().map(|v| param(v).as_sql(false)).collect();
         format!("({})", values.join(", "))
@@ -120,6 +108,15 @@ pub fn key_range_condition(table: &TableSchema, ranges: &[(Vec<Value>, Vec<Value
         })
         .collect::<Vec<_>>()
         .join(" OR ")
+}
+
+/// The key's column names, quoted, in key order.
+fn key_names(table: &TableSchema) -> Vec<String> {
+    table
+        .key
+        .iter()
+        .map(|&i| quote(&table.columns[i].name))
+        .collect()
 }
 
 /// A key value as a statement parameter the server compares like the column.

@@ -62,19 +62,7 @@ pub async fn run(
         .iter()
         .find_map(|p| p.progress.as_ref().map(|p| p.position.clone()))
         .unwrap_or_else(|| position.clone());
-    let source = SourceInfo {
-        file: Arc::from(position.file.as_str()),
-        pos: position.pos,
-        row: 0,
-        server_id,
-        ts_ms: time::now_ms(),
-        gtid: None,
-        snapshot: true,
-        thread: None,
-        query: None,
-        commit_us: None,
-        transaction: None,
-    };
+    let source = SourceInfo::snapshot_read(&position.file, position.pos, server_id, time::now_ms());
     let mut copier = Copier {
         conn,
         out,

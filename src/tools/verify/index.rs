@@ -38,12 +38,7 @@ impl Index {
     pub fn new(cfg: &ElasticsearchConfig) -> Result<Index, VerifyError> {
         Ok(Index {
             client: client(cfg).map_err(|e| VerifyError::Index(e.to_string()))?,
-            url: cfg
-                .url
-                .iter()
-                .map(|u| u.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            url: cfg.urls_text(),
         })
     }
 
