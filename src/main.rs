@@ -235,14 +235,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             patience_secs,
             json,
         } => {
+            // Every failure to check exits 2, a wrong argument too (1 means differences).
+            let table = match table.map(|t| TableId::parse(&t).ok_or(t)).transpose() {
+                Ok(table) => table,
+                Err(t) => {
+                    eprintln!("error: {t:?} is not a table name of the form db.table");
+                    return Ok(2);
+                }
+            };
             let options = VerifyOptions {
-                table: table
-                    .map(|t| {
-                        TableId::parse(&t).with_context(|| {
-                            format!("{t:?} is not a table name of the form db.table")
-                        })
-                    })
-                    .transpose()?,
+                table,
                 filter,
                 repair,
                 max_rows_per_sec: NonZeroU64::new(max_rows_per_sec),

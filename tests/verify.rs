@@ -332,3 +332,45 @@ mask = ["{db}.r.phone"]
     assert!(out.contains("is not captured by this config"), "{out}");
     assert!(sluice.terminate(PATIENCE).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_shared_by_two_tables_is_not_scanned_for_extras() {
+    let (mut conn, mut setup) = fresh("it_verify_shared", &["a"]).await;
+    // The same table name in a second database: `index = "{table}-..."` gives both one index.
+    let other = format!("{}_2", setup.db);
+    exec(
+        &mut conn,
+        &[
+            &format!("DROP DATABASE IF EXISTS `{other}`"),
+            &format!("CREATE DATABASE `{other}`"),
+            "CREATE TABLE a (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO a SELECT seq, seq FROM seq_1_to_10",
+            &format!("CREATE TABLE `{other}`.a (id INT PRIMARY KEY, v INT)"),
+            &format!("INSERT INTO `{other}`.a SELECT seq, seq FROM seq_101_to_110"),
+        ],
+    )
+    .await;
+    setup.tables.push(format!("{other}.a"));
+    let index = format!("{}-shared", setup.prefix).to_lowercase();
+    let config = setup.write_config(&format!("index = \"{{table}}-{index}\""));
+    fixed_metrics_port(&config);
+    let config = config.to_str().unwrap().to_string();
+    let index = format!("a-{index}");
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("partitions assigned", PATIENCE);
+    eventually("both tables indexed", async || {
+        match index_count(&index).await {
+            20 => Ok(()),
+            n => Err(format!("{n} documents")),
+        }
+    })
+    .await;
+    let (code, out) = verify(&config, &["--repair"]);
+    assert_eq!(code, 0, "{out}");
+    let not_scanned =
+        format!("index not scanned ({index} holds the documents of other tables too)");
+    assert_eq!(out.matches(&not_scanned).count(), 2, "{out}");
+    assert_eq!(index_count(&index).await, 20, "repair deleted nothing");
+    assert!(sluice.terminate(PATIENCE).success());
+    exec(&mut conn, &[&format!("DROP DATABASE `{other}`")]).await;
+}

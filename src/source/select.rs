@@ -73,27 +73,30 @@ pub fn chunk_query(
     (sql, params)
 }
 
-/// An SQL condition that matches exactly the rows with these keys (each in key order), as
-/// literals: it travels as text, in a snapshot signal's filter.
-pub fn keys_condition(table: &TableSchema, keys: &[Vec<Value>]) -> String {
+/// The query of the rows with these keys (each in key order), values as parameters.
+pub fn keys_query(table: &TableSchema, keys: &[Vec<Value>]) -> (String, Vec<mysql_async::Value>) {
     let names = key_names(table);
-    let one = |key: &Vec<Value>| {
-        let terms: Vec<String> = names
-            .iter()
-            .zip(key)
-            .map(|(n, v)| format!("{n} = {}", param(v).as_sql(false)))
-            .collect();
-        format!("({})", terms.join(" AND "))
-    };
-    keys.iter().map(one).collect::<Vec<_>>().join(" OR ")
+    let one: Vec<String> = names.iter().map(|n| format!("{n} = ?")).collect();
+    let one = format!("({})", one.join(" AND "));
+    let condition = vec![one; keys.len()].join(" OR ");
+    let (sql, _) = chunk_query(table, &[], Some(&condition), None);
+    (sql, keys.iter().flatten().map(param).collect())
 }
 
 /// An SQL condition that matches the rows whose keys fall in one of the inclusive `ranges`
-/// (each `(lowest, highest)` in key order), as literals for a snapshot signal's filter.
-pub fn key_range_condition(table: &TableSchema, ranges: &[(Vec<Value>, Vec<Value>)]) -> String {
+/// (each `(lowest, highest)` in key order), as literals for a snapshot signal's filter,
+/// escaped as a server with `no_backslash_escapes` (its `sql_mode`) reads them.
+pub fn key_range_condition(
+    table: &TableSchema,
+    ranges: &[(Vec<Value>, Vec<Value>)],
+    no_backslash_escapes: bool,
+) -> String {
     let names = key_names(table);
     let tuple = |key: &Vec<Value>| {
-        let values: Vec<String> = key.iter().map(|v| param(v).as_sql(false)).collect();
+        let values: Vec<String> = key
+            .iter()
+            .map(|v| param(v).as_sql(no_backslash_escapes))
+            .collect();
         format!("({})", values.join(", "))
     };
     let columns = format!("({})", names.join(", "));

@@ -16,6 +16,8 @@ use crate::load::index::client;
 const SCROLL_KEEP: &str = "5m";
 /// Ids per page of the scan over an index.
 const SCROLL_PAGE: usize = 5000;
+/// Deletes per bulk request.
+const DELETE_BATCH: usize = 1000;
 
 /// A document as the index holds it.
 #[derive(Debug)]
@@ -49,20 +51,27 @@ impl Index {
         body: &Json,
         what: &str,
     ) -> Result<(u16, Json), VerifyError> {
+        let body = body.to_string().into_bytes();
+        self.send(method, path, "application/json", body, what)
+            .await
+    }
+
+    /// Sends a request; a 404 is returned to the caller, other failures are errors.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<(u16, Json), VerifyError> {
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let fail =
             |e: &dyn std::fmt::Display| VerifyError::Index(format!("{what} at {}: {e}", self.url));
         let response = self
             .client
-            .send(
-                method,
-                path,
-                headers,
-                None::<&()>,
-                Some(body.to_string().into_bytes()),
-                None,
-            )
+            .send(method, path, headers, None::<&()>, Some(body), None)
             .await
             .map_err(|e| fail(&crate::with_causes(&e)))?;
         let status = response.status_code().as_u16();
@@ -98,6 +107,15 @@ impl Index {
             return Ok(found);
         }
         for doc in response["docs"].as_array_mut().into_iter().flatten() {
+            if let Some(error) = doc.get("error")
+                && error["type"] != "index_not_found_exception"
+            {
+                // A shard that does not answer is no proof that a document is missing.
+                return Err(VerifyError::Index(format!(
+                    "{}: reading a document of {index} failed: {error}",
+                    self.url
+                )));
+            }
             if doc["found"] != Json::Bool(true) {
                 continue;
             }
@@ -128,6 +146,7 @@ impl Index {
                     .await
             })),
             index: index.to_string(),
+            started: false,
         })
     }
 
@@ -135,48 +154,40 @@ impl Index {
     /// delete carries the next version, so any change the stream writes meanwhile (always a
     /// higher version) wins. Returns how many were deleted.
     pub async fn delete(&self, index: &str, docs: &[(String, u64)]) -> Result<u64, VerifyError> {
-        if docs.is_empty() {
-            return Ok(0);
+        let mut deleted = 0;
+        for batch in docs.chunks(DELETE_BATCH) {
+            let mut body = String::new();
+            for (id, version) in batch {
+                let action = json!({"delete": {"_index": index, "_id": id, "version": version + 1, "version_type": "external"}});
+                body.push_str(&action.to_string());
+                body.push('\n');
+            }
+            let what = "deleting documents without rows";
+            let (_, report) = self
+                .send(
+                    Method::Post,
+                    "/_bulk?refresh=true",
+                    "application/x-ndjson",
+                    body.into_bytes(),
+                    what,
+                )
+                .await?;
+            for item in report["items"].as_array().into_iter().flatten() {
+                let outcome = &item["delete"];
+                match (outcome["result"].as_str(), outcome["status"].as_u64()) {
+                    (Some("deleted"), _) => deleted += 1,
+                    // Gone already, or changed meanwhile (a newer version): nothing to do.
+                    (_, Some(404 | 409)) => {}
+                    _ => {
+                        return Err(VerifyError::Index(format!(
+                            "{what} at {}: {outcome}",
+                            self.url
+                        )));
+                    }
+                }
+            }
         }
-        let mut body = String::new();
-        for (id, version) in docs {
-            let action = json!({"delete": {"_index": index, "_id": id, "version": version + 1, "version_type": "external"}});
-            body.push_str(&action.to_string());
-            body.push('\n');
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        let response = self
-            .client
-            .send(
-                Method::Post,
-                "/_bulk?refresh=true",
-                headers,
-                None::<&()>,
-                Some(body.into_bytes()),
-                None,
-            )
-            .await
-            .map_err(|e| {
-                VerifyError::Index(format!(
-                    "deleting documents at {}: {}",
-                    self.url,
-                    crate::with_causes(&e)
-                ))
-            })?;
-        let report: Json = response
-            .json()
-            .await
-            .map_err(|e| VerifyError::Index(format!("deleting documents at {}: {e}", self.url)))?;
-        Ok(report["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["delete"]["result"] == "deleted")
-            .count() as u64)
+        Ok(deleted)
     }
 }
 
@@ -186,6 +197,8 @@ pub struct Scroll {
     /// The response holding the next page; `None` once done.
     next: Option<Pending>,
     index: String,
+    /// Whether the first page came: a 404 after it is a lost scroll, not a missing index.
+    started: bool,
 }
 
 /// A scroll response on its way.
@@ -200,8 +213,25 @@ impl Scroll {
         let (status, mut response) = pending
             .await
             .map_err(|e| VerifyError::Index(format!("scanning {}: {e}", self.index)))??;
-        if status == 404 {
-            return Ok(None);
+        let incomplete = |why: String| {
+            VerifyError::Index(format!(
+                "{}: the scan of {} is incomplete: {why}",
+                index.url, self.index
+            ))
+        };
+        match (status, self.started) {
+            // The index does not exist: nothing to scan.
+            (404, false) => return Ok(None),
+            // The scroll context is gone (expired, or the index replaced meanwhile).
+            (404, true) => return Err(incomplete(response.to_string())),
+            _ => {}
+        }
+        self.started = true;
+        if response["_shards"]["failed"].as_u64().unwrap_or(0) > 0 {
+            return Err(incomplete(format!(
+                "shards failed: {}",
+                response["_shards"]
+            )));
         }
         let hits = match response["hits"]["hits"].take() {
             Json::Array(hits) => hits,

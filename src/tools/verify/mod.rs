@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -33,7 +34,7 @@ use crate::source::filter::ColumnFilter;
 use crate::source::incremental;
 use crate::source::mysql::{self, query_error};
 use crate::source::progress::Progress as Bar;
-use crate::source::select::{chunk_query, convert, keys_condition, keyset_able};
+use crate::source::select::{chunk_query, convert, keys_query, keyset_able};
 use crate::source::throttle::Throttle;
 use crate::wire::topic;
 use expect::{Expected, Expecter};
@@ -211,16 +212,42 @@ pub struct TableReport {
     pub repair: Option<Repair>,
     /// Seconds taken.
     pub seconds: f64,
+    /// Why the table could not be checked, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the index was not scanned for documents without rows, if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_scanned: Option<String>,
 }
 
 impl TableReport {
+    fn failed(table: &TableId, error: String) -> TableReport {
+        TableReport {
+            table: table.to_string(),
+            index: String::new(),
+            rows: 0,
+            documents_scanned: None,
+            counts: Counts::default(),
+            differences: Vec::new(),
+            resumed: false,
+            repair: None,
+            seconds: 0.0,
+            error: Some(error),
+            not_scanned: None,
+        }
+    }
+
     /// The summary line.
     pub fn summary(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("{}: not checked: {e}", self.table);
+        }
         let c = &self.counts;
-        let scanned = self.documents_scanned.map_or_else(
-            || "index not scanned (--where)".into(),
-            |n| format!("{n} documents scanned"),
-        );
+        let scanned = match (self.documents_scanned, &self.not_scanned) {
+            (Some(n), _) => format!("{n} documents scanned"),
+            (None, Some(why)) => format!("index not scanned ({why})"),
+            (None, None) => "index not scanned".into(),
+        };
         let mut line = format!(
             "{}: {} rows compared, {scanned}; {} missing, {} different, {} extra, {} unsettled ({:.1} s{})",
             self.table,
@@ -250,11 +277,15 @@ pub struct Report {
 }
 
 impl Report {
-    /// 0 = equal, 1 = differences, 2 = some rows could not be judged.
+    /// 0 = equal, 1 = differences, 2 = some rows or tables could not be judged.
     pub fn exit_code(&self) -> i32 {
         if self.tables.iter().any(|t| t.counts.differences() > 0) {
             1
-        } else if self.tables.iter().any(|t| t.counts.unsettled > 0) {
+        } else if self
+            .tables
+            .iter()
+            .any(|t| t.counts.unsettled > 0 || t.error.is_some())
+        {
             2
         } else {
             0
@@ -284,18 +315,32 @@ pub async fn verify(
     conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
         .map_err(|e| query_error("setting the session time zone", e))?;
-    let mut tables =
-        mysql::resolve_tables(&mut conn, &config.tables, &config.exclude_tables).await?;
-    if let Some(t) = &options.table {
-        if !tables.contains(t) {
+    // The source's sessions read a repair signal's literals under the server's sql_mode.
+    let sql_mode: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.sql_mode")
+        .await
+        .map_err(|e| query_error("reading the server's sql_mode", e))?;
+    let no_backslash_escapes = sql_mode.is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"));
+    let captured = mysql::resolve_tables(&mut conn, &config.tables, &config.exclude_tables).await?;
+    let tables = match &options.table {
+        Some(t) if !captured.contains(t) => {
             return Err(VerifyError::Config(format!(
                 "{t} is not captured by this config (`tables`, `exclude_tables`)"
             )));
         }
-        tables = vec![t.clone()];
+        Some(t) => vec![t.clone()],
+        None => captured.clone(),
+    };
+    // Indexes several captured tables write to (`loader.index` without `{db}`): a document of
+    // one table is no extra of another.
+    let document_options = Options::new(&config.loader);
+    let mut per_index: HashMap<String, usize> = HashMap::new();
+    for t in &captured {
+        *per_index.entry(document_options.index_name(t)).or_default() += 1;
     }
     let mut run = Run {
         conn,
+        no_backslash_escapes,
         index: Index::new(es)?,
         pipeline: Pipeline::new(config, source.state_dir.clone()),
         config,
@@ -307,10 +352,20 @@ pub async fn verify(
     let mut keys = config.keys.clone();
     let mut reports = Vec::new();
     for t in &tables {
-        let schema = Arc::new(mysql::captured_schema(&mut run.conn, t, &mut keys).await?);
-        match run.table(schema).await? {
-            Some(r) => reports.push(r),
-            None => return Ok(None),
+        let shared = per_index[&document_options.index_name(t)] > 1;
+        // A table that cannot be checked is reported as such; the others still are.
+        let result = match mysql::captured_schema(&mut run.conn, t, &mut keys).await {
+            Ok(schema) => run.table(Arc::new(schema), shared).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(Some(r)) => reports.push(r),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let error = crate::with_causes(&e);
+                tracing::error!(table = %t, %error, "verify: the table could not be checked");
+                reports.push(TableReport::failed(t, error));
+            }
         }
     }
     Ok(Some(Report { tables: reports }))
@@ -322,17 +377,19 @@ struct Suspect {
     at: usize,
     key: Vec<Value>,
     id: String,
-    /// The document at the previous look: `None` if missing, else its version. A document
-    /// that has not changed between two looks, while the pipeline passed the second read of
-    /// its row, is what the pipeline leaves: a difference then is real.
+    /// The document at the previous look: `None` if missing, else its version.
     last: Option<u64>,
-    /// Rounds in a row that found the row and no document. One is not enough: the row may
-    /// have been deleted after it was read; two, with the row read again in between, are.
-    absent_rounds: u8,
+    /// The row's document as read at the previous round (`Some(None)`: no row), `None` before
+    /// the first round. A verdict needs the same row twice: a transaction is in the binlog
+    /// (and may be indexed) a moment before other sessions see it committed, so one read
+    /// can be older than the document.
+    last_row: Option<Option<Json>>,
 }
 
 struct Run<'a> {
     conn: Conn,
+    /// The server reads backslashes in literals as characters (its `sql_mode`).
+    no_backslash_escapes: bool,
     index: Index,
     pipeline: Pipeline,
     config: &'a Config,
@@ -356,6 +413,7 @@ impl Run<'_> {
     async fn table(
         &mut self,
         schema: Arc<TableSchema>,
+        shared_index: bool,
     ) -> Result<Option<TableReport>, VerifyError> {
         let started = Instant::now();
         let id = schema.id.clone();
@@ -374,12 +432,18 @@ impl Run<'_> {
             Options::new(&self.config.loader),
         )?;
         let filter = self.options.filter.as_deref();
-        let (mut state, resumed) = TableState::open(&source.state_dir, &id, filter)?;
+        let key: Vec<String> = schema
+            .key
+            .iter()
+            .map(|&i| schema.columns[i].name.clone())
+            .collect();
+        let (mut state, resumed) = TableState::open(&source.state_dir, &id, filter, &key)?;
         let was_resumed = resumed.is_some();
         let progress = match resumed {
             Some(p) => p,
             None => state::Progress {
                 filter: filter.map(str::to_string),
+                key,
                 start: mysql::current_position(&mut self.conn).await?,
                 last_key: Vec::new(),
                 rows: 0,
@@ -450,7 +514,17 @@ impl Run<'_> {
         }
         bar.finish(true);
         tracing::info!(table = %id, rows = t.progress.rows, seconds = started.elapsed().as_secs_f64(), "verify: rows compared");
-        let scanned = match filter {
+        let not_scanned = if filter.is_some() {
+            Some("--where".to_string())
+        } else if shared_index {
+            Some(format!(
+                "{} holds the documents of other tables too",
+                t.index
+            ))
+        } else {
+            None
+        };
+        let scanned = match not_scanned {
             Some(_) => None,
             None => match self.extras(&mut t, &state).await? {
                 Some(n) => Some(n),
@@ -470,6 +544,8 @@ impl Run<'_> {
             resumed: was_resumed,
             repair: t.repair,
             seconds: started.elapsed().as_secs_f64(),
+            error: None,
+            not_scanned,
         };
         Ok(Some(report))
     }
@@ -490,8 +566,7 @@ impl Run<'_> {
             }
             let before = mysql::current_position(&mut self.conn).await?;
             let keys: Vec<Vec<Value>> = pending.iter().map(|s| s.key.clone()).collect();
-            let (sql, params) =
-                chunk_query(&schema, &[], Some(&keys_condition(&schema, &keys)), None);
+            let (sql, params) = keys_query(&schema, &keys);
             let rows = read_rows(&mut self.conn, &schema, sql, params).await?;
             let rows: HashMap<String, Expected> = t
                 .exp
@@ -510,11 +585,14 @@ impl Run<'_> {
             for mut s in pending {
                 let row = rows.get(&s.id);
                 let doc = docs.get(&s.id);
-                // The document reflects no change after the read: its version is older than
-                // the read, or it stayed as it was at the previous look.
-                let stable = doc.is_some_and(|d| d.version <= settled_before)
-                    || doc.map(|d| d.version) == s.last;
                 let now = doc.map(|d| d.version);
+                let image = row.map(|e| e.doc.clone());
+                // The row read the same in two rounds, and the document reflects no change
+                // after the read: its version is older than the read, or it stayed as it was
+                // at the previous look (while the pipeline passed the read in between).
+                let repeated = s.last_row.as_ref() == Some(&image);
+                let stable =
+                    repeated && (doc.is_some_and(|d| d.version <= settled_before) || now == s.last);
                 let verdict = match (row, doc) {
                     (None, None) => None,
                     (Some(e), Some(d)) => {
@@ -529,6 +607,7 @@ impl Run<'_> {
                             })
                         } else {
                             s.last = now;
+                            s.last_row = Some(image);
                             next.push(s);
                             continue;
                         }
@@ -541,18 +620,14 @@ impl Run<'_> {
                             columns: Vec::new(),
                         })
                     }
-                    (Some(_), None) if s.absent_rounds >= 1 => Some(Difference {
+                    (Some(_), None) if stable => Some(Difference {
                         kind: Kind::Missing,
                         id: s.id.clone(),
                         columns: Vec::new(),
                     }),
-                    (row, _) => {
-                        s.absent_rounds = if row.is_some() && doc.is_none() {
-                            s.absent_rounds + 1
-                        } else {
-                            0
-                        };
+                    _ => {
                         s.last = now;
+                        s.last_row = Some(image);
                         next.push(s);
                         continue;
                     }
@@ -695,7 +770,11 @@ impl Run<'_> {
         let Some(repair) = &mut t.repair else {
             return Ok(());
         };
-        let Some(condition) = t.progress.reread.condition(t.exp.table()) else {
+        let Some(condition) = t
+            .progress
+            .reread
+            .condition(t.exp.table(), self.no_backslash_escapes)
+        else {
             return Ok(());
         };
         let source = self.config.source.as_ref().expect("checked by verify");
@@ -773,7 +852,7 @@ fn first_look(expected: Vec<Expected>, docs: &HashMap<String, index::Found>) -> 
             (!same).then(|| Suspect {
                 at,
                 last: doc.map(|d| d.version),
-                absent_rounds: 0,
+                last_row: None,
                 key: e.key,
                 id: e.id,
             })

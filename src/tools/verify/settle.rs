@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::topic_partition_list::Offset;
 
 use super::VerifyError;
@@ -30,7 +31,7 @@ enum SourceAt {
     Checkpoint(Position),
     /// Nothing runs: its position store can be opened, so nothing more will be read.
     Stopped,
-    /// It runs (its store is locked) but does not say where it is.
+    /// It runs (its store is locked, or not on this host) but does not say where it is.
     Unknown,
 }
 
@@ -79,9 +80,15 @@ impl Pipeline {
         {
             return SourceAt::Checkpoint(Position::new(file.clone(), pos as u64));
         }
-        match PositionStore::open(&self.state_dir) {
-            Ok(_) => SourceAt::Stopped,
-            Err(_) => SourceAt::Unknown,
+        // Nothing answers: a source that does not run leaves its store unlocked. A store this
+        // host does not have says nothing (the source may run elsewhere).
+        if !self.state_dir.exists() {
+            return SourceAt::Unknown;
+        }
+        let dir = self.state_dir.clone();
+        match tokio::task::spawn_blocking(move || PositionStore::open(&dir)).await {
+            Ok(Ok(_)) => SourceAt::Stopped,
+            _ => SourceAt::Unknown,
         }
     }
 
@@ -104,6 +111,16 @@ impl Pipeline {
                 let metadata = consumer
                     .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
                     .map_err(kafka)?;
+                // A topic that does not exist holds no records; any other error is no answer.
+                if let Some(e) = metadata.topics().iter().find_map(|t| t.error())
+                    && RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
+                {
+                    return Err(VerifyError::Kafka(format!(
+                        "describing topic {topic} (group {group}): {}; verify needs Describe on \
+                         it and Describe on the group",
+                        RDKafkaErrorCode::from(e)
+                    )));
+                }
                 let mut out = Vec::new();
                 for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
                     let (_, high) = consumer
@@ -150,12 +167,15 @@ impl Pipeline {
             let done = match self.source_at().await {
                 SourceAt::Checkpoint(at) => order(&at) >= order(position),
                 SourceAt::Stopped => true,
+                // A scrape that failed once (a timeout, a moment between two updates) is
+                // asked again until the patience runs out.
+                SourceAt::Unknown if Instant::now() < deadline => false,
                 SourceAt::Unknown => {
                     return Err(VerifyError::Pipeline(format!(
-                        "the source runs (its state directory {} is locked) but its metrics \
-                         endpoint does not say where it is; verify needs `[metrics] listen` of \
-                         the running source in this config to tell a difference from a change \
-                         still on its way",
+                        "cannot tell how far the source got: its metrics endpoint does not \
+                         answer with a checkpoint, and its state directory {} is locked or not \
+                         on this host; verify needs `[metrics] listen` of the running source in \
+                         this config to tell a difference from a change still on its way",
                         self.state_dir.display()
                     )));
                 }

@@ -22,6 +22,9 @@ const SLICE: u64 = 2_000_000;
 pub struct Progress {
     /// The `--where` condition it runs under (a different one starts over).
     pub filter: Option<String>,
+    /// The key's columns it pages by (a table keyed differently since starts over).
+    #[serde(default)]
+    pub key: Vec<String>,
     /// The binlog position when the table's verify began: documents written by later changes
     /// reflect rows that existed after it.
     pub start: Position,
@@ -51,9 +54,11 @@ pub struct Reread {
     pub rows: u64,
 }
 
-/// Ranges named in one condition; more are merged into one range over them all (rows in
-/// between are re-read needlessly, but a signal stays small).
+/// Ranges named in one condition, and its largest size (the signal table's `data` is a
+/// TEXT of 64 KiB, JSON around it included); past either, the ranges are merged into one over
+/// them all (rows in between are re-read needlessly, but the signal stays small).
 const MAX_RANGES: usize = 100;
+const MAX_CONDITION_BYTES: usize = 32 * 1024;
 
 impl Reread {
     /// Adds the rows of a chunk of `len` rows found missing or different: `(place in the
@@ -73,16 +78,16 @@ impl Reread {
         self.open = ends_at_last;
     }
 
-    /// The SQL condition matching every range; `None` when there is none.
-    pub fn condition(&self, table: &TableSchema) -> Option<String> {
+    /// The SQL condition matching every range, its literals escaped for a server with
+    /// `no_backslash_escapes`; `None` when there is none.
+    pub fn condition(&self, table: &TableSchema, no_backslash_escapes: bool) -> Option<String> {
         let (first, last) = (self.ranges.first()?, self.ranges.last()?);
-        if self.ranges.len() > MAX_RANGES {
-            return Some(key_range_condition(
-                table,
-                &[(first.0.clone(), last.1.clone())],
-            ));
+        let all = key_range_condition(table, &self.ranges, no_backslash_escapes);
+        if self.ranges.len() <= MAX_RANGES && all.len() <= MAX_CONDITION_BYTES {
+            return Some(all);
         }
-        Some(key_range_condition(table, &self.ranges))
+        let one = [(first.0.clone(), last.1.clone())];
+        Some(key_range_condition(table, &one, no_backslash_escapes))
     }
 }
 
@@ -91,27 +96,39 @@ pub struct TableState {
     progress_path: PathBuf,
     seen_path: PathBuf,
     seen: File,
+    /// Held (locked) while this verify runs: a second one of the same table would share the
+    /// files.
+    _lock: File,
 }
 
 impl TableState {
     /// The state of `table` under `state_dir`, and the progress of an interrupted run with the
-    /// same `filter`, if there is one.
+    /// same `filter` and `key` columns, if there is one.
     pub fn open(
         state_dir: &Path,
         table: &TableId,
         filter: Option<&str>,
+        key: &[String],
     ) -> Result<(TableState, Option<Progress>), VerifyError> {
         let dir = state_dir.join("verify");
         let io = |what: &str, e: std::io::Error| {
             VerifyError::State(format!("{what} {}: {e}", dir.display()))
         };
         fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        let lock_path = dir.join(format!("{table}.lock"));
+        let lock = File::create(&lock_path).map_err(|e| io("creating a file in", e))?;
+        if lock.try_lock().is_err() {
+            return Err(VerifyError::State(format!(
+                "another `sluice verify` of {table} is running (it holds {}); wait for it to end",
+                lock_path.display()
+            )));
+        }
         let progress_path = dir.join(format!("{table}.json"));
         let seen_path = dir.join(format!("{table}.seen"));
         let progress = fs::read(&progress_path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Progress>(&b).ok())
-            .filter(|p| p.filter.as_deref() == filter);
+            .filter(|p| p.filter.as_deref() == filter && p.key == key);
         let seen = OpenOptions::new()
             .create(true)
             .read(true)
@@ -126,6 +143,7 @@ impl TableState {
                 progress_path,
                 seen_path,
                 seen,
+                _lock: lock,
             },
             progress,
         ))
@@ -213,7 +231,7 @@ mod tests {
     fn fingerprints_are_read_back_in_slices_that_cover_all() {
         let dir = tempfile::tempdir().unwrap();
         let table = TableId::new("d", "t");
-        let (mut state, progress) = TableState::open(dir.path(), &table, None).unwrap();
+        let (mut state, progress) = TableState::open(dir.path(), &table, None, &[]).unwrap();
         assert!(progress.is_none());
         let ids: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
         let len = state.add_seen(ids.iter().map(String::as_str)).unwrap();
@@ -243,14 +261,21 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_run_continues_with_its_own_filter_only() {
+    fn an_interrupted_run_continues_with_its_own_filter_and_key_only() {
         let dir = tempfile::tempdir().unwrap();
         let table = TableId::new("d", "t");
-        let (mut state, _) = TableState::open(dir.path(), &table, Some("id > 5")).unwrap();
+        let key = vec!["id".to_string()];
+        let (mut state, _) = TableState::open(dir.path(), &table, Some("id > 5"), &key).unwrap();
+        let second = TableState::open(dir.path(), &table, Some("id > 5"), &key);
+        assert!(
+            matches!(&second, Err(VerifyError::State(m)) if m.contains("another")),
+            "two verifies of one table at once"
+        );
         let seen_bytes = state.add_seen(["1", "2"].into_iter()).unwrap();
         state.add_seen(["3"].into_iter()).unwrap(); // compared, progress not saved yet
         let progress = Progress {
             filter: Some("id > 5".into()),
+            key: key.clone(),
             start: Position::new("binlog.000001", 4),
             last_key: vec![Value::Int(2)],
             rows: 2,
@@ -261,14 +286,17 @@ mod tests {
         };
         state.save(&progress).unwrap();
         drop(state);
-        let (state, resumed) = TableState::open(dir.path(), &table, Some("id > 5")).unwrap();
+        let (state, resumed) = TableState::open(dir.path(), &table, Some("id > 5"), &key).unwrap();
         assert_eq!(resumed.unwrap().last_key, vec![Value::Int(2)]);
-        assert_eq!(
-            state.slice(0, 1).unwrap().len(),
-            2,
-            "the unsaved fingerprint is dropped"
-        );
-        let (_, other) = TableState::open(dir.path(), &table, None).unwrap();
+        let fingerprints = state.slice(0, 1).unwrap().len();
+        assert_eq!(fingerprints, 2, "the unsaved fingerprint is dropped");
+        drop(state);
+        let rekeyed = ["a".to_string(), "b".to_string()];
+        let (state, other) =
+            TableState::open(dir.path(), &table, Some("id > 5"), &rekeyed).unwrap();
+        assert!(other.is_none(), "another key starts over");
+        drop(state);
+        let (_, other) = TableState::open(dir.path(), &table, None, &key).unwrap();
         assert!(other.is_none(), "another filter starts over");
     }
 }
