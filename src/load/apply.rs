@@ -216,7 +216,7 @@ async fn write_documents(
 /// `refused` actions (dead letters) did nothing.
 fn count_applied(batch: &Batch, refused: &[(usize, String)]) {
     let load = &metrics().load;
-    let now = time::now_micros();
+    let now = time::now_ms();
     let (mut indexed, mut deleted) = (0, 0);
     let mut refused = refused.iter().map(|(i, _)| *i).peekable();
     let mut latency: Option<(&TableId, prometheus::Histogram)> = None;
@@ -229,10 +229,10 @@ fn count_applied(batch: &Batch, refused: &[(usize, String)]) {
         } else {
             indexed += 1;
         }
-        let Some((table, commit_us)) = &item.read_at else {
+        let Some((table, read_ms)) = &item.read_at else {
             continue;
         };
-        let seconds = (now - commit_us).max(0) as f64 / 1e6;
+        let seconds = (now - read_ms).max(0) as f64 / 1000.0;
         match &latency {
             Some((t, h)) if *t == table => h.observe(seconds),
             _ => {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::avro_common::DecodeResultWithSchema;
@@ -19,7 +19,6 @@ use super::mapping;
 use crate::config::LoaderConfig;
 use crate::model::TableId;
 use crate::retry::{Attempt, Backoff};
-use crate::wire::envelope::COMMIT_US_HEADER;
 
 /// A TRUNCATE read from one partition.
 pub struct Truncate {
@@ -41,8 +40,7 @@ pub struct Item {
     pub origin: Origin,
     /// Whether it deletes (else it indexes) a document.
     pub delete: bool,
-    /// Its table and when its change was committed (microseconds), for commit-to-indexed
-    /// latency.
+    /// Its table and when Sluice read its change, for commit-to-indexed latency.
     pub read_at: Option<(TableId, i64)>,
 }
 
@@ -177,9 +175,7 @@ pub async fn add(
                     index,
                     origin: Origin::of(m),
                     delete,
-                    read_at: commit_micros(m)
-                        .or(read_ms.map(|ms| ms * 1000))
-                        .map(|us| (table, us)),
+                    read_at: read_ms.map(|ms| (table, ms)),
                 });
             }
             Ok((Record::Truncate { index, version }, _, _)) => {
@@ -212,13 +208,6 @@ pub async fn add(
         }
     }
     Ok(true)
-}
-
-/// The commit time the publisher put in the record's header, in microseconds.
-fn commit_micros(m: &OwnedMessage) -> Option<i64> {
-    let headers = m.headers()?;
-    let h = headers.iter().find(|h| h.key == COMMIT_US_HEADER)?;
-    std::str::from_utf8(h.value?).ok()?.parse().ok()
 }
 
 /// The record decoded key and value describe, noting the index to create for it.

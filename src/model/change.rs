@@ -43,7 +43,9 @@ pub struct SourceInfo {
     pub row: u32,
     /// Server id that wrote the event.
     pub server_id: u32,
-    /// Event time (commit time for snapshot reads), milliseconds since the epoch.
+    /// Event time, milliseconds since the epoch: the commit time where the binlog has it
+    /// (MySQL 8's `immediate_commit_timestamp`), else the event's start in whole seconds (the
+    /// snapshot's start for snapshot reads).
     pub ts_ms: i64,
     /// GTID of the transaction, `domain-server-sequence`, when the server sends GTIDs.
     pub gtid: Option<Arc<str>>,

@@ -7,14 +7,9 @@
 
 /// Wall-clock milliseconds since the epoch, for `ts_ms` fields.
 pub fn now_ms() -> i64 {
-    now_micros() / 1000
-}
-
-/// Wall-clock microseconds since the epoch.
-pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Microseconds in one day.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +23,6 @@ use crate::encode::{EncodeError, Encoder};
 use crate::kafka::{self, KafkaSetupError};
 use crate::metrics::metrics;
 use crate::model::{Op, SourceEvent, TableId, time};
-use crate::wire::envelope::COMMIT_US_HEADER;
 
 use acker::{Deliveries, DeliveryContext, Pending};
 
@@ -96,8 +94,7 @@ pub async fn run(
             }
             SourceEvent::Changes(changes) => changes,
         };
-        let now_us = time::now_micros();
-        let now_ms = now_us / 1000;
+        let now_ms = time::now_ms();
         for change in &changes {
             if let Some(held) = halted.get_mut(&change.table.id) {
                 *held += 1;
@@ -129,22 +126,22 @@ pub async fn run(
             }
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
             let topic = &registered.topic;
-            let record = Some((value.as_slice(), change.source.commit_us.unwrap_or(now_us)));
             match change.op {
                 Op::Truncate => {
                     // Asked each time (truncates are rare): partitions may have been added.
                     for p in 0..partition_count(&producer, topic).await? {
-                        out.produce(topic, Place::Partition(p), record).await?;
+                        out.produce(topic, Place::Partition(p), Some(&value))
+                            .await?;
                     }
                 }
                 Op::Delete => {
-                    out.produce(topic, Place::Key(&key), record).await?;
+                    out.produce(topic, Place::Key(&key), Some(&value)).await?;
                     // The tombstone lets log compaction drop the key once its delete is
                     // consumed.
                     out.produce(topic, Place::Key(&key), None).await?;
                 }
                 Op::Create | Op::Update | Op::Read => {
-                    out.produce(topic, Place::Key(&key), record).await?;
+                    out.produce(topic, Place::Key(&key), Some(&value)).await?;
                 }
             }
         }
@@ -199,29 +196,22 @@ struct NumberedProducer<'p> {
 }
 
 impl NumberedProducer<'_> {
-    /// Hands one record to librdkafka under the next number, waiting while its queue is full:
-    /// a value with its commit time in microseconds, or a tombstone (`None`).
+    /// Hands one record to librdkafka under the next number, waiting while its queue is full.
     async fn produce(
         &mut self,
         topic: &Arc<str>,
         place: Place<'_>,
-        value: Option<(&[u8], i64)>,
+        value: Option<&[u8]>,
     ) -> Result<(), PublishError> {
         let seq = usize::try_from(self.produced).expect("64-bit");
-        let commit_us = value.map(|(_, us)| us.to_string());
         loop {
             let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, seq);
             record = match place {
                 Place::Key(key) => record.key(key),
                 Place::Partition(p) => record.partition(p),
             };
-            if let (Some((v, _)), Some(us)) = (value, &commit_us) {
-                record = record
-                    .payload(v)
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: COMMIT_US_HEADER,
-                        value: Some(us.as_str()),
-                    }));
+            if let Some(v) = value {
+                record = record.payload(v);
             }
             match self.producer.send(record) {
                 Ok(()) => {

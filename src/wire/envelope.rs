@@ -8,13 +8,6 @@ pub const SOURCE_AVSC: &str = include_str!("../../proto/source.avsc");
 /// The envelope every value schema instantiates, as published in `proto/envelope.avsc`.
 pub const ENVELOPE_AVSC: &str = include_str!("../../proto/envelope.avsc");
 
-/// Kafka header of every change record: when the change was committed, microseconds since the
-/// epoch as decimal text. The server's own commit time where the binlog has it (MySQL's
-/// `immediate_commit_timestamp`), else the moment Sluice read the change (MariaDB's binlog
-/// has whole seconds only; snapshot reads). A loader in another process measures
-/// commit-to-indexed latency with it.
-pub const COMMIT_US_HEADER: &str = "sluice.commit_us";
-
 /// Envelope fields the loader reads.
 pub mod field {
     /// The row before the change.

@@ -24,3 +24,9 @@ pub(super) const HEADER_LEN: u32 = 19;
 pub(super) fn event_start(h: &EventHeader) -> u32 {
     h.log_pos.saturating_sub(h.event_size)
 }
+
+/// A change's time in milliseconds: the server's commit time where the binlog has it (MySQL's
+/// `immediate_commit_timestamp`, microseconds), else the event's start, whole seconds.
+pub(super) fn event_ms(timestamp: u32, commit_us: Option<i64>) -> i64 {
+    commit_us.map_or(i64::from(timestamp) * 1000, |us| us / 1000)
+}

@@ -34,7 +34,7 @@ use crate::model::{
     format_uuid,
 };
 use crate::source::charset::Collations;
-use header::{HEADER_LEN, event_start};
+use header::{HEADER_LEN, event_ms, event_start};
 use row_events::{Packed, TableEntry};
 
 pub use header::EventHeader;
@@ -397,7 +397,7 @@ impl BinlogReader {
                 pos: u64::from(start),
                 row: 0,
                 server_id: h.server_id,
-                ts_ms: i64::from(h.timestamp) * 1000,
+                ts_ms: event_ms(h.timestamp, self.at.commit_us),
                 gtid: self.at.gtid.clone(),
                 snapshot: false,
                 thread: self.at.thread,

@@ -194,7 +194,7 @@ impl BinlogReader {
                 pos: u64::from(event_start),
                 row: index,
                 server_id: h.server_id,
-                ts_ms: i64::from(h.timestamp) * 1000,
+                ts_ms: event_ms(h.timestamp, self.at.commit_us),
                 gtid: self.at.gtid.clone(),
                 snapshot: false,
                 thread: self.at.thread,
