@@ -2,7 +2,10 @@
 # `sluice verify` of a large table against its index, with a raw `SELECT *` of the table and a
 # raw scroll over the index (every document, full `_source`) measured in the same run
 # (docs/benchmarks.md). The first run loads the table (ROWS rows, default 1,000,000) and
-# streams it into its index with Sluice, which takes a while; later runs reuse both.
+# streams it into its index with Sluice, which takes a while; later runs reuse both. The table,
+# its topic and its index stay in the stack (a 1 M-record topic slows tansu's SQLite storage,
+# and osmem-server holds the documents in memory): reset the stack before running the tests
+# (`scripts/stack.sh down`, remove `.stack/tansu/tansu.db*`, `scripts/stack.sh up`).
 #
 #   scripts/verify_bench.sh [ROWS]
 set -euo pipefail
