@@ -14,11 +14,8 @@ use crate::storage::{flush, open_sled};
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PositionStoreError {
-    /// The directory could not be opened, usually because another process holds it.
-    #[error(
-        "cannot open the state store at {path}: {source}; if another sluice process uses this \
-         `source.state_dir`, stop it or give this one its own directory"
-    )]
+    /// The directory could not be opened: another process holds it, or it cannot be written.
+    #[error("cannot open the state store at {path}: {source}; {}", open_hint(.source))]
     Open {
         /// The directory.
         path: PathBuf,
@@ -26,7 +23,7 @@ pub enum PositionStoreError {
         source: sled::Error,
     },
     /// A read or write failed.
-    #[error("state store at {path}: {source}; check the disk, then restart")]
+    #[error("state store at {path}: {source}; {}", disk_hint(.source))]
     Io {
         /// The directory.
         path: PathBuf,
@@ -45,6 +42,35 @@ pub enum PositionStoreError {
         /// The parse error.
         message: String,
     },
+}
+
+/// What to do about a state directory that cannot be opened.
+fn open_hint(e: &sled::Error) -> &'static str {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            "if another sluice process uses this `source.state_dir`, stop it or give this one its own directory"
+        }
+        _ => disk_hint(e),
+    }
+}
+
+/// What to do about a state directory that cannot be written.
+fn disk_hint(e: &sled::Error) -> &'static str {
+    use std::io::ErrorKind;
+    match e {
+        sled::Error::Io(io) if io.kind() == ErrorKind::StorageFull => {
+            "the disk is full: free space there (no position was stored past what Kafka acknowledged), then restart"
+        }
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied
+            ) =>
+        {
+            "the directory is not writable: give the Sluice user write access to it, or set `source.state_dir` to a writable directory"
+        }
+        _ => "check the disk and the directory's permissions, then restart",
+    }
 }
 
 /// Key of the resume position.
@@ -405,14 +431,18 @@ mod tests {
     }
 
     #[test]
-    fn a_second_process_gets_a_clear_error() {
+    fn an_unusable_state_path_is_named_with_what_to_check() {
+        // A second process on one directory is tested with two processes (tests/errors.rs):
+        // sled's lock is re-entrant within one.
         let dir = tempfile::tempdir().unwrap();
-        let _first = PositionStore::open(dir.path()).unwrap();
-        // sled locks the directory per process; within one process the lock is re-entrant, so
-        // this only checks the message shape of an open failure on an unusable path.
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        let e = PositionStore::open(&file).err().unwrap();
-        assert!(e.to_string().contains("state_dir"), "{e}");
+        let e = PositionStore::open(&file).err().unwrap().to_string();
+        let want = format!("cannot open the state store at {}: ", file.display());
+        assert!(e.starts_with(&want), "{e}");
+        assert!(
+            e.ends_with("; check the disk and the directory's permissions, then restart"),
+            "{e}"
+        );
     }
 }

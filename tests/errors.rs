@@ -292,3 +292,208 @@ fn corrupted_binlog_event_fails_its_checksum_and_emits_nothing() {
     // The intact transaction before it was published; the corrupt one was not.
     assert_eq!(topic_records(&topic), 1, "{topic}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_and_renamed_tables_are_named_and_a_swapped_in_table_goes_on() {
+    let (mut conn, setup) = fresh("it_err_gone", &["a", "b", "c"]).await;
+    let db = setup.db.clone();
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE a (id INT PRIMARY KEY)",
+            "CREATE TABLE b (id INT PRIMARY KEY)",
+            "CREATE TABLE c (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO a VALUES (1)",
+            "INSERT INTO b VALUES (1)",
+            "INSERT INTO c VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let config = setup.dir.path().join("sluice.toml");
+    let text = setup
+        .config_text("")
+        .replace("[kafka]", "resnapshot_on_add_column = true\n[kafka]");
+    std::fs::write(&config, text).unwrap();
+    setup.signal_table(&mut conn, &config).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    // An online schema change's cut-over: a copy with a new column takes c's name.
+    exec(
+        &mut conn,
+        &[
+            "DROP TABLE a",
+            "RENAME TABLE b TO b_old",
+            "CREATE TABLE c_new (id INT PRIMARY KEY, v INT, w INT NULL)",
+            "INSERT INTO c_new SELECT id, v, NULL FROM c",
+            "RENAME TABLE c TO c_old, c_new TO c",
+            "INSERT INTO c VALUES (2, 2, 2)",
+        ],
+    )
+    .await;
+    sluice.wait_for_log("another table took a captured table's name", PATIENCE);
+    let out = sluice.output();
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{out}"))
+            .to_string()
+    };
+    let dropped = line("a captured table was dropped");
+    assert!(dropped.contains(&format!("table={db}.a")), "{dropped}");
+    assert!(
+        dropped.contains("a restart fails until the table exists again or leaves `tables`"),
+        "{dropped}"
+    );
+    let renamed = line("a captured table was renamed");
+    assert!(
+        renamed.contains(&format!("table={db}.b renamed_to={db}.b_old")),
+        "{renamed}"
+    );
+    let swapped = line("another table took a captured table's name");
+    assert!(
+        swapped.contains(&format!("table={db}.c renamed_from={db}.c_new")),
+        "{swapped}"
+    );
+    assert!(swapped.contains("the table is copied again"), "{swapped}");
+    // Changes under the swapped-in name go on, and its rows are copied (with the new column);
+    // nothing of the dropped or renamed tables is invented.
+    setup.assert_index_matches(&mut conn, "c", PATIENCE).await;
+    assert!(sluice.terminate(PATIENCE).success(), "{}", sluice.output());
+    // A restart names the dropped table.
+    let out = run_failing_as(&config, "all");
+    assert!(
+        out.contains(&format!("table {db}.a does not exist")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_state_directory_is_refused() {
+    let (mut conn, setup) = fresh("it_err_two", &["t"]).await;
+    exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let mut first = setup.start("source");
+    first.wait_for_log("streaming the binlog", PATIENCE);
+    let out = run_failing_as(&setup.write_config(""), "source");
+    let state = setup.dir.path().join("state");
+    assert!(
+        out.contains(&format!(
+            "cannot open the state store at {}",
+            state.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("if another sluice process uses this `source.state_dir`, stop it or give this one its own directory"),
+        "{out}"
+    );
+    assert!(first.is_running(), "the first process was disturbed");
+    assert!(first.terminate(PATIENCE).success(), "{}", first.output());
+}
+
+/// A tmpfs mounted for one test (the tests run as root, where permissions do not stop writes:
+/// a read-only or full file system does); unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs at {} (this test needs root): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_or_full_state_directory_is_named_and_nothing_is_lost() {
+    let (mut conn, setup) = fresh("it_err_disk", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(64))",
+            "INSERT INTO t VALUES (1, 'a')",
+        ],
+    )
+    .await;
+    let config = setup.write_config("");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let state = setup.dir.path().join("state").display().to_string();
+    let with_state = |dir: &std::path::Path| {
+        let path = setup.dir.path().join("moved.toml");
+        std::fs::write(&path, text.replace(&state, &dir.display().to_string())).unwrap();
+        path
+    };
+
+    // Read-only: refused at start, with what to do.
+    let ro = Tmpfs::mount(&setup.dir.path().join("ro"), "ro,size=1m");
+    let out = run_failing_as(&with_state(&ro.0.join("state")), "source");
+    assert!(
+        out.contains(&format!(
+            "cannot open the state store at {}",
+            ro.0.join("state").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("the directory is not writable: give the Sluice user write access to it, or set `source.state_dir` to a writable directory"),
+        "{out}"
+    );
+
+    // Full: the source stops once a checkpoint cannot be stored; after space is freed a
+    // restart goes on from the last stored position, and the index gets every row.
+    let disk = Tmpfs::mount(&setup.dir.path().join("disk"), "size=8m");
+    let config = with_state(&disk.0.join("state"));
+    let log = setup.dir.path().join("full.log");
+    let mut source = Sluice::start(&config, "source", &log);
+    source.wait_for_log("streaming the binlog", PATIENCE);
+    let filler = disk.0.join("filler");
+    // Whatever space is left, taken by another file (dd stops at "No space left").
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap();
+    let mut n = 1;
+    while source.is_running() {
+        n += 1;
+        assert!(
+            n < 100_000,
+            "the source never noticed the full disk:\n{}",
+            source.output()
+        );
+        conn.exec_drop("INSERT INTO t VALUES (?, REPEAT('x', 64))", (n,))
+            .await
+            .unwrap();
+    }
+    let out = source.output();
+    assert!(!out.contains("panicked"), "{out}");
+    assert!(
+        out.contains("the disk is full: free space there (no position was stored past what Kafka acknowledged), then restart"),
+        "{out}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let mut source = Sluice::start(&config, "source", &setup.dir.path().join("full-2.log"));
+    source.wait_for_log("streaming the binlog", PATIENCE);
+    exec(&mut conn, &["INSERT INTO t VALUES (0, 'after')"]).await;
+    let mut loader = setup.start("loader");
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    assert!(loader.terminate(PATIENCE).success(), "{}", loader.output());
+    assert!(source.terminate(PATIENCE).success(), "{}", source.output());
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::binlog::{BinlogReader, Decoded, EventHeader};
+use super::binlog::{BinlogReader, Decoded, EventHeader, NameChange};
 use super::charset::Collations;
 use super::incremental::Windows;
 use super::mysql::{connect, gtid_at, query_error};
@@ -71,13 +71,56 @@ impl StreamOutput<'_> {
             tracing::info!(%table, "a column was added: rows that do not change keep documents without it (source.resnapshot_on_add_column copies the table again)");
             return Ok(());
         }
+        self.copy_again(cfg, table, &format!("add-column@{at}"), state)
+            .await
+    }
+
+    /// A DROP or RENAME (the event ending at `at`) changed captured names. Another table
+    /// taking a captured name may have other columns and rows than the index holds: with
+    /// `source.resnapshot_on_add_column` it is copied, as after an added column.
+    async fn names_changed(
+        &mut self,
+        cfg: &SourceConfig,
+        changes: Vec<NameChange>,
+        at: &str,
+        state: &PositionStore,
+    ) -> Result<(), SourceError> {
+        for change in changes {
+            match change {
+                NameChange::Dropped(table) => {
+                    tracing::warn!(%table, "a captured table was dropped: no changes come from it any more; its topic and index keep what they hold (delete them if it is gone for good); a restart fails until the table exists again or leaves `tables`")
+                }
+                NameChange::RenamedAway { table, to } => {
+                    tracing::warn!(%table, renamed_to = %to, "a captured table was renamed: its changes under the new name are captured only if `tables` matches it, from the next start; its topic and index keep what they hold")
+                }
+                NameChange::Replaced { table, by } if cfg.resnapshot_on_add_column => {
+                    tracing::info!(%table, renamed_from = %by, "another table took a captured table's name (as an online schema change's cut-over does): changes under the name go on, and the table is copied again (source.resnapshot_on_add_column)");
+                    self.copy_again(cfg, table, &format!("rename@{at}"), state)
+                        .await?;
+                }
+                NameChange::Replaced { table, by } => {
+                    tracing::info!(%table, renamed_from = %by, "another table took a captured table's name (as an online schema change's cut-over does): changes under the name go on; if its rows differ from the index, run `sluice snapshot --table` (or set source.resnapshot_on_add_column) to copy it again")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests an incremental snapshot of `table` as `id`, stored so that reading the
+    /// statement again after a restart does not repeat a finished copy.
+    async fn copy_again(
+        &mut self,
+        cfg: &SourceConfig,
+        table: TableId,
+        id: &str,
+        state: &PositionStore,
+    ) -> Result<(), SourceError> {
         let Some(windows) = self.windows.as_deref_mut() else {
-            tracing::warn!(%table, signal_table = %cfg.signal_table, "a column was added, and source.resnapshot_on_add_column needs the signal table to copy the table again; `sluice setup` creates it");
+            tracing::warn!(%table, signal_table = %cfg.signal_table, "source.resnapshot_on_add_column needs the signal table to copy the table again; `sluice setup` creates it");
             return Ok(());
         };
-        let id = format!("add-column@{at}");
         let mut out = Vec::new();
-        windows.request(&id, table, None, state, &mut out)?;
+        windows.request(id, table, None, state, &mut out)?;
         for event in out {
             if let SourceEvent::Checkpoint(cp) = event {
                 self.out.checkpoint(cp).await?;
@@ -306,6 +349,11 @@ async fn stream_from(
         for table in reader.take_added_columns() {
             let at = format!("{}:{}", reader.file(), header.log_pos);
             sink.column_added(cfg, table, &at, state).await?;
+        }
+        let gone = reader.take_tables_gone();
+        if !gone.is_empty() {
+            let at = format!("{}:{}", reader.file(), header.log_pos);
+            sink.names_changed(cfg, gone, &at, state).await?;
         }
         let (changes, commit) = match decoded {
             Decoded::Nothing => continue,

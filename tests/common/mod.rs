@@ -6,6 +6,7 @@
 pub mod families;
 pub mod generate;
 pub mod private;
+pub mod proxy;
 pub mod reference;
 pub mod registry;
 pub mod workload;
@@ -882,6 +883,7 @@ pub struct PrivateOsmem {
     child: Child,
     /// Its base URL.
     pub url: String,
+    port: u16,
 }
 
 impl PrivateOsmem {
@@ -892,6 +894,23 @@ impl PrivateOsmem {
 
     /// Starts one on loopback port `port` and waits until it answers.
     pub fn start_at(port: u16) -> PrivateOsmem {
+        PrivateOsmem {
+            child: Self::spawn(port),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    /// Kills the server and starts a new one on its port: every index is gone (osmem keeps
+    /// them in memory), as after losing an index server's data.
+    pub fn restart_empty(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port);
+    }
+
+    fn spawn(port: u16) -> Child {
         stack(); // osmem-server is installed
         let bin = Command::new("python3")
             .args([
@@ -915,10 +934,7 @@ impl PrivateOsmem {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        PrivateOsmem {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        child
     }
 
     /// Sends it a signal (SIGSTOP, SIGCONT).

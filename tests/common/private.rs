@@ -22,6 +22,7 @@ pub struct PrivateServer {
     /// Unix socket, where root logs in without a password.
     pub socket: std::path::PathBuf,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl PrivateServer {
@@ -65,50 +66,63 @@ impl PrivateServer {
         std::fs::write(
             &init,
             format!(
-                "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}';\n\
+                "CREATE USER IF NOT EXISTS '{u}'@'%' IDENTIFIED BY '{p}';\n\
                  GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{u}'@'%';\n\
-                 CREATE DATABASE d;\n\
-                 CREATE TABLE d.t (id INT PRIMARY KEY);\n",
+                 CREATE DATABASE IF NOT EXISTS d;\n\
+                 CREATE TABLE IF NOT EXISTS d.t (id INT PRIMARY KEY);\n",
                 u = s.cdc_user,
                 p = s.cdc_password
             ),
         )
         .unwrap();
-        let child = Command::new("/usr/sbin/mariadbd")
+        let mut server = PrivateServer {
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            socket,
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        server.restart();
+        server
+    }
+
+    /// Kills the server (SIGKILL): a crash, recovered at the next start.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on its port and data directory (the statements run at every
+    /// start are idempotent) and waits until it answers.
+    pub fn restart(&mut self) {
+        let user =
+            String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        self.child = Command::new("/usr/sbin/mariadbd")
+            .args(["--no-defaults", &format!("--user={}", user.trim())])
+            .arg(format!("--datadir={}", path("data")))
+            .arg(format!("--tmpdir={}", path("tmp")))
             .args([
-                "--no-defaults",
-                &user,
-                &format!("--datadir={}", data.display()),
-                &tmpdir,
-            ])
-            .args([
-                &format!("--port={port}"),
+                &format!("--port={}", self.port),
                 "--bind-address=127.0.0.1",
                 "--server-id=1",
             ])
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--init-file={}", init.display()))
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--init-file={}", path("init.sql")))
             .args(["--skip-name-resolve", "--innodb-buffer-pool-size=16M"])
-            .args(args)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = PrivateServer {
-            child,
-            port,
-            socket,
-            dir,
-        };
         let deadline = std::time::Instant::now() + super::PATIENCE;
-        while !server.sql("SELECT 1").status.success() {
+        while !self.sql("SELECT 1").status.success() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "private mariadbd did not start"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        server
     }
 
     /// A file in the data directory.

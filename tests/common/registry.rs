@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 pub struct Registry {
     child: Child,
     pub url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    users: Option<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Registry {
@@ -20,27 +22,44 @@ impl Registry {
     /// [`Registry::start`] on loopback port `port`.
     pub fn start_at(port: u16, users: Option<&str>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(port, users, dir.path());
+        Registry {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            users: users.map(str::to_string),
+            dir,
+        }
+    }
+
+    /// Kills the registry (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed registry again on its port and data.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.users.as_deref(), self.dir.path());
+    }
+
+    fn spawn(port: u16, users: Option<&str>, dir: &std::path::Path) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["registry", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(u) = users {
             cmd.env("SLUICE_REGISTRY_USERS", u);
         }
         let child = cmd.spawn().unwrap();
-        let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + super::PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the registry did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry {
-            child,
-            url,
-            _dir: dir,
-        }
+        child
     }
 }
 
@@ -55,16 +74,28 @@ impl Drop for Registry {
 pub struct Broker {
     child: Child,
     port: u16,
+    advertised: u16,
     dir: tempfile::TempDir,
 }
 
 impl Broker {
     /// Starts one on loopback port `port` (`scripts/stack.sh` installed tansu).
     pub fn start_at(port: u16) -> Broker {
+        Self::start_advertising(port, port)
+    }
+
+    /// Starts one on loopback port `port` that tells clients to connect to port `advertised`
+    /// (a proxy in front of it).
+    pub fn start_advertising(port: u16, advertised: u16) -> Broker {
         super::stack();
         let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, dir.path());
-        Broker { child, port, dir }
+        let child = Self::spawn(port, advertised, dir.path());
+        Broker {
+            child,
+            port,
+            advertised,
+            dir,
+        }
     }
 
     /// Kills the broker (SIGKILL).
@@ -75,11 +106,12 @@ impl Broker {
 
     /// Starts the killed broker again on its port and storage.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.child = Self::spawn(self.port, self.advertised, self.dir.path());
     }
 
-    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    fn spawn(port: u16, advertised: u16, dir: &std::path::Path) -> Child {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         // Found on PATH, as scripts/stack.sh finds it (scripts/test.sh puts ~/.cargo/bin there).
         // The sqlite:// path is relative to the working directory.
         let child = Command::new("tansu")
@@ -88,7 +120,7 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(dir)

@@ -111,6 +111,23 @@ pub struct BinlogReader {
     ///
     /// [`take_added_columns`]: BinlogReader::take_added_columns
     added_columns: Vec<TableId>,
+    /// Captured names dropped, renamed away or given to another table since the last
+    /// [`take_tables_gone`].
+    ///
+    /// [`take_tables_gone`]: BinlogReader::take_tables_gone
+    tables_gone: Vec<NameChange>,
+}
+
+/// What a DDL statement did to a captured table's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameChange {
+    /// The table was dropped (or its database).
+    Dropped(TableId),
+    /// The table was renamed to a name that is not captured.
+    RenamedAway { table: TableId, to: TableId },
+    /// Another table was renamed to the captured name (the cut-over of an online schema
+    /// change swaps tables this way): changes under the name go on, from that table.
+    Replaced { table: TableId, by: TableId },
 }
 
 impl BinlogReader {
@@ -140,6 +157,7 @@ impl BinlogReader {
             filtered: 0,
             ddl: 0,
             added_columns: Vec::new(),
+            tables_gone: Vec::new(),
         })
     }
 
@@ -273,6 +291,8 @@ impl BinlogReader {
                         {
                             self.added_columns.push(table);
                         }
+                        let gone = event::tables_gone(&query);
+                        self.renamed_or_dropped(&gone);
                         self.commit(h)
                     }
                     _ => self.commit(h),
@@ -452,6 +472,46 @@ impl BinlogReader {
     /// The binlog file being read.
     pub fn file(&self) -> &str {
         &self.at.file
+    }
+
+    /// Captured names dropped, renamed away or given to another table since the last call.
+    pub fn take_tables_gone(&mut self) -> Vec<NameChange> {
+        std::mem::take(&mut self.tables_gone)
+    }
+
+    /// Keeps what a DROP or RENAME statement did to captured names.
+    fn renamed_or_dropped(&mut self, gone: &[event::TableGone]) {
+        use event::TableGone::{Dropped, Renamed};
+        for g in gone {
+            match g {
+                Dropped(t) if t.table == "*" => {
+                    let mut tables: Vec<&TableId> =
+                        self.include.iter().filter(|c| c.db == t.db).collect();
+                    tables.sort();
+                    let dropped = tables.into_iter().cloned().map(NameChange::Dropped);
+                    self.tables_gone.extend(dropped);
+                }
+                Dropped(t) if self.include.contains(t) => {
+                    self.tables_gone.push(NameChange::Dropped(t.clone()))
+                }
+                Renamed(from, to) if self.include.contains(to) => {
+                    self.tables_gone.push(NameChange::Replaced {
+                        table: to.clone(),
+                        by: from.clone(),
+                    })
+                }
+                Renamed(from, to)
+                    if self.include.contains(from)
+                        && !gone.iter().any(|o| matches!(o, Renamed(_, t) if t == from)) =>
+                {
+                    self.tables_gone.push(NameChange::RenamedAway {
+                        table: from.clone(),
+                        to: to.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Captured tables that an `ALTER TABLE ... ADD` gave a column since the last call.
