@@ -84,7 +84,11 @@ pub fn render(
 fn median(durations: impl Iterator<Item = Duration>) -> Duration {
     let mut all: Vec<Duration> = durations.collect();
     all.sort_unstable();
-    all.get(all.len() / 2).copied().unwrap_or_default()
+    match all.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => all[n / 2],
+        n => (all[n / 2 - 1] + all[n / 2]) / 2,
+    }
 }
 
 fn secs(d: Duration) -> String {
