@@ -94,7 +94,7 @@ impl StreamOutput<'_> {
                     tracing::warn!(%table, renamed_to = %to, "a captured table was renamed: its changes under the new name are captured only if `tables` matches it, from the next start; its topic and index keep what they hold")
                 }
                 NameChange::Replaced { table, by } if cfg.resnapshot_on_add_column => {
-                    tracing::info!(%table, renamed_from = %by, "another table took a captured table's name (as an online schema change's cut-over does): changes under the name go on, and the table is copied again (source.resnapshot_on_add_column)");
+                    tracing::info!(%table, renamed_from = %by, "another table took a captured table's name (as an online schema change's cut-over does): changes under the name go on, and the table is copied again (source.resnapshot_on_add_column); documents of rows only the old table had stay until `sluice verify --repair` deletes them");
                     self.copy_again(cfg, table, &format!("rename@{at}"), state)
                         .await?;
                 }

@@ -95,12 +95,12 @@ pub fn inject(world: &mut World, kind: Kind, rng: &mut fastrand::Rng) -> Fault {
             world.restart_loader();
         }
         Kind::KillLoaderRebalancing => {
-            // A restarted loader rejoins its group: killed again before (or while) it gets
-            // its partitions back.
+            // A restarted loader rejoins its group: killed again while it does, before it
+            // has its partitions back (the join takes seconds on tansu).
             world.loader.kill9();
             world.restart_loader();
             std::thread::sleep(Duration::from_millis(rng.u64(0..1_500)));
-            world.loader.kill9();
+            world.loader.kill9_now();
             std::thread::sleep(hold);
             world.restart_loader();
         }
@@ -125,11 +125,12 @@ pub fn inject(world: &mut World, kind: Kind, rng: &mut fastrand::Rng) -> Fault {
             world.index.signal(libc::SIGCONT);
         }
         Kind::EmptyIndex => {
-            // What a user does when the index server lost its data: stop the loader, bring
-            // the server back, start the loader (it creates the indexes with their mappings
-            // again), and copy every table again.
-            world.index.restart_empty();
+            // What a user does when the index server lost its data: stop the loader (its
+            // writes would create the indexes with dynamic mappings), bring the server back,
+            // start the loader (it creates the indexes with their mappings), and copy every
+            // table again.
             assert!(world.loader.terminate(crate::common::PATIENCE).success());
+            world.index.restart_empty();
             world.restart_loader();
             world.resnapshot_all();
         }

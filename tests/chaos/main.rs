@@ -26,6 +26,7 @@ use world::{DB, World};
 /// How long the pipeline may take to come back after one fault.
 const RECOVERY: Duration = Duration::from_secs(300);
 
+#[derive(Clone)]
 struct Plan {
     seed: u64,
     rows: u64,
@@ -103,23 +104,33 @@ async fn nothing_is_lost_or_invented_under_random_faults() {
         let t = writer::run(pool, seed ^ 0x5eed, rows, rate, writes).await;
         *kept.lock().unwrap() = t;
     });
-    let (world, faults) = tokio::task::spawn_blocking(move || run_faults(world, &plan))
-        .await
-        .unwrap();
+    let run = {
+        let plan = plan.clone();
+        tokio::task::spawn_blocking(move || Run::new(world, &plan).inject_all(&plan))
+            .await
+            .unwrap()
+    };
     writer.stop().await;
-    let plan = Plan::from_env();
     let tally = *tally.lock().unwrap();
 
     // The judge: every fault healed, the writer stopped, the pipeline caught up.
-    let (world, verdict) = tokio::task::spawn_blocking(move || {
-        let mut world = world;
-        world.beat(RECOVERY);
-        let verdict = world.verify();
-        (world, verdict)
+    let (mut run, verdict) = tokio::task::spawn_blocking(move || {
+        let mut run = run;
+        run.world.beat(RECOVERY);
+        let verdict = run.world.verify();
+        (run, verdict)
     })
     .await
     .unwrap();
-    let report = report::render(&plan, &faults, tally, started.elapsed(), &verdict);
+    let report = report::render(
+        &plan,
+        &run.faults,
+        run.ddl_done,
+        &run.checks,
+        tally,
+        started.elapsed(),
+        &verdict,
+    );
     println!("{report}");
     if let Some(path) = &plan.report {
         std::fs::write(path, &report).unwrap();
@@ -130,133 +141,206 @@ async fn nothing_is_lost_or_invented_under_random_faults() {
         "sluice verify found the index different from the tables (seed {}):\n{}{}",
         plan.seed,
         verdict.1,
-        world.log_tails()
+        run.world.log_tails()
     );
-    let mut world = world;
-    world.clean_up();
+    run.world.clean_up();
 }
 
-/// Injects the plan's faults, one at a time, each followed by the wait for recovery.
-fn run_faults(mut world: World, plan: &Plan) -> (World, Vec<Fault>) {
-    let mut rng = fastrand::Rng::with_seed(plan.seed);
-    let mut left: Vec<(Kind, usize)> = plan
-        .kinds
-        .iter()
-        .map(|&k| (k, plan.faults_per_kind))
-        .collect();
-    let mut faults = Vec::new();
-    let take = |left: &mut Vec<(Kind, usize)>, kind: Kind| {
-        if let Some(e) = left.iter_mut().find(|(k, _)| *k == kind) {
+/// A run in progress: the world, the choices left, what happened so far.
+struct Run {
+    world: World,
+    rng: fastrand::Rng,
+    /// Faults still to inject, per kind.
+    left: Vec<(Kind, usize)>,
+    faults: Vec<Fault>,
+    /// ADD COLUMN statements run.
+    ddl_done: usize,
+    /// Verifies run before each copy that would heal earlier damage (all must pass).
+    checks: Vec<String>,
+}
+
+impl Run {
+    fn new(world: World, plan: &Plan) -> Run {
+        Run {
+            world,
+            rng: fastrand::Rng::with_seed(plan.seed),
+            left: plan
+                .kinds
+                .iter()
+                .map(|&k| (k, plan.faults_per_kind))
+                .collect(),
+            faults: Vec::new(),
+            ddl_done: 0,
+            checks: Vec::new(),
+        }
+    }
+
+    fn selected(&self, kind: Kind) -> bool {
+        self.left.iter().any(|(k, _)| *k == kind)
+    }
+
+    fn take(&mut self, kind: Kind) {
+        if let Some(e) = self.left.iter_mut().find(|(k, _)| *k == kind) {
             e.1 = e.1.saturating_sub(1);
         }
-    };
-    let selected = |kind| plan.kinds.contains(&kind);
-    let deadline = Instant::now() + Duration::from_secs(plan.minutes * 60);
-    let cutoff =
-        (plan.max_minutes > 0).then(|| Instant::now() + Duration::from_secs(plan.max_minutes * 60));
-    let record = |faults: &mut Vec<Fault>, f: Fault| {
+    }
+
+    fn record(&mut self, f: Fault) {
         println!(
             "chaos: fault {:>4} {:<24} {:<9} during {:<20} held {:>6} ms, recovered in {:>6} ms",
-            faults.len() + 1,
+            self.faults.len() + 1,
             f.kind.name(),
             f.link.map_or(String::new(), |l| format!("{l:?}")),
             f.phase,
             f.held.as_millis(),
             f.recovery.as_millis()
         );
-        faults.push(f);
-    };
-
-    // Kills during the initial snapshot.
-    if world.wait_phase("initial snapshot", common::PATIENCE) {
-        let mut early = Vec::new();
-        for kind in [Kind::KillSource, Kind::KillLoader] {
-            if selected(kind) && world.phase() == Some("initial snapshot") {
-                std::thread::sleep(Duration::from_millis(rng.u64(500..2_000)));
-                early.push(faults::inject(&mut world, kind, &mut rng));
-                take(&mut left, kind);
-                world.wait_phase("initial snapshot", Duration::from_secs(30));
-            }
-        }
-        world.beat(RECOVERY);
-        for mut f in early {
-            f.recovery = f.ended.elapsed();
-            record(&mut faults, f);
-        }
+        self.faults.push(f);
     }
-    world.beat(RECOVERY);
 
-    let total: usize = left.iter().map(|(_, n)| n).sum();
-    let mut ddl_at: Vec<usize> = (0..plan.ddl).map(|_| rng.usize(..total.max(1))).collect();
-    ddl_at.sort_unstable();
-    let mut columns = 0;
-    let mut n = 0;
-    loop {
-        // Schema changes, each re-copying its table while a process is killed.
-        while ddl_at.first() == Some(&n) {
-            ddl_at.remove(0);
-            columns += 1;
-            let table = format!("t{}", rng.u32(1..=3));
-            let out = world.mysql.sql(&format!(
-                "ALTER TABLE {DB}.{table} ADD COLUMN c{columns} INT NULL DEFAULT {columns}"
-            ));
+    /// Injects one fault and waits for the recovery; first checks that no process died
+    /// on its own since the last one.
+    fn fault(&mut self, kind: Kind) {
+        self.world.assert_alive();
+        self.take(kind);
+        let mut f = faults::inject(&mut self.world, kind, &mut self.rng);
+        if kind == Kind::EmptyIndex {
+            // Recovered once every table is copied again.
+            let copying = self
+                .world
+                .wait_phase("incremental snapshot", Duration::from_secs(30));
             assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+                copying && self.world.wait_phase("streaming", RECOVERY),
+                "the copies after emptying the index did not run{}",
+                self.world.log_tails()
             );
-            let kind = if columns % 2 == 1 {
-                Kind::KillSource
-            } else {
-                Kind::KillLoader
-            };
-            if selected(kind) && world.wait_phase("incremental snapshot", Duration::from_secs(30)) {
-                std::thread::sleep(Duration::from_millis(rng.u64(0..1_000)));
-                let mut f = faults::inject(&mut world, kind, &mut rng);
-                take(&mut left, kind);
-                world.beat(RECOVERY);
-                f.recovery = f.ended.elapsed();
-                record(&mut faults, f);
-            }
         }
-        let open: Vec<Kind> = left
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, _)| *k)
-            .collect();
-        if cutoff.is_some_and(|c| Instant::now() >= c) {
-            let left_out: usize = left.iter().map(|(_, n)| n).sum();
-            println!("chaos: SLUICE_CHAOS_MAX_MINUTES reached; {left_out} faults left out");
-            break;
-        }
-        let kind = match open.as_slice() {
-            [] if Instant::now() >= deadline => break,
-            [] => plan.kinds[rng.usize(..plan.kinds.len())],
-            open => open[rng.usize(..open.len())],
-        };
-        take(&mut left, kind);
-        if kind == Kind::EmptyIndex {
-            // A copy requested while one of the same table runs would be ignored.
-            world.wait_phase("streaming", RECOVERY);
-        }
-        let copies = world.source_logged("incremental snapshot done");
-        let mut f = faults::inject(&mut world, kind, &mut rng);
-        if kind == Kind::EmptyIndex {
-            let deadline = Instant::now() + RECOVERY;
-            while world.source_logged("incremental snapshot done") < copies + world::TABLES.len() {
-                assert!(
-                    Instant::now() < deadline,
-                    "the copies did not finish{}",
-                    world.log_tails()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        world.beat(RECOVERY);
+        self.world.beat(RECOVERY);
         f.recovery = f.ended.elapsed();
-        record(&mut faults, f);
-        n += 1;
-        std::thread::sleep(Duration::from_millis(rng.u64(0..1_000)));
+        self.record(f);
     }
-    (world, faults)
+
+    /// `sluice verify` before something that would heal earlier damage (a table copied
+    /// again): differences found now are the earlier faults'.
+    fn check(&mut self, before: &str) {
+        self.world.beat(RECOVERY);
+        let (code, out) = self.world.verify();
+        let summaries: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{DB}.")) && l.contains(" rows compared"))
+            .collect();
+        // Under the running writer a row may still be moving (exit 2, "unsettled"); any
+        // missing, different or extra row fails.
+        let clean = summaries
+            .iter()
+            .all(|l| l.contains(" 0 missing, 0 different, 0 extra"));
+        assert!(
+            (code == 0 || code == 2) && clean && summaries.len() == world::TABLES.len(),
+            "sluice verify before {before} found differences (exit {code}):\n{out}{}",
+            self.world.log_tails()
+        );
+        println!("chaos: verify before {before}: equal (exit {code})");
+        self.checks.push(before.to_string());
+    }
+
+    /// An ADD COLUMN (the table is copied again), a kill while it copies.
+    fn ddl(&mut self) {
+        self.check("an ADD COLUMN");
+        self.ddl_done += 1;
+        let n = self.ddl_done;
+        let table = format!("t{}", self.rng.u32(1..=3));
+        let out = self.world.mysql.sql(&format!(
+            "ALTER TABLE {DB}.{table} ADD COLUMN c{n} INT NULL DEFAULT {n}"
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kind = if n % 2 == 1 {
+            Kind::KillSource
+        } else {
+            Kind::KillLoader
+        };
+        if self.selected(kind)
+            && self
+                .world
+                .wait_phase("incremental snapshot", Duration::from_secs(30))
+        {
+            std::thread::sleep(Duration::from_millis(self.rng.u64(0..1_000)));
+            self.fault(kind);
+        }
+        // A second copy of the table requested while this one runs would be ignored.
+        assert!(
+            self.world.wait_phase("streaming", RECOVERY),
+            "the copy after ADD COLUMN did not finish{}",
+            self.world.log_tails()
+        );
+    }
+
+    /// Injects the plan's faults, one at a time, each followed by the wait for recovery,
+    /// with the plan's ADD COLUMN statements spread among them.
+    fn inject_all(mut self, plan: &Plan) -> Run {
+        let deadline = Instant::now() + Duration::from_secs(plan.minutes * 60);
+        let cutoff = (plan.max_minutes > 0)
+            .then(|| Instant::now() + Duration::from_secs(plan.max_minutes * 60));
+
+        // Kills during the initial snapshot; their recovery includes the rest of it.
+        if self.world.wait_phase("initial snapshot", common::PATIENCE) {
+            let mut early = Vec::new();
+            for kind in [Kind::KillSource, Kind::KillLoader] {
+                if self.selected(kind) && self.world.phase() == Some("initial snapshot") {
+                    std::thread::sleep(Duration::from_millis(self.rng.u64(500..2_000)));
+                    self.take(kind);
+                    early.push(faults::inject(&mut self.world, kind, &mut self.rng));
+                }
+            }
+            self.world.beat(RECOVERY);
+            for mut f in early {
+                f.recovery = f.ended.elapsed();
+                self.record(f);
+            }
+        }
+        self.world.beat(RECOVERY);
+
+        let total: usize = self.left.iter().map(|(_, n)| n).sum();
+        let mut ddl_at: Vec<usize> = (0..plan.ddl)
+            .map(|_| self.rng.usize(..total.max(1)))
+            .collect();
+        ddl_at.sort_unstable();
+        let mut n = 0;
+        loop {
+            while ddl_at.first().is_some_and(|&at| at <= n) {
+                ddl_at.remove(0);
+                self.ddl();
+            }
+            if cutoff.is_some_and(|c| Instant::now() >= c) {
+                let left_out: usize = self.left.iter().map(|(_, n)| n).sum();
+                println!("chaos: SLUICE_CHAOS_MAX_MINUTES reached; {left_out} faults left out");
+                break;
+            }
+            let open: Vec<Kind> = self
+                .left
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, _)| *k)
+                .collect();
+            let kind = match open.as_slice() {
+                [] if Instant::now() >= deadline => break,
+                [] => plan.kinds[self.rng.usize(..plan.kinds.len())],
+                open => open[self.rng.usize(..open.len())],
+            };
+            if kind == Kind::EmptyIndex {
+                // The copies it starts heal what earlier faults did: judge those first.
+                self.check("emptying the index");
+            }
+            self.fault(kind);
+            n += 1;
+            std::thread::sleep(Duration::from_millis(self.rng.u64(0..1_000)));
+        }
+        for _ in ddl_at {
+            self.ddl();
+        }
+        self
+    }
 }

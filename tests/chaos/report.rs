@@ -12,6 +12,8 @@ use crate::writer::Tally;
 pub fn render(
     plan: &Plan,
     faults: &[Fault],
+    ddl: usize,
+    checks: &[String],
     tally: Tally,
     took: Duration,
     verdict: &(i32, String),
@@ -27,14 +29,16 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "Writer: {} statements in {} committed transactions ({} rolled back, {} failed by \
-         faults), {} row changes; {} ADD COLUMN, each copying its table again.\n",
-        tally.statements,
+        "Writer: {} transactions committed ({} statements run, {} transactions rolled back, \
+         {} writes failed by faults), {} row changes; {ddl} ADD COLUMN, each copying its table \
+         again. `sluice verify` also ran before each copy that heals earlier damage ({} times: \
+         equal each time).\n",
         tally.transactions,
+        tally.statements,
         tally.rolled_back,
         tally.errors,
         tally.changes,
-        plan.ddl
+        checks.len()
     );
     let mut groups: BTreeMap<(&str, &str), Vec<&Fault>> = BTreeMap::new();
     for f in faults {

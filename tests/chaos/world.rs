@@ -26,8 +26,10 @@ pub enum Link {
 
 pub const LINKS: [Link; 4] = [Link::Mysql, Link::Kafka, Link::Registry, Link::Index];
 
+/// Fields drop in order: Sluice's processes first, then the servers, the directory last.
 pub struct World {
-    pub dir: tempfile::TempDir,
+    pub source: Sluice,
+    pub loader: Sluice,
     pub mysql: PrivateServer,
     pub broker: Broker,
     pub registry: Registry,
@@ -36,12 +38,11 @@ pub struct World {
     pub source_config: PathBuf,
     loader_config: PathBuf,
     metrics: String,
-    pub source: Sluice,
-    pub loader: Sluice,
     incarnations: u32,
     beats: u64,
-    /// Asks the broker for the marker's offsets, with the loader's group id (it never joins).
+    /// Asks the broker for offsets, with the loader's group id (it never joins).
     kafka: rdkafka::consumer::BaseConsumer,
+    pub dir: tempfile::TempDir,
 }
 
 impl World {
@@ -116,6 +117,7 @@ listen = "{metrics}"
 [elasticsearch]
 url = "http://127.0.0.1:{index}"
 [loader]
+group_id = "chaos-loader"
 instance_id = "chaos-loader"
 batch_size = 500
 "#,
@@ -193,22 +195,36 @@ batch_size = 500
     }
 
     /// What the source is doing, from its metrics: "initial snapshot", "incremental
-    /// snapshot" or "streaming" (None while it does not answer).
+    /// snapshot" (one running or queued) or "streaming" (None while it does not answer).
     pub fn phase(&self) -> Option<&'static str> {
         let (_, text) = http_get(&self.metrics, "/metrics").ok()?;
-        let running = |kind: &str| {
+        let busy = |metric: &str, kind: &str| {
+            let series = format!("{metric}{{kind=\"{kind}\"}} ");
             text.lines()
-                .filter(|l| l.starts_with(&format!("sluice_snapshot_running{{kind=\"{kind}\"}}")))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
                 .any(|v| v > 0.0)
         };
-        Some(if running("initial") {
+        let pending = |kind| {
+            busy("sluice_snapshot_running", kind) || busy("sluice_snapshot_tables_remaining", kind)
+        };
+        Some(if pending("initial") {
             "initial snapshot"
-        } else if running("incremental") {
+        } else if pending("incremental") {
             "incremental snapshot"
         } else {
             "streaming"
         })
+    }
+
+    /// Panics with the logs if the source or the loader exited on its own.
+    pub fn assert_alive(&mut self) {
+        let (source, loader) = (self.source.is_running(), self.loader.is_running());
+        assert!(
+            source && loader,
+            "a process exited on its own (source running: {source}, loader running: \
+             {loader}){}",
+            self.log_tails()
+        );
     }
 
     /// Waits until the source reports `phase` (false after `timeout`).
@@ -223,13 +239,13 @@ batch_size = 500
         false
     }
 
-    /// Commits a new marker value and waits until the loader has committed its record, which
-    /// it does only after the index accepted it: every change committed before the marker has
-    /// then gone through (one binlog, in order). Returns how long that took; panics with the
-    /// processes' logs after `timeout`.
-    ///
-    /// The index itself is not asked: a realtime GET makes osmem-server refresh every index
-    /// with pending writes, which under load takes seconds and stalls the loader's bulks.
+    /// Commits a new marker and waits until everything committed before it is in the index:
+    /// the source's stored checkpoint passed the server's binlog position read after the
+    /// marker (so Kafka acknowledged every record up to it), then the loader's group committed
+    /// every partition of every table's topic up to the end offsets read at that moment (it
+    /// commits only what the index accepted). Returns how long that took; panics with the
+    /// processes' logs after `timeout`. (The index itself is not asked: a realtime GET makes
+    /// osmem-server refresh every index with pending writes, which under load takes seconds.)
     pub fn beat(&mut self, timeout: Duration) -> Duration {
         self.beats += 1;
         let n = self.beats;
@@ -240,69 +256,97 @@ batch_size = 500
                 self.log_tails()
             )
         };
-        let before = loop {
-            match self.offsets(false) {
-                Some(o) => break o,
-                None if started.elapsed() > timeout => late("Kafka did not answer"),
-                None => std::thread::sleep(Duration::from_millis(50)),
+        let wait = || std::thread::sleep(Duration::from_millis(20));
+        let target = loop {
+            let marked = self.mysql.sql(&format!(
+                "UPDATE {DB}.beat SET n = {n} WHERE id = 1; SHOW MASTER STATUS"
+            ));
+            let at = marked
+                .status
+                .success()
+                .then(|| binlog_position(&String::from_utf8_lossy(&marked.stdout)))
+                .flatten();
+            if let Some(at) = at {
+                break at;
             }
-        };
-        while !self
-            .mysql
-            .sql(&format!("UPDATE {DB}.beat SET n = {n} WHERE id = 1"))
-            .status
-            .success()
-        {
             if started.elapsed() > timeout {
                 late("the marker could not be written");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            wait();
+        };
+        while self.source_checkpoint().is_none_or(|at| at < target) {
+            if started.elapsed() > timeout {
+                late(&format!(
+                    "the source's checkpoint {:?} did not pass {target:?}",
+                    self.source_checkpoint()
+                ));
+            }
+            wait();
         }
-        // Published: the topic grew; applied: the loader committed up to its end.
-        let published = loop {
+        let ends = loop {
             match self.offsets(false) {
-                Some(end) if end.iter().sum::<i64>() > before.iter().sum::<i64>() => break end,
-                _ if started.elapsed() > timeout => late("the marker was not published"),
-                _ => std::thread::sleep(Duration::from_millis(20)),
+                Some(ends) => break ends,
+                None if started.elapsed() > timeout => late("Kafka did not answer"),
+                None => wait(),
             }
         };
         loop {
             match self.offsets(true) {
-                Some(done) if done.iter().zip(&published).all(|(d, p)| d >= p) => {
+                Some(done) if done.iter().zip(&ends).all(|(d, e)| d >= e) => {
                     return started.elapsed();
                 }
-                _ if started.elapsed() > timeout => late("the marker was not indexed"),
-                _ => std::thread::sleep(Duration::from_millis(20)),
+                seen if started.elapsed() > timeout => late(&format!(
+                    "the loader committed {seen:?} of the end offsets {ends:?}"
+                )),
+                _ => wait(),
             }
         }
     }
 
-    /// The marker topic's end offsets, or the loader group's committed ones, per partition.
+    /// The source's stored checkpoint, (binlog file number, offset), from its metrics.
+    fn source_checkpoint(&self) -> Option<(u64, u64)> {
+        let (_, text) = http_get(&self.metrics, "/metrics").ok()?;
+        let file = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_source_checkpoint_info{file=\""))?;
+        let number = file.split('"').next()?.rsplit('.').next()?.parse().ok()?;
+        let offset = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_source_checkpoint_position_bytes "))?
+            .trim()
+            .parse::<f64>()
+            .ok()?;
+        Some((number, offset as u64))
+    }
+
+    /// End offsets of every partition of every captured table's topic, or the loader group's
+    /// committed ones, in one order.
     fn offsets(&self, committed: bool) -> Option<Vec<i64>> {
         use rdkafka::consumer::Consumer;
-        let topic = format!("chaos.{DB}.beat");
         let wait = Duration::from_secs(5);
-        let mut out = Vec::new();
+        let partitions: Vec<(String, i32)> = TABLES
+            .iter()
+            .flat_map(|t| (0..3).map(move |p| (format!("chaos.{DB}.{t}"), p)))
+            .collect();
         if committed {
             let mut tpl = rdkafka::TopicPartitionList::new();
-            for p in 0..3 {
-                tpl.add_partition(&topic, p);
+            for (topic, p) in &partitions {
+                tpl.add_partition(topic, *p);
             }
             let got = self.kafka.committed_offsets(tpl, wait).ok()?;
-            for e in got.elements() {
-                out.push(e.offset().to_raw().unwrap_or(0).max(0));
-            }
+            partitions
+                .iter()
+                .map(|(topic, p)| {
+                    let offset = got.find_partition(topic, *p)?.offset();
+                    Some(offset.to_raw().unwrap_or(0).max(0))
+                })
+                .collect()
         } else {
-            for p in 0..3 {
-                out.push(self.kafka.fetch_watermarks(&topic, p, wait).ok()?.1);
-            }
+            partitions
+                .iter()
+                .map(|(topic, p)| Some(self.kafka.fetch_watermarks(topic, *p, wait).ok()?.1))
+                .collect()
         }
-        Some(out)
-    }
-
-    /// How many lines of the running source's log contain `needle`.
-    pub fn source_logged(&self, needle: &str) -> usize {
-        self.source.output().matches(needle).count()
     }
 
     /// The last lines of the running processes' logs.
@@ -347,4 +391,14 @@ batch_size = 500
         );
         (status.code().unwrap_or(-1), out)
     }
+}
+
+/// The (file number, offset) of `SHOW MASTER STATUS` in the mariadb client's tab-separated
+/// output.
+fn binlog_position(out: &str) -> Option<(u64, u64)> {
+    let row = out.lines().nth(1)?;
+    let mut cols = row.split('\t');
+    let number = cols.next()?.rsplit('.').next()?.parse().ok()?;
+    let offset = cols.next()?.trim().parse().ok()?;
+    Some((number, offset))
 }

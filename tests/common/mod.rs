@@ -512,9 +512,14 @@ impl Sluice {
         }
     }
 
-    /// SIGKILL: no draining, no final checkpoint.
+    /// SIGKILL: no draining, no final checkpoint. A loader is killed once it has partitions.
     pub fn kill9(&mut self) {
         self.wait_assigned();
+        self.kill9_now();
+    }
+
+    /// SIGKILL at once, whatever the process is doing (a loader joining its group, say).
+    pub fn kill9_now(&mut self) {
         let mut c = self.child.take().unwrap();
         c.kill().unwrap();
         c.wait().unwrap();
@@ -609,7 +614,11 @@ pub fn fixed_metrics_port(path: &Path) -> u16 {
 /// `GET path` on `addr`: status code and body.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let addr_parsed: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let wait = Duration::from_secs(10);
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr_parsed, wait).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;

@@ -286,12 +286,18 @@ impl BinlogReader {
                     // (non-transactional changes before it stand) do.
                     QueryKind::Other => {
                         self.ddl += 1;
+                        let gone = event::tables_gone(&query);
+                        // `ALTER TABLE t RENAME TO u, ADD c ...`: t is gone, nothing to copy.
+                        let renamed = |t: &TableId| {
+                            gone.iter()
+                                .any(|g| matches!(g, event::TableGone::Renamed(f, _) if f == t))
+                        };
                         if let Some(table) = event::column_added_table(&query)
                             && self.include.contains(&table)
+                            && !renamed(&table)
                         {
                             self.added_columns.push(table);
                         }
-                        let gone = event::tables_gone(&query);
                         self.renamed_or_dropped(&gone);
                         self.commit(h)
                     }

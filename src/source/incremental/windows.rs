@@ -52,6 +52,11 @@ impl Windows {
         to_worker: mpsc::UnboundedSender<ToWorker>,
         from_worker: mpsc::UnboundedReceiver<ToStream>,
     ) -> Self {
+        // Copies resumed after a restart are remaining as much as new ones.
+        let remaining = &metrics().snapshot.tables_remaining;
+        remaining
+            .with_label_values(&["incremental"])
+            .set(i64::try_from(active.len()).unwrap_or(i64::MAX));
         Windows {
             signal,
             captured,
