@@ -409,3 +409,57 @@ async fn an_added_column_reaches_every_document_with_resnapshot_on_add_column() 
     assert!(docs.values().all(|d| d["c"] == 7), "{docs:?}");
     assert!(sluice.terminate(PATIENCE).success());
 }
+
+/// An index that lost documents while a copy of its table runs (here: emptied after the
+/// copy's first windows) gets them back from a second request: it restarts the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_requested_while_one_runs_starts_over_and_restores_what_the_index_lost() {
+    let (mut conn, setup) = fresh("it_copy_again", &["t"]).await;
+    numbered(&mut conn, &[("t", 400)]).await;
+    let config = setup.dir.path().join("sluice.toml");
+    let text = setup.config_text("").replace(
+        "[kafka]",
+        "snapshot_chunk_rows = 50\nsnapshot_max_rows_per_sec = 50\n[kafka]",
+    );
+    std::fs::write(&config, text).unwrap();
+    setup.signal_table(&mut conn, &config).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+
+    let table = format!("{}.t", setup.db);
+    let request = || {
+        let (status, out) = run_to_exit(
+            &[
+                "snapshot",
+                "--config",
+                config.to_str().unwrap(),
+                "--table",
+                &table,
+            ],
+            PATIENCE,
+        );
+        assert!(status.success(), "{out}");
+    };
+    request();
+    sluice.wait_for_logs("incremental snapshot progress stored", 2, CATCH_UP);
+    // Documents lost behind Sluice's back while the copy runs: those of rows it already
+    // copied come back only from the second request.
+    let index = table.to_lowercase();
+    let deleted = reqwest::Client::new()
+        .post(format!(
+            "{}/{index}/_delete_by_query?refresh=true",
+            setup.es_url
+        ))
+        .json(&serde_json::json!({"query": {"match_all": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    request();
+    sluice.wait_for_log("restarted from the first key", PATIENCE);
+    sluice.wait_for_log("starting over at the first key", CATCH_UP);
+    sluice.wait_for_log("incremental snapshot done", CATCH_UP);
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    assert!(sluice.terminate(PATIENCE).success());
+}

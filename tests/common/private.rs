@@ -75,8 +75,11 @@ impl PrivateServer {
             ),
         )
         .unwrap();
+        // A placeholder until restart() spawns the server (reaped, so no zombie stays).
+        let mut placeholder = Command::new("true").spawn().unwrap();
+        placeholder.wait().unwrap();
         let mut server = PrivateServer {
-            child: Command::new("true").spawn().unwrap(),
+            child: placeholder,
             port,
             socket,
             dir,

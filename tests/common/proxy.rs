@@ -48,10 +48,13 @@ impl FaultProxy {
             runtime.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).unwrap();
                 loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    tokio::spawn(forward(client, backend, shared.clone()));
+                    match listener.accept().await {
+                        Ok((client, _)) => {
+                            tokio::spawn(forward(client, backend, shared.clone()));
+                        }
+                        // Out of descriptors, say: try again shortly.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
                 }
             });
         });
@@ -128,8 +131,10 @@ async fn pump(
                 break;
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+        // A cut also ends a write blocked on a peer that does not read (a stopped server).
+        tokio::select! {
+            written = to.write_all(&buf[..n]) => if written.is_err() { return },
+            _ = cuts.changed() => return,
         }
     }
 }

@@ -475,9 +475,10 @@ mod sql {
             } else if c == '\'' || c == '"' {
                 i += 1;
                 while i < chars.len() {
-                    if chars[i] == '\\' {
-                        i += 2;
-                    } else if chars[i] == c && chars.get(i + 1) == Some(&c) {
+                    // A backslash escape or a doubled quote is two characters of the string.
+                    let escaped =
+                        chars[i] == '\\' || (chars[i] == c && chars.get(i + 1) == Some(&c));
+                    if escaped {
                         i += 2;
                     } else if chars[i] == c {
                         break;

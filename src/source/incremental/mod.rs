@@ -74,7 +74,7 @@ pub fn pair(
     let (to_worker, from_stream) = mpsc::unbounded_channel();
     let active = queued
         .iter()
-        .map(|(t, p)| (t.clone(), p.id.clone()))
+        .map(|(t, p)| (t.clone(), (p.id.clone(), p.filter.clone())))
         .collect();
     let windows = Windows::new(signal.clone(), captured, active, to_worker, from_worker);
     let worker = Worker::new(

@@ -102,6 +102,7 @@ fn changes_of(events: &[SourceEvent]) -> Vec<(Op, i64, u64)> {
 async fn keys_changed_inside_a_window_are_left_to_the_binlog() {
     let (_dir, state, mut windows, mut worker) = capturing(&table());
     let t = table();
+    windows.active.insert(t.id.clone(), ("req".into(), None));
     // A change before the window is passed on and not noted.
     worker
         .send(ToStream::Announce {
@@ -217,14 +218,21 @@ async fn signals_request_captured_tables_once() {
             &state,
         )
         .unwrap();
-    // One request: shop.other is not captured, s2 finds s1 running, the others are bad.
-    assert_eq!(out.len(), 1);
+    // s1 requests a copy of shop.t; s2 finds it running and restarts it for the rows both
+    // want; shop.other is not captured, the others are bad.
+    assert_eq!(out.len(), 2);
     let Ok(ToWorker::Copy(table, p)) = worker.from_stream.try_recv() else {
         panic!()
     };
     assert_eq!(table, t.id);
     assert_eq!(p.id, "s1/shop.t");
     assert_eq!(p.filter.as_deref(), Some("id > 5"));
+    let Ok(ToWorker::Copy(table, p)) = worker.from_stream.try_recv() else {
+        panic!()
+    };
+    assert_eq!(table, t.id);
+    assert_eq!((p.id.as_str(), p.rows), ("s2/shop.t", 0));
+    assert_eq!(p.filter.as_deref(), Some("(id > 5) OR (id > 5)"));
     assert!(worker.from_stream.try_recv().is_err());
     // Done and read again after a restart: not copied again.
     state

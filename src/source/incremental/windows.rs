@@ -35,8 +35,9 @@ struct Window {
 pub struct Windows {
     signal: Arc<TableSchema>,
     captured: HashSet<TableId>,
-    /// Tables with an incremental snapshot queued or running, with the request's id.
-    pub(super) active: HashMap<TableId, String>,
+    /// Tables with an incremental snapshot queued or running, with the request's id and
+    /// row filter.
+    pub(super) active: HashMap<TableId, (String, Option<String>)>,
     to_worker: mpsc::UnboundedSender<ToWorker>,
     from_worker: mpsc::UnboundedReceiver<ToStream>,
     window: Option<Window>,
@@ -48,7 +49,7 @@ impl Windows {
     pub(super) fn new(
         signal: Arc<TableSchema>,
         captured: HashSet<TableId>,
-        active: HashMap<TableId, String>,
+        active: HashMap<TableId, (String, Option<String>)>,
         to_worker: mpsc::UnboundedSender<ToWorker>,
         from_worker: mpsc::UnboundedReceiver<ToStream>,
     ) -> Self {
@@ -232,22 +233,27 @@ impl Windows {
             if !kept.is_empty() {
                 out.push(SourceEvent::Changes(kept));
             }
-            let checkpoint = if last {
-                self.active.remove(&w.table);
-                let left = self.left_to_binlog.remove(&w.table).unwrap_or(0);
-                tracing::info!(table = %w.table, id = %progress.id, rows = progress.rows, windows = progress.windows, left_to_binlog = left, "incremental snapshot done");
-                Checkpoint::WindowsDone {
-                    table: w.table.clone(),
-                    id: progress.id,
-                    position: Position::new(at.source.file.to_string(), at.source.pos),
-                }
-            } else {
-                Checkpoint::Window {
-                    table: w.table.clone(),
-                    progress,
-                }
-            };
-            out.push(SourceEvent::Checkpoint(checkpoint));
+            // A window of a copy that a newer request restarted: its rows stand, its
+            // progress is not the table's any more.
+            let current = self.active.get(&w.table).map(|(id, _)| id);
+            if current == Some(&progress.id) {
+                let checkpoint = if last {
+                    self.active.remove(&w.table);
+                    let left = self.left_to_binlog.remove(&w.table).unwrap_or(0);
+                    tracing::info!(table = %w.table, id = %progress.id, rows = progress.rows, windows = progress.windows, left_to_binlog = left, "incremental snapshot done");
+                    Checkpoint::WindowsDone {
+                        table: w.table.clone(),
+                        id: progress.id,
+                        position: Position::new(at.source.file.to_string(), at.source.pos),
+                    }
+                } else {
+                    Checkpoint::Window {
+                        table: w.table.clone(),
+                        progress,
+                    }
+                };
+                out.push(SourceEvent::Checkpoint(checkpoint));
+            }
             let m = &metrics().snapshot;
             m.windows.with_label_values(&[&w.table.to_string()]).inc();
             m.tables_remaining
@@ -285,8 +291,11 @@ impl Windows {
 
 impl Windows {
     /// Queues an incremental snapshot of `table` requested as `id` (only rows matching
-    /// `filter`), unless the table is not captured, one is running, or `id` was done before a
-    /// restart. Its request is stored (a checkpoint in `out`) before the commit that asked.
+    /// `filter`), unless the table is not captured or `id` was done before a restart. A
+    /// request for a table being copied restarts its copy from the first key, for the rows
+    /// either request wants: rows the running copy already emitted may be the very ones the
+    /// new request is about (an index that lost them meanwhile). The request is stored (a
+    /// checkpoint in `out`) before the commit that asked.
     pub fn request(
         &mut self,
         id: &str,
@@ -298,31 +307,50 @@ impl Windows {
         let request = signal_key(id, &table);
         if !self.captured.contains(&table) {
             tracing::error!(%id, %table, "snapshot signal ignored for a table Sluice does not capture; add it to `tables`");
-        } else if let Some(running) = self.active.get(&table) {
-            tracing::warn!(%id, %table, %running, "snapshot signal ignored: an incremental snapshot of this table is already running");
-        } else if state.signal_done(&request)? {
-            tracing::info!(%id, %table, "snapshot signal read again after a restart; its snapshot is already done");
-        } else {
-            tracing::info!(%id, %table, filter = filter.as_deref().unwrap_or(""), "incremental snapshot requested");
-            let progress = WindowProgress {
-                id: request,
-                filter,
-                last_key: Vec::new(),
-                rows: 0,
-                windows: 0,
-            };
-            self.active.insert(table.clone(), progress.id.clone());
-            let m = &metrics().snapshot;
-            m.tables.with_label_values(&["incremental"]).inc();
-            m.tables_remaining
-                .with_label_values(&["incremental"])
-                .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
-            out.push(SourceEvent::Checkpoint(Checkpoint::Window {
-                table: table.clone(),
-                progress: progress.clone(),
-            }));
-            let _ = self.to_worker.send(ToWorker::Copy(table, progress));
+            return Ok(());
         }
+        if state.signal_done(&request)? {
+            tracing::info!(%id, %table, "snapshot signal read again after a restart; its snapshot is already done");
+            return Ok(());
+        }
+        let filter = match self.active.get(&table) {
+            Some((running, _)) if *running == request => return Ok(()),
+            Some((running, running_filter)) => {
+                let both = match (running_filter, &filter) {
+                    (Some(a), Some(b)) => Some(format!("({a}) OR ({b})")),
+                    _ => None,
+                };
+                tracing::info!(%id, %table, %running, filter = both.as_deref().unwrap_or(""), "incremental snapshot restarted from the first key for a new request of the table it copies");
+                both
+            }
+            None => {
+                tracing::info!(%id, %table, filter = filter.as_deref().unwrap_or(""), "incremental snapshot requested");
+                let m = &metrics().snapshot;
+                m.tables.with_label_values(&["incremental"]).inc();
+                filter
+            }
+        };
+        let progress = WindowProgress {
+            id: request,
+            filter,
+            last_key: Vec::new(),
+            rows: 0,
+            windows: 0,
+        };
+        self.active.insert(
+            table.clone(),
+            (progress.id.clone(), progress.filter.clone()),
+        );
+        metrics()
+            .snapshot
+            .tables_remaining
+            .with_label_values(&["incremental"])
+            .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
+        out.push(SourceEvent::Checkpoint(Checkpoint::Window {
+            table: table.clone(),
+            progress: progress.clone(),
+        }));
+        let _ = self.to_worker.send(ToWorker::Copy(table, progress));
         Ok(())
     }
 }

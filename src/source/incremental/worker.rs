@@ -33,6 +33,8 @@ pub struct Worker {
     config: WorkerConfig,
     signal: TableId,
     queue: VecDeque<(TableId, WindowProgress)>,
+    /// A new request for the table being copied: the copy starts over with it.
+    restart: Option<WindowProgress>,
     to_stream: mpsc::UnboundedSender<ToStream>,
     pub(super) from_stream: mpsc::UnboundedReceiver<ToWorker>,
 }
@@ -49,6 +51,7 @@ impl Worker {
             config,
             signal,
             queue,
+            restart: None,
             to_stream,
             from_stream,
         }
@@ -169,8 +172,14 @@ impl Worker {
             // emits the rows.
             let rows_read = next.rows - progress.rows;
             *progress = next;
-            if !self.closed(&window, shutdown).await {
+            if !self.closed(table, &window, shutdown).await {
                 return Ok(false);
+            }
+            if let Some(again) = self.restart.take() {
+                tracing::info!(%table, id = %again.id, filter = again.filter.as_deref().unwrap_or(""), "incremental snapshot: starting over at the first key");
+                *progress = again;
+                report = Progress::start("incremental snapshot", table, estimate, 0);
+                continue;
             }
             report.update(progress.rows);
             if last {
@@ -213,14 +222,20 @@ impl Worker {
         })
     }
 
-    /// Waits until the stream passed `window`'s high watermark, queueing requests meanwhile;
-    /// false on shutdown.
-    async fn closed(&mut self, window: &str, shutdown: &CancellationToken) -> bool {
+    /// Waits until the stream passed `window`'s high watermark, queueing requests meanwhile
+    /// (one for `table`, being copied, restarts its copy); false on shutdown.
+    async fn closed(
+        &mut self,
+        table: &TableId,
+        window: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
         loop {
             tokio::select! {
                 msg = self.from_stream.recv() => match msg {
                     Some(ToWorker::Closed(w)) if w == window => return true,
                     Some(ToWorker::Closed(_)) => {}
+                    Some(ToWorker::Copy(t, p)) if t == *table => self.restart = Some(p),
                     Some(ToWorker::Copy(t, p)) => self.queue.push_back((t, p)),
                     None => return false,
                 },

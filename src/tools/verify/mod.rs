@@ -71,6 +71,9 @@ pub enum VerifyError {
     /// The progress files could not be written or read.
     #[error("verify state: {0}; check that the state directory is writable")]
     State(String),
+    /// Another verify of the table runs (it holds the table's lock file).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl VerifyError {

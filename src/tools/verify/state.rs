@@ -118,7 +118,7 @@ impl TableState {
         let lock_path = dir.join(format!("{table}.lock"));
         let lock = File::create(&lock_path).map_err(|e| io("creating a file in", e))?;
         if lock.try_lock().is_err() {
-            return Err(VerifyError::State(format!(
+            return Err(VerifyError::Busy(format!(
                 "another `sluice verify` of {table} is running (it holds {}); wait for it to end",
                 lock_path.display()
             )));
@@ -268,7 +268,7 @@ mod tests {
         let (mut state, _) = TableState::open(dir.path(), &table, Some("id > 5"), &key).unwrap();
         let second = TableState::open(dir.path(), &table, Some("id > 5"), &key);
         assert!(
-            matches!(&second, Err(VerifyError::State(m)) if m.contains("another")),
+            matches!(&second, Err(VerifyError::Busy(m)) if m.contains("another")),
             "two verifies of one table at once"
         );
         let seen_bytes = state.add_seen(["1", "2"].into_iter()).unwrap();
