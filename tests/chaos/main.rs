@@ -285,7 +285,9 @@ impl Run {
         let cutoff = (plan.max_minutes > 0)
             .then(|| Instant::now() + Duration::from_secs(plan.max_minutes * 60));
 
-        // Kills during the initial snapshot; their recovery includes the rest of it.
+        // Kills during the initial snapshot; their recovery includes the rest of it, and the
+        // index server takes about 2,000 new documents a second.
+        let initial = RECOVERY + Duration::from_secs(plan.rows * 3 / 1_000);
         if self.world.wait_phase("initial snapshot", common::PATIENCE) {
             let mut early = Vec::new();
             for kind in [Kind::KillSource, Kind::KillLoader] {
@@ -295,13 +297,13 @@ impl Run {
                     early.push(faults::inject(&mut self.world, kind, &mut self.rng));
                 }
             }
-            self.world.beat(RECOVERY);
+            self.world.beat(initial);
             for mut f in early {
                 f.recovery = f.ended.elapsed();
                 self.record(f);
             }
         }
-        self.world.beat(RECOVERY);
+        self.world.beat(initial);
 
         let total: usize = self.left.iter().map(|(_, n)| n).sum();
         let mut ddl_at: Vec<usize> = (0..plan.ddl)
