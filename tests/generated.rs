@@ -990,18 +990,7 @@ async fn generated_tables_reach_the_topic_and_the_index_exactly() {
     // An incremental snapshot of every table brings what the binlog did not show, and gives
     // every document the columns added since its row last changed.
     for name in &names {
-        let table = format!("{}.{name}", setup.db);
-        let (status, out) = run_to_exit(
-            &[
-                "snapshot",
-                "--config",
-                config.to_str().unwrap(),
-                "--table",
-                &table,
-            ],
-            PATIENCE,
-        );
-        assert!(status.success(), "{out}");
+        request_snapshot(&config, &format!("{}.{name}", setup.db));
     }
     sluice.wait_for_logs("incremental snapshot done", count, CATCH_UP);
     let described = ddl.join("\n");

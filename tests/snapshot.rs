@@ -428,20 +428,7 @@ async fn a_copy_requested_while_one_runs_starts_over_and_restores_what_the_index
     setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
 
     let table = format!("{}.t", setup.db);
-    let request = || {
-        let (status, out) = run_to_exit(
-            &[
-                "snapshot",
-                "--config",
-                config.to_str().unwrap(),
-                "--table",
-                &table,
-            ],
-            PATIENCE,
-        );
-        assert!(status.success(), "{out}");
-    };
-    request();
+    request_snapshot(&config, &table);
     sluice.wait_for_logs("incremental snapshot progress stored", 2, CATCH_UP);
     // Documents lost behind Sluice's back while the copy runs: those of rows it already
     // copied come back only from the second request.
@@ -456,7 +443,7 @@ async fn a_copy_requested_while_one_runs_starts_over_and_restores_what_the_index
         .await
         .unwrap();
     assert!(deleted.status().is_success());
-    request();
+    request_snapshot(&config, &table);
     sluice.wait_for_log("restarted from the first key", PATIENCE);
     sluice.wait_for_log("starting over at the first key", CATCH_UP);
     sluice.wait_for_log("incremental snapshot done", CATCH_UP);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use crate::common::private::{PrivateServer, ROW_CDC};
 use crate::common::proxy::FaultProxy;
 use crate::common::registry::{Broker, Registry};
-use crate::common::{PrivateOsmem, Sluice, free_port, http_get, run_to_exit, stack};
+use crate::common::{
+    PrivateOsmem, Sluice, free_port, http_get, request_snapshot, run_to_exit, stack,
+};
 
 /// The captured database.
 pub const DB: &str = "chaos";
@@ -360,21 +362,10 @@ batch_size = 500
     }
 
     /// Requests an incremental snapshot of every captured table (what a user does after the
-    /// index lost its data), once none is running.
+    /// index lost its data).
     pub fn resnapshot_all(&self) {
         for t in TABLES {
-            let table = format!("{DB}.{t}");
-            let (status, out) = run_to_exit(
-                &[
-                    "snapshot",
-                    "--config",
-                    self.source_config.to_str().unwrap(),
-                    "--table",
-                    &table,
-                ],
-                crate::common::PATIENCE,
-            );
-            assert!(status.success(), "{out}");
+            request_snapshot(&self.source_config, &format!("{DB}.{t}"));
         }
     }
 

@@ -631,6 +631,17 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
     Ok((status, body.to_string()))
 }
 
+/// `sluice snapshot --config <config> --table <table>`: requests an incremental snapshot of
+/// `table` from the running source; panics with the output if the request fails.
+pub fn request_snapshot(config: &Path, table: &str) {
+    let config = config.to_str().unwrap();
+    let (status, out) = run_to_exit(
+        &["snapshot", "--config", config, "--table", table],
+        PATIENCE,
+    );
+    assert!(status.success(), "{out}");
+}
+
 /// Runs a sluice command to completion and returns (exit status, stdout and stderr).
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
