@@ -291,7 +291,11 @@ impl Run {
         if self.world.wait_phase("initial snapshot", common::PATIENCE) {
             let mut early = Vec::new();
             for kind in [Kind::KillSource, Kind::KillLoader] {
-                if self.selected(kind) && self.world.phase() == Some("initial snapshot") {
+                // A source just restarted answers its metrics a moment later.
+                let copying = self
+                    .world
+                    .wait_phase("initial snapshot", Duration::from_secs(30));
+                if self.selected(kind) && copying {
                     std::thread::sleep(Duration::from_millis(self.rng.u64(500..2_000)));
                     self.take(kind);
                     early.push(faults::inject(&mut self.world, kind, &mut self.rng));
