@@ -157,6 +157,9 @@ struct Run {
     ddl_done: usize,
     /// Verifies run before each copy that would heal earlier damage (all must pass).
     checks: Vec<String>,
+    /// How long indexing a copy of every row may take (the index server takes about 2,000
+    /// new documents a second, updates of a large index fewer).
+    drain: Duration,
 }
 
 impl Run {
@@ -172,6 +175,7 @@ impl Run {
             faults: Vec::new(),
             ddl_done: 0,
             checks: Vec::new(),
+            drain: RECOVERY + Duration::from_secs(plan.rows * 3 / 1_000),
         }
     }
 
@@ -270,12 +274,13 @@ impl Run {
             std::thread::sleep(Duration::from_millis(self.rng.u64(0..1_000)));
             self.fault(kind);
         }
-        // A second copy of the table requested while this one runs would be ignored.
+        // The copy indexed before the next fault, whose recovery would include it.
         assert!(
             self.world.wait_phase("streaming", RECOVERY),
             "the copy after ADD COLUMN did not finish{}",
             self.world.log_tails()
         );
+        self.world.beat(self.drain);
     }
 
     /// Injects the plan's faults, one at a time, each followed by the wait for recovery,
@@ -285,9 +290,8 @@ impl Run {
         let cutoff = (plan.max_minutes > 0)
             .then(|| Instant::now() + Duration::from_secs(plan.max_minutes * 60));
 
-        // Kills during the initial snapshot; their recovery includes the rest of it, and the
-        // index server takes about 2,000 new documents a second.
-        let initial = RECOVERY + Duration::from_secs(plan.rows * 3 / 1_000);
+        // Kills during the initial snapshot; their recovery includes the rest of it.
+        let initial = self.drain;
         if self.world.wait_phase("initial snapshot", common::PATIENCE) {
             let mut early = Vec::new();
             for kind in [Kind::KillSource, Kind::KillLoader] {
