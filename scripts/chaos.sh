@@ -8,6 +8,8 @@
 #                    [--kinds kill-source,cut,...] [--ddl N] [--rate N] [--report FILE]
 #
 #   --faults N       faults of each kind (default 100)
+#   --rate N         writer statements a second (default 5: osmem-server falls behind on
+#                    updates of 200,000-document indexes at more)
 #   --minutes N      go on injecting until at least this long (default 30)
 #   --max-minutes N  stop injecting after this long even if faults are left (default: none)
 #   --kinds LIST     fault kinds (default all): kill-source, kill-loader,
@@ -25,7 +27,7 @@ cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 export SLUICE_CHAOS_ROWS=200000 SLUICE_CHAOS_FAULTS=100 SLUICE_CHAOS_MINUTES=30
-export SLUICE_CHAOS_DDL=10
+export SLUICE_CHAOS_DDL=10 SLUICE_CHAOS_RATE=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --seed) export SLUICE_CHAOS_SEED="$2" ;;
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --ddl) export SLUICE_CHAOS_DDL="$2" ;;
     --rate) export SLUICE_CHAOS_RATE="$2" ;;
     --report) export SLUICE_CHAOS_REPORT="$(realpath -m "$2")" ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "chaos.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift 2
