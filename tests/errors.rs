@@ -309,11 +309,7 @@ async fn dropped_and_renamed_tables_are_named_and_a_swapped_in_table_goes_on() {
         ],
     )
     .await;
-    let config = setup.dir.path().join("sluice.toml");
-    let text = setup
-        .config_text("")
-        .replace("[kafka]", "resnapshot_on_add_column = true\n[kafka]");
-    std::fs::write(&config, text).unwrap();
+    let config = setup.write_config_with_source("resnapshot_on_add_column = true");
     setup.signal_table(&mut conn, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);

@@ -928,11 +928,7 @@ async fn generated_tables_reach_the_topic_and_the_index_exactly() {
         tables.push((seed, generator, table, work.next_key, rng));
     }
     // Small chunks, so keyset pages fall inside composite and collated keys.
-    let config = setup.dir.path().join("sluice.toml");
-    let text = setup
-        .config_text("")
-        .replace("[kafka]", "snapshot_chunk_rows = 7\n[kafka]");
-    std::fs::write(&config, text).unwrap();
+    let config = setup.write_config_with_source("snapshot_chunk_rows = 7");
     setup.signal_table(&mut admin, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);

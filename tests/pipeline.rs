@@ -75,10 +75,7 @@ async fn snapshot_under_concurrent_writes_then_stream_has_no_gap() {
     w.transaction(&mut conn, 50).await;
     // The snapshot is paced (1,000 rows/s: at least 2 s for 2,000+ rows) so the writer,
     // started first, commits all through it.
-    let config = setup
-        .config_text("")
-        .replace("[kafka]", "snapshot_max_rows_per_sec = 1000\n[kafka]");
-    std::fs::write(setup.dir.path().join("sluice.toml"), config).unwrap();
+    setup.write_config_with_source("snapshot_max_rows_per_sec = 1000");
     let writer = spawn_writer(pool.clone(), db.clone(), w);
     writer.wait_more(5).await;
     // Source and loader as separate processes.

@@ -21,13 +21,9 @@ fn chunked(setup: &Setup, rows: u64) -> std::path::PathBuf {
 /// `source.snapshot_max_rows_per_sec = per_sec`; returns its path. A test that must act while
 /// a snapshot runs paces it, so the snapshot outlasts the test's reaction on any machine.
 fn paced(setup: &Setup, rows: u64, per_sec: u64) -> std::path::PathBuf {
-    let text = setup.config_text("").replace(
-        "[kafka]",
-        &format!("snapshot_chunk_rows = {rows}\nsnapshot_max_rows_per_sec = {per_sec}\n[kafka]"),
-    );
-    let path = setup.dir.path().join("sluice.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    setup.write_config_with_source(&format!(
+        "snapshot_chunk_rows = {rows}\nsnapshot_max_rows_per_sec = {per_sec}"
+    ))
 }
 
 /// Tables `(id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(30))` with ids 1..=rows.
@@ -359,12 +355,8 @@ async fn a_table_added_to_the_config_and_a_sql_signal_snapshot_while_streaming()
 async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_position() {
     let (mut conn, setup) = fresh("it_incr_first", &["t"]).await;
     numbered(&mut conn, &[("t", 2000)]).await;
-    let text = setup.config_text("").replace(
-        "[kafka]",
-        "snapshot_chunk_rows = 150\ninitial_snapshot = \"incremental\"\n[kafka]",
-    );
-    let config = setup.dir.path().join("sluice.toml");
-    std::fs::write(&config, &text).unwrap();
+    let config = setup
+        .write_config_with_source("snapshot_chunk_rows = 150\ninitial_snapshot = \"incremental\"");
     // Without the signal table there are no windows: a clear refusal.
     let out = run_failing_as(&config, "source");
     assert!(
@@ -391,12 +383,8 @@ async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_positi
 async fn an_added_column_reaches_every_document_with_resnapshot_on_add_column() {
     let (mut conn, setup) = fresh("it_add_column", &["t"]).await;
     numbered(&mut conn, &[("t", 300)]).await;
-    let config = setup.dir.path().join("sluice.toml");
-    let text = setup.config_text("").replace(
-        "[kafka]",
-        "snapshot_chunk_rows = 100\nresnapshot_on_add_column = true\n[kafka]",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = setup
+        .write_config_with_source("snapshot_chunk_rows = 100\nresnapshot_on_add_column = true");
     setup.signal_table(&mut conn, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);
@@ -416,12 +404,7 @@ async fn an_added_column_reaches_every_document_with_resnapshot_on_add_column() 
 async fn a_copy_requested_while_one_runs_starts_over_and_restores_what_the_index_lost() {
     let (mut conn, setup) = fresh("it_copy_again", &["t"]).await;
     numbered(&mut conn, &[("t", 400)]).await;
-    let config = setup.dir.path().join("sluice.toml");
-    let text = setup.config_text("").replace(
-        "[kafka]",
-        "snapshot_chunk_rows = 50\nsnapshot_max_rows_per_sec = 50\n[kafka]",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = paced(&setup, 50, 50);
     setup.signal_table(&mut conn, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);

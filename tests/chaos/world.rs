@@ -178,22 +178,23 @@ batch_size = 500
 
     /// Starts a new source process (the old one must be gone).
     pub fn restart_source(&mut self) {
-        self.incarnations += 1;
-        let log = self
-            .dir
-            .path()
-            .join(format!("source-{}.log", self.incarnations));
-        self.source = Sluice::start(&self.source_config, "source", &log);
+        self.source = self.spawn("source");
     }
 
     /// Starts a new loader process (the old one must be gone).
     pub fn restart_loader(&mut self) {
+        self.loader = self.spawn("loader");
+    }
+
+    /// A process of `role` with its own log file.
+    fn spawn(&mut self, role: &str) -> Sluice {
         self.incarnations += 1;
-        let log = self
-            .dir
-            .path()
-            .join(format!("loader-{}.log", self.incarnations));
-        self.loader = Sluice::start(&self.loader_config, "loader", &log);
+        let log = format!("{role}-{}.log", self.incarnations);
+        let config = match role {
+            "source" => &self.source_config,
+            _ => &self.loader_config,
+        };
+        Sluice::start(config, role, &self.dir.path().join(log))
     }
 
     /// What the source is doing, from its metrics: "initial snapshot", "incremental

@@ -309,6 +309,17 @@ linger_ms = 50
         path
     }
 
+    /// Writes the config with `source` (lines of `key = value`) added to its `[source]`
+    /// section, and returns its path.
+    pub fn write_config_with_source(&self, source: &str) -> PathBuf {
+        let text = self
+            .config_text("")
+            .replace("[kafka]", &format!("{}\n[kafka]", source.trim_end()));
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// Writes the config with the index server reached through `proxy` (https, its CA),
     /// `es_extra` lines added to `[elasticsearch]` and `extra` after `[loader]`.
     pub fn write_config_via(&self, proxy: &TlsProxy, es_extra: &str, extra: &str) -> PathBuf {
