@@ -14,7 +14,8 @@
 #   --max-minutes N  stop injecting after this long even if faults are left (default: none)
 #   --kinds LIST     fault kinds (default all): kill-source, kill-loader,
 #                    kill-loader-rebalancing, kill-broker, kill-mysql, kill-registry,
-#                    stop-index, empty-index, cut, stall, latency
+#                    stop-index, empty-index, cut, stall, latency; `kind=N` gives a kind
+#                    its own count (empty-index=5: each one copies every table again)
 #   --report FILE    also write the Markdown report there
 #
 # Every component is private to the run (its own MariaDB, tansu, registry and osmem-server,
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --ddl) export SLUICE_CHAOS_DDL="$2" ;;
     --rate) export SLUICE_CHAOS_RATE="$2" ;;
     --report) export SLUICE_CHAOS_REPORT="$(realpath -m "$2")" ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "chaos.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift 2

@@ -6,7 +6,7 @@
 //! (rows per table at the start), `SLUICE_CHAOS_FAULTS` (faults of each kind),
 //! `SLUICE_CHAOS_MINUTES` (go on injecting until this long), `SLUICE_CHAOS_MAX_MINUTES` (stop
 //! injecting after this long even if faults are left), `SLUICE_CHAOS_KINDS` (comma list,
-//! default all), `SLUICE_CHAOS_DDL` (ADD COLUMN statements, each re-copying its table),
+//! default all; `kind=N` gives one kind its own count), `SLUICE_CHAOS_DDL` (ADD COLUMN statements, each re-copying its table),
 //! `SLUICE_CHAOS_RATE` (writer statements per second), `SLUICE_CHAOS_REPORT` (a file for the
 //! Markdown report).
 
@@ -30,10 +30,10 @@ const RECOVERY: Duration = Duration::from_secs(300);
 struct Plan {
     seed: u64,
     rows: u64,
-    faults_per_kind: usize,
     minutes: u64,
     max_minutes: u64,
-    kinds: Vec<Kind>,
+    /// The kinds to inject and how many faults of each.
+    kinds: Vec<(Kind, usize)>,
     ddl: usize,
     rate: u64,
     report: Option<String>,
@@ -48,15 +48,29 @@ impl Plan {
                     .unwrap_or_else(|_| panic!("SLUICE_CHAOS_{name}={v} is not a number"))
             })
         };
+        let faults_per_kind = num("FAULTS", 2) as usize;
+        let kinds = var("KINDS").map_or_else(
+            || KINDS.iter().map(|&k| (k, faults_per_kind)).collect(),
+            |v| {
+                v.split(',')
+                    .map(|k| match k.trim().split_once('=') {
+                        Some((k, n)) => (
+                            Kind::parse(k),
+                            n.parse().unwrap_or_else(|_| {
+                                panic!("SLUICE_CHAOS_KINDS: {n:?} in {k}={n} is not a number")
+                            }),
+                        ),
+                        None => (Kind::parse(k.trim()), faults_per_kind),
+                    })
+                    .collect()
+            },
+        );
         Plan {
             seed: num("SEED", fastrand::u64(..1_000_000)),
             rows: num("ROWS", 10_000),
-            faults_per_kind: num("FAULTS", 2) as usize,
             minutes: num("MINUTES", 0),
             max_minutes: num("MAX_MINUTES", 0),
-            kinds: var("KINDS").map_or(KINDS.to_vec(), |v| {
-                v.split(',').map(|k| Kind::parse(k.trim())).collect()
-            }),
+            kinds,
             ddl: num("DDL", 2) as usize,
             rate: num("RATE", 50),
             report: var("REPORT"),
@@ -69,16 +83,15 @@ async fn nothing_is_lost_or_invented_under_random_faults() {
     let plan = Plan::from_env();
     println!(
         "chaos: seed {} (SLUICE_CHAOS_SEED={} reproduces the choices), {} rows per table, \
-         {} faults of each of {}, {} DDL, writer {}/s, at least {} min",
+         faults {}, {} DDL, writer {}/s, at least {} min",
         plan.seed,
         plan.seed,
         plan.rows,
-        plan.faults_per_kind,
         plan.kinds
             .iter()
-            .map(|k| k.name())
+            .map(|(k, n)| format!("{}={n}", k.name()))
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(","),
         plan.ddl,
         plan.rate,
         plan.minutes,
@@ -167,11 +180,7 @@ impl Run {
         Run {
             world,
             rng: fastrand::Rng::with_seed(plan.seed),
-            left: plan
-                .kinds
-                .iter()
-                .map(|&k| (k, plan.faults_per_kind))
-                .collect(),
+            left: plan.kinds.clone(),
             faults: Vec::new(),
             ddl_done: 0,
             checks: Vec::new(),
@@ -337,7 +346,7 @@ impl Run {
                 .collect();
             let kind = match open.as_slice() {
                 [] if Instant::now() >= deadline => break,
-                [] => plan.kinds[self.rng.usize(..plan.kinds.len())],
+                [] => plan.kinds[self.rng.usize(..plan.kinds.len())].0,
                 open => open[self.rng.usize(..open.len())],
             };
             if kind == Kind::EmptyIndex {
