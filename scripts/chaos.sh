@@ -47,4 +47,6 @@ while [ $# -gt 0 ]; do
 done
 
 scripts/stack.sh install
-exec cargo test --locked --test chaos -- --nocapture
+# Release builds, as in production: debug builds of the source and loader would take the
+# CPU the index server needs.
+exec cargo test --release --locked --test chaos -- --nocapture
