@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
-"""Commit-to-searchable latency at a steady offered rate (docs/benchmarks.md).
+"""Latency probes for scripts/latency_bench.sh (figures in docs/benchmarks.md).
 
-Inserts single-row transactions into shop.orders at RATE rows/s through one mariadb client
-process; each row carries its commit time (`created_at = NOW(6)`, UTC, same machine clock).
-A poller gets (_mget) every 10 ms the written ids it has not seen yet
-and records when each became searchable. Prints p50/p95/p99/max over COUNT changes.
+    latency.py kafka-hop BROKERS COUNT RATE FETCH_WAIT_MS
+        the broker's floor: an idempotent producer (linger 0) and a consumer on a fresh
+        one-partition topic; each record's produce -> consume time.
+    latency.py index-write ES_URL COUNT RATE
+        the index server's floor: a one-document _bulk with an external version, then a
+        realtime GET of it by id; the time until the GET finds it.
+    latency.py commits MYSQL_ARGS_JSON ES_URL INDEX TABLE FIRST_ID COUNT RATE [BURST EVERY_S]
+        single-row autocommit INSERTs into TABLE (id, committed, note) at RATE a second, or,
+        with BURST, BURST of them as fast as one client goes every EVERY_S seconds; each row
+        carries its commit time (NOW(6), UTC). A poller asks the index (_mget, realtime) every
+        2 ms for the rows written and not yet seen: commit -> searchable per row.
+    latency.py stages METRICS_URL... -- BEFORE_FILE
+        with `--save FILE` stores the stage histograms of every process; without, prints each
+        stage's p50/p99 since the saved ones.
 
-    python3 scripts/latency.py MYSQL_ARGS_JSON ES_URL [COUNT] [RATE]
+Each probe prints one JSON line: {"p50": ms, "p95": ms, "p99": ms, "max": ms, "n": count,
+"rate": achieved per second}.
 """
 import json
 import subprocess
@@ -16,77 +27,208 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 
-mysql_args = json.loads(sys.argv[1])
-es = sys.argv[2]
-count = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
-rate = float(sys.argv[4]) if len(sys.argv) > 4 else 100.0
+
+def summary(lat, took):
+    lat = sorted(lat)
+
+    def pct(p):
+        return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 2)
+
+    return {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": round(lat[-1], 2),
+            "n": len(lat), "rate": round(len(lat) / took, 1)}
 
 
-written = []  # ids in commit order, read back from the client
-seen = {}  # id -> (committed, searchable) in epoch seconds
-done = threading.Event()
+def paced(count, rate):
+    """Yields 0..count at `rate` a second (a fixed schedule: a late send does not push the
+    next ones back)."""
+    t0 = time.monotonic()
+    for i in range(count):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield i
 
 
-def poll():
-    # Partitions reach the index in any order, and auto-increment ids have gaps: ask for
-    # exactly the ids written and not yet seen, by id (cheap for the index server, so the
-    # poller does not slow down what it measures).
-    while not done.is_set():
-        pending = [i for i in written[:] if i not in seen][:1000]
-        if pending:
-            body = json.dumps({"ids": [str(i) for i in pending]}).encode()
-            req = urllib.request.Request(f"{es}/shop.orders/_mget", data=body,
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req) as r:
-                docs = json.load(r)["docs"]
-            now = time.time()
-            for d in docs:
-                if not d.get("found"):
-                    continue
-                src = d["_source"]
-                committed = datetime.fromisoformat(src["created_at"]).replace(tzinfo=timezone.utc).timestamp()
-                seen.setdefault(src["id"], (committed, now))
-        if len(seen) >= count:
-            done.set()
-        time.sleep(0.01)
+def kafka_hop(brokers, count, rate, fetch_wait):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"latency-floor-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": brokers})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": topic,
+                         "enable.auto.commit": False, "fetch.wait.max.ms": fetch_wait})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 0})
+    lat = []
+
+    def consume():
+        while len(lat) < count:
+            m = consumer.poll(0.1)
+            if m is not None and not m.error():
+                lat.append((time.time_ns() - int(m.value())) / 1e6)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    # Warm-up: the first fetch and the producer id are not the floor.
+    time.sleep(1)
+    t0 = time.monotonic()
+    for _ in paced(count, rate):
+        producer.produce(topic, value=str(time.time_ns()).encode())
+        producer.poll(0)
+    producer.flush(30)
+    reader.join(60)
+    consumer.close()
+    return summary(lat, time.monotonic() - t0)
 
 
-def read_ids(out):
-    for line in out:
-        written.append(int(line))
+def http(method, url, body=None, ndjson=False):
+    data = None if body is None else body.encode()
+    kind = "application/x-ndjson" if ndjson else "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": kind})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, None
 
 
-# --unbuffered: each id is printed as its INSERT returns, not when a 4 KB buffer fills.
-client = subprocess.Popen(mysql_args + ["--unbuffered"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-reader = threading.Thread(target=read_ids, args=(client.stdout,))
-reader.start()
-poller = threading.Thread(target=poll)
-poller.start()
-client.stdin.write("SET time_zone = '+00:00';\n")
-t0 = time.monotonic()
-for i in range(count):
-    delay = t0 + i / rate - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    client.stdin.write(
-        "INSERT INTO shop.orders (customer_id, status, total, quantity, note, ordered_on, created_at) "
-        f"VALUES (1, 'latency', 1.00, 1, 'probe {i}', CURRENT_DATE, NOW(6)); SELECT LAST_INSERT_ID();\n")
-    client.stdin.flush()
-client.stdin.close()
-client.wait()
-reader.join()
-done.wait(timeout=120)
-done.set()
-poller.join()
-
-lat = sorted((s - c) * 1000 for c, s in seen.values())
-if len(lat) < count:
-    sys.exit(f"only {len(lat)} of {count} rows became searchable within 120 s")
+def index_write(es, count, rate):
+    index = f"latency-floor-{time.time_ns()}"
+    http("PUT", f"{es}/{index}")
+    lat = []
+    t0 = time.monotonic()
+    for i in paced(count, rate):
+        start = time.time_ns()
+        action = {"index": {"_index": index, "_id": str(i), "version": i + 1,
+                            "version_type": "external"}}
+        doc = {"id": i, "committed": datetime.now(timezone.utc).isoformat(), "note": "floor"}
+        http("POST", f"{es}/_bulk", json.dumps(action) + "\n" + json.dumps(doc) + "\n", True)
+        while http("GET", f"{es}/{index}/_doc/{i}")[0] != 200:
+            pass
+        lat.append((time.time_ns() - start) / 1e6)
+    took = time.monotonic() - t0
+    http("DELETE", f"{es}/{index}")
+    return summary(lat, took)
 
 
-def pct(p):
-    return lat[min(len(lat) - 1, int(p / 100 * len(lat)))]
+def commits(mysql_args, es, index, table, first, count, rate, burst=0, every=0.0):
+    written = []  # ids whose INSERT was sent, in order
+    seen = {}  # id -> commit -> searchable, ms
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            pending = [i for i in written[:] if i not in seen][:2000]
+            if pending:
+                body = json.dumps({"ids": [str(i) for i in pending]})
+                status, r = http("POST", f"{es}/{index}/_mget", body)
+                now = time.time()
+                for d in (r or {}).get("docs", []):
+                    if d.get("found"):
+                        src = d["_source"]
+                        c = datetime.fromisoformat(src["committed"]).replace(tzinfo=timezone.utc)
+                        seen.setdefault(src["id"], (now - c.timestamp()) * 1000)
+            if len(seen) >= count:
+                done.set()
+            time.sleep(0.002)
+
+    client = subprocess.Popen(mysql_args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              text=True)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    client.stdin.write("SET time_zone = '+00:00';\n")
+    t0 = time.monotonic()
+    if burst:
+        schedule = (i for b in paced(count // burst, 1 / every) for i in range(b * burst, (b + 1) * burst))
+    else:
+        schedule = paced(count, rate)
+    for i in schedule:
+        client.stdin.write(f"INSERT INTO {table} (id, committed, note) "
+                           f"VALUES ({first + i}, NOW(6), 'probe {i}');\n")
+        client.stdin.flush()
+        written.append(first + i)
+    client.stdin.close()
+    client.wait()
+    took = time.monotonic() - t0
+    done.wait(timeout=180)
+    done.set()
+    poller.join()
+    if len(seen) < count:
+        sys.exit(f"only {len(seen)} of {count} rows became searchable within 180 s")
+    out = summary(list(seen.values()), took)
+    out["rate"] = round(count / took, 1)  # offered, as achieved by the client
+    return out
 
 
-print(f"commit-to-searchable over {count} single-row commits at {rate:.0f}/s: "
-      f"p50 {pct(50):.0f} ms, p95 {pct(95):.0f} ms, p99 {pct(99):.0f} ms, max {lat[-1]:.0f} ms")
+def scrape(urls):
+    """Per stage, the cumulative bucket counts summed over the processes."""
+    stages = {}
+    for url in urls:
+        with urllib.request.urlopen(url) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if not line.startswith("sluice_stage_seconds_bucket{"):
+                continue
+            labels, value = line.rsplit(" ", 1)
+            stage = labels.split('stage="')[1].split('"')[0]
+            le = labels.split('le="')[1].split('"')[0]
+            bucket = stages.setdefault(stage, {})
+            bucket[le] = bucket.get(le, 0) + float(value)
+    return stages
+
+
+def quantile(buckets, q):
+    """Linear interpolation inside the bucket holding the q-th record (Prometheus's way)."""
+    bounds = sorted((float(le), n) for le, n in buckets.items())
+    total = bounds[-1][1]
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, n in bounds:
+        if n >= rank:
+            if upper == float("inf"):
+                return lower * 1000
+            return (lower + (upper - lower) * (rank - below) / max(n - below, 1e-9)) * 1000
+        lower, below = upper, n
+    return None
+
+
+def stages(urls, saved):
+    before = json.load(open(saved))
+    after = scrape(urls)
+    out = {}
+    for stage, buckets in after.items():
+        delta = {le: n - before.get(stage, {}).get(le, 0) for le, n in buckets.items()}
+        n = delta.get("+Inf", 0)
+        if n > 0:
+            out[stage] = {"p50": round(quantile(delta, 0.5), 2),
+                          "p99": round(quantile(delta, 0.99), 2), "n": int(n)}
+    return out
+
+
+def main(argv):
+    cmd, args = argv[0], argv[1:]
+    if cmd == "kafka-hop":
+        out = kafka_hop(args[0], int(args[1]), float(args[2]), int(args[3]))
+    elif cmd == "index-write":
+        out = index_write(args[0], int(args[1]), float(args[2]))
+    elif cmd == "commits":
+        extra = (int(args[7]), float(args[8])) if len(args) > 8 else ()
+        out = commits(json.loads(args[0]), args[1], args[2], args[3], int(args[4]),
+                      int(args[5]), float(args[6]), *extra)
+    elif cmd == "stages":
+        split = args.index("--")
+        urls, rest = args[:split], args[split + 1:]
+        if rest[0] == "--save":
+            json.dump(scrape(urls), open(rest[1], "w"))
+            return
+        out = stages(urls, rest[0])
+    else:
+        sys.exit(__doc__)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

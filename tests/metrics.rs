@@ -154,6 +154,18 @@ async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
         "{text}"
     );
     assert!(sample(&text, "sluice_process_resident_memory_bytes").unwrap() > 1e6);
+    // Every stage timed each streamed change (the loader's stages also the snapshot rows).
+    for stage in [
+        "read_to_produced",
+        "produced_to_acked",
+        "produced_to_fetched",
+        "fetched_to_sent",
+        "sent_to_acked",
+    ] {
+        let name = format!("sluice_stage_seconds_count{{stage=\"{stage}\"}}");
+        let n = sample(&text, &name).unwrap_or(0.0);
+        assert!(n >= 45.0, "{name} = {n}:\n{text}");
+    }
     let (status, body) = http_get(&addr, "/ready").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -188,6 +200,54 @@ async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
     conn.query_drop(format!("DROP USER '{user}'@'%'"))
         .await
         .unwrap();
+}
+
+/// Batches come from load: with the default (no linger) a change committed alone goes out in
+/// a bulk of its own at once, and a burst goes out in few bulks that grow while one is in
+/// flight, not one bulk per change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_goes_out_alone_and_a_burst_in_few_bulks() {
+    let (mut conn, setup) = fresh("it_batching", &["t"]).await;
+    exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)"]).await;
+    setup.write_config("");
+    let mut sluice = setup.start("all");
+    let addr = endpoint(&mut sluice);
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    let bulks = |text: &str| sample(text, "sluice_loader_bulk_requests_total").unwrap_or(0.0);
+    let indexed = async |n: f64| {
+        eventually("the loader's documents", async || {
+            let (_, text) = http_get(&addr, "/metrics")?;
+            let docs = sample(&text, "sluice_loader_documents_total{op=\"index\"}");
+            if docs.unwrap_or(0.0) >= n {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await
+    };
+    exec(&mut conn, &["INSERT INTO t VALUES (0, 0)"]).await;
+    let before = bulks(&indexed(1.0).await);
+    // Each change waits for the one before it to be indexed: nothing to batch with.
+    for i in 1..=5 {
+        exec(&mut conn, &[&format!("INSERT INTO t VALUES ({i}, {i})")]).await;
+        indexed(1.0 + f64::from(i)).await;
+    }
+    let trickle = bulks(&indexed(6.0).await) - before;
+    assert_eq!(trickle, 5.0, "five lone changes took {trickle} bulks");
+    // 3,000 changes in one transaction: at most 500 to a bulk (the tests' batch_size).
+    exec(
+        &mut conn,
+        &["INSERT INTO t SELECT seq, seq FROM seq_1000_to_3999"],
+    )
+    .await;
+    let burst = bulks(&indexed(3006.0).await) - before - trickle;
+    assert!(
+        (6.0..=60.0).contains(&burst),
+        "3,000 changes took {burst} bulks"
+    );
+    setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
+    assert!(sluice.terminate(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@ pub(super) struct LoaderFile {
     batch_bytes: usize,
     #[serde(default = "default_linger_ms")]
     linger_ms: u64,
+    #[serde(default = "default_fetch_wait_ms")]
+    fetch_wait_ms: u64,
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
     dead_letter_topic: Option<String>,
@@ -43,6 +45,7 @@ impl Default for LoaderFile {
             batch_size: default_batch_size(),
             batch_bytes: default_batch_bytes(),
             linger_ms: default_linger_ms(),
+            fetch_wait_ms: default_fetch_wait_ms(),
             max_in_flight: default_max_in_flight(),
             dead_letter_topic: None,
             index: default_index_template(),
@@ -71,9 +74,16 @@ fn default_batch_bytes() -> usize {
 }
 
 fn default_linger_ms() -> u64 {
-    // Records a busy topic already prefetched fill a batch within a few milliseconds; the
-    // linger only delays a trickle, so it is short (commit-to-searchable, docs/benchmarks.md).
-    20
+    // Batches come from load, not from a timer: a batch goes out as soon as its lane has no
+    // bulk in flight, and fills while one is (docs/benchmarks.md, latency).
+    0
+}
+
+fn default_fetch_wait_ms() -> u64 {
+    // tansu answers a waiting fetch only when the wait is over (a record waits 1.5 times
+    // this on average); Kafka answers as soon as data arrives, so there a longer wait costs
+    // no latency and saves requests (docs/benchmarks.md, latency).
+    5
 }
 
 fn default_max_in_flight() -> usize {
@@ -118,8 +128,12 @@ pub struct LoaderConfig {
     pub batch_size: NonZeroUsize,
     /// Largest bulk request body in bytes (before compression); a batch reaching it is sent.
     pub batch_bytes: NonZeroUsize,
-    /// How long a batch waits for more records before it is sent.
+    /// How long a batch waits for more records before it is sent while its lane is idle
+    /// (0: at once; it fills while the lane's previous bulk is in flight).
     pub linger: Duration,
+    /// The consumer's `fetch.wait.max.ms`: the longest a fetch waits at the broker for
+    /// records (`[kafka.properties]` overrides it for every client).
+    pub fetch_wait: Duration,
     /// Most bulk requests in flight at once. Each partition belongs to one lane, a lane has
     /// one bulk in flight at a time (so a partition's records apply in order), and a lane that
     /// is retrying pauses only its own partitions.
@@ -149,6 +163,7 @@ impl Default for LoaderConfig {
             batch_size: BATCH_SIZE,
             batch_bytes: BATCH_BYTES,
             linger: Duration::from_millis(default_linger_ms()),
+            fetch_wait: Duration::from_millis(default_fetch_wait_ms()),
             max_in_flight: MAX_IN_FLIGHT,
             dead_letter_topic: topic::default_dead_letter("sluice"),
             index: default_index_template(),
@@ -288,6 +303,7 @@ impl LoaderFile {
             batch_size: batch_size?,
             batch_bytes: batch_bytes?,
             linger: Duration::from_millis(self.linger_ms),
+            fetch_wait: Duration::from_millis(self.fetch_wait_ms),
             max_in_flight: max_in_flight?,
             dead_letter_topic,
             index: self.index,

@@ -50,6 +50,13 @@ pub(super) async fn settle(
     retrying: &AtomicBool,
 ) -> Result<Option<Committed>, LoadError> {
     let started = Instant::now();
+    // The batch's oldest record: how long batching held it (latency, at debug).
+    let waited_ms = batch
+        .items
+        .iter()
+        .map(|i| i.fetched)
+        .min()
+        .map_or(0, |f| started.into_std().duration_since(f).as_millis() as u64);
     let on_retry = || {
         if !retrying.swap(true, Ordering::Relaxed) {
             shared.retry_started.notify_one();
@@ -83,6 +90,7 @@ pub(super) async fn settle(
     }
     tracing::debug!(
         records = batch.records,
+        waited_ms,
         apply_ms = started.elapsed().as_millis() as u64,
         "batch applied"
     );
@@ -128,9 +136,20 @@ async fn apply(
     on_retry: impl Fn(),
 ) -> Result<bool, LoadError> {
     let mut backoff = Backoff::default();
+    let stages = &metrics().stages;
+    let sent = std::time::Instant::now();
+    for item in &batch.items {
+        let waited = sent.duration_since(item.fetched);
+        stages.fetched_to_sent.observe(waited.as_secs_f64());
+    }
     loop {
         match try_apply(writer, batch).await {
             Ok(refused) => {
+                // Per record, like the other stages; retries count in.
+                let took = sent.elapsed().as_secs_f64();
+                for _ in &batch.items {
+                    stages.sent_to_acked.observe(took);
+                }
                 count_applied(batch, &refused);
                 for (i, reason) in refused {
                     batch.dead.push(DeadLetter {

@@ -2,6 +2,7 @@
 //! batch (its bulk body, dead letters, truncate, mappings to make, offsets to commit).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use rdkafka::message::{Message, OwnedMessage};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -17,7 +18,8 @@ use super::error::LoadError;
 use super::index::{IndexWriter, Target};
 use super::mapping;
 use crate::config::LoaderConfig;
-use crate::model::TableId;
+use crate::metrics::metrics;
+use crate::model::{TableId, time};
 use crate::retry::{Attempt, Backoff};
 
 /// A TRUNCATE read from one partition.
@@ -42,6 +44,8 @@ pub struct Item {
     pub delete: bool,
     /// Its table and when Sluice read its change, for commit-to-indexed latency.
     pub read_at: Option<(TableId, i64)>,
+    /// When the loader read its record (for the latency stages).
+    pub fetched: Instant,
 }
 
 /// A batch's records and the offsets to commit once it is applied.
@@ -156,6 +160,12 @@ pub async fn add(
     options: &Options,
     shutdown: &CancellationToken,
 ) -> Result<bool, LoadError> {
+    let fetched = Instant::now();
+    if let Some(produced) = m.timestamp().to_millis() {
+        let ms = (time::now_ms() - produced).max(0);
+        let stage = &metrics().stages.produced_to_fetched;
+        stage.observe(ms as f64 / 1000.0);
+    }
     if m.payload().is_some() {
         // Only truncates have no key; the envelope says whether that is what this is.
         let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
@@ -176,6 +186,7 @@ pub async fn add(
                     origin: Origin::of(m),
                     delete,
                     read_at: read_ms.map(|ms| (table, ms)),
+                    fetched,
                 });
             }
             Ok((Record::Truncate { index, version }, _, _)) => {

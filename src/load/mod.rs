@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio::sync::Notify;
@@ -67,9 +68,8 @@ pub async fn run(
             None => topic::subscription(prefix, &p.db, &p.table),
         })
         .collect();
-    // Brokers that poll their storage instead of waking fetches on new data (tansu halves the
-    // remaining wait between polls) add up to fetch.wait.max.ms of latency; Kafka does not.
-    let mut client = kafka::client_config(&cfg.kafka, &[("fetch.wait.max.ms", "100")]);
+    let fetch_wait = cfg.loader.fetch_wait.as_millis().to_string();
+    let mut client = kafka::client_config(&cfg.kafka, &[("fetch.wait.max.ms", &fetch_wait)]);
     // Static membership: after a crash the restarted loader takes its old member id back.
     // Without it tansu hands a dead leader's partitions to nobody; with two
     // static members tansu rebalances forever, so several loaders on tansu
@@ -208,31 +208,43 @@ pub async fn run(
                 }
             }
             message = consumer.recv(), if !stopping && !lanes.blocked(&cfg.loader) => {
-                // A rebalance runs inside recv(): what was read before it for a partition
-                // revoked (and maybe assigned again) must go before this message, read after.
-                forget_revoked(&consumer, &mut lanes, &mut committed);
-                let message = match message {
-                    Ok(m) => m.detach(),
-                    Err(e) => {
-                        // Transient broker and metadata errors; librdkafka keeps retrying.
-                        tracing::warn!(error = %e, "Kafka consumer error");
-                        continue;
+                // What the consumer already holds joins this record's batch before the loop
+                // sends it: without a linger a batch goes out once nothing more is ready, so
+                // a trickle goes one record at a time and batches grow with the load.
+                let mut next = Some(message);
+                while let Some(message) = next.take() {
+                    // A rebalance runs inside recv(): what was read before it for a partition
+                    // revoked (and maybe assigned again) must go before this message, read
+                    // after.
+                    forget_revoked(&consumer, &mut lanes, &mut committed);
+                    let message = match message {
+                        Ok(m) => m.detach(),
+                        Err(e) => {
+                            // Transient broker and metadata errors; librdkafka keeps retrying.
+                            tracing::warn!(error = %e, "Kafka consumer error");
+                            break;
+                        }
+                    };
+                    if !shared.held().contains(message.topic()) {
+                        let i = lanes.lane_of(message.topic(), message.partition());
+                        let lane = lanes.get(i);
+                        if !batch::add(&mut lane.batch, &message, &mut registry, &shared.writer, &options, &shutdown).await? {
+                            stopping = true; // interrupted while the registry was away
+                            break;
+                        }
+                        lane.deadline.get_or_insert_with(|| Instant::now() + linger);
+                        if lane.retrying.load(Ordering::Relaxed) {
+                            // A partition of a failing lane maybe not seen before it failed.
+                            let p = (message.topic().to_string(), message.partition());
+                            pause(&consumer, lane, vec![p])?;
+                        }
+                        if lane.batch.is_full(&cfg.loader) {
+                            break;
+                        }
+                    } // else read again after the restart that follows a reindex
+                    if !lanes.blocked(&cfg.loader) {
+                        next = consumer.recv().now_or_never();
                     }
-                };
-                if shared.held().contains(message.topic()) {
-                    continue; // read again after the restart that follows a reindex
-                }
-                let i = lanes.lane_of(message.topic(), message.partition());
-                let lane = lanes.get(i);
-                if !batch::add(&mut lane.batch, &message, &mut registry, &shared.writer, &options, &shutdown).await? {
-                    stopping = true; // interrupted while the registry was away
-                    continue;
-                }
-                lane.deadline.get_or_insert_with(|| Instant::now() + linger);
-                if lane.retrying.load(Ordering::Relaxed) {
-                    // A partition of a failing lane maybe not seen before it failed.
-                    let p = (message.topic().to_string(), message.partition());
-                    pause(&consumer, lane, vec![p])?;
                 }
             }
         }

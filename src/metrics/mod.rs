@@ -31,6 +31,8 @@ pub struct Metrics {
     pub publish: PublishMetrics,
     /// The loader's.
     pub load: LoadMetrics,
+    /// Where a streamed change's time goes, stage by stage.
+    pub stages: StageMetrics,
     /// What `/ready` answers from.
     pub readiness: Readiness,
 }
@@ -120,6 +122,24 @@ pub struct LoadMetrics {
     pub commit_to_indexed: HistogramVec,
 }
 
+/// The stages of a streamed change on its way to the index, each a child of
+/// `sluice_stage_seconds{stage}` (finer buckets than the other histograms: stages take
+/// fractions of a millisecond to tens of milliseconds). Source and loader each fill theirs;
+/// a stage spanning the two processes is timed from the Kafka record's timestamp.
+pub struct StageMetrics {
+    /// Binlog event read -> its records handed to the producer (decoding, encoding, queues).
+    pub read_to_produced: Histogram,
+    /// A transaction's records handed to the producer -> Kafka acknowledged the last of them.
+    pub produced_to_acked: Histogram,
+    /// The record's Kafka timestamp (set when produced) -> the loader read it (millisecond
+    /// resolution: two clocks' milliseconds).
+    pub produced_to_fetched: Histogram,
+    /// The loader read the record -> its bulk request was sent (batching, lane waits).
+    pub fetched_to_sent: Histogram,
+    /// The bulk request sent -> the index server answered it.
+    pub sent_to_acked: Histogram,
+}
+
 /// What `/ready` checks: each role that runs says whether it is working.
 #[derive(Default)]
 pub struct Readiness {
@@ -182,6 +202,11 @@ pub fn metrics() -> &'static Metrics {
 /// Seconds buckets from 1 ms to ~33 s, doubling: commit-to-indexed and bulk latencies.
 fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.001, 2.0, 16).unwrap_or_default()
+}
+
+/// From 0.1 ms to about 8 s, each bucket 1.5 times the one before.
+fn stage_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_1, 1.5, 28).unwrap_or_default()
 }
 
 impl Metrics {
@@ -338,6 +363,22 @@ impl Metrics {
                 &["table"],
             ),
         };
+        let stage = r.register(HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_stage_seconds",
+                "Time a streamed change spends in each stage on its way to the index",
+            )
+            .buckets(stage_buckets()),
+            &["stage"],
+        ));
+        let child = |name: &str| stage.with_label_values(&[name]);
+        let stages = StageMetrics {
+            read_to_produced: child("read_to_produced"),
+            produced_to_acked: child("produced_to_acked"),
+            produced_to_fetched: child("produced_to_fetched"),
+            fetched_to_sent: child("fetched_to_sent"),
+            sent_to_acked: child("sent_to_acked"),
+        };
         let info = r.gauge_vec(
             "sluice_build_info",
             "Sluice's version (value 1)",
@@ -353,6 +394,7 @@ impl Metrics {
             snapshot,
             publish,
             load,
+            stages,
             readiness: Readiness::default(),
         }
     }

@@ -1,6 +1,7 @@
 //! Row changes, where they came from, and what the source hands on.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{Checkpoint, Row, TableSchema, Version};
 
@@ -136,7 +137,12 @@ pub struct Change {
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Row changes, in binlog order.
-    Changes(Vec<Change>),
+    Changes {
+        /// The changes.
+        changes: Vec<Change>,
+        /// When their binlog event was read; none for snapshot rows (for the latency stages).
+        read: Option<Instant>,
+    },
     /// Everything sent before this is a complete prefix of the binlog up to the checkpoint.
     Checkpoint(Checkpoint),
 }

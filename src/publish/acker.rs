@@ -32,6 +32,8 @@ pub struct Pending {
     pub checkpoint: Checkpoint,
     /// How many records were produced before it.
     pub after: u64,
+    /// When it was queued, its records handed to the producer (for the latency stages).
+    pub queued: std::time::Instant,
 }
 
 /// Delivery reports of the records produced so far.
@@ -181,11 +183,20 @@ pub async fn run(
                 }
             }
         };
-        let Some(Pending { checkpoint, after }) = next else {
+        let Some(Pending {
+            checkpoint,
+            after,
+            queued,
+        }) = next
+        else {
             save(state, &mut unsaved, &mut last_save).await?;
             return Ok(());
         };
         deliveries.all_before(after).await?;
+        if let Checkpoint::Stream(_) = checkpoint {
+            let stage = &metrics().stages.produced_to_acked;
+            stage.observe(queued.elapsed().as_secs_f64());
+        }
         if let cp @ Checkpoint::Snapshot { .. } = checkpoint {
             unsaved.push(cp);
             save(state, &mut unsaved, &mut last_save).await?;

@@ -42,7 +42,10 @@ pub fn producer(
     let mut c = kafka::client_config(
         cfg,
         &[
-            ("linger.ms", "5"),
+            // A record goes out at once when nothing is in flight; while requests are, the
+            // next batch fills (librdkafka sends what queued meanwhile), so batches grow with
+            // load without a timer delaying a trickle.
+            ("linger.ms", "0"),
             ("queue.buffering.max.messages", IN_FLIGHT),
             // A broker outage of any length is waited out: records stay queued (and produce
             // waits once the queue is full) instead of failing after librdkafka's default
@@ -77,7 +80,7 @@ pub async fn run(
     // Tables whose new schema the registry refused, with the changes held back since.
     let mut halted: HashMap<TableId, u64> = HashMap::new();
     'events: while let Some(event) = rx.recv().await {
-        let changes = match event {
+        let (changes, read) = match event {
             // While a table is halted no position is stored: a restart (after the schema is
             // fixed) reads its held-back changes again, and the other tables' once more.
             SourceEvent::Checkpoint(_) if !halted.is_empty() => continue,
@@ -85,6 +88,7 @@ pub async fn run(
                 let pending = Pending {
                     checkpoint,
                     after: out.produced,
+                    queued: std::time::Instant::now(),
                 };
                 // The acker only stops early on an error, which it returns itself.
                 acks.send(pending)
@@ -92,7 +96,7 @@ pub async fn run(
                     .map_err(|_| PublishError::ProducerGone)?;
                 continue;
             }
-            SourceEvent::Changes(changes) => changes,
+            SourceEvent::Changes { changes, read } => (changes, read),
         };
         let now_ms = time::now_ms();
         for change in &changes {
@@ -144,6 +148,9 @@ pub async fn run(
                     out.produce(topic, Place::Key(&key), Some(&value)).await?;
                 }
             }
+        }
+        if let Some(read) = read {
+            metrics().stages.read_to_produced.observe(read.elapsed().as_secs_f64());
         }
     }
     for (table, held) in &halted {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -40,10 +41,15 @@ impl Emitter {
         Ok(self.columns.check(table)?)
     }
 
-    /// Sends changes, filtered.
-    pub async fn changes(&mut self, mut changes: Vec<Change>) -> Result<(), SourceError> {
+    /// Sends changes, filtered; `read` is when their binlog event was read (none for
+    /// snapshot rows).
+    pub async fn changes(
+        &mut self,
+        mut changes: Vec<Change>,
+        read: Option<Instant>,
+    ) -> Result<(), SourceError> {
         self.columns.apply(&mut changes)?;
-        self.send(SourceEvent::Changes(changes)).await
+        self.send(SourceEvent::Changes { changes, read }).await
     }
 
     /// Sends a checkpoint.

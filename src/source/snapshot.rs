@@ -218,14 +218,14 @@ impl Copier<'_> {
                     }
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     progress.last_key = last_key(table, &full);
-                    self.out.changes(full).await?;
+                    self.out.changes(full, None).await?;
                 }
             }
             drop(rows);
             drop(result);
             if !batch.is_empty() {
                 progress.last_key = last_key(table, &batch);
-                self.out.changes(batch).await?;
+                self.out.changes(batch, None).await?;
             }
             if in_chunk > 0 && chunked {
                 progress.rows += in_chunk;

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::binlog::{BinlogReader, Decoded, EventHeader, NameChange};
 use super::charset::Collations;
@@ -133,18 +133,22 @@ impl StreamOutput<'_> {
     async fn send(
         &mut self,
         changes: Vec<Change>,
+        read: Instant,
         history: &mut SchemaHistory<'_>,
         state: &PositionStore,
     ) -> Result<(), SourceError> {
         let events = match self.windows.as_deref_mut() {
-            Some(w) => w.absorb(changes, state)?,
-            None => vec![SourceEvent::Changes(changes)],
+            Some(w) => w.absorb(changes, read, state)?,
+            None => vec![SourceEvent::Changes {
+                changes,
+                read: Some(read),
+            }],
         };
         for event in events {
             match event {
-                SourceEvent::Changes(changes) => {
+                SourceEvent::Changes { changes, read } => {
                     history.record(&changes)?;
-                    self.out.changes(changes).await?;
+                    self.out.changes(changes, read).await?;
                 }
                 SourceEvent::Checkpoint(cp) => self.out.checkpoint(cp).await?,
             }
@@ -322,6 +326,7 @@ async fn stream_from(
             Err(_) => return Err(SourceError::Silent(SILENCE.as_secs())),
         };
         *progressed = true;
+        let read = Instant::now();
         let h = event.header();
         m.source.events.inc();
         m.source.bytes.inc_by(u64::from(h.event_size()));
@@ -367,7 +372,7 @@ async fn stream_from(
             for c in changes.iter().filter(|c| c.op == Op::Truncate) {
                 tracing::info!(table = %c.table.id, version = c.version.get(), "TRUNCATE TABLE streamed as a truncate event");
             }
-            sink.send(changes, &mut history, state).await?;
+            sink.send(changes, read, &mut history, state).await?;
         }
         if let Some(p) = commit {
             m.source.transactions.inc();

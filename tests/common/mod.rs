@@ -285,7 +285,6 @@ listen = "127.0.0.1:0"
 url = "{es}"
 [loader]
 batch_size = 500
-linger_ms = 50
 {extra}"#,
             tables = self.tables,
             host = s.mysql_host,

@@ -1,6 +1,7 @@
 //! The stream and worker halves together, against a real position store.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::signal::{CLOSE, OPEN};
 use super::*;
@@ -86,7 +87,7 @@ fn changes_of(events: &[SourceEvent]) -> Vec<(Op, i64, u64)> {
     events
         .iter()
         .filter_map(|e| match e {
-            SourceEvent::Changes(c) => Some(c),
+            SourceEvent::Changes { changes, .. } => Some(changes),
             _ => None,
         })
         .flatten()
@@ -119,6 +120,7 @@ async fn keys_changed_inside_a_window_are_left_to_the_binlog() {
                 Some(row(1, "b")),
                 10,
             )],
+            Instant::now(),
             &state,
         )
         .unwrap();
@@ -127,7 +129,7 @@ async fn keys_changed_inside_a_window_are_left_to_the_binlog() {
         [(Op::Update, 1, Version::at(1, 10).get())]
     );
     windows
-        .absorb(vec![signal(OPEN, "w1", 20)], &state)
+        .absorb(vec![signal(OPEN, "w1", 20)], Instant::now(), &state)
         .unwrap();
     // Inside: 2 updated, 3 deleted, 4 re-keyed to 9, 5 inserted.
     windows
@@ -138,6 +140,7 @@ async fn keys_changed_inside_a_window_are_left_to_the_binlog() {
                 change(&t, Op::Update, Some(row(4, "a")), Some(row(9, "a")), 32),
                 change(&t, Op::Create, None, Some(row(5, "n")), 33),
             ],
+            Instant::now(),
             &state,
         )
         .unwrap();
@@ -161,7 +164,7 @@ async fn keys_changed_inside_a_window_are_left_to_the_binlog() {
         })
         .unwrap();
     let at_close = windows
-        .absorb(vec![signal(CLOSE, "w1", 40)], &state)
+        .absorb(vec![signal(CLOSE, "w1", 40)], Instant::now(), &state)
         .unwrap();
     let h = Version::at(1, 40).get();
     assert_eq!(changes_of(&at_close), [(Op::Read, 1, h), (Op::Read, 6, h)]);
@@ -181,6 +184,7 @@ async fn keys_changed_inside_a_window_are_left_to_the_binlog() {
                 change(&t, Op::Delete, Some(row(1, "s")), None, 51),
                 signal(CLOSE, "old", 52),
             ],
+            Instant::now(),
             &state,
         )
         .unwrap();
@@ -215,6 +219,7 @@ async fn signals_request_captured_tables_once() {
                     r#"{"data-collections": ["shop.t"], "type": "blocking"}"#,
                 ),
             ],
+            Instant::now(),
             &state,
         )
         .unwrap();
@@ -244,7 +249,7 @@ async fn signals_request_captured_tables_once() {
         .await
         .unwrap();
     windows.active.clear();
-    let out = windows.absorb(vec![execute("s1", data)], &state).unwrap();
+    let out = windows.absorb(vec![execute("s1", data)], Instant::now(), &state).unwrap();
     assert!(out.is_empty());
     assert!(state.is_snapshotted(&t.id).unwrap());
 }

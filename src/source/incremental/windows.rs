@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -76,16 +77,21 @@ impl Windows {
 
     /// Takes one decoded batch of changes and returns what to send on, in order: the
     /// captured tables' changes, and at a high watermark the window's rows and progress.
+    /// `read` is when the batch's binlog event was read.
     pub fn absorb(
         &mut self,
         changes: Vec<Change>,
+        read: Instant,
         state: &PositionStore,
     ) -> Result<Vec<SourceEvent>, SourceError> {
         // The common case, on the stream's hot path: no signal and no open window, so the
         // batch passes as it is.
         let watching = self.window.as_ref().is_some_and(|w| w.opened);
         if !watching && changes.iter().all(|c| c.table.id != self.signal.id) {
-            return Ok(vec![SourceEvent::Changes(changes)]);
+            return Ok(vec![SourceEvent::Changes {
+                changes,
+                read: Some(read),
+            }]);
         }
         let mut out = Vec::new();
         let mut pending = Vec::with_capacity(changes.len());
@@ -106,7 +112,10 @@ impl Windows {
                 Signal::Open(window) => self.open(&window),
                 Signal::Close(window) => {
                     if !pending.is_empty() {
-                        out.push(SourceEvent::Changes(std::mem::take(&mut pending)));
+                        out.push(SourceEvent::Changes {
+                            changes: std::mem::take(&mut pending),
+                            read: Some(read),
+                        });
                     }
                     self.close(&window, &change, &mut out)?;
                 }
@@ -120,7 +129,10 @@ impl Windows {
             }
         }
         if !pending.is_empty() {
-            out.push(SourceEvent::Changes(pending));
+            out.push(SourceEvent::Changes {
+                changes: pending,
+                read: Some(read),
+            });
         }
         Ok(out)
     }
@@ -231,7 +243,11 @@ impl Windows {
             *self.left_to_binlog.entry(w.table.clone()).or_default() +=
                 (selected - kept.len()) as u64;
             if !kept.is_empty() {
-                out.push(SourceEvent::Changes(kept));
+                // Window rows were read by a query, not from the binlog: not timed.
+                out.push(SourceEvent::Changes {
+                    changes: kept,
+                    read: None,
+                });
             }
             // A window of a copy that a newer request restarted: its rows stand, its
             // progress is not the table's any more.
