@@ -1,11 +1,15 @@
 //! Kafka client settings and topic creation, shared by the publisher and the loader.
 
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{BaseProducer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 use tokio_util::sync::CancellationToken;
@@ -35,6 +39,54 @@ pub enum KafkaSetupError {
         /// Broker's answer.
         message: String,
     },
+}
+
+/// A producer whose delivery reports are served by a thread of its own, in rounds of a
+/// second.
+///
+/// rdkafka's `ThreadedProducer` polls in rounds of 100 ms, and as a round's deadline nears it
+/// asks librdkafka with a timeout rounded down to 0 ms until the deadline passes: up to a
+/// millisecond of spinning per round, which was most of an idle pipeline's CPU. Reports still
+/// arrive at once: a poll returns as soon as librdkafka has one.
+pub struct PolledProducer<C: ProducerContext + 'static> {
+    producer: Arc<BaseProducer<C>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<C: ProducerContext + 'static> PolledProducer<C> {
+    /// Creates the producer and its polling thread.
+    pub fn new(config: &ClientConfig, context: C) -> KafkaResult<Self> {
+        let producer = Arc::new(config.create_with_context::<C, BaseProducer<C>>(context)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (polled, stopped) = (producer.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("sluice-kafka-reports".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    polled.poll(POLL_ROUND);
+                }
+            })
+            .map_err(|e| KafkaError::ClientCreation(format!("polling thread: {e}")))?;
+        Ok(PolledProducer { producer, stop })
+    }
+}
+
+/// How long one poll of the delivery reports waits for the next.
+const POLL_ROUND: Duration = Duration::from_secs(1);
+
+impl<C: ProducerContext + 'static> Deref for PolledProducer<C> {
+    type Target = BaseProducer<C>;
+
+    fn deref(&self) -> &BaseProducer<C> {
+        &self.producer
+    }
+}
+
+impl<C: ProducerContext + 'static> Drop for PolledProducer<C> {
+    /// The thread ends within a round and drops its share of the producer; not waited for.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Base settings for every client: brokers, Sluice's `defaults` for this client, then the

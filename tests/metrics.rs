@@ -208,7 +208,11 @@ async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_goes_out_alone_and_a_burst_in_few_bulks() {
     let (mut conn, setup) = fresh("it_batching", &["t"]).await;
-    exec(&mut conn, &["CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)"]).await;
+    exec(
+        &mut conn,
+        &["CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)"],
+    )
+    .await;
     setup.write_config("");
     let mut sluice = setup.start("all");
     let addr = endpoint(&mut sluice);

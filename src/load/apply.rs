@@ -51,12 +51,9 @@ pub(super) async fn settle(
 ) -> Result<Option<Committed>, LoadError> {
     let started = Instant::now();
     // The batch's oldest record: how long batching held it (latency, at debug).
-    let waited_ms = batch
-        .items
-        .iter()
-        .map(|i| i.fetched)
-        .min()
-        .map_or(0, |f| started.into_std().duration_since(f).as_millis() as u64);
+    let waited_ms = batch.items.iter().map(|i| i.fetched).min().map_or(0, |f| {
+        started.into_std().duration_since(f).as_millis() as u64
+    });
     let on_retry = || {
         if !retrying.swap(true, Ordering::Relaxed) {
             shared.retry_started.notify_one();

@@ -2,9 +2,11 @@
 //! headers naming where they came from and why (Kafka Connect's `__connect.errors.*`
 //! convention, as `sluice.errors.*`). They are counted and logged, and the partition goes on.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -79,7 +81,10 @@ pub struct DeadLetter {
 
 /// Writes dead letters to their topic.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    /// Its settings; the producer is made at the first dead letter, so a loader without any
+    /// runs no second Kafka client (its threads and their wake-ups).
+    config: ClientConfig,
+    producer: Mutex<Option<FutureProducer>>,
     topic: String,
     total: AtomicU64,
 }
@@ -96,16 +101,28 @@ impl DeadLetters {
             return Ok(None);
         }
         // As the publisher: a broker outage is waited out, however long.
-        let producer = kafka::client_config(cfg, &[("message.timeout.ms", "0")])
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()
-            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+        let mut config = kafka::client_config(cfg, &[("message.timeout.ms", "0")]);
+        config.set("enable.idempotence", "true").set("acks", "all");
         Ok(Some(DeadLetters {
-            producer,
+            config,
+            producer: Mutex::default(),
             topic,
             total: AtomicU64::new(0),
         }))
+    }
+
+    /// The producer, made on first use.
+    fn producer(&self) -> Result<FutureProducer, LoadError> {
+        let mut made = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &*made {
+            return Ok(p.clone());
+        }
+        let p: FutureProducer = self
+            .config
+            .create()
+            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+        *made = Some(p.clone());
+        Ok(p)
     }
 
     /// Sends `letters` and waits until Kafka has them all.
@@ -134,7 +151,7 @@ impl DeadLetters {
             if let Some(p) = &o.payload {
                 record = record.payload(p);
             }
-            self.producer
+            self.producer()?
                 .send(record, Duration::from_secs(30))
                 .await
                 .map_err(|(error, _)| LoadError::DeadLetter {

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
-use crate::kafka::{self, KafkaSetupError};
+use crate::kafka::{self, KafkaSetupError, PolledProducer};
 use crate::metrics::metrics;
 use crate::model::{Op, SourceEvent, TableId, time};
 
@@ -29,7 +29,7 @@ use acker::{Deliveries, DeliveryContext, Pending};
 pub use error::PublishError;
 
 /// The producer: delivery reports go to the acker's [`Deliveries`].
-pub type KafkaProducer = ThreadedProducer<DeliveryContext>;
+pub type KafkaProducer = PolledProducer<DeliveryContext>;
 
 /// Records produced but not yet acknowledged, at most (librdkafka's queue): bounds memory.
 const IN_FLIGHT: &str = "20000";
@@ -57,7 +57,7 @@ pub fn producer(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
-    c.create_with_context(DeliveryContext::new(deliveries))
+    PolledProducer::new(&c, DeliveryContext::new(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
 }
 
@@ -150,7 +150,10 @@ pub async fn run(
             }
         }
         if let Some(read) = read {
-            metrics().stages.read_to_produced.observe(read.elapsed().as_secs_f64());
+            metrics()
+                .stages
+                .read_to_produced
+                .observe(read.elapsed().as_secs_f64());
         }
     }
     for (table, held) in &halted {

@@ -249,7 +249,9 @@ async fn signals_request_captured_tables_once() {
         .await
         .unwrap();
     windows.active.clear();
-    let out = windows.absorb(vec![execute("s1", data)], Instant::now(), &state).unwrap();
+    let out = windows
+        .absorb(vec![execute("s1", data)], Instant::now(), &state)
+        .unwrap();
     assert!(out.is_empty());
     assert!(state.is_snapshotted(&t.id).unwrap());
 }
