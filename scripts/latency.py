@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 
 
 def summary(lat, took):
+    if not lat:
+        sys.exit("no latency samples")
     lat = sorted(lat)
 
     def pct(p):
@@ -79,6 +81,8 @@ def kafka_hop(brokers, count, rate, fetch_wait):
         producer.poll(0)
     producer.flush(30)
     reader.join(60)
+    if reader.is_alive():
+        sys.exit(f"only {len(lat)} of {count} records consumed within 60 s")
     consumer.close()
     return summary(lat, time.monotonic() - t0)
 
@@ -123,8 +127,10 @@ def commits(mysql_args, es, index, table, first, count, rate, burst=0, every=0.0
             pending = [i for i in written[:] if i not in seen][:2000]
             if pending:
                 body = json.dumps({"ids": [str(i) for i in pending]})
+                asked = time.time()
                 status, r = http("POST", f"{es}/{index}/_mget", body)
-                now = time.time()
+                # A document found became visible during the request: its midpoint.
+                now = (asked + time.time()) / 2
                 for d in (r or {}).get("docs", []):
                     if d.get("found"):
                         src = d["_source"]
@@ -141,6 +147,7 @@ def commits(mysql_args, es, index, table, first, count, rate, burst=0, every=0.0
     client.stdin.write("SET time_zone = '+00:00';\n")
     t0 = time.monotonic()
     if burst:
+        count = count // burst * burst
         schedule = (i for b in paced(count // burst, 1 / every) for i in range(b * burst, (b + 1) * burst))
     else:
         schedule = paced(count, rate)

@@ -39,8 +39,9 @@ mkdir -p "$run"
                                 note VARCHAR(64) NOT NULL)"
 curl -fsS -o /dev/null -X DELETE "$es/latbench.events" 2>/dev/null || true
 ports=$(python3 -c 'import socket
-for _ in range(2):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+for x in s: print(x.getsockname()[1])')
 read -r -d '' port1 port2 <<<"$ports" || true
 cat >"$run/sluice.toml" <<TOML
 tables = ["latbench.events"]
@@ -90,9 +91,11 @@ until curl -fsS -o /dev/null "$es/latbench.events/_doc/0" 2>/dev/null; do
   sleep 0.2
 done
 
+# The floor's consumer waits as the loader's does.
 fetch_wait=$(sed -n 's/^"\{0,1\}fetch.wait.max.ms"\{0,1\} = "\([0-9]*\)"/\1/p' "$run/sluice.toml")
-say "floor: broker hop (fetch.wait.max.ms ${fetch_wait:-5}), index write + GET"
-hop=$(probe kafka-hop "$SLUICE_STACK_KAFKA_BROKERS" $((2000 / scale)) 500 "${fetch_wait:-5}")
+fetch_wait=${fetch_wait:-${SLUICE_LOADER__FETCH_WAIT_MS:-5}}
+say "floor: broker hop (fetch.wait.max.ms $fetch_wait), index write + GET"
+hop=$(probe kafka-hop "$SLUICE_STACK_KAFKA_BROKERS" $((2000 / scale)) 500 "$fetch_wait")
 write=$(probe index-write "$es" $((1000 / scale)) 100)
 echo "{\"floor_hop\": $hop, \"floor_index\": $write}" >"$run/results.json"
 

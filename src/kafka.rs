@@ -46,8 +46,8 @@ pub enum KafkaSetupError {
 ///
 /// rdkafka's `ThreadedProducer` polls in rounds of 100 ms, and as a round's deadline nears it
 /// asks librdkafka with a timeout rounded down to 0 ms until the deadline passes: up to a
-/// millisecond of spinning per round, which was most of an idle pipeline's CPU. Reports still
-/// arrive at once: a poll returns as soon as librdkafka has one.
+/// millisecond of spinning per round, which was most of an idle pipeline's CPU. Reports are
+/// still handled as they arrive: a round serves each one as librdkafka queues it.
 pub struct PolledProducer<C: ProducerContext + 'static> {
     producer: Arc<BaseProducer<C>>,
     stop: Arc<AtomicBool>,

@@ -17,9 +17,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: every decoded row allocates its values, and glibc's malloc was a quarter of
-/// decode time in the decoder bench (docs/benchmarks.md). Built without transparent huge
-/// pages (`no_thp`): with them each thread's first pages cost 2 MiB of resident memory, and
-/// the process held 110 MB instead of 45 MB.
+/// decode time in the decoder bench (docs/benchmarks.md). Without transparent huge pages
+/// (`no_thp`, and [`no_huge_pages`] where the host gives them unasked): with them each
+/// thread's first pages cost 2 MiB of resident memory, and the process held 110 MB instead of
+/// 45 MB.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -131,7 +132,19 @@ enum Command {
 /// Environment variable holding `sluice registry`'s basic-auth users.
 const REGISTRY_USERS: &str = "SLUICE_REGISTRY_USERS";
 
+/// Turns transparent huge pages off for this process: a host whose setting is `always` backs
+/// the allocator's arena with them even though it does not ask (most distributions default to
+/// `madvise`, where not asking is enough).
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integers only and changes nothing but this flag of
+    // the process; a kernel without it returns an error, which changes nothing either.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Run { config, .. }

@@ -295,6 +295,12 @@ impl LoaderFile {
         };
         let batch_size = positive("batch_size", self.batch_size, p);
         let batch_bytes = positive("batch_bytes", self.batch_bytes, p);
+        if self.fetch_wait_ms == 0 {
+            p.push(
+                "`loader.fetch_wait_ms` must be at least 1: with 0 the consumer asks the broker \
+                 again without pause while a topic is idle",
+            );
+        }
         let max_in_flight = positive("max_in_flight", self.max_in_flight, p);
         let instance_id = self.instance_id.unwrap_or_else(host_name);
         Some(LoaderConfig {

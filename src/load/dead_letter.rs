@@ -103,6 +103,11 @@ impl DeadLetters {
         // As the publisher: a broker outage is waited out, however long.
         let mut config = kafka::client_config(cfg, &[("message.timeout.ms", "0")]);
         config.set("enable.idempotence", "true").set("acks", "all");
+        // Checked now (librdkafka parses it without starting a client), not at the first
+        // dead letter, maybe days later.
+        config
+            .create_native_config()
+            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
         Ok(Some(DeadLetters {
             config,
             producer: Mutex::default(),

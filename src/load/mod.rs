@@ -210,22 +210,28 @@ pub async fn run(
             message = consumer.recv(), if !stopping && !lanes.blocked(&cfg.loader) => {
                 // What the consumer already holds joins this record's batch before the loop
                 // sends it: without a linger a batch goes out once nothing more is ready, so
-                // a trickle goes one record at a time and batches grow with the load.
+                // a trickle goes one record at a time and batches grow with the load. At most a
+                // batch's worth is taken at once, so the other arms (shutdown, settled bulks)
+                // wait for no more than that.
                 let mut next = Some(message);
+                let mut taken = 0;
                 while let Some(message) = next.take() {
+                    taken += 1;
                     // A rebalance runs inside recv(): what was read before it for a partition
                     // revoked (and maybe assigned again) must go before this message, read
                     // after.
                     forget_revoked(&consumer, &mut lanes, &mut committed);
                     let message = match message {
-                        Ok(m) => m.detach(),
+                        // Read again after the restart that follows a reindex.
+                        Ok(m) if shared.held().contains(m.topic()) => None,
+                        Ok(m) => Some(m.detach()),
                         Err(e) => {
                             // Transient broker and metadata errors; librdkafka keeps retrying.
                             tracing::warn!(error = %e, "Kafka consumer error");
                             break;
                         }
                     };
-                    if !shared.held().contains(message.topic()) {
+                    if let Some(message) = message {
                         let i = lanes.lane_of(message.topic(), message.partition());
                         let lane = lanes.get(i);
                         if !batch::add(&mut lane.batch, &message, &mut registry, &shared.writer, &options, &shutdown).await? {
@@ -241,8 +247,11 @@ pub async fn run(
                         if lane.batch.is_full(&cfg.loader) {
                             break;
                         }
-                    } // else read again after the restart that follows a reindex
-                    if !lanes.blocked(&cfg.loader) {
+                    }
+                    if taken < cfg.loader.batch_size.get()
+                        && !lanes.blocked(&cfg.loader)
+                        && !shutdown.is_cancelled()
+                    {
                         next = consumer.recv().now_or_never();
                     }
                 }

@@ -134,9 +134,10 @@ pub struct StageMetrics {
     /// The record's Kafka timestamp (set when produced) -> the loader read it (millisecond
     /// resolution: two clocks' milliseconds).
     pub produced_to_fetched: Histogram,
-    /// The loader read the record -> its bulk request was sent (batching, lane waits).
+    /// The loader read the record -> its bulk was sent (batching, lane waits).
     pub fetched_to_sent: Histogram,
-    /// The bulk request sent -> the index server answered it.
+    /// The bulk sent (index mappings made first where a schema is new) -> the index server
+    /// answered it.
     pub sent_to_acked: Histogram,
 }
 
@@ -204,7 +205,7 @@ fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.001, 2.0, 16).unwrap_or_default()
 }
 
-/// From 0.1 ms to about 8 s, each bucket 1.5 times the one before.
+/// From 0.1 ms to about 5.7 s, each bucket 1.5 times the one before.
 fn stage_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.000_1, 1.5, 28).unwrap_or_default()
 }

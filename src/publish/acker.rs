@@ -171,6 +171,9 @@ pub async fn run(
 ) -> Result<(), PublishError> {
     let mut unsaved: Vec<Checkpoint> = Vec::new();
     let mut last_save = Instant::now();
+    // Records produced before the last timed checkpoint: a transaction that produced nothing
+    // (no captured table) is not timed.
+    let mut timed = 0;
     loop {
         let next = if unsaved.is_empty() {
             rx.recv().await
@@ -193,7 +196,10 @@ pub async fn run(
             return Ok(());
         };
         deliveries.all_before(after).await?;
-        if let Checkpoint::Stream(_) = checkpoint {
+        if let Checkpoint::Stream(_) = checkpoint
+            && after > timed
+        {
+            timed = after;
             let stage = &metrics().stages.produced_to_acked;
             stage.observe(queued.elapsed().as_secs_f64());
         }
