@@ -43,27 +43,11 @@ s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
 for x in s: print(x.getsockname()[1])')
 read -r -d '' port1 port2 <<<"$ports" || true
-cat >"$run/sluice.toml" <<TOML
-tables = ["latbench.events"]
-[source]
-host = "$SLUICE_STACK_MYSQL_HOST"
-port = $SLUICE_STACK_MYSQL_PORT
-user = "$SLUICE_STACK_MYSQL_USER"
-password = "$SLUICE_STACK_MYSQL_PASSWORD"
-server_id = 5402
-state_dir = "$run/state"
-[kafka]
-brokers = "$SLUICE_STACK_KAFKA_BROKERS"
-topic_prefix = "latbench$(date +%s)"
-[kafka.properties]
-${BENCH_KAFKA_PROPERTIES:-}
-[registry]
-url = "$SLUICE_STACK_REGISTRY_URL"
-[elasticsearch]
-url = "$es"
-[metrics]
-listen = "127.0.0.1:$port1"
-TOML
+{
+  scripts/stack.sh config latbench.events 5402 "$run/state" "latbench$(date +%s)"
+  printf '[kafka.properties]\n%s\n[metrics]\nlisten = "127.0.0.1:%s"\n' \
+    "${BENCH_KAFKA_PROPERTIES:-}" "$port1"
+} >"$run/sluice.toml"
 
 pids=()
 metrics=()

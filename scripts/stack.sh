@@ -7,6 +7,9 @@
 #   scripts/stack.sh down      stop the processes this script started (pid files)
 #   scripts/stack.sh status    one line per component
 #   scripts/stack.sh env       `export` lines with the URLs and credentials tests and the demo use
+#   scripts/stack.sh config TABLE SERVER_ID STATE_DIR TOPIC_PREFIX
+#                              a Sluice config for TABLE on this stack (benchmark drivers
+#                              append their own sections)
 #
 # Environment:
 #   SLUICE_BIN        sluice binary that serves the registry (default: cargo build --release)
@@ -240,6 +243,26 @@ export SLUICE_STACK_ELASTICSEARCH_URL=http://127.0.0.1:$ES_PORT
 ENV
 }
 
+print_config() { # table server-id state-dir topic-prefix
+  cat <<TOML
+tables = ["$1"]
+[source]
+host = "127.0.0.1"
+port = $MARIADB_PORT
+user = "$CDC_USER"
+password = "$CDC_PASSWORD"
+server_id = $2
+state_dir = "$3"
+[kafka]
+brokers = "127.0.0.1:$KAFKA_PORT"
+topic_prefix = "$4"
+[registry]
+url = "http://127.0.0.1:$REGISTRY_PORT"
+[elasticsearch]
+url = "http://127.0.0.1:$ES_PORT"
+TOML
+}
+
 cmd=${1:-}
 mkdir -p "$STACK"
 case "$cmd" in
@@ -269,7 +292,10 @@ case "$cmd" in
     ;;
   env)
     print_env ;;
+  config)
+    [ $# -eq 5 ] || die "usage: scripts/stack.sh config TABLE SERVER_ID STATE_DIR TOPIC_PREFIX"
+    print_config "$2" "$3" "$4" "$5" ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2 ;;
 esac

@@ -31,25 +31,10 @@ count() {
   c=$(curl -fsS "$es/$index/_count" 2>/dev/null | sed -n 's/.*"count":\([0-9]*\).*/\1/p')
   echo "${c:-0}"
 }
-cat >"$dir/sluice.toml" <<TOML
-tables = ["verifybench.items"]
-[source]
-host = "$SLUICE_STACK_MYSQL_HOST"
-port = $SLUICE_STACK_MYSQL_PORT
-user = "$SLUICE_STACK_MYSQL_USER"
-password = "$SLUICE_STACK_MYSQL_PASSWORD"
-server_id = 7391
-state_dir = "$dir/state"
-[kafka]
-brokers = "$SLUICE_STACK_KAFKA_BROKERS"
-topic_prefix = "verifybench"
-[registry]
-url = "$SLUICE_STACK_REGISTRY_URL"
-[elasticsearch]
-url = "$es"
-[metrics]
-listen = "127.0.0.1:0"
-TOML
+{
+  scripts/stack.sh config verifybench.items 7391 "$dir/state" verifybench
+  printf '[metrics]\nlisten = "127.0.0.1:0"\n'
+} >"$dir/sluice.toml"
 
 if [ "$(sql -e "SELECT COUNT(*) FROM verifybench.items" 2>/dev/null || echo 0)" != "$rows" ] \
   || [ "$(count)" != "$rows" ]; then
