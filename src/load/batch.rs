@@ -154,7 +154,7 @@ impl Registry {
 /// registry.
 pub async fn add(
     batch: &mut Batch,
-    m: &OwnedMessage,
+    m: OwnedMessage,
     registry: &mut Registry,
     writer: &IndexWriter,
     options: &Options,
@@ -166,6 +166,13 @@ pub async fn add(
         let stage = &metrics().stages.produced_to_fetched;
         stage.observe(ms as f64 / 1000.0);
     }
+    // What the record leaves in the batch besides its offset; it moves there last.
+    enum Kept {
+        Action(String, bool, Option<(TableId, i64)>),
+        Dead(String),
+        Nothing,
+    }
+    let mut kept = Kept::Nothing; // a tombstone: the delete before it carried the version
     if m.payload().is_some() {
         // Only truncates have no key; the envelope says whether that is what this is.
         let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
@@ -174,20 +181,14 @@ pub async fn add(
         let Some(value) = with_registry(registry, m.payload(), shutdown).await? else {
             return Ok(false);
         };
-        match shape(batch, key, value, writer, options) {
+        kept = match shape(batch, key, value, writer, options) {
             Ok((Record::Document(action), table, read_ms)) => {
                 batch.body.push(&action);
                 let (index, delete) = match action {
                     Action::Index { index, .. } => (index, false),
                     Action::Delete { index, .. } => (index, true),
                 };
-                batch.items.push(Item {
-                    index,
-                    origin: Origin::of(m),
-                    delete,
-                    read_at: read_ms.map(|ms| (table, ms)),
-                    fetched,
-                });
+                Kept::Action(index, delete, read_ms.map(|ms| (table, ms)))
             }
             Ok((Record::Truncate { index, version }, _, _)) => {
                 batch.truncate = Some(Truncate {
@@ -196,14 +197,11 @@ pub async fn add(
                     topic: m.topic().to_string(),
                     partition: m.partition(),
                 });
+                Kept::Nothing
             }
-            Err(reason) => batch.dead.push(DeadLetter {
-                origin: Origin::of(m),
-                class: ErrorClass::Decode,
-                reason,
-            }),
-        }
-    } // else a tombstone: the delete before it carried the version
+            Err(reason) => Kept::Dead(reason),
+        };
+    }
     batch.records += 1;
     // Looked up first: a topic name is allocated once per partition, not per record.
     let key = (m.topic(), m.partition());
@@ -217,6 +215,21 @@ pub async fn add(
             let key = (m.topic().to_string(), m.partition());
             batch.next_offsets.insert(key, m.offset() + 1);
         }
+    }
+    match kept {
+        Kept::Action(index, delete, read_at) => batch.items.push(Item {
+            index,
+            origin: Origin::of(m),
+            delete,
+            read_at,
+            fetched,
+        }),
+        Kept::Dead(reason) => batch.dead.push(DeadLetter {
+            origin: Origin::of(m),
+            class: ErrorClass::Decode,
+            reason,
+        }),
+        Kept::Nothing => {}
     }
     Ok(true)
 }

@@ -35,36 +35,25 @@ impl ErrorClass {
     }
 }
 
-/// Where a record came from, and its bytes.
+/// Where a record came from, and its bytes: the consumed message itself, kept (not copied)
+/// until its batch settled, in case the index refuses it.
 #[derive(Debug, Clone)]
-pub struct Origin {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-}
+pub struct Origin(OwnedMessage);
 
 impl Origin {
+    /// The origin of a consumed message.
+    pub fn of(m: OwnedMessage) -> Origin {
+        Origin(m)
+    }
+
     /// The topic the record was read from.
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.0.topic()
     }
 
     /// The partition the record was read from.
     pub fn partition(&self) -> i32 {
-        self.partition
-    }
-
-    /// The origin of a consumed message.
-    pub fn of(m: &OwnedMessage) -> Origin {
-        Origin {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-        }
+        self.0.partition()
     }
 }
 
@@ -133,10 +122,10 @@ impl DeadLetters {
     /// Sends `letters` and waits until Kafka has them all.
     pub async fn send(&self, letters: Vec<DeadLetter>) -> Result<(), LoadError> {
         for letter in letters {
-            let o = &letter.origin;
-            let (partition, offset) = (o.partition.to_string(), o.offset.to_string());
+            let o = &letter.origin.0;
+            let (partition, offset) = (o.partition().to_string(), o.offset().to_string());
             let headers = [
-                ("sluice.errors.topic", o.topic.as_str()),
+                ("sluice.errors.topic", o.topic()),
                 ("sluice.errors.partition", partition.as_str()),
                 ("sluice.errors.offset", offset.as_str()),
                 ("sluice.errors.class", letter.class.name()),
@@ -150,10 +139,10 @@ impl DeadLetters {
                 })
             });
             let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
-            if let Some(k) = &o.key {
+            if let Some(k) = o.key() {
                 record = record.key(k);
             }
-            if let Some(p) = &o.payload {
+            if let Some(p) = o.payload() {
                 record = record.payload(p);
             }
             self.producer()?
@@ -167,9 +156,9 @@ impl DeadLetters {
             // The record's bytes stay out of the log: they may hold what the column rules
             // would mask.
             tracing::error!(
-                topic = %o.topic,
-                partition = o.partition,
-                offset = o.offset,
+                topic = %o.topic(),
+                partition = o.partition(),
+                offset = o.offset(),
                 class = letter.class.name(),
                 reason = %letter.reason,
                 dead_letter_topic = %self.topic,

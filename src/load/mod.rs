@@ -234,14 +234,17 @@ pub async fn run(
                     if let Some(message) = message {
                         let i = lanes.lane_of(message.topic(), message.partition());
                         let lane = lanes.get(i);
-                        if !batch::add(&mut lane.batch, &message, &mut registry, &shared.writer, &options, &shutdown).await? {
+                        // A partition of a failing lane maybe not seen before it failed.
+                        let pause_too = lane
+                            .retrying
+                            .load(Ordering::Relaxed)
+                            .then(|| (message.topic().to_string(), message.partition()));
+                        if !batch::add(&mut lane.batch, message, &mut registry, &shared.writer, &options, &shutdown).await? {
                             stopping = true; // interrupted while the registry was away
                             break;
                         }
                         lane.deadline.get_or_insert_with(|| Instant::now() + linger);
-                        if lane.retrying.load(Ordering::Relaxed) {
-                            // A partition of a failing lane maybe not seen before it failed.
-                            let p = (message.topic().to_string(), message.partition());
+                        if let Some(p) = pause_too {
                             pause(&consumer, lane, vec![p])?;
                         }
                         if lane.batch.is_full(&cfg.loader) {
