@@ -125,7 +125,14 @@ say "commit-to-searchable: 2,000 single-row commits at 100/s"
 mysql_args=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' mariadb --no-defaults \
   --default-character-set=utf8mb4 --batch --skip-column-names -h "$SLUICE_STACK_MYSQL_HOST" \
   -P "$SLUICE_STACK_MYSQL_PORT" -u "$SLUICE_STACK_MYSQL_ADMIN_USER" -p"$SLUICE_STACK_MYSQL_ADMIN_PASSWORD")
-python3 scripts/latency.py "$mysql_args" "$SLUICE_STACK_ELASTICSEARCH_URL" 2000 100 >&2
+first=$(($(sql -e "SELECT MAX(id) FROM shop.orders") + 1000))
+python3 - "$(python3 scripts/latency.py commits "$mysql_args" "$SLUICE_STACK_ELASTICSEARCH_URL" \
+  shop.orders shop.orders "$first" 2000 100)" <<'PY' >&2
+import json, sys
+r = json.loads(sys.argv[1])
+print(f"commit-to-searchable over {r['n']} single-row commits at {r['rate']:.0f}/s: "
+      f"p50 {r['p50']:.0f} ms, p95 {r['p95']:.0f} ms, p99 {r['p99']:.0f} ms, max {r['max']:.0f} ms")
+PY
 id=$(sql -e "SELECT MAX(id) FROM shop.orders")
 
 say "a document (GET shop.orders/_doc/$id):"

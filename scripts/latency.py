@@ -4,6 +4,10 @@
     latency.py kafka-hop BROKERS COUNT RATE FETCH_WAIT_MS
         the broker's floor: an idempotent producer (linger 0) and a consumer on a fresh
         one-partition topic; each record's produce -> consume time.
+    latency.py fetch-waits BROKERS BROKER_PID WAIT_MS...
+        how the broker treats a waiting fetch: for each fetch.wait.max.ms, the produce ->
+        consume hop at 100/s, and the CPU this client and the broker spend while one
+        consumer of 12 idle partitions waits (10 s).
     latency.py index-write ES_URL COUNT RATE
         the index server's floor: a one-document _bulk with an external version, then a
         realtime GET of it by id; the time until the GET finds it.
@@ -11,7 +15,8 @@
         single-row autocommit INSERTs into TABLE (id, committed, note) at RATE a second, or,
         with BURST, BURST of them as fast as one client goes every EVERY_S seconds; each row
         carries its commit time (NOW(6), UTC). A poller asks the index (_mget, realtime) every
-        2 ms for the rows written and not yet seen: commit -> searchable per row.
+        2 ms for the rows written and not yet seen: commit -> searchable per row. TABLE
+        shop.orders (the demo's) is written with its own columns, `created_at` the time.
     latency.py stages METRICS_URL... -- BEFORE_FILE
         with `--save FILE` stores the stage histograms of every process; without, prints each
         stage's p50/p99 since the saved ones.
@@ -20,6 +25,7 @@ Each probe prints one JSON line: {"p50": ms, "p95": ms, "p99": ms, "max": ms, "n
 "rate": achieved per second}.
 """
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -87,6 +93,45 @@ def kafka_hop(brokers, count, rate, fetch_wait):
     return summary(lat, time.monotonic() - t0)
 
 
+def cpu_ticks(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def fetch_waits(brokers, broker_pid, waits):
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    hz = os.sysconf("SC_CLK_TCK")
+    for wait in waits:
+        hop = kafka_hop(brokers, 300, 100, wait)
+        topic = f"idle-{time.time_ns()}"
+        admin = AdminClient({"bootstrap.servers": brokers})
+        admin.create_topics([NewTopic(topic, 12, 1)])[topic].result(30)
+        consumer = Consumer({"bootstrap.servers": brokers, "group.id": topic,
+                             "fetch.wait.max.ms": wait})
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(12)])
+        stop = threading.Event()
+
+        def consume():
+            while not stop.is_set():
+                consumer.poll(0.1)
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        time.sleep(3)
+        mine, broker = cpu_ticks(os.getpid()), cpu_ticks(broker_pid)
+        time.sleep(10)
+        mine, broker = cpu_ticks(os.getpid()) - mine, cpu_ticks(broker_pid) - broker
+        stop.set()
+        reader.join()
+        consumer.close()
+        print(json.dumps({"fetch_wait_ms": wait, "hop": hop,
+                          "idle_client_cpu_percent": round(mine / hz / 10 * 100, 2),
+                          "idle_broker_cpu_percent": round(broker / hz / 10 * 100, 2)}),
+              flush=True)
+
+
 def http(method, url, body=None, ndjson=False):
     data = None if body is None else body.encode()
     kind = "application/x-ndjson" if ndjson else "application/json"
@@ -134,7 +179,8 @@ def commits(mysql_args, es, index, table, first, count, rate, burst=0, every=0.0
                 for d in (r or {}).get("docs", []):
                     if d.get("found"):
                         src = d["_source"]
-                        c = datetime.fromisoformat(src["committed"]).replace(tzinfo=timezone.utc)
+                        t = src.get("committed") or src["created_at"]
+                        c = datetime.fromisoformat(t).replace(tzinfo=timezone.utc)
                         seen.setdefault(src["id"], (now - c.timestamp()) * 1000)
             if len(seen) >= count:
                 done.set()
@@ -152,8 +198,14 @@ def commits(mysql_args, es, index, table, first, count, rate, burst=0, every=0.0
     else:
         schedule = paced(count, rate)
     for i in schedule:
-        client.stdin.write(f"INSERT INTO {table} (id, committed, note) "
-                           f"VALUES ({first + i}, NOW(6), 'probe {i}');\n")
+        if table == "shop.orders":
+            client.stdin.write(
+                "INSERT INTO shop.orders (id, customer_id, status, total, quantity, note, "
+                f"ordered_on, created_at) VALUES ({first + i}, 1, 'latency', 1.00, 1, "
+                f"'probe {i}', CURRENT_DATE, NOW(6));\n")
+        else:
+            client.stdin.write(f"INSERT INTO {table} (id, committed, note) "
+                               f"VALUES ({first + i}, NOW(6), 'probe {i}');\n")
         client.stdin.flush()
         written.append(first + i)
     client.stdin.close()
@@ -219,6 +271,9 @@ def main(argv):
     cmd, args = argv[0], argv[1:]
     if cmd == "kafka-hop":
         out = kafka_hop(args[0], int(args[1]), float(args[2]), int(args[3]))
+    elif cmd == "fetch-waits":
+        fetch_waits(args[0], int(args[1]), [int(w) for w in args[2:]])
+        return
     elif cmd == "index-write":
         out = index_write(args[0], int(args[1]), float(args[2]))
     elif cmd == "commits":
