@@ -18,6 +18,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK=${SLUICE_STACK_DIR:-$ROOT/.stack}
+# Its real path: the server records the paths of its files (the binlog index), so a stack
+# started through a symlink (a git worktree sharing .stack) must not write the link's path.
+mkdir -p "$STACK" && STACK=$(cd "$STACK" && pwd -P)
 MARIADB_PORT=13306
 KAFKA_PORT=19092
 ES_PORT=19200
