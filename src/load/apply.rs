@@ -50,9 +50,9 @@ pub(super) async fn settle(
     retrying: &AtomicBool,
 ) -> Result<Option<Committed>, LoadError> {
     let started = Instant::now();
-    // The batch's oldest record: how long batching held it (latency, at debug).
-    let waited_ms = batch.items.iter().map(|i| i.fetched).min().map_or(0, |f| {
-        started.into_std().duration_since(f).as_millis() as u64
+    // How long batching held the batch's first (oldest) record (latency, at debug).
+    let waited_ms = batch.items.first().map_or(0, |i| {
+        started.into_std().duration_since(i.fetched).as_millis() as u64
     });
     let on_retry = || {
         if !retrying.swap(true, Ordering::Relaxed) {
