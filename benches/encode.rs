@@ -1,8 +1,9 @@
 //! Avro encoding of one change of the demo `orders` table (9 columns, an update: before and
 //! after images): Sluice's direct writer against apache-avro's generic datum writer, the path
 //! schema_registry_converter's own encoder takes (build a `types::Value`, validate, write).
-//! And the loader's side: a decoded record of the same change into a `_bulk` body (document
-//! id, row JSON, metadata line), per document on one core.
+//! And the loader's side: the same change as consumed (key and value in Confluent's wire
+//! format) into a `_bulk` body (action line with id and version, document JSON with
+//! `_sluice`), per document on one core.
 //!
 //! `cargo bench --bench encode`; figures in docs/benchmarks.md.
 
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_main};
 use sluice::encode::{avro, schema};
-use sluice::load::bulk;
-use sluice::load::document::{self, Options, Record};
+use sluice::load::bulk::{self, Action};
+use sluice::load::document::Options;
+use sluice::load::plan::{KeyPlan, ValuePlan};
 use sluice::model::{
     Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version,
 };
@@ -123,40 +125,80 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    // The loader: decoded key and value -> index action -> NDJSON bulk body, 1,000 at a time.
-    let key_schema = Schema::parse(&avsc.key).unwrap();
-    let mut key_bytes = Vec::new();
-    avro::write_key(
-        &mut key_bytes,
-        &change.table,
-        change.after.as_ref().unwrap(),
-    )
-    .unwrap();
-    let key = GenericDatumReader::builder(&key_schema)
-        .build()
-        .unwrap()
-        .read_value(&mut key_bytes.as_slice())
-        .unwrap();
-    let options = Options::default();
+    // The loader: the record's key and value bytes -> index action -> NDJSON bulk body,
+    // 1,000 at a time, through the plans compiled for their schemas.
+    let mut loader = Loader::new(&change);
     let mut g = c.benchmark_group("bulk_body_orders");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("record_to_bulk_1000", |b| {
-        b.iter(|| {
-            let mut body = bulk::Body::default();
-            for _ in 0..1000 {
-                let shaped =
-                    document::record(Some((&key, &key_schema)), &generic, &envelope, &options)
-                        .unwrap();
-                match shaped.record {
-                    Record::Document(a) => body.push(&a),
-                    Record::Truncate { .. } => unreachable!(),
-                }
-            }
-            black_box(body.bytes().len())
-        })
+        b.iter(|| black_box(loader.bulk_1000()))
     });
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The loader's side of the bench: one change as consumed, and the plans of its schemas.
+struct Loader {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    key_plan: KeyPlan,
+    value_plan: ValuePlan,
+    doc: Vec<u8>,
+}
+
+impl Loader {
+    fn new(change: &Change) -> Loader {
+        let avsc = schema::table_avro("bench", &change.table).unwrap();
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        avro::write_key(&mut key, &change.table, change.after.as_ref().unwrap()).unwrap();
+        avro::write_envelope(&mut value, change, "bench", 0).unwrap();
+        Loader {
+            key,
+            value,
+            key_plan: KeyPlan::new(&Schema::parse(&avsc.key).unwrap()),
+            value_plan: ValuePlan::new(&Schema::parse(&avsc.value).unwrap(), &Options::default()),
+            doc: Vec::with_capacity(512),
+        }
+    }
+
+    /// A bulk body of 1,000 documents; its length.
+    fn bulk_1000(&mut self) -> usize {
+        let mut body = bulk::Body::default();
+        for _ in 0..1000 {
+            let id = self.key_plan.id(black_box(&self.key)).unwrap();
+            self.doc.clear();
+            let read = self
+                .value_plan
+                .read(black_box(&self.value), &mut self.doc)
+                .unwrap();
+            body.push(Action::Index {
+                index: &read.route.index,
+                id: &id,
+                version: read.version,
+                doc: &self.doc,
+            });
+        }
+        body.bytes().len()
+    }
+}
+
+/// `SLUICE_BENCH_BULK_ROUNDS=n`: build n bodies of 1,000 and exit, without criterion, for
+/// instruction counts (`valgrind --tool=callgrind`; two runs with different n give the cost
+/// per document by difference).
+fn rounds_from_env() {
+    let Ok(n) = std::env::var("SLUICE_BENCH_BULK_ROUNDS") else {
+        return;
+    };
+    let mut loader = Loader::new(&change());
+    for _ in 0..n.parse::<usize>().expect("a number of rounds") {
+        black_box(loader.bulk_1000());
+    }
+    std::process::exit(0);
+}
+
+fn benches() {
+    rounds_from_env();
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+}
+
 criterion_main!(benches);

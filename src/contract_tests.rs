@@ -12,8 +12,9 @@ use crate::config::VectorMapping;
 use crate::encode::avro::tests::sample_table;
 use crate::encode::avro::write_envelope;
 use crate::encode::schema::table_avro;
-use crate::load::document::{Options, Record, record};
+use crate::load::document::Options;
 use crate::load::mapping::mappings;
+use crate::load::plan::{Effect, ValuePlan};
 use crate::model::{Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Version};
 use crate::wire::envelope::field;
 
@@ -50,15 +51,14 @@ fn a_truncate_envelope_has_no_rows_and_the_loader_reads_it_without_a_key() {
     assert_eq!(get(field::OP), Avro::String("t".into()));
     assert_eq!(get(field::BEFORE), Avro::Union(0, Box::new(Avro::Null)));
     assert_eq!(get(field::AFTER), Avro::Union(0, Box::new(Avro::Null)));
+    let mut plan = ValuePlan::new(&schema, &Options::default());
+    let mut doc = Vec::new();
+    let read = plan.read(&value, &mut doc).unwrap();
     assert_eq!(
-        record(None, &decoded, &schema, &Default::default())
-            .unwrap()
-            .record,
-        Record::Truncate {
-            index: "shop.orders".into(),
-            version: (4 << 32) | 999
-        }
+        (read.effect, read.version, &*read.route.index),
+        (Effect::Truncate, (4 << 32) | 999, "shop.orders")
     );
+    assert!(doc.is_empty());
 }
 
 #[test]
@@ -285,4 +285,112 @@ fn the_mapping_options_choose_among_the_types_that_fit() {
     // Another table's `flag` is not a boolean.
     let other = mappings(row, &TableId::new("other", "t"), &Options::new(&cfg));
     assert_eq!(ty(&other, "flag")["type"], "long");
+}
+
+#[test]
+fn a_row_becomes_its_document_with_the_tables_conversions_and_metadata() {
+    use crate::config::{ColumnPattern, JsonMapping, LoaderConfig};
+    use crate::model::Value;
+
+    let col = |name: &str, ty, nullable| Column::new(name, ty, nullable);
+    let int = |bytes| ColumnType::Integer {
+        bytes,
+        unsigned: false,
+    };
+    let table = Arc::new(TableSchema {
+        id: TableId::new("shop", "Flags"),
+        columns: vec![
+            col("id", int(8), false),
+            col("flag", int(1), false),
+            col("doc", ColumnType::Text, true),
+            col("_sluice", ColumnType::Text, true),
+            col("b9", ColumnType::Bit { bits: 9 }, false),
+            col("g", ColumnType::Geometry, true),
+            col("at", ColumnType::Timestamp { fsp: 6 }, true),
+            col("note", ColumnType::Text, true),
+        ],
+        key: vec![0],
+    });
+    let row = vec![
+        Value::Int(7),
+        Value::Int(2),
+        Value::String(r#"{"a": [1, "x"]}"#.into()),
+        Value::String("shadowed".into()),
+        Value::Bits(258),
+        Value::Geometry {
+            srid: 4326,
+            wkb: vec![1, 2, 3],
+        },
+        Value::Timestamp(1_717_171_717_654_321),
+        Value::String("tab\t\"quote\" ✓".into()),
+    ];
+    let change = Change {
+        table: table.clone(),
+        op: Op::Create,
+        before: None,
+        after: Some(row),
+        version: Version::at(3, 77),
+        source: SourceInfo {
+            ts_ms: 1_700_000_000_000,
+            ..SourceInfo::at("binlog.000003", 77)
+        },
+    };
+    let avro = table_avro("sluice", &table).unwrap();
+    let mut value = vec![];
+    write_envelope(&mut value, &change, "sluice", 1).unwrap();
+    let mut cfg = LoaderConfig {
+        metadata_fields: true,
+        ..Default::default()
+    };
+    cfg.mapping.booleans = vec![ColumnPattern::parse("shop.Flags.flag").unwrap()];
+    cfg.mapping.json_columns = vec![ColumnPattern::parse("*.*.doc").unwrap()];
+    cfg.mapping.json = JsonMapping::Object;
+    let schema = Schema::parse(&avro.value).unwrap();
+    let mut plan = ValuePlan::new(&schema, &Options::new(&cfg));
+    let mut doc = Vec::new();
+    let read = plan.read(&value, &mut doc).unwrap();
+    assert_eq!(read.effect, Effect::Write);
+    assert_eq!(&*read.route.index, "shop.flags");
+    let doc: Json = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(
+        doc,
+        json!({
+            "id": 7,
+            "flag": true,
+            "doc": {"a": [1, "x"]},
+            "b9": 258,
+            "g": {"wkb": "AQID", "srid": 4326},
+            "at": "2024-05-31T16:08:37.654321Z",
+            "note": "tab\t\"quote\" ✓",
+            "_sluice": {"version": (3u64 << 32) | 77, "ts_ms": 1_700_000_000_000u64, "op": "c"},
+        })
+    );
+    // Without the options: no conversions, only the version.
+    let mut doc = Vec::new();
+    let mut plain = ValuePlan::new(&schema, &Options::default());
+    plain.read(&value, &mut doc).unwrap();
+    let doc: Json = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(doc["flag"], 2);
+    assert_eq!(doc["doc"], r#"{"a": [1, "x"]}"#);
+    assert_eq!(doc["_sluice"], json!({"version": (3u64 << 32) | 77}));
+    // A flag that is not a number is refused with the column named.
+    let mut bad = change.clone();
+    bad.table = Arc::new(TableSchema {
+        columns: table
+            .columns
+            .iter()
+            .map(|c| match c.name.as_str() {
+                "flag" => col("flag", ColumnType::Text, false),
+                _ => c.clone(),
+            })
+            .collect(),
+        ..(*table).clone()
+    });
+    bad.after.as_mut().unwrap()[1] = Value::String("yes".into());
+    let avro = table_avro("sluice", &bad.table).unwrap();
+    let mut value = vec![];
+    write_envelope(&mut value, &bad, "sluice", 1).unwrap();
+    let mut plan = ValuePlan::new(&Schema::parse(&avro.value).unwrap(), &Options::new(&cfg));
+    let err = plan.read(&value, &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("field `flag`"), "{err}");
 }

@@ -245,7 +245,7 @@ fn count_applied(batch: &Batch, refused: &[(usize, String)]) {
         } else {
             indexed += 1;
         }
-        let Some((table, read_ms)) = &item.read_at else {
+        let (Some(read_ms), table) = (item.read_ms, &item.route.table) else {
             continue;
         };
         let seconds = (now - read_ms).max(0) as f64 / 1000.0;

@@ -1,25 +1,27 @@
 //! The reading side of the loader: consumed records decoded through the registry into a
 //! batch (its bulk body, dead letters, truncate, mappings to make, offsets to commit).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
+use apache_avro::Schema;
 use rdkafka::message::{Message, OwnedMessage};
-use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::avro_common::DecodeResultWithSchema;
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id};
 use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::SchemaType;
 use tokio_util::sync::CancellationToken;
 
-use super::bulk::Body;
+use super::bulk::{Action, Body};
 use super::dead_letter::{DeadLetter, ErrorClass, Origin};
-use super::document::{self, Action, Options, Record};
+use super::document::Options;
 use super::error::LoadError;
 use super::index::{IndexWriter, Target};
 use super::mapping;
+use super::plan::{Effect, KeyPlan, Route, ValuePlan};
 use crate::config::LoaderConfig;
 use crate::metrics::metrics;
-use crate::model::{TableId, time};
+use crate::model::time;
 use crate::retry::{Attempt, Backoff};
 
 /// A TRUNCATE read from one partition.
@@ -36,14 +38,14 @@ pub struct Truncate {
 
 /// One action of a batch's bulk body.
 pub struct Item {
-    /// The index it writes to.
-    pub index: String,
+    /// Its table and the index it writes to.
+    pub route: Arc<Route>,
     /// The record it came from.
     pub origin: Origin,
     /// Whether it deletes (else it indexes) a document.
     pub delete: bool,
-    /// Its table and when Sluice read its change, for commit-to-indexed latency.
-    pub read_at: Option<(TableId, i64)>,
+    /// When Sluice read its change, for commit-to-indexed latency.
+    pub read_ms: Option<i64>,
     /// When the loader read its record (for the latency stages).
     pub fetched: Instant,
 }
@@ -92,7 +94,7 @@ impl Batch {
         let topics: BTreeSet<String> = self
             .items
             .iter()
-            .filter(|item| &item.index == index)
+            .filter(|item| *item.route.index == **index)
             .map(|item| item.origin.topic().to_string())
             .chain(
                 self.truncate
@@ -133,19 +135,85 @@ impl Batch {
     }
 }
 
-/// The registry side of decoding.
+/// The registry side of decoding: writer schemas fetched by id and compiled into plans once.
 pub struct Registry {
-    decoder: AvroDecoder,
     settings: SrSettings,
+    /// How documents are shaped (the plans resolve their tables' routes from it).
+    options: Options,
+    keys: HashMap<u32, KeyPlan>,
+    values: HashMap<u32, ValuePlan>,
+    /// The document being written, reused across records.
+    doc: Vec<u8>,
 }
 
 impl Registry {
-    /// A decoder asking the registry `settings` describe.
-    pub fn new(settings: SrSettings) -> Registry {
+    /// A registry client asking where `settings` say, for documents shaped by `options`.
+    pub fn new(settings: SrSettings, options: Options) -> Registry {
         Registry {
-            decoder: AvroDecoder::new(settings.clone()),
             settings,
+            options,
+            keys: HashMap::new(),
+            values: HashMap::new(),
+            doc: Vec::new(),
         }
+    }
+
+    /// Checks the wire header of `bytes` and makes sure its schema id has a plan of `kind`,
+    /// waiting out registry outages. `Ok(None)` on shutdown; an inner error makes the record
+    /// a dead letter.
+    async fn prepare<'b>(
+        &mut self,
+        bytes: &'b [u8],
+        kind: Kind,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Result<(u32, &'b [u8]), String>>, LoadError> {
+        let (id, body) = match frame(bytes) {
+            Ok(framed) => framed,
+            Err(e) => return Ok(Some(Err(e))),
+        };
+        let known = match kind {
+            Kind::Key => self.keys.contains_key(&id),
+            Kind::Value => self.values.contains_key(&id),
+        };
+        if !known {
+            let schema = match fetch(id, &self.settings, shutdown).await? {
+                None => return Ok(None),
+                Some(Err(e)) => return Ok(Some(Err(e))),
+                Some(Ok(schema)) => schema,
+            };
+            match kind {
+                Kind::Key => {
+                    self.keys.insert(id, KeyPlan::new(&schema));
+                }
+                Kind::Value => {
+                    self.values
+                        .insert(id, ValuePlan::new(&schema, &self.options));
+                }
+            }
+        }
+        Ok(Some(Ok((id, body))))
+    }
+}
+
+/// Which side of a record a schema describes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Key,
+    Value,
+}
+
+/// The schema id and Avro body of Confluent's wire format: magic byte 0, the id big-endian.
+fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [first, ..] if bytes.len() >= 5 => Err(format!(
+            "first byte is {first:#04x}, not the magic byte 0x00 of Confluent's wire format: \
+             the record was not written with a schema registry serializer"
+        )),
+        _ => Err(format!(
+            "{} bytes, too short for Confluent's wire format (magic byte 0x00 and a 4-byte schema id)",
+            bytes.len()
+        )),
     }
 }
 
@@ -157,7 +225,6 @@ pub async fn add(
     m: OwnedMessage,
     registry: &mut Registry,
     writer: &IndexWriter,
-    options: &Options,
     shutdown: &CancellationToken,
 ) -> Result<bool, LoadError> {
     let fetched = Instant::now();
@@ -166,41 +233,20 @@ pub async fn add(
         let stage = &metrics().stages.produced_to_fetched;
         stage.observe(ms as f64 / 1000.0);
     }
-    // What the record leaves in the batch besides its offset; it moves there last.
-    enum Kept {
-        Action(String, bool, Option<(TableId, i64)>),
-        Dead(String),
-        Nothing,
-    }
     let mut kept = Kept::Nothing; // a tombstone: the delete before it carried the version
-    if m.payload().is_some() {
+    if let Some(payload) = m.payload() {
         // Only truncates have no key; the envelope says whether that is what this is.
-        let Some(key) = with_registry(registry, m.key(), shutdown).await? else {
+        let key = match m.key() {
+            None => None,
+            Some(key) => match registry.prepare(key, Kind::Key, shutdown).await? {
+                None => return Ok(false),
+                some => some,
+            },
+        };
+        let Some(value) = registry.prepare(payload, Kind::Value, shutdown).await? else {
             return Ok(false);
         };
-        let Some(value) = with_registry(registry, m.payload(), shutdown).await? else {
-            return Ok(false);
-        };
-        kept = match shape(batch, key, value, writer, options) {
-            Ok((Record::Document(action), table, read_ms)) => {
-                batch.body.push(&action);
-                let (index, delete) = match action {
-                    Action::Index { index, .. } => (index, false),
-                    Action::Delete { index, .. } => (index, true),
-                };
-                Kept::Action(index, delete, read_ms.map(|ms| (table, ms)))
-            }
-            Ok((Record::Truncate { index, version }, _, _)) => {
-                batch.truncate = Some(Truncate {
-                    index,
-                    version,
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                });
-                Kept::Nothing
-            }
-            Err(reason) => Kept::Dead(reason),
-        };
+        kept = read(batch, registry, key, value, writer).unwrap_or_else(Kept::Dead);
     }
     batch.records += 1;
     // Looked up first: a topic name is allocated once per partition, not per record.
@@ -217,13 +263,21 @@ pub async fn add(
         }
     }
     match kept {
-        Kept::Action(index, delete, read_at) => batch.items.push(Item {
-            index,
+        Kept::Action(route, delete, read_ms) => batch.items.push(Item {
+            route,
             origin: Origin::of(m),
             delete,
-            read_at,
+            read_ms,
             fetched,
         }),
+        Kept::Truncate(index, version) => {
+            batch.truncate = Some(Truncate {
+                index,
+                version,
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+            })
+        }
         Kept::Dead(reason) => batch.dead.push(DeadLetter {
             origin: Origin::of(m),
             class: ErrorClass::Decode,
@@ -234,44 +288,46 @@ pub async fn add(
     Ok(true)
 }
 
-/// The record decoded key and value describe, noting the index to create for it.
-fn shape(
+/// What a record leaves in the batch besides its offset; it moves there last.
+enum Kept {
+    /// An action in the body: its table, whether it deletes, when Sluice read its change.
+    Action(Arc<Route>, bool, Option<i64>),
+    Truncate(String, u64),
+    Dead(String),
+    Nothing,
+}
+
+/// Reads a prepared record into the batch's body, noting the index mapping its writer
+/// schema needs.
+fn read(
     batch: &mut Batch,
-    key: Result<Option<DecodeResultWithSchema>, String>,
-    value: Result<Option<DecodeResultWithSchema>, String>,
+    registry: &mut Registry,
+    key: Option<Result<(u32, &[u8]), String>>,
+    value: Result<(u32, &[u8]), String>,
     writer: &IndexWriter,
-    options: &Options,
-) -> Result<(Record, TableId, Option<i64>), String> {
-    let key = key.map_err(|e| format!("key: {e}"))?;
-    let value = value
-        .map_err(|e| format!("value: {e}"))?
-        .ok_or("empty value")?;
-    let document::RoutedRecord {
-        record,
-        table,
-        alias,
-        read_ms,
-    } = document::record(
-        key.as_ref().map(|k| (&k.value, &k.schema.parsed)),
-        &value.value,
-        &value.schema.parsed,
-        options,
-    )
-    .map_err(|e| e.to_string())?;
-    let (index, id) = (record.index(), value.schema.id);
+) -> Result<Kept, String> {
+    let key = key.transpose().map_err(|e| format!("key: {e}"))?;
+    let (schema_id, body) = value.map_err(|e| format!("value: {e}"))?;
+    let plan = registry
+        .values
+        .get_mut(&schema_id)
+        .expect("prepared before reading");
+    let doc = &mut registry.doc;
+    doc.clear();
+    let (effect, version, read_ms, route) = {
+        let read = plan.read(body, doc).map_err(|e| e.to_string())?;
+        (read.effect, read.version, read.read_ms, read.route.clone())
+    };
+    let index = &*route.index;
     let pending = batch.mappings.get(index);
-    let known =
-        pending.is_some_and(|p| p.iter().any(|t| t.schema_id == id)) || writer.is_mapped(index, id);
+    let known = pending.is_some_and(|p| p.iter().any(|t| t.schema_id == schema_id))
+        || writer.is_mapped(index, schema_id);
     if !known {
-        let apache_avro::Schema::Record(envelope) = &value.schema.parsed else {
-            return Err("the value schema is not a record".into());
-        };
-        let row = document::row_schema(envelope).map_err(|e| e.to_string())?;
-        let mappings = mapping::mappings(row, &table, options);
+        let row = plan.row().ok_or("the value schema is not an envelope")?;
         let target = Target {
-            schema_id: id,
-            mappings,
-            alias,
+            schema_id,
+            mappings: mapping::mappings(row, &route.table, &registry.options),
+            alias: route.alias.clone(),
         };
         batch
             .mappings
@@ -279,7 +335,72 @@ fn shape(
             .or_default()
             .push(target);
     }
-    Ok((record, table, read_ms))
+    if effect == Effect::Truncate {
+        return Ok(Kept::Truncate(index.to_string(), version));
+    }
+    let (key_id, key_body) = key.ok_or("a row change without a key")?;
+    let id = registry.keys[&key_id]
+        .id(key_body)
+        .map_err(|e| format!("key: {e}"))?;
+    let action = match effect {
+        Effect::Delete => Action::Delete {
+            index,
+            id: &id,
+            version,
+        },
+        _ => Action::Index {
+            index,
+            id: &id,
+            version,
+            doc,
+        },
+    };
+    batch.body.push(action);
+    Ok(Kept::Action(route, effect == Effect::Delete, read_ms))
+}
+
+/// The schema `id` names, parsed; `Ok(None)` on shutdown, an inner error for a schema the
+/// registry does not have or Sluice cannot read.
+async fn fetch(
+    id: u32,
+    settings: &SrSettings,
+    shutdown: &CancellationToken,
+) -> Result<Option<Result<Schema, String>>, LoadError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let e = match get_schema_by_id(id, settings).await {
+            Ok(registered) if registered.schema_type != SchemaType::Avro => {
+                let kind = registered.schema_type;
+                return Ok(Some(Err(format!(
+                    "schema id {id} is a {kind:?} schema, not Avro"
+                ))));
+            }
+            Ok(registered) if !registered.references.is_empty() => {
+                return Ok(Some(Err(format!(
+                    "schema id {id} refers to other schemas, which Sluice's schemas never do"
+                ))));
+            }
+            Ok(registered) => {
+                return Ok(Some(
+                    Schema::parse_str(&registered.schema)
+                        .map_err(|e| format!("schema id {id} does not parse: {e}")),
+                ));
+            }
+            Err(e) => e,
+        };
+        match classify(&e) {
+            Attempt::Permanent(DecodeRefusal::Poison(reason)) => return Ok(Some(Err(reason))),
+            Attempt::Permanent(DecodeRefusal::Fatal(reason)) => {
+                return Err(LoadError::RegistryRefused(reason));
+            }
+            Attempt::Transient(reason) => {
+                let next = "schema registry unavailable; retrying";
+                if !backoff.wait_out(reason, next, shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 /// What a failed decode leads to when another attempt would fail the same way.
@@ -298,35 +419,5 @@ fn classify(e: &SRCError) -> Attempt<DecodeRefusal> {
         Some(_) => Attempt::Permanent(DecodeRefusal::Fatal(e.to_string())),
         None if e.retriable => Attempt::Transient(e.to_string()),
         None => Attempt::Permanent(DecodeRefusal::Poison(e.to_string())),
-    }
-}
-
-/// Decodes `bytes`, waiting out registry outages (a record is a dead letter only for what
-/// the registry or the bytes say about the record itself); `Ok(None)` on shutdown.
-async fn with_registry(
-    registry: &mut Registry,
-    bytes: Option<&[u8]>,
-    shutdown: &CancellationToken,
-) -> Result<Option<Result<Option<DecodeResultWithSchema>, String>>, LoadError> {
-    let mut backoff = Backoff::default();
-    loop {
-        let e = match registry.decoder.decode_with_schema(bytes).await {
-            Ok(v) => return Ok(Some(Ok(v))),
-            Err(e) => e,
-        };
-        match classify(&e) {
-            Attempt::Permanent(DecodeRefusal::Poison(reason)) => return Ok(Some(Err(reason))),
-            Attempt::Permanent(DecodeRefusal::Fatal(reason)) => {
-                return Err(LoadError::RegistryRefused(reason));
-            }
-            Attempt::Transient(reason) => {
-                // The decoder keeps failed lookups; a fresh one asks the registry again.
-                registry.decoder = AvroDecoder::new(registry.settings.clone());
-                let next = "schema registry unavailable; retrying";
-                if !backoff.wait_out(reason, next, shutdown).await {
-                    return Ok(None);
-                }
-            }
-        }
     }
 }

@@ -2,9 +2,34 @@
 //! version with `version_type=external`, so a replayed or older write loses (docs/design.md,
 //! invariant 2).
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::document::Action;
+use super::plan::push_str;
+
+/// One write of a `_bulk` body.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// Create or replace the document.
+    Index {
+        /// Index name.
+        index: &'a str,
+        /// Document id.
+        id: &'a str,
+        /// External version.
+        version: u64,
+        /// The document's JSON object.
+        doc: &'a [u8],
+    },
+    /// Delete the document.
+    Delete {
+        /// Index name.
+        index: &'a str,
+        /// Document id.
+        id: &'a str,
+        /// External version.
+        version: u64,
+    },
+}
 
 /// A `_bulk` body built as records arrive: each action's NDJSON lines, in order. Its size
 /// bounds a batch (`loader.batch_bytes`), and actions can be taken out again (a table held
@@ -18,24 +43,31 @@ pub struct Body {
 
 impl Body {
     /// Appends `action`.
-    pub fn push(&mut self, action: &Action) {
+    pub fn push(&mut self, action: Action<'_>) {
         let (op, index, id, version, doc) = match action {
             Action::Index {
                 index,
                 id,
                 version,
                 doc,
-            } => ("index", index, id, version, Some(doc)),
-            Action::Delete { index, id, version } => ("delete", index, id, version, None),
+            } => ("{\"index\":{\"_index\":", index, id, version, Some(doc)),
+            Action::Delete { index, id, version } => {
+                ("{\"delete\":{\"_index\":", index, id, version, None)
+            }
         };
-        let meta = json!({op: {"_index": index, "_id": id, "version": version, "version_type": "external"}});
-        serde_json::to_writer(&mut self.buf, &meta).expect("JSON to a Vec cannot fail");
-        self.buf.push(b'\n');
+        let buf = &mut self.buf;
+        buf.extend_from_slice(op.as_bytes());
+        push_str(buf, index);
+        buf.extend_from_slice(b",\"_id\":");
+        push_str(buf, id);
+        buf.extend_from_slice(b",\"version\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(version).as_bytes());
+        buf.extend_from_slice(b",\"version_type\":\"external\"}}\n");
         if let Some(doc) = doc {
-            serde_json::to_writer(&mut self.buf, doc).expect("JSON to a Vec cannot fail");
-            self.buf.push(b'\n');
+            buf.extend_from_slice(doc);
+            buf.push(b'\n');
         }
-        self.ends.push(self.buf.len());
+        self.ends.push(buf.len());
     }
 
     /// How many actions the body holds.
@@ -113,19 +145,20 @@ pub fn outcomes(response: &Json) -> Result<Vec<Outcome>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn every_write_carries_an_external_version_and_actions_can_be_taken_out() {
         let mut body = Body::default();
-        body.push(&Action::Index {
-            index: "shop.orders".into(),
-            id: "1".into(),
+        body.push(Action::Index {
+            index: "shop.orders",
+            id: "1\"",
             version: 7,
-            doc: json!({"id": 1}),
+            doc: br#"{"id":1}"#,
         });
-        body.push(&Action::Delete {
-            index: "shop.orders".into(),
-            id: "2".into(),
+        body.push(Action::Delete {
+            index: "shop.orders",
+            id: "2",
             version: 8,
         });
         let lines = |body: &Body| -> Vec<Json> {
@@ -139,6 +172,7 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(all[0]["index"]["version_type"], "external");
         assert_eq!(all[0]["index"]["version"], 7);
+        assert_eq!(all[0]["index"]["_id"], "1\"");
         assert_eq!(all[1], json!({"id": 1}));
         assert_eq!(all[2]["delete"]["_id"], "2");
         body.retain(|i| i == 1);

@@ -16,6 +16,7 @@ mod error;
 pub mod index;
 pub mod lanes;
 pub mod mapping;
+pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -92,7 +93,7 @@ pub async fn run(
     );
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;
-    let mut registry = Registry::new(registry::settings(cfg.registry.endpoint())?);
+    let registry_settings = registry::settings(cfg.registry.endpoint())?;
     let Some(dead) =
         DeadLetters::new(&cfg.kafka, cfg.loader.dead_letter_topic.clone(), &shutdown).await?
     else {
@@ -113,6 +114,7 @@ pub async fn run(
         };
         options.mapping.vectors = vectors;
     }
+    let mut registry = Registry::new(registry_settings, options);
     tokio::spawn(watch_lag(consumer.clone(), shutdown.clone()));
     let linger = cfg.loader.linger;
     tracing::info!(group = %cfg.loader.group_id, %instance, topics = ?topics, max_in_flight = cfg.loader.max_in_flight, "loader consuming");
@@ -239,7 +241,7 @@ pub async fn run(
                             .retrying
                             .load(Ordering::Relaxed)
                             .then(|| (message.topic().to_string(), message.partition()));
-                        if !batch::add(&mut lane.batch, message, &mut registry, &shared.writer, &options, &shutdown).await? {
+                        if !batch::add(&mut lane.batch, message, &mut registry, &shared.writer, &shutdown).await? {
                             stopping = true; // interrupted while the registry was away
                             break;
                         }

@@ -75,28 +75,110 @@ pub fn micros_from_civil(
 
 /// ISO-8601 date, `YYYY-MM-DD`.
 pub fn format_date(days: i64) -> String {
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}")
+    let mut out = Vec::with_capacity(10);
+    push_date(&mut out, days);
+    String::from_utf8(out).expect("dates are ASCII")
 }
 
 /// ISO-8601 date and time with microseconds, `YYYY-MM-DDTHH:MM:SS.ffffff`, no zone.
 pub fn format_datetime_micros(micros: i64) -> String {
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let in_day = micros.rem_euclid(MICROS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    let secs = in_day / 1_000_000;
-    let frac = in_day % 1_000_000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let mut out = Vec::with_capacity(26);
+    push_datetime_micros(&mut out, micros);
+    String::from_utf8(out).expect("dates are ASCII")
 }
+
+/// Appends [`format_date`]'s text to `out` (the loader writes documents without a `String`
+/// per value).
+pub fn push_date(out: &mut Vec<u8>, days: i64) {
+    let (y, m, d) = civil_from_days(days);
+    push_year(out, y);
+    out.push(b'-');
+    push_digits(out, m, 2);
+    out.push(b'-');
+    push_digits(out, d, 2);
+}
+
+/// Appends [`format_datetime_micros`]'s text to `out`.
+pub fn push_datetime_micros(out: &mut Vec<u8>, micros: i64) {
+    push_date(out, micros.div_euclid(MICROS_PER_DAY));
+    let in_day = micros.rem_euclid(MICROS_PER_DAY);
+    let secs = (in_day / 1_000_000) as u32;
+    out.push(b'T');
+    push_digits(out, secs / 3600, 2);
+    out.push(b':');
+    push_digits(out, secs / 60 % 60, 2);
+    out.push(b':');
+    push_digits(out, secs % 60, 2);
+    out.push(b'.');
+    push_digits(out, (in_day % 1_000_000) as u32, 6);
+}
+
+/// A year as `{:04}` prints it: years outside MySQL's range keep their sign and every digit.
+fn push_year(out: &mut Vec<u8>, year: i64) {
+    match u32::try_from(year) {
+        Ok(y) if y <= 9999 => push_digits(out, y, 4),
+        _ => {
+            use std::io::Write as _;
+            write!(out, "{year:04}").expect("writing to a Vec cannot fail");
+        }
+    }
+}
+
+/// `n` in decimal, zero-padded to `width` digits (`n` has at most `width` digits).
+fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    let mut end = start + width;
+    while end >= start + 2 {
+        let pair = (n % 100) as usize * 2;
+        out[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        n /= 100;
+        end -= 2;
+    }
+    if end > start {
+        out[start] = b'0' + (n % 10) as u8;
+    }
+}
+
+/// "00" to "99": two digits per division.
+static PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_dates_read_as_format_prints_them() {
+        let mut rng = fastrand::Rng::with_seed(20261130);
+        for _ in 0..20000 {
+            let micros = match rng.u8(..4) {
+                0 => rng.i64(..),
+                _ => rng.i64(-62_135_596_800_000_000..253_402_300_800_000_000),
+            };
+            let days = micros.div_euclid(MICROS_PER_DAY);
+            let in_day = micros.rem_euclid(MICROS_PER_DAY);
+            let (y, m, d) = civil_from_days(days);
+            let secs = in_day / 1_000_000;
+            let expected = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60,
+                in_day % 1_000_000
+            );
+            assert_eq!(format_datetime_micros(micros), expected, "{micros}");
+            assert_eq!(format_date(days), format!("{y:04}-{m:02}-{d:02}"), "{days}");
+        }
+    }
 
     #[test]
     fn round_trips_every_day_of_the_mysql_range() {

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::types::Value as Avro;
 use serde_json::Value as Json;
 
 use super::VerifyError;
 use crate::encode::{avro, schema};
-use crate::load::document::{self, Action, META_FIELD, Options, Record};
+use crate::load::document::{META_FIELD, Options};
+use crate::load::plan::{Effect, KeyPlan, ValuePlan};
 use crate::model::{Change, Op, Row, SourceInfo, TableSchema, Value, Version};
 use crate::source::filter::ColumnFilter;
 
@@ -31,8 +30,8 @@ pub struct Expected {
 pub struct Expecter {
     table: Arc<TableSchema>,
     columns: ColumnFilter,
-    key_schema: Schema,
-    value_schema: Schema,
+    key_plan: KeyPlan,
+    value_plan: ValuePlan,
     options: Options,
     prefix: String,
     key_buf: Vec<u8>,
@@ -54,8 +53,8 @@ impl Expecter {
             Schema::parse(json).map_err(|e| VerifyError::Table(format!("{}: {e}", table.id)))
         };
         Ok(Expecter {
-            key_schema: parse(&avro.key)?,
-            value_schema: parse(&avro.value)?,
+            key_plan: KeyPlan::new(&parse(&avro.key)?),
+            value_plan: ValuePlan::new(&parse(&avro.value)?, &options),
             table,
             columns,
             options,
@@ -103,13 +102,9 @@ impl Expecter {
                 "{table}: a row does not encode as the pipeline encodes it: {e}"
             ))
         };
-        let key_reader = GenericDatumReader::builder(&self.key_schema)
-            .build()
-            .map_err(|e| bad(&e))?;
-        let value_reader = GenericDatumReader::builder(&self.value_schema)
-            .build()
-            .map_err(|e| bad(&e))?;
         let (key_buf, value_buf) = (&mut self.key_buf, &mut self.value_buf);
+        let (key_plan, value_plan) = (&self.key_plan, &mut self.value_plan);
+        let mut doc = Vec::new();
         changes
             .iter()
             .zip(keys)
@@ -119,20 +114,16 @@ impl Expecter {
                 let row = change.after.as_ref().expect("read changes carry a row");
                 avro::write_key(key_buf, &change.table, row).map_err(|e| bad(&e))?;
                 avro::write_envelope(value_buf, change, &self.prefix, 0).map_err(|e| bad(&e))?;
-                let key = key_reader
-                    .read_value(&mut &key_buf[..])
-                    .map_err(|e| bad(&e))?;
-                let value = value_reader
-                    .read_value(&mut &value_buf[..])
-                    .map_err(|e| bad(&e))?;
-                let (id, doc) = document_of(
-                    &key,
-                    &self.key_schema,
-                    &value,
-                    &self.value_schema,
-                    &self.options,
-                )
-                .map_err(|e| bad(&e))?;
+                let id = key_plan.id(key_buf).map_err(|e| bad(&e))?;
+                doc.clear();
+                let read = value_plan.read(value_buf, &mut doc).map_err(|e| bad(&e))?;
+                if read.effect != Effect::Write {
+                    return Err(bad(&format!("a read became {:?}", read.effect)));
+                }
+                let mut doc: Json = serde_json::from_slice(&doc).map_err(|e| bad(&e))?;
+                if let Json::Object(fields) = &mut doc {
+                    fields.remove(META_FIELD);
+                }
                 Ok(Expected {
                     key: key_values,
                     id,
@@ -140,26 +131,5 @@ impl Expecter {
                 })
             })
             .collect()
-    }
-}
-
-/// The id and `_source` the loader makes of a read's key and value.
-fn document_of(
-    key: &Avro,
-    key_schema: &Schema,
-    value: &Avro,
-    value_schema: &Schema,
-    options: &Options,
-) -> Result<(String, Json), String> {
-    let routed = document::record(Some((key, key_schema)), value, value_schema, options)
-        .map_err(|e| e.to_string())?;
-    match routed.record {
-        Record::Document(Action::Index { id, mut doc, .. }) => {
-            if let Json::Object(fields) = &mut doc {
-                fields.remove(META_FIELD);
-            }
-            Ok((id, doc))
-        }
-        other => Err(format!("a read became {other:?}")),
     }
 }
