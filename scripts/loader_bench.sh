@@ -4,7 +4,8 @@
 # snapshots a copy of 20,000 orders into a topic of their own (inserts only), then, per run, a
 # loader-only Sluice with a fresh consumer group reads that topic into a fresh index while
 # nothing else runs, and scripts/raw_bulk.py writes the same documents into a scratch index
-# right after. Extra environment (e.g. SLUICE_LOADER__MAX_IN_FLIGHT=1) goes to Sluice.
+# (right after the loader in odd runs, right before it in even ones). Extra environment
+# (e.g. SLUICE_LOADER__MAX_IN_FLIGHT=1) goes to Sluice.
 #
 #   scripts/loader_bench.sh [RUNS]
 set -euo pipefail
@@ -45,8 +46,18 @@ pid=$!
 until grep -q "snapshot stored" "$run/source.log"; do sleep 0.2; done
 kill -INT "$pid"; wait "$pid" || true
 
+# Which client writes first alternates: odd runs have the loader first and the raw client
+# right after (with the loader's documents); even runs have the raw client first, with the
+# documents of the previous run's loader, so neither always meets the server warmer.
+prev=""
 for i in $(seq 1 "$runs"); do
   tag="loaderbench$(date +%s%3N)"
+  if [ $((i % 2)) -eq 0 ]; then
+    raw=$(python3 scripts/raw_bulk.py "$es" "$docs" "$prev")
+    order="raw first"
+  fi
+  # The raw client always runs beside the loader index it reads, the loader beside none.
+  [ -z "$prev" ] || curl -fsS -o /dev/null -X DELETE "$es/$prev"
   RUST_LOG=info,sluice::load=debug SLUICE_LOADER__GROUP_ID=$tag \
     SLUICE_LOADER__INDEX="$tag-{table}" SLUICE_LOADER__INSTANCE_ID="" \
     "$BIN" run --role loader --config "$run/sluice.toml" >"$run/$tag.log" 2>&1 &
@@ -55,9 +66,12 @@ for i in $(seq 1 "$runs"); do
   # Polled seldom: a _count costs the index server time the loader is measured on.
   while [ "$(count "$index")" -lt "$docs" ]; do sleep 1; done
   kill -INT "$pid"; wait "$pid" || true
-  # The same documents, written by the raw client right after.
-  raw=$(python3 scripts/raw_bulk.py "$es" "$docs" "$index")
-  curl -fsS -o /dev/null -X DELETE "$es/$index"
+  prev=$index
+  if [ $((i % 2)) -eq 1 ]; then
+    # The same documents, written by the raw client right after.
+    raw=$(python3 scripts/raw_bulk.py "$es" "$docs" "$index")
+    order="loader first"
+  fi
   # From the loader's log: first bulk sent -> last bulk settled.
   loader_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$run/$tag.log" | python3 -c '
 import sys, datetime
@@ -76,5 +90,6 @@ for line in sys.stdin:
 ' "$docs")
   raw_rate=$(sed -e 's/.*= \([0-9]*\) docs\/s.*/\1/' <<<"$raw")
   loader_rate=$((docs * 1000 / loader_ms))
-  echo "loader: $docs docs in $loader_ms ms = $loader_rate docs/s; $raw; loader/raw = $(python3 -c "print(f'{$loader_rate / $raw_rate:.2f}')")"
+  echo "$order: loader: $docs docs in $loader_ms ms = $loader_rate docs/s; $raw; loader/raw = $(python3 -c "print(f'{$loader_rate / $raw_rate:.2f}')")"
 done
+curl -fsS -o /dev/null -X DELETE "$es/$prev"
