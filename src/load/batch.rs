@@ -142,6 +142,9 @@ pub struct Registry {
     options: Options,
     keys: HashMap<u32, KeyPlan>,
     values: HashMap<u32, ValuePlan>,
+    /// Schema ids that can never be read (unknown to the registry, not Avro), with why: a
+    /// run of poison records asks the registry once, not once per record.
+    refused: HashMap<u32, String>,
     /// The document being written, reused across records.
     doc: Vec<u8>,
 }
@@ -154,6 +157,7 @@ impl Registry {
             options,
             keys: HashMap::new(),
             values: HashMap::new(),
+            refused: HashMap::new(),
             doc: Vec::new(),
         }
     }
@@ -176,9 +180,15 @@ impl Registry {
             Kind::Value => self.values.contains_key(&id),
         };
         if !known {
+            if let Some(e) = self.refused.get(&id) {
+                return Ok(Some(Err(e.clone())));
+            }
             let schema = match fetch(id, &self.settings, shutdown).await? {
                 None => return Ok(None),
-                Some(Err(e)) => return Ok(Some(Err(e))),
+                Some(Err(e)) => {
+                    self.refused.insert(id, e.clone());
+                    return Ok(Some(Err(e)));
+                }
                 Some(Ok(schema)) => schema,
             };
             match kind {
@@ -217,7 +227,7 @@ fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
     }
 }
 
-/// Decodes one record into the batch; a record that cannot be decoded becomes a dead letter.
+/// Reads one record into the batch; a record that cannot be read becomes a dead letter.
 /// Returns false, leaving the batch as it was, if `shutdown` interrupted waiting for the
 /// registry.
 pub async fn add(
@@ -315,8 +325,16 @@ fn read(
     let doc = &mut registry.doc;
     doc.clear();
     let (effect, version, read_ms, route) = {
-        let read = plan.read(body, doc).map_err(|e| e.to_string())?;
+        let read = plan.read(body, doc).map_err(|e| format!("value: {e}"))?;
         (read.effect, read.version, read.read_ms, read.route.clone())
+    };
+    // The id first: a record refused for its key asks for no index or mapping.
+    let id = match (effect, key) {
+        (Effect::Truncate, _) => String::new(),
+        (_, None) => return Err("a row change without a key".into()),
+        (_, Some((key_id, key_body))) => registry.keys[&key_id]
+            .id(key_body)
+            .map_err(|e| format!("key: {e}"))?,
     };
     let index = &*route.index;
     let pending = batch.mappings.get(index);
@@ -338,10 +356,6 @@ fn read(
     if effect == Effect::Truncate {
         return Ok(Kept::Truncate(index.to_string(), version));
     }
-    let (key_id, key_body) = key.ok_or("a row change without a key")?;
-    let id = registry.keys[&key_id]
-        .id(key_body)
-        .map_err(|e| format!("key: {e}"))?;
     let action = match effect {
         Effect::Delete => Action::Delete {
             index,
@@ -405,13 +419,13 @@ async fn fetch(
 
 /// What a failed decode leads to when another attempt would fail the same way.
 enum DecodeRefusal {
-    /// The record itself is bad: not Sluice's Avro, a schema id the registry does not know.
+    /// The record itself is bad: a schema id the registry does not know.
     Poison(String),
     /// The registry refuses the loader (credentials): stop.
     Fatal(String),
 }
 
-/// Sorts a decoder error by the registry's HTTP status, when there was one.
+/// Sorts a failed schema lookup by the registry's HTTP status, when there was one.
 fn classify(e: &SRCError) -> Attempt<DecodeRefusal> {
     match crate::wire::registry::status(e) {
         Some(404) => Attempt::Permanent(DecodeRefusal::Poison(e.to_string())),

@@ -1,14 +1,16 @@
 //! Writer schemas compiled once per schema id: a record's Avro bytes are read straight into
 //! its index action, the row written as the document's JSON while it is read. No value tree
 //! is built in between (neither apache-avro's nor serde_json's), and what depends on the
-//! table (index and alias names, the columns `mapping.booleans` and `json_columns` select)
-//! is resolved once per table, not per record.
+//! table (index and alias names, the columns `mapping.booleans`, `mapping.json` and
+//! `json_columns` convert) is resolved once per table, not per record.
 
 use std::io::Write as _;
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use apache_avro::schema::{InnerDecimalSchema, Name, RecordField, RecordSchema, ResolvedSchema};
+use apache_avro::schema::{
+    InnerDecimalSchema, Name, RecordField, RecordSchema, ResolvedSchema, UuidSchema,
+};
 use base64::Engine;
 use num_bigint::BigInt;
 use serde_json::Value as Json;
@@ -17,8 +19,8 @@ use super::document::{Conversion, META_FIELD, Options, ShapeError, converted, fi
 use crate::model::{TableId, time};
 use crate::wire::envelope::{field, is_bits, mysql_type, source_field};
 
-/// Named types nest at most this deep; deeper means a recursive schema, which Sluice never
-/// writes.
+/// Types (records, unions, arrays, references) nest at most this deep; deeper means a
+/// recursive schema, which Sluice never writes.
 const MAX_DEPTH: usize = 32;
 
 /// How one value of a writer schema is read, and written as JSON.
@@ -134,6 +136,11 @@ impl<'a> Input<'a> {
             if count < 0 {
                 self.long()?; // the block's size in bytes
             }
+            // Every item Sluice writes takes at least a byte; a count beyond what is left is
+            // not a record of the schema (and would spin on empty items).
+            if count.unsigned_abs() > self.0.len() as u64 {
+                return Err(truncated());
+            }
             for _ in 0..count.unsigned_abs() {
                 each(self)?;
             }
@@ -178,7 +185,9 @@ impl Val {
                 },
             },
             Schema::BigDecimal => Val::Other("big-decimal", Box::new(Val::Bytes)),
-            Schema::Uuid(_) => Val::Other("uuid", Box::new(Val::String)),
+            Schema::Uuid(UuidSchema::String) => Val::Other("uuid", Box::new(Val::String)),
+            Schema::Uuid(UuidSchema::Bytes) => Val::Other("uuid", Box::new(Val::Bytes)),
+            Schema::Uuid(UuidSchema::Fixed(f)) => Val::Other("uuid", Box::new(Val::Fixed(f.size))),
             Schema::Date => Val::Date,
             Schema::TimeMillis => Val::Other("time-millis", Box::new(Val::Int)),
             Schema::TimeMicros => Val::Other("time-micros", Box::new(Val::Long)),
@@ -201,6 +210,16 @@ impl Val {
             Val::Bytes => Val::Bits,
             Val::Union(variants) => Val::Union(variants.into_iter().map(Val::into_bits).collect()),
             other => other,
+        }
+    }
+
+    /// Whether a value of this reading can be a record.
+    fn holds_record(&self) -> bool {
+        match self {
+            Val::Record(_) => true,
+            Val::Union(variants) => variants.iter().any(Val::holds_record),
+            Val::Array(item) => item.holds_record(),
+            _ => false,
         }
     }
 
@@ -248,10 +267,11 @@ impl Val {
     fn write(&self, input: &mut Input<'_>, out: &mut Vec<u8>) -> Result<(), ShapeError> {
         match self {
             Val::Null => out.extend_from_slice(b"null"),
-            Val::Boolean => {
-                let b = input.take(1)?[0];
-                out.extend_from_slice(if b != 0 { b"true" } else { b"false" });
-            }
+            Val::Boolean => match input.take(1)?[0] {
+                0 => out.extend_from_slice(b"false"),
+                1 => out.extend_from_slice(b"true"),
+                b => return Err(shape(format!("{b} is not an Avro boolean"))),
+            },
             Val::Int => push_int(out, input.int()?),
             Val::Long => push_int(out, input.long()?),
             Val::Float => {
@@ -444,6 +464,14 @@ static ESCAPE: [u8; 256] = {
 fn push_decimal(out: &mut Vec<u8>, bytes: &[u8], scale: usize) {
     if bytes.len() > 16 {
         let unscaled = BigInt::from_signed_bytes_be(bytes);
+        if scale == 0 {
+            if let Ok(i) = i64::try_from(&unscaled) {
+                return push_int(out, i);
+            }
+            if let Ok(u) = u64::try_from(&unscaled) {
+                return push_int(out, u);
+            }
+        }
         let (sign, digits) = (
             unscaled.sign() == num_bigint::Sign::Minus,
             unscaled.magnitude().to_string(),
@@ -599,7 +627,8 @@ impl ValuePlan {
     }
 
     /// Reads one record's Avro body (after the wire header); for writes, the document's JSON
-    /// is appended to `doc`.
+    /// is appended to `doc`. On an error `doc` may end in a partial row: clear it before the
+    /// next record.
     pub fn read(&mut self, body: &[u8], doc: &mut Vec<u8>) -> Result<Read<'_>, ShapeError> {
         let steps = self.steps.as_ref().map_err(|e| shape(e.clone()))?;
         let mut input = Input(body);
@@ -625,9 +654,13 @@ impl ValuePlan {
                             write_row(columns, &mut input, doc, &mut self.spans)?;
                             after = Some(Ok(columns));
                         }
-                        _ => {
+                        Ok(_) => {
                             variant.skip(&mut input)?;
                             after = Some(Err(None));
+                        }
+                        Err(e) => {
+                            variant.skip(&mut input)?;
+                            after = Some(Err(Some(e.as_str())));
                         }
                     }
                 }
@@ -940,12 +973,14 @@ fn column(f: &RecordField, names: &ResolvedSchema<'_>) -> Result<Column, ShapeEr
 #[derive(Debug)]
 pub struct KeyPlan {
     fields: Result<Vec<Val>, String>,
+    /// A key column is a record (GEOMETRY), written as a JSON object inside the id.
+    objects: bool,
 }
 
 impl KeyPlan {
     /// Compiles a key schema (a record of the primary-key columns).
     pub fn new(schema: &Schema) -> KeyPlan {
-        let fields = match (schema, ResolvedSchema::try_from(schema)) {
+        let fields: Result<Vec<Val>, String> = match (schema, ResolvedSchema::try_from(schema)) {
             (Schema::Record(r), Ok(names)) => r
                 .fields
                 .iter()
@@ -955,7 +990,10 @@ impl KeyPlan {
             (Schema::Record(_), Err(e)) => Err(e.to_string()),
             _ => Err("the key is not a record".into()),
         };
-        KeyPlan { fields }
+        let objects = fields
+            .as_ref()
+            .is_ok_and(|f| f.iter().any(Val::holds_record));
+        KeyPlan { fields, objects }
     }
 
     /// The document id of a key's Avro body: the single value as text, or a JSON array of
@@ -985,6 +1023,12 @@ impl KeyPlan {
                 f.write(&mut input, &mut out)?;
             }
             out.push(b']');
+        }
+        if self.objects {
+            // Ids once took their objects' keys in alphabetical order (serde_json's map);
+            // an id must not change, or the documents indexed under it would be orphaned.
+            let value: Json = serde_json::from_slice(&out).expect("the plan writes valid JSON");
+            out = serde_json::to_vec(&value).expect("JSON to a Vec cannot fail");
         }
         Ok(String::from_utf8(out).expect("the plan writes UTF-8"))
     }
@@ -1142,6 +1186,51 @@ mod tests {
             KeyPlan::new(&schema(2)).id(&key(&["a", "b,c"])).unwrap(),
             r#"["a","b,c"]"#
         );
+    }
+
+    #[test]
+    fn geometry_in_a_key_keeps_the_ids_it_always_had() {
+        let schema = Schema::parse(
+            &serde_json::json!({"type": "record", "name": "Key", "fields": [
+                {"name": "g", "type": {"type": "record", "name": "Geometry", "fields": [
+                    {"name": "wkb", "type": "bytes"},
+                    {"name": "srid", "type": ["null", "int"], "default": null},
+                ]}},
+            ]}),
+        )
+        .unwrap();
+        let mut avro = bytes_field(&[1, 2, 3]);
+        avro.push(2); // union branch 1: int
+        crate::encode::avro::write_long(&mut avro, 4326);
+        assert_eq!(
+            KeyPlan::new(&schema).id(&avro).unwrap(),
+            r#"{"srid":4326,"wkb":"AQID"}"#
+        );
+    }
+
+    #[test]
+    fn wide_integral_decimals_are_still_numbers() {
+        let mut wide = vec![0xff; 17];
+        wide[16] = 0xfb; // -5 sign-extended over 17 bytes
+        let val = Val::Decimal {
+            scale: 0,
+            fixed: None,
+        };
+        assert_eq!(write(&val, &bytes_field(&wide)), "-5");
+    }
+
+    #[test]
+    fn a_record_that_is_not_the_schemas_is_refused() {
+        let err = Val::Boolean
+            .write(&mut Input(&[2]), &mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("not an Avro boolean"), "{err}");
+        // An array claiming a billion items in three bytes.
+        let mut avro = Vec::new();
+        crate::encode::avro::write_long(&mut avro, 1_000_000_000);
+        let array = Val::Array(Box::new(Val::Null));
+        assert!(array.write(&mut Input(&avro), &mut Vec::new()).is_err());
+        assert!(array.skip(&mut Input(&avro)).is_err());
     }
 
     #[test]
