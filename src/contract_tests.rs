@@ -164,10 +164,8 @@ fn bits_labels_bytes_and_shapes_get_their_own_mappings() {
         key: vec![0],
     };
     let avro = table_avro("x", &table).unwrap();
-    let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
-        panic!()
-    };
-    let row = crate::load::document::row_schema(&envelope).unwrap();
+    let plan = ValuePlan::new(&Schema::parse(&avro.value).unwrap(), &Options::default());
+    let row = plan.row().unwrap();
     let options = Options::new(&crate::config::LoaderConfig {
         metadata_fields: true,
         ..Default::default()
@@ -212,10 +210,8 @@ fn vectors_map_to_the_servers_vector_type_where_their_dimensions_fit() {
         key: vec![0],
     };
     let avro = table_avro("x", &table).unwrap();
-    let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
-        panic!()
-    };
-    let row = crate::load::document::row_schema(&envelope).unwrap();
+    let plan = ValuePlan::new(&Schema::parse(&avro.value).unwrap(), &Options::default());
+    let row = plan.row().unwrap();
     let with = |vectors| {
         let mut options = Options::default();
         options.mapping.vectors = vectors;
@@ -260,10 +256,8 @@ fn the_mapping_options_choose_among_the_types_that_fit() {
         key: vec![0],
     };
     let avro = table_avro("x", &table).unwrap();
-    let Schema::Record(envelope) = Schema::parse(&avro.value).unwrap() else {
-        panic!()
-    };
-    let row = crate::load::document::row_schema(&envelope).unwrap();
+    let plan = ValuePlan::new(&Schema::parse(&avro.value).unwrap(), &Options::default());
+    let row = plan.row().unwrap();
     let ty = |m: &Json, f: &str| m["properties"][f].clone();
     let defaults = mappings(row, &table.id, &Options::default());
     assert_eq!(ty(&defaults, "s")["fields"]["keyword"]["type"], "keyword");

@@ -2,13 +2,12 @@
 //! they select, and the names of indexes. The reading itself is compiled per writer schema
 //! (`plan`).
 
-use apache_avro::Schema;
-use apache_avro::schema::{RecordField, RecordSchema};
+use apache_avro::schema::RecordField;
 use serde_json::Value as Json;
 
 use crate::config::{JsonMapping, LoaderConfig, MappingConfig};
 use crate::model::TableId;
-use crate::wire::envelope::{field, mysql_type};
+use crate::wire::envelope::mysql_type;
 
 /// Every document carries the version of the change that wrote it here, so a truncate can
 /// delete exactly the older documents. The mapping keeps it out of `_source`.
@@ -99,23 +98,6 @@ pub(super) fn fill(template: &str, db: &str, table: &str) -> String {
         .replace("{db}", db)
         .replace("{table}", table)
         .to_lowercase()
-}
-
-/// The row record schema, defined inline in the `before` field of the envelope.
-pub fn row_schema(envelope: &RecordSchema) -> Result<&RecordSchema, ShapeError> {
-    let before = envelope
-        .fields
-        .iter()
-        .find(|f| f.name == field::BEFORE)
-        .ok_or_else(|| shape("the envelope schema has no `before` field"))?;
-    match &before.schema {
-        Schema::Union(u) => u.variants().iter().find_map(|s| match s {
-            Schema::Record(r) => Some(r),
-            _ => None,
-        }),
-        _ => None,
-    }
-    .ok_or_else(|| shape("the envelope's `before` is not a union with a row record"))
 }
 
 /// A column's document value after `conversion`.

@@ -541,8 +541,8 @@ enum SourceField {
 /// One envelope field, in writer order.
 #[derive(Debug)]
 enum Step {
-    /// `after`: the union's branch holding the row, and how to read every branch.
-    After(Result<(usize, Vec<Column>), String>, Val),
+    /// `after`: the row it holds, and how to read every branch of its union.
+    After(Result<AfterRow, String>, Val),
     Source(Vec<(SourceField, Val)>),
     Op(Val),
     TsMs(Val),
@@ -589,8 +589,6 @@ pub struct Read<'p> {
 #[derive(Debug)]
 pub struct ValuePlan {
     steps: Result<Vec<Step>, String>,
-    /// The row record, for the index mapping.
-    row: Option<RecordSchema>,
     /// How documents are shaped; the routes are resolved from it.
     options: Options,
     routes: Vec<Arc<Route>>,
@@ -607,13 +605,8 @@ impl ValuePlan {
     /// Compiles an envelope schema for documents as `options` shape them. A schema that is
     /// not an envelope still compiles: its records are refused, each with the reason.
     pub fn new(schema: &Schema, options: &Options) -> ValuePlan {
-        let row = match schema {
-            Schema::Record(envelope) => super::document::row_schema(envelope).ok().cloned(),
-            _ => None,
-        };
         ValuePlan {
             steps: compile_envelope(schema).map_err(|e| e.to_string()),
-            row,
             options: options.clone(),
             routes: Vec::new(),
             spans: Vec::new(),
@@ -623,7 +616,7 @@ impl ValuePlan {
 
     /// The row record, when the schema is an envelope.
     pub fn row(&self) -> Option<&RecordSchema> {
-        self.row.as_ref()
+        row_record(self.steps.as_deref().ok()?)
     }
 
     /// Reads one record's Avro body (after the wire header); for writes, the document's JSON
@@ -633,36 +626,28 @@ impl ValuePlan {
         let steps = self.steps.as_ref().map_err(|e| shape(e.clone()))?;
         let mut input = Input(body);
         let (mut version, mut db, mut table, mut source_ts) = (None, None, None, None);
-        let (mut op, mut read_ms, mut after) = (None, None, None);
+        let (mut op, mut read_ms, mut after) = (None, None, After::Missing);
         let doc_start = doc.len();
         for step in steps {
             match step {
-                Step::After(columns, val) => {
-                    let Val::Union(variants) = val else {
-                        val.skip(&mut input)?;
-                        after = Some(Err(Some("`after` is not a union")));
-                        continue;
-                    };
+                Step::After(Ok(row), Val::Union(variants)) => {
                     let branch = usize::try_from(input.long()?).unwrap_or(usize::MAX);
-                    let variant = variants
-                        .get(branch)
-                        .ok_or_else(|| shape(format!("union branch {branch} does not exist")))?;
-                    match columns {
-                        Ok((row_branch, columns)) if branch == *row_branch => {
-                            // The table's conversions are known once `source` is read, after
-                            // the row: write it as is and convert afterwards if any applies.
-                            write_row(columns, &mut input, doc, &mut self.spans)?;
-                            after = Some(Ok(columns));
-                        }
-                        Ok(_) => {
-                            variant.skip(&mut input)?;
-                            after = Some(Err(None));
-                        }
-                        Err(e) => {
-                            variant.skip(&mut input)?;
-                            after = Some(Err(Some(e.as_str())));
-                        }
+                    if branch == row.branch {
+                        // The table's conversions are known once `source` is read, after
+                        // the row: write it as is and convert afterwards if any applies.
+                        write_row(&row.columns, &mut input, doc, &mut self.spans)?;
+                        after = After::Row(&row.columns);
+                    } else {
+                        let variant = variants.get(branch).ok_or_else(|| {
+                            shape(format!("union branch {branch} does not exist"))
+                        })?;
+                        variant.skip(&mut input)?;
+                        after = After::Null;
                     }
+                }
+                Step::After(row, val) => {
+                    val.skip(&mut input)?;
+                    after = After::Bad(row.as_ref().err().map_or("`after` is not a union", |e| e));
                 }
                 Step::Source(fields) => {
                     for (f, val) in fields {
@@ -703,15 +688,15 @@ impl ValuePlan {
             other => return Err(shape(format!("unknown op {other:?}"))),
         };
         let options = &self.options;
-        let route = route(&mut self.routes, self.row.as_ref(), db, table, options);
+        let route = route(&mut self.routes, row_record(steps), db, table, options);
         if effect == Effect::Write {
             let columns = match after {
-                Some(Ok(columns)) => columns,
-                Some(Err(None)) => {
+                After::Row(columns) => columns,
+                After::Null => {
                     return Err(shape(format!("op {op_text:?} without an `after` image")));
                 }
-                Some(Err(Some(e))) => return Err(shape(e)),
-                None => return Err(shape("the envelope has no `after` field")),
+                After::Bad(e) => return Err(shape(e)),
+                After::Missing => return Err(shape("the envelope has no `after` field")),
             };
             let conversions = &self.routes[route].conversions;
             if conversions.iter().any(|c| *c != Conversion::AsIs) {
@@ -922,11 +907,34 @@ fn compile_envelope(schema: &Schema) -> Result<Vec<Step>, ShapeError> {
     Ok(steps)
 }
 
+/// The row record `after` holds, compiled.
+#[derive(Debug)]
+struct AfterRow {
+    /// The branch of `after`'s union that holds the row.
+    branch: usize,
+    columns: Vec<Column>,
+    /// The record itself: the index mapping and the columns' conversions follow its fields.
+    record: RecordSchema,
+}
+
+/// What a record's `after` turned out to be, while reading it.
+enum After<'p> {
+    Missing,
+    Null,
+    Row(&'p [Column]),
+    Bad(&'p str),
+}
+
+/// The row record of compiled envelope steps.
+fn row_record(steps: &[Step]) -> Option<&RecordSchema> {
+    steps.iter().find_map(|s| match s {
+        Step::After(Ok(row), _) => Some(&row.record),
+        _ => None,
+    })
+}
+
 /// The branch of `after`'s union that holds the row, and its columns.
-fn compile_after(
-    schema: &Schema,
-    names: &ResolvedSchema<'_>,
-) -> Result<(usize, Vec<Column>), String> {
+fn compile_after(schema: &Schema, names: &ResolvedSchema<'_>) -> Result<AfterRow, String> {
     let Schema::Union(u) = schema else {
         return Err("`after` is not a union".into());
     };
@@ -951,7 +959,11 @@ fn compile_after(
         .map(|f| column(f, names))
         .collect::<Result<_, ShapeError>>()
         .map_err(|e| e.to_string())?;
-    Ok((branch, columns))
+    Ok(AfterRow {
+        branch,
+        columns,
+        record: row.clone(),
+    })
 }
 
 fn column(f: &RecordField, names: &ResolvedSchema<'_>) -> Result<Column, ShapeError> {
