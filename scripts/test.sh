@@ -11,6 +11,21 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# A CI checkout is built once: incremental caches would only take disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
+# A full run writes about 3 GiB (the test build, MariaDB's binlogs, the broker's and the index
+# server's data). On a full disk MariaDB waits for space instead of failing, so tests would hang
+# until their timeouts: refuse to start instead.
+need_mib=4096
+free_mib=$(df --output=avail -BM "$ROOT" | tail -1 | tr -dc 0-9)
+if [ "$free_mib" -lt "$need_mib" ]; then
+    echo "scripts/test.sh: only ${free_mib} MiB free on the disk holding $ROOT; a test run" \
+        "needs about ${need_mib} MiB (more the first time, while tansu builds): free space" \
+        "(cargo clean, rm -rf .stack after scripts/stack.sh down) and run it again" >&2
+    exit 1
+fi
+
 step "installing the stack's components (skipped when present)"
 scripts/stack.sh install
 
