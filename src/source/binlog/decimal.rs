@@ -27,17 +27,20 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
     let (intg0, intg0x, frac0, frac0x) = (intg / 9, intg % 9, frac / 9, frac % 9);
     let size = intg0 * 4 + DIG2BYTES[intg0x] + frac0 * 4 + DIG2BYTES[frac0x];
     let raw = c.take(size, "decimal")?;
-    let mut buf = [0u8; 32]; // DECIMAL(65,30) needs 30 bytes
-    let buf = &mut buf[..size];
-    buf.copy_from_slice(raw);
-    let negative = buf[0] & 0x80 == 0;
-    buf[0] ^= 0x80;
-    if negative {
-        buf.iter_mut().for_each(|b| *b = !*b);
-    }
-    let mut r = Cursor::new(buf);
-    let mut group = |bytes: usize, digits: usize| -> Result<u64, DecodeError> {
-        let v = r.uint_be(bytes, "decimal digits")?;
+    let negative = raw.first().is_some_and(|b| b & 0x80 == 0);
+    let invert = if negative { 0xff } else { 0 };
+    // Groups are read straight from the image, the sign bit and (for negative numbers) every
+    // byte flipped on the way: this runs for every decimal of every row.
+    let mut at = 0;
+    let mut group = |digits: usize| -> Result<u64, DecodeError> {
+        let v = raw[at..at + DIG2BYTES[digits]]
+            .iter()
+            .enumerate()
+            .fold(0u64, |v, (i, &b)| {
+                let sign = if at + i == 0 { 0x80 } else { 0 };
+                v << 8 | u64::from(b ^ invert ^ sign)
+            });
+        at += DIG2BYTES[digits];
         if v >= POW10[digits] {
             return Err(DecodeError::Invalid(format!(
                 "decimal digit group {v} has more than {digits} digits"
@@ -45,28 +48,28 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
         }
         Ok(v)
     };
-    // Digits go into a stack buffer (65 at most): this runs for every decimal of every row.
+    // Digits go into a stack buffer (65 at most), then the text into one exact allocation.
     let mut digits = [0u8; 65];
     let mut n = 0;
     let mut push = |v: u64, width: usize| {
         let mut v = v;
-        for i in (0..width).rev() {
-            digits[n + i] = b'0' + (v % 10) as u8;
+        for d in digits[n..n + width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
             v /= 10;
         }
         n += width;
     };
     if intg0x > 0 {
-        push(group(DIG2BYTES[intg0x], intg0x)?, intg0x);
+        push(group(intg0x)?, intg0x);
     }
     for _ in 0..intg0 {
-        push(group(4, 9)?, 9);
+        push(group(9)?, 9);
     }
     for _ in 0..frac0 {
-        push(group(4, 9)?, 9);
+        push(group(9)?, 9);
     }
     if frac0x > 0 {
-        push(group(DIG2BYTES[frac0x], frac0x)?, frac0x);
+        push(group(frac0x)?, frac0x);
     }
     let (int_digits, frac_digits) = digits[..n].split_at(intg);
     let first = int_digits
@@ -75,17 +78,25 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
         .unwrap_or(int_digits.len());
     let int_digits = &int_digits[first..];
     let zero = int_digits.is_empty() && frac_digits.iter().all(|&d| d == b'0');
-    let mut out = String::with_capacity(int_digits.len() + frac + 3);
+    let mut text = [0u8; 68]; // sign, 65 digits, point, and a 0 before a point
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        text[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
     if negative && !zero {
-        out.push('-');
+        put(b"-");
     }
-    if int_digits.is_empty() {
-        out.push('0');
-    }
-    out.extend(int_digits.iter().map(|&d| char::from(d)));
+    put(if int_digits.is_empty() {
+        b"0"
+    } else {
+        int_digits
+    });
     if frac > 0 {
-        out.push('.');
-        out.extend(frac_digits.iter().map(|&d| char::from(d)));
+        put(b".");
+        put(frac_digits);
     }
-    Ok(out)
+    Ok(std::str::from_utf8(&text[..len])
+        .expect("a decimal's text is ASCII")
+        .to_owned())
 }

@@ -450,6 +450,61 @@ mod tests {
     }
 
     #[test]
+    fn random_decimals_of_every_precision_and_scale_read_back() {
+        // Packed by the format's description (nine digits per four big-endian bytes, the
+        // partial groups next to the point, sign bit flipped, negatives inverted).
+        let bytes_for = |digits: usize| [0, 1, 1, 2, 2, 3, 3, 4, 4, 4][digits];
+        let pack = |digits: &[u8], width: usize, out: &mut Vec<u8>| {
+            let v = digits
+                .iter()
+                .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+            out.extend_from_slice(&v.to_be_bytes()[8 - width..]);
+        };
+        let mut rng = fastrand::Rng::with_seed(20261130);
+        for _ in 0..20_000 {
+            let p = rng.u8(1..=65);
+            let s = rng.u8(0..=p.min(30));
+            let (intg, frac) = (usize::from(p - s), usize::from(s));
+            let zeros = rng.usize(0..=intg); // leading zeros, as small values have
+            let int: Vec<u8> = (0..intg)
+                .map(|i| {
+                    if i < zeros {
+                        b'0'
+                    } else {
+                        b'0' + rng.u8(0..10)
+                    }
+                })
+                .collect();
+            let fraction: Vec<u8> = (0..frac).map(|_| b'0' + rng.u8(0..10)).collect();
+            let negative = rng.bool();
+            let mut packed = vec![];
+            let (head, body) = int.split_at(intg % 9);
+            if !head.is_empty() {
+                pack(head, bytes_for(head.len()), &mut packed);
+            }
+            body.chunks(9).for_each(|g| pack(g, 4, &mut packed));
+            for g in fraction.chunks(9) {
+                let width = if g.len() == 9 { 4 } else { bytes_for(g.len()) };
+                pack(g, width, &mut packed);
+            }
+            packed[0] ^= 0x80;
+            if negative {
+                packed.iter_mut().for_each(|b| *b = !*b);
+            }
+            let int_text = std::str::from_utf8(&int).unwrap().trim_start_matches('0');
+            let frac_text = std::str::from_utf8(&fraction).unwrap();
+            let zero = int_text.is_empty() && frac_text.bytes().all(|d| d == b'0');
+            let want = format!(
+                "{}{}{}{frac_text}",
+                if negative && !zero { "-" } else { "" },
+                if int_text.is_empty() { "0" } else { int_text },
+                if frac > 0 { "." } else { "" },
+            );
+            assert_eq!(decimal(&packed, p, s), want, "DECIMAL({p},{s})");
+        }
+    }
+
+    #[test]
     fn corrupt_decimals_are_errors_not_values() {
         let mut c = Cursor::new(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(decode_decimal(&mut c, 10, 0).is_err());
