@@ -197,7 +197,7 @@ pub fn convert(
                 (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => {
                     let s = String::from_utf8(b).map_err(|_| bad("decimal is not text"))?;
                     Value::Decimal(
-                        canonical_decimal(&s, *scale).ok_or_else(|| bad("malformed decimal"))?,
+                        canonical_decimal(s, *scale).ok_or_else(|| bad("malformed decimal"))?,
                     )
                 }
                 (
@@ -264,25 +264,30 @@ pub fn convert(
 
 /// Checks MySQL's decimal text and normalises it to exactly `scale` fraction digits with no
 /// negative zero, the form the binlog decoder produces.
-fn canonical_decimal(s: &str, scale: u8) -> Option<String> {
+fn canonical_decimal(s: String, scale: u8) -> Option<String> {
     let (negative, digits) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
-        None => (false, s),
+        None => (false, s.as_str()),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if int.is_empty() || !all_digits(int) || !all_digits(frac) || frac.len() > usize::from(scale) {
         return None;
     }
-    let int = match int.trim_start_matches('0') {
+    let trimmed = match int.trim_start_matches('0') {
         "" => "0",
         i => i,
     };
+    let zero = trimmed == "0" && frac.bytes().all(|b| b == b'0');
+    // The server prints DECIMAL columns in this form already: keep its text, no copy.
+    if trimmed.len() == int.len() && frac.len() == usize::from(scale) && !(negative && zero) {
+        return Some(s);
+    }
     let mut out = String::with_capacity(s.len() + usize::from(scale));
-    if negative && (int != "0" || frac.bytes().any(|b| b != b'0')) {
+    if negative && !zero {
         out.push('-');
     }
-    out.push_str(int);
+    out.push_str(trimmed);
     if scale > 0 {
         out.push('.');
         out.push_str(frac);
@@ -388,14 +393,17 @@ mod tests {
     #[test]
     fn decimals_take_the_binlog_decoders_form() {
         assert_eq!(
-            canonical_decimal("-123.4500", 4).as_deref(),
+            canonical_decimal("-123.4500".into(), 4).as_deref(),
             Some("-123.4500")
         );
-        assert_eq!(canonical_decimal("5", 2).as_deref(), Some("5.00"));
-        assert_eq!(canonical_decimal("-0.00", 2).as_deref(), Some("0.00"));
-        assert_eq!(canonical_decimal("007", 0).as_deref(), Some("7"));
-        assert_eq!(canonical_decimal("1.234", 2), None);
-        assert_eq!(canonical_decimal("1e5", 2), None);
-        assert_eq!(canonical_decimal("", 0), None);
+        assert_eq!(canonical_decimal("5".into(), 2).as_deref(), Some("5.00"));
+        assert_eq!(
+            canonical_decimal("-0.00".into(), 2).as_deref(),
+            Some("0.00")
+        );
+        assert_eq!(canonical_decimal("007".into(), 0).as_deref(), Some("7"));
+        assert_eq!(canonical_decimal("1.234".into(), 2), None);
+        assert_eq!(canonical_decimal("1e5".into(), 2), None);
+        assert_eq!(canonical_decimal("".into(), 0), None);
     }
 }
