@@ -35,9 +35,10 @@ pub fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// Writes the unscaled value of decimal text as Avro's `decimal` logical type: minimal
 /// big-endian two's complement bytes. False if the text is not a decimal.
 pub fn write_decimal(out: &mut Vec<u8>, text: &str) -> bool {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
     };
     // Digits straight into an i128 (every DECIMAL up to 38 digits): this runs for every
     // decimal of every row, so no digit string and no byte vector on the way.
@@ -53,7 +54,7 @@ pub fn write_decimal(out: &mut Vec<u8>, text: &str) -> bool {
                     .and_then(|v| v.checked_add(i128::from(b - b'0')))
                 {
                     Some(next) => v = next,
-                    None => return write_wide_decimal(out, text),
+                    None => return write_wide_decimal(out, negative, digits),
                 }
             }
             _ => return false,
@@ -67,11 +68,14 @@ pub fn write_decimal(out: &mut Vec<u8>, text: &str) -> bool {
 }
 
 /// [`write_decimal`] for values beyond 128 bits (DECIMAL(65) has 216).
-fn write_wide_decimal(out: &mut Vec<u8>, text: &str) -> bool {
-    let digits: String = text.chars().filter(|&c| c != '.').collect();
-    match BigInt::parse_bytes(digits.as_bytes(), 10) {
+fn write_wide_decimal(out: &mut Vec<u8>, negative: bool, digits: &str) -> bool {
+    if !digits.bytes().all(|b| b == b'.' || b.is_ascii_digit()) {
+        return false;
+    }
+    let digits: Vec<u8> = digits.bytes().filter(|&b| b != b'.').collect();
+    match BigInt::parse_bytes(&digits, 10) {
         Some(v) => {
-            write_bytes(out, &v.to_signed_bytes_be());
+            write_bytes(out, &(if negative { -v } else { v }).to_signed_bytes_be());
             true
         }
         None => false,
@@ -351,9 +355,12 @@ pub(crate) mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "-", ".", "1e5", "12a", "--1"] {
+        for bad in ["", "-", ".", "1e5", "12a", "--1", "1_0"] {
             assert_eq!(decimal_bytes(bad), None, "{bad:?}");
         }
+        let wide_with_separator = format!("{}_1", "9".repeat(40));
+        assert_eq!(decimal_bytes(&wide_with_separator), None);
+        assert_eq!(decimal_bytes("+5"), Some(vec![5]));
     }
 
     #[test]

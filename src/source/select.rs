@@ -280,7 +280,12 @@ fn canonical_decimal(s: String, scale: u8) -> Option<String> {
     };
     let zero = trimmed == "0" && frac.bytes().all(|b| b == b'0');
     // The server prints DECIMAL columns in this form already: keep its text, no copy.
-    if trimmed.len() == int.len() && frac.len() == usize::from(scale) && !(negative && zero) {
+    let point = digits.contains('.');
+    if trimmed.len() == int.len()
+        && frac.len() == usize::from(scale)
+        && point == (scale > 0)
+        && !(negative && zero)
+    {
         return Some(s);
     }
     let mut out = String::with_capacity(s.len() + usize::from(scale));
@@ -405,5 +410,8 @@ mod tests {
         assert_eq!(canonical_decimal("1.234".into(), 2), None);
         assert_eq!(canonical_decimal("1e5".into(), 2), None);
         assert_eq!(canonical_decimal("".into(), 0), None);
+        assert_eq!(canonical_decimal("5.".into(), 0).as_deref(), Some("5"));
+        assert_eq!(canonical_decimal("-5.".into(), 0).as_deref(), Some("-5"));
+        assert_eq!(canonical_decimal("0.50".into(), 2).as_deref(), Some("0.50"));
     }
 }
