@@ -19,7 +19,7 @@ use sluice::load::bulk::{self, Action};
 use sluice::load::document::Options;
 use sluice::load::plan::{KeyPlan, ValuePlan};
 use sluice::model::{
-    Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version,
+    Change, Column, ColumnType, Op, Origin, SourceInfo, TableId, TableSchema, Value, Version,
 };
 
 fn orders() -> TableSchema {
@@ -74,16 +74,16 @@ fn change() -> Change {
         after: Some(row("shipped")),
         version: Version::at(7, 123_456),
         source: SourceInfo {
-            file: "binlog.000007".into(),
+            origin: Arc::new(Origin {
+                gtid: Some("0-1-4242".into()),
+                ..Origin::snapshot("binlog.000007")
+            }),
             pos: 123_400,
             row: 0,
             server_id: 1,
             ts_ms: 1_717_171_717_000,
-            gtid: Some("0-1-4242".into()),
             snapshot: false,
-            thread: None,
             query: None,
-            commit_us: None,
             transaction: None,
         },
     }

@@ -545,7 +545,7 @@ fn every_event_of_every_peer_binlog_decodes_and_the_asserted_values_come_out() {
         for c in &d.changes {
             // MySQL 8's GTID events carry the commit time in microseconds; it becomes the
             // change's `ts_ms`, and it is a plausible time (these files are from 2015-2026).
-            if let Some(us) = c.source.commit_us {
+            if let Some(us) = c.source.origin.commit_us {
                 committed_at += 1;
                 let plausible = (1_420_070_400_000_000..1_830_000_000_000_000).contains(&us);
                 if !plausible || c.source.ts_ms != us / 1000 {

@@ -203,13 +203,14 @@ pub fn write_envelope(
     write_long(out, 1);
     write_bytes(out, table.id.table.as_bytes());
     write_long(out, i64::from(s.server_id));
-    write_optional(out, s.gtid.as_deref(), |out, g| {
+    let origin = &*s.origin;
+    write_optional(out, origin.gtid.as_deref(), |out, g| {
         write_bytes(out, g.as_bytes())
     });
-    write_bytes(out, s.file.as_bytes());
+    write_bytes(out, origin.file.as_bytes());
     write_long(out, s.pos as i64);
     write_long(out, i64::from(s.row));
-    write_optional(out, s.thread, |out, t| write_long(out, i64::from(t)));
+    write_optional(out, origin.thread, |out, t| write_long(out, i64::from(t)));
     write_optional(out, s.query.as_deref(), |out, q| {
         write_bytes(out, q.as_bytes())
     });
@@ -217,8 +218,8 @@ pub fn write_envelope(
     write_bytes(out, change.op.code().as_bytes());
     write_long(out, 1);
     write_long(out, now_ms);
-    write_optional(out, s.transaction.as_ref(), |out, tx| {
-        write_bytes(out, tx.id.as_bytes());
+    write_optional(out, s.transaction(), |out, (id, tx)| {
+        write_bytes(out, id.as_bytes());
         write_long(out, tx.total_order as i64);
         write_long(out, tx.collection_order as i64);
     });
@@ -486,18 +487,20 @@ pub(crate) mod tests {
             after: Some(row.clone()),
             version: Version::at(3, 1234),
             source: SourceInfo {
-                file: Arc::from("binlog.000003"),
+                origin: Arc::new(crate::model::Origin {
+                    file: Arc::from("binlog.000003"),
+                    gtid: Some(Arc::from("0-1-9")),
+                    thread: Some(77),
+                    commit_us: None,
+                    transaction: Some(Arc::from("0-1-9")),
+                }),
                 pos: 1200,
                 row: 2,
                 server_id: 1,
                 ts_ms: 1_700_000_000_000,
-                gtid: Some(Arc::from("0-1-9")),
                 snapshot: false,
-                thread: Some(77),
                 query: Some(Arc::from("UPDATE t SET x = 1")),
-                commit_us: None,
                 transaction: Some(crate::model::TxPosition {
-                    id: Arc::from("0-1-9"),
                     total_order: 3,
                     collection_order: 2,
                 }),

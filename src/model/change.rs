@@ -34,11 +34,14 @@ impl Op {
 }
 
 /// Where a change came from: Debezium's `source` block.
+///
+/// What every change of one transaction (or one snapshot) has in common sits behind one
+/// reference count in [`Origin`]: a change then costs one reference count, not one per name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceInfo {
-    /// Binlog file of the event, or of the snapshot's consistent point.
-    pub file: Arc<str>,
-    /// Offset of the event (or of the snapshot point) in `file`.
+    /// What the change shares with the rest of its transaction or snapshot.
+    pub origin: Arc<Origin>,
+    /// Offset of the event (or of the snapshot point) in the origin's file.
     pub pos: u64,
     /// Index of the row inside its rows event (0 for snapshot rows).
     pub row: u32,
@@ -48,40 +51,69 @@ pub struct SourceInfo {
     /// (MySQL 8's `immediate_commit_timestamp`), else the event's start in whole seconds (the
     /// snapshot's start for snapshot reads).
     pub ts_ms: i64,
-    /// GTID of the transaction, `domain-server-sequence`, when the server sends GTIDs.
-    pub gtid: Option<Arc<str>>,
     /// Whether the row was read by a snapshot.
     pub snapshot: bool,
-    /// Connection id of the session that made the change, when the binlog names it (MySQL's
-    /// BEGIN carries it; MariaDB's GTID-framed transactions do not).
-    pub thread: Option<u32>,
     /// The SQL statement behind the row, with `source.include_query` on and the server
     /// logging statements (MariaDB `binlog_annotate_row_events`, MySQL
     /// `binlog_rows_query_log_events`).
     pub query: Option<Arc<str>>,
-    /// The change's transaction and place in it; `None` for snapshot reads.
+    /// The change's place in its transaction; `None` for snapshot reads, and whenever the
+    /// origin names no transaction.
     pub transaction: Option<TxPosition>,
+}
+
+/// What the changes of one transaction, or of one snapshot, share in their `source` block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Origin {
+    /// Binlog file of the events, or of the snapshot's consistent point.
+    pub file: Arc<str>,
+    /// GTID of the transaction, `domain-server-sequence`, when the server sends GTIDs.
+    pub gtid: Option<Arc<str>>,
+    /// Connection id of the session that made the changes, when the binlog names it (MySQL's
+    /// BEGIN carries it; MariaDB's GTID-framed transactions do not).
+    pub thread: Option<u32>,
     /// When the server committed the transaction, in microseconds since the epoch, where the
     /// binlog says (MySQL's `immediate_commit_timestamp`; MariaDB writes whole seconds only).
     pub commit_us: Option<i64>,
+    /// Debezium's transaction id: the GTID, or `file:pos` of the transaction's first change
+    /// without GTIDs; `None` for snapshot reads.
+    pub transaction: Option<Arc<str>>,
+}
+
+impl Origin {
+    /// The origin of rows read by a snapshot whose consistent point is in `file`.
+    pub fn snapshot(file: &str) -> Self {
+        Origin {
+            file: Arc::from(file),
+            gtid: None,
+            thread: None,
+            commit_us: None,
+            transaction: None,
+        }
+    }
 }
 
 impl SourceInfo {
     /// The origin of rows a snapshot reads at `file:pos` (its consistent point).
     pub fn snapshot_read(file: &str, pos: u64, server_id: u32, ts_ms: i64) -> Self {
         SourceInfo {
-            file: Arc::from(file),
+            origin: Arc::new(Origin::snapshot(file)),
             pos,
             row: 0,
             server_id,
             ts_ms,
-            gtid: None,
             snapshot: true,
-            thread: None,
             query: None,
             transaction: None,
-            commit_us: None,
         }
+    }
+
+    /// The transaction's id and the change's place in it, when it has both.
+    pub fn transaction(&self) -> Option<(&str, &TxPosition)> {
+        Some((
+            self.origin.transaction.as_deref()?,
+            self.transaction.as_ref()?,
+        ))
     }
 }
 
@@ -90,26 +122,17 @@ impl SourceInfo {
     /// A streamed change's origin at `file:pos`, the other fields empty (tests).
     pub(crate) fn at(file: &str, pos: u64) -> Self {
         SourceInfo {
-            file: Arc::from(file),
-            pos,
-            row: 0,
-            server_id: 1,
-            ts_ms: 0,
-            gtid: None,
             snapshot: false,
-            thread: None,
-            query: None,
-            commit_us: None,
-            transaction: None,
+            server_id: 1,
+            ..SourceInfo::snapshot_read(file, pos, 1, 0)
         }
     }
 }
 
-/// Debezium's transaction block: which transaction, and the change's place in it.
+/// Debezium's transaction block without the id (the [`Origin`] holds it): the change's place
+/// in its transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TxPosition {
-    /// The transaction's GTID, or `file:pos` of its start without GTIDs.
-    pub id: Arc<str>,
     /// 1-based index of the change among all of the transaction's changes.
     pub total_order: u64,
     /// 1-based index of the change among the transaction's changes of the same table.

@@ -9,7 +9,7 @@ mod table;
 pub mod time;
 mod value;
 
-pub use change::{Change, Op, SourceEvent, SourceInfo, TxPosition};
+pub use change::{Change, Op, Origin, SourceEvent, SourceInfo, TxPosition};
 pub use checkpoint::{Checkpoint, SnapshotProgress, WindowProgress};
 pub use gtid::{DomainGtids, GtidSet, GtidState, format_uuid};
 pub use position::{Position, Version, binlog_file_sequence};

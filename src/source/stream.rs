@@ -449,7 +449,7 @@ impl<'s> SchemaHistory<'s> {
             if known.is_some_and(|k| Arc::ptr_eq(k, &c.table) || **k == *c.table) {
                 continue;
             }
-            let at = Position::new(c.source.file.to_string(), c.source.pos);
+            let at = Position::new(c.source.origin.file.to_string(), c.source.pos);
             self.state.record_schema(c.version, &at, &c.table)?;
             tracing::info!(
                 table = %c.table.id,

@@ -8,7 +8,7 @@
 //! reference bug: `SELECT` says `0000`, as Sluice does), integers as signed with the unsigned
 //! reading in parentheses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use sluice::model::{Change, Column, ColumnType, Op, Value, time};
@@ -25,6 +25,8 @@ pub struct Reference {
     pub before: Vec<Vec<u8>>,
     /// The after image's printed values (INSERT, UPDATE).
     pub after: Vec<Vec<u8>>,
+    /// The GTID of the transaction the row is in, from its group's GTID event.
+    pub gtid: Option<String>,
 }
 
 /// Runs `mariadb-binlog -v` over `file` up to `end` and parses the row images of tables of
@@ -51,6 +53,7 @@ fn parse(out: &[u8], db: &str) -> Vec<Reference> {
     let mut in_db = false;
     let mut section_after = false;
     let (mut xa, mut rolled_back): (Option<String>, HashSet<String>) = (None, HashSet::new());
+    let mut gtid = None;
     let prefix = format!("`{db}`.`");
     for line in out.split(|&b| b == b'\n') {
         let Some(line) = line.strip_prefix(b"### ") else {
@@ -58,7 +61,11 @@ fn parse(out: &[u8], db: &str) -> Vec<Reference> {
             // ROLLBACK later undoes them.
             let text = String::from_utf8_lossy(line);
             let xid = |rest: &str| rest.split("/*").next().unwrap_or("").trim().to_string();
-            if let Some(rest) = text.strip_prefix("XA START ") {
+            if text.starts_with('#')
+                && let Some((_, rest)) = text.split_once("\tGTID ")
+            {
+                gtid = rest.split_whitespace().next().map(str::to_string);
+            } else if let Some(rest) = text.strip_prefix("XA START ") {
                 xa = Some(xid(rest));
             } else if let Some(rest) = text.strip_prefix("XA ROLLBACK ") {
                 rolled_back.insert(xid(rest));
@@ -87,6 +94,7 @@ fn parse(out: &[u8], db: &str) -> Vec<Reference> {
                     op,
                     before: vec![],
                     after: vec![],
+                    gtid: gtid.clone(),
                 };
                 rows.push((row, xa.clone()));
                 section_after = op == "INSERT";
@@ -318,13 +326,63 @@ fn compare_image(
                 column.name,
                 ty.sql_name(),
                 String::from_utf8_lossy(t),
-                change.source.file,
+                change.source.origin.file,
                 change.source.pos,
                 change.source.row,
             ));
         }
     }
     Ok(())
+}
+
+/// The transaction blocks expected of consecutive changes: each names its transaction by the
+/// GTID the reference printed for the row's group, and counts from 1, overall and per table.
+#[derive(Default)]
+struct Places {
+    tx: Option<String>,
+    total: u64,
+    per_table: HashMap<String, u64>,
+}
+
+impl Places {
+    fn check(&mut self, change: &Change, r: &Reference) -> Result<(), String> {
+        let origin = &change.source.origin;
+        let place = change.source.transaction();
+        if origin.gtid.as_deref() != r.gtid.as_deref()
+            || place.map(|(id, _)| id) != r.gtid.as_deref()
+        {
+            return Err(format!(
+                "{} change at {}:{}: GTID {:?} and transaction {place:?}, the reference's GTID {:?}",
+                change.table.id, origin.file, change.source.pos, origin.gtid, r.gtid
+            ));
+        }
+        let Some((id, place)) = place else {
+            return Ok(());
+        };
+        if self.tx.as_deref() != Some(id) {
+            *self = Places {
+                tx: Some(id.to_string()),
+                ..Places::default()
+            };
+        }
+        self.total += 1;
+        let per_table = self.per_table.entry(r.table.clone()).or_default();
+        *per_table += 1;
+        if (place.total_order, place.collection_order) != (self.total, *per_table) {
+            return Err(format!(
+                "{} change at {}:{} in {id}: total_order {} and collection_order {}, expected {} \
+                 and {}",
+                change.table.id,
+                origin.file,
+                change.source.pos,
+                place.total_order,
+                place.collection_order,
+                self.total,
+                per_table
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Compares Sluice's changes with the reference's row events, in order; returns how many row
@@ -337,10 +395,12 @@ pub fn compare(
 ) -> Result<usize, String> {
     let mut it = ours.iter();
     let mut images = 0;
+    let mut places = Places::default();
     for r in reference {
         let c = it
             .next()
             .ok_or_else(|| format!("Sluice has no change for {r:?}"))?;
+        places.check(c, r)?;
         if c.table.id.table != r.table {
             return Err(format!(
                 "Sluice's next change is of {}, the reference's of {}",
@@ -359,9 +419,12 @@ pub fn compare(
                 compare_image(c, &image(&c.before), &r.before, expect, "update before")?;
                 let after = if c.op == Op::Delete {
                     // A new primary key: Sluice deletes the old document and creates the new.
-                    it.next()
+                    let create = it
+                        .next()
                         .filter(|n| n.op == Op::Create)
-                        .ok_or("a key change without its create")?
+                        .ok_or("a key change without its create")?;
+                    places.check(create, r)?;
+                    create
                 } else {
                     c
                 };

@@ -225,9 +225,8 @@ impl BinlogReader {
             }
             kind::MARIADB_GTID => {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
-                self.at.gtid = Some(Arc::from(format!("{}-{}-{}", g.domain, h.server_id, g.seq)));
-                self.at.commit_us = None;
-                self.at.tx = self.at.gtid.clone();
+                let gtid = format!("{}-{}-{}", g.domain, h.server_id, g.seq);
+                self.at.start_group(Some(Arc::from(gtid)), None);
                 self.at.group_start = event_start(h);
                 self.at.pending_gtid = Some(PendingGtid::MariaDb {
                     domain: g.domain,
@@ -238,7 +237,7 @@ impl BinlogReader {
                 if let Some(xid) = g.prepares {
                     let hold = self
                         .at
-                        .checkpoint(self.at.file.to_string(), u64::from(self.at.group_start));
+                        .checkpoint(self.at.file().to_string(), u64::from(self.at.group_start));
                     self.xa.start(xid, hold);
                 }
                 Ok(Decoded::Nothing)
@@ -259,16 +258,16 @@ impl BinlogReader {
                 match event::classify_query(query.text) {
                     QueryKind::Begin => {
                         self.at.in_transaction = true;
-                        self.at.thread = Some(query.thread);
+                        self.at.set_thread(query.thread);
                         Ok(Decoded::Nothing)
                     }
                     // MySQL opens an XA transaction's prepared part with a statement.
                     QueryKind::XaStart(xid) => {
                         self.at.in_transaction = true;
-                        self.at.thread = Some(query.thread);
+                        self.at.set_thread(query.thread);
                         let hold = self
                             .at
-                            .checkpoint(self.at.file.to_string(), u64::from(self.at.group_start));
+                            .checkpoint(self.at.file().to_string(), u64::from(self.at.group_start));
                         self.xa.start(xid, hold);
                         Ok(Decoded::Nothing)
                     }
@@ -328,9 +327,8 @@ impl BinlogReader {
                 } else {
                     format!("{}:{tag}:{gno}", format_uuid(&uuid))
                 };
-                self.at.gtid = Some(Arc::from(text));
-                self.at.commit_us = event::mysql_commit_micros(body);
-                self.at.tx = self.at.gtid.clone();
+                self.at
+                    .start_group(Some(Arc::from(text)), event::mysql_commit_micros(body));
                 self.at.group_start = event_start(h);
                 self.at.pending_gtid = Some(PendingGtid::MySql { uuid, tag, gno });
                 Ok(Decoded::Nothing)
@@ -342,8 +340,7 @@ impl BinlogReader {
                 Ok(Decoded::Nothing)
             }
             kind::MYSQL_ANONYMOUS_GTID => {
-                self.at.gtid = None;
-                self.at.commit_us = event::mysql_commit_micros(body);
+                self.at.start_group(None, event::mysql_commit_micros(body));
                 self.at.group_start = event_start(h);
                 Ok(Decoded::Nothing)
             }
@@ -419,21 +416,18 @@ impl BinlogReader {
             after: None,
             version: Version::at(self.at.file_seq, start),
             source: SourceInfo {
-                file: self.at.file.clone(),
+                origin: self.at.origin(start),
                 pos: u64::from(start),
                 row: 0,
                 server_id: h.server_id,
-                ts_ms: event_ms(h.timestamp, self.at.commit_us),
-                gtid: self.at.gtid.clone(),
+                ts_ms: event_ms(h.timestamp, self.at.commit_us()),
                 snapshot: false,
-                thread: self.at.thread,
                 query: None,
                 transaction: None,
-                commit_us: self.at.commit_us,
             },
         };
         let mut changes = vec![change];
-        self.at.place_in_transaction(&mut changes, start);
+        self.at.place_in_transaction(&mut changes);
         Ok(Decoded::Transaction(changes, self.commit_position(h)))
     }
 
@@ -460,7 +454,7 @@ impl BinlogReader {
         self.at.end_group();
         let at = self
             .at
-            .checkpoint(self.at.file.to_string(), u64::from(h.log_pos));
+            .checkpoint(self.at.file().to_string(), u64::from(h.log_pos));
         self.resume_point(at)
     }
 
@@ -477,7 +471,7 @@ impl BinlogReader {
 
     /// The binlog file being read.
     pub fn file(&self) -> &str {
-        &self.at.file
+        self.at.file()
     }
 
     /// Captured names dropped, renamed away or given to another table since the last call.
@@ -655,8 +649,8 @@ mod tests {
                     c.source.query.as_deref(),
                     Some("INSERT INTO t VALUES (1), (2)")
                 );
-                let tx = c.source.transaction.unwrap();
-                (tx.id.to_string(), tx.total_order, tx.collection_order)
+                let (id, tx) = c.source.transaction().unwrap();
+                (id.to_string(), tx.total_order, tx.collection_order)
             }));
         }
         let id = "0-1-5".to_string();
@@ -676,8 +670,8 @@ mod tests {
         let Decoded::Changes(c) = r.on_event(&h, &body).unwrap() else {
             panic!()
         };
-        let tx = c[0].source.transaction.clone().unwrap();
-        assert_eq!((&*tx.id, tx.total_order), ("binlog.000003:1466", 1));
+        let (id, tx) = c[0].source.transaction().unwrap();
+        assert_eq!((id, tx.total_order), ("binlog.000003:1466", 1));
         assert_eq!(c[0].source.query, None, "a commit ends the statement");
     }
 
@@ -788,7 +782,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (p.gtid, r.at.gtid.as_deref()),
+            (p.gtid, r.at.gtid()),
             (None, Some("abababab-abab-abab-abab-abababababab:9"))
         );
         let mut previous = 1u64.to_le_bytes().to_vec();
@@ -864,7 +858,7 @@ mod tests {
             .on_event(&header(kind::QUERY, 500, 100), &query("COMMIT"))
             .unwrap();
         assert!(matches!(d, Decoded::Commit(p) if p.pos == 500));
-        assert_eq!(r.at.gtid.as_deref(), Some("0-1-5"));
+        assert_eq!(r.at.gtid(), Some("0-1-5"));
     }
 
     #[test]
@@ -955,7 +949,7 @@ mod tests {
         body.extend_from_slice(b"binlog.000009");
         body.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
         r.on_event(&header(kind::ROTATE, 0, 44), &body).unwrap();
-        assert_eq!(&*r.at.file, "binlog.000009");
+        assert_eq!(&**r.at.file(), "binlog.000009");
     }
 
     #[test]

@@ -146,8 +146,8 @@ impl BinlogReader {
             }),
             (None, false) => None,
         };
-        let too_dense = || {
-            self.error(
+        let too_dense = |this: &Self| {
+            this.error(
                 h,
                 format!(
                     "table {}: this compressed event holds more row images than it has bytes, \
@@ -171,12 +171,12 @@ impl BinlogReader {
         let mut index = 0u32;
         let mut zero_dates = 0;
         while !c.is_empty() {
-            let offset = version_offset(&c).ok_or_else(too_dense)?;
+            let offset = version_offset(&c).ok_or_else(|| too_dense(self))?;
             let mut next = |c: &mut Cursor<'_>| rows::decode_row(&decoder, c, &mut zero_dates);
             let first = next(&mut c);
             let (first, second) = match (ev.kind, first) {
                 (RowsKind::Update, Ok(before)) => {
-                    let after_offset = version_offset(&c).ok_or_else(too_dense)?;
+                    let after_offset = version_offset(&c).ok_or_else(|| too_dense(self))?;
                     let after = if ev.partial {
                         rows::decode_partial_after(&decoder, &mut c, &before, &mut zero_dates)
                     } else {
@@ -190,17 +190,14 @@ impl BinlogReader {
                 }
             };
             let source = SourceInfo {
-                file: self.at.file.clone(),
+                origin: self.at.origin(event_start),
                 pos: u64::from(event_start),
                 row: index,
                 server_id: h.server_id,
-                ts_ms: event_ms(h.timestamp, self.at.commit_us),
-                gtid: self.at.gtid.clone(),
+                ts_ms: event_ms(h.timestamp, self.at.commit_us()),
                 snapshot: false,
-                thread: self.at.thread,
                 query: self.at.annotation.clone(),
                 transaction: None,
-                commit_us: self.at.commit_us,
             };
             // The source moves into the (usually only) change: no reference counts touched.
             let change = |op, before, after, offset, source| Change {
@@ -239,7 +236,7 @@ impl BinlogReader {
         if let (Some(p), Some(counted)) = (&mut self.packed, counter) {
             *p = counted;
         }
-        self.at.place_in_transaction(&mut changes, event_start);
+        self.at.place_in_transaction(&mut changes);
         // An XA transaction's prepared changes wait for its commit.
         Ok(match self.xa.hold(changes) {
             Some(changes) => Decoded::Changes(changes),

@@ -7,25 +7,28 @@ use std::sync::Arc;
 
 use super::BinlogError;
 use crate::model::{
-    Change, DomainGtids, GtidState, Position, TableId, TxPosition, binlog_file_sequence,
+    Change, DomainGtids, GtidState, Origin, Position, TableId, TxPosition, binlog_file_sequence,
 };
 
 /// The stream's place and the transaction it is in.
 pub(super) struct StreamPosition {
-    pub(super) file: Arc<str>,
+    file: Arc<str>,
     pub(super) file_seq: u32,
     pub(super) in_transaction: bool,
-    pub(super) gtid: Option<Arc<str>>,
+    gtid: Option<Arc<str>>,
     /// GTID state after the last transaction read, when known.
     pub(super) gtid_state: Option<GtidState>,
     /// The statement of the rows that follow (ANNOTATE_ROWS / ROWS_QUERY).
     pub(super) annotation: Option<Arc<str>>,
     /// Connection id of the transaction (MySQL's BEGIN names it).
-    pub(super) thread: Option<u32>,
+    thread: Option<u32>,
     /// When the server committed the transaction, in microseconds (MySQL's GTID event).
-    pub(super) commit_us: Option<i64>,
+    commit_us: Option<i64>,
     /// The transaction's id, once known (GTID, else the position of its first change).
-    pub(super) tx: Option<Arc<str>>,
+    tx: Option<Arc<str>>,
+    /// What the transaction's changes share, made at its first change from the fields above
+    /// (which are set only through methods that drop it).
+    origin: Option<Arc<Origin>>,
     /// Changes of the transaction so far, overall and per table.
     pub(super) tx_total: u64,
     pub(super) tx_tables: HashMap<TableId, u64>,
@@ -64,6 +67,7 @@ impl StreamPosition {
             thread: None,
             commit_us: None,
             tx: None,
+            origin: None,
             tx_total: 0,
             tx_tables: HashMap::new(),
             group_start: 0,
@@ -82,7 +86,58 @@ impl StreamPosition {
             ),
         })?;
         self.file = Arc::from(file);
+        self.origin = None;
         Ok(())
+    }
+
+    /// A transaction group starts (its GTID event): `gtid` names it, when the server sends
+    /// GTIDs.
+    pub(super) fn start_group(&mut self, gtid: Option<Arc<str>>, commit_us: Option<i64>) {
+        self.tx = gtid.clone();
+        self.gtid = gtid;
+        self.commit_us = commit_us;
+        self.origin = None;
+    }
+
+    /// The transaction's connection id is known (MySQL's BEGIN).
+    pub(super) fn set_thread(&mut self, thread: u32) {
+        self.thread = Some(thread);
+        self.origin = None;
+    }
+
+    /// What the changes of the current transaction share; `event_start` names the
+    /// transaction when no GTID does.
+    pub(super) fn origin(&mut self, event_start: u32) -> Arc<Origin> {
+        let origin = self.origin.get_or_insert_with(|| {
+            let file = &self.file;
+            let tx = self
+                .tx
+                .get_or_insert_with(|| Arc::from(format!("{file}:{event_start}")));
+            Arc::new(Origin {
+                file: file.clone(),
+                gtid: self.gtid.clone(),
+                thread: self.thread,
+                commit_us: self.commit_us,
+                transaction: Some(tx.clone()),
+            })
+        });
+        origin.clone()
+    }
+
+    /// The binlog file being read.
+    pub(super) fn file(&self) -> &Arc<str> {
+        &self.file
+    }
+
+    /// The GTID of the transaction being read, or of the last one.
+    #[cfg(test)]
+    pub(super) fn gtid(&self) -> Option<&str> {
+        self.gtid.as_deref()
+    }
+
+    /// When the transaction being read was committed, where the binlog says.
+    pub(super) fn commit_us(&self) -> Option<i64> {
+        self.commit_us
     }
 
     pub(super) fn position(&self, pos: u32) -> Position {
@@ -130,20 +185,17 @@ impl StreamPosition {
         self.thread = None;
         self.annotation = None;
         self.tx = None;
+        self.origin = None;
         self.tx_total = 0;
         self.tx_tables.clear();
     }
 
     /// Numbers `changes` within their transaction (Debezium's transaction block): overall
-    /// and per table. Without a GTID the transaction is named by where its first change is.
-    pub(super) fn place_in_transaction(&mut self, changes: &mut [Change], event_start: u32) {
+    /// and per table. Their origin names the transaction.
+    pub(super) fn place_in_transaction(&mut self, changes: &mut [Change]) {
         let Some(first) = changes.first() else {
             return;
         };
-        let id = self
-            .tx
-            .get_or_insert_with(|| Arc::from(format!("{}:{event_start}", self.file)))
-            .clone();
         let table = &first.table.id;
         let per_table = match self.tx_tables.get_mut(table) {
             Some(n) => n,
@@ -153,7 +205,6 @@ impl StreamPosition {
             self.tx_total += 1;
             *per_table += 1;
             c.source.transaction = Some(TxPosition {
-                id: id.clone(),
                 total_order: self.tx_total,
                 collection_order: *per_table,
             });

@@ -11,7 +11,7 @@ use super::signal::{ExecuteSnapshot, Signal};
 use super::{Chunk, ToStream, ToWorker};
 use crate::metrics::metrics;
 use crate::model::{
-    Change, Checkpoint, Op, Position, SourceEvent, SourceInfo, TableId, TableSchema, Value,
+    Change, Checkpoint, Op, Origin, Position, SourceEvent, SourceInfo, TableId, TableSchema, Value,
     WindowProgress,
 };
 use crate::positions::PositionStore;
@@ -219,11 +219,14 @@ impl Windows {
         }
         if let Some(rows) = rows {
             let selected = rows.len();
+            // Read rows keep the watermark's place, not its transaction.
             let source = SourceInfo {
+                origin: Arc::new(Origin {
+                    gtid: at.source.origin.gtid.clone(),
+                    ..Origin::snapshot(&at.source.origin.file)
+                }),
                 snapshot: true,
-                thread: None,
                 query: None,
-                commit_us: None,
                 transaction: None,
                 ..at.source.clone()
             };
@@ -260,7 +263,7 @@ impl Windows {
                     Checkpoint::WindowsDone {
                         table: w.table.clone(),
                         id: progress.id,
-                        position: Position::new(at.source.file.to_string(), at.source.pos),
+                        position: Position::new(at.source.origin.file.to_string(), at.source.pos),
                     }
                 } else {
                     Checkpoint::Window {
