@@ -112,7 +112,8 @@ impl<'a> Input<'a> {
 
     #[inline]
     fn str(&mut self) -> Result<&'a str, ShapeError> {
-        std::str::from_utf8(self.bytes()?).map_err(|e| shape(format!("a string is not UTF-8: {e}")))
+        simdutf8::compat::from_utf8(self.bytes()?)
+            .map_err(|e| shape(format!("a string is not UTF-8: {e}")))
     }
 
     fn branch<'v>(&mut self, variants: &'v [Val]) -> Result<&'v Val, ShapeError> {
