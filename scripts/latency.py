@@ -11,6 +11,11 @@
     latency.py index-write ES_URL COUNT RATE
         the index server's floor: a one-document _bulk with an external version, then a
         realtime GET of it by id; the time until the GET finds it.
+    latency.py raw-pipeline BROKERS ES_URL COUNT RATE FETCH_WAIT_MS
+        the same hops as Sluice without Sluice, at a load: records produced at RATE a second
+        (idempotent, linger 0) carrying their send time, consumed by a loop that sends what it
+        holds as one _bulk (external versions) as soon as the previous bulk is answered, and
+        the commits probe's poller (_mget every 2 ms): produce -> searchable per record.
     latency.py commits MYSQL_ARGS_JSON ES_URL INDEX TABLE FIRST_ID COUNT RATE [BURST EVERY_S]
         single-row autocommit INSERTs into TABLE (id, committed, note) at RATE a second, or,
         with BURST, BURST of them as fast as one client goes every EVERY_S seconds; each row
@@ -162,33 +167,92 @@ def index_write(es, count, rate):
     return summary(lat, took)
 
 
+def poll_seen(es, index, written, seen, count, done):
+    """Until `done`: asks the index every 2 ms (_mget, realtime) for the ids written and not
+    yet seen; a document found became visible during the request (its midpoint). `seen` maps
+    id -> ms from its `committed` (or `created_at`) time; sets `done` once `count` are seen."""
+    while not done.is_set():
+        pending = [i for i in written[:] if i not in seen][:2000]
+        if pending:
+            body = json.dumps({"ids": [str(i) for i in pending]})
+            asked = time.time()
+            status, r = http("POST", f"{es}/{index}/_mget", body)
+            now = (asked + time.time()) / 2
+            for d in (r or {}).get("docs", []):
+                if d.get("found"):
+                    src = d["_source"]
+                    t = src.get("committed") or src["created_at"]
+                    c = datetime.fromisoformat(t).replace(tzinfo=timezone.utc)
+                    seen.setdefault(src["id"], (now - c.timestamp()) * 1000)
+        if len(seen) >= count:
+            done.set()
+        time.sleep(0.002)
+
+
+def raw_pipeline(brokers, es, count, rate, fetch_wait):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = index = f"latency-raw-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": brokers})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    http("PUT", f"{es}/{index}")
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": topic,
+                         "enable.auto.commit": False, "fetch.wait.max.ms": fetch_wait})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 0})
+    written, seen, done = [], {}, threading.Event()
+
+    def load():
+        while not done.is_set():
+            batch = consumer.consume(num_messages=1000, timeout=0.1)
+            lines = []
+            for m in batch:
+                if m.error():
+                    continue
+                doc = json.loads(m.value())
+                lines.append(json.dumps({"index": {"_index": index, "_id": str(doc["id"]),
+                                                   "version": m.offset() + 1,
+                                                   "version_type": "external"}}))
+                lines.append(json.dumps(doc))
+            if lines:
+                http("POST", f"{es}/_bulk", "\n".join(lines) + "\n", True)
+
+    loader = threading.Thread(target=load)
+    poller = threading.Thread(target=poll_seen, args=(es, index, written, seen, count, done))
+    loader.start()
+    poller.start()
+    time.sleep(1)  # the consumer's first fetch is not the floor
+    t0 = time.monotonic()
+    for i in paced(count, rate):
+        doc = {"id": i, "committed": datetime.now(timezone.utc).isoformat(), "note": "raw"}
+        producer.produce(topic, value=json.dumps(doc).encode())
+        producer.poll(0)
+        written.append(i)
+    producer.flush(30)
+    took = time.monotonic() - t0
+    done.wait(timeout=180)
+    done.set()
+    loader.join()
+    poller.join()
+    consumer.close()
+    http("DELETE", f"{es}/{index}")
+    if len(seen) < count:
+        sys.exit(f"only {len(seen)} of {count} records became searchable within 180 s")
+    out = summary(list(seen.values()), took)
+    out["rate"] = round(count / took, 1)
+    return out
+
+
 def commits(mysql_args, es, index, table, first, count, rate, burst=0, every=0.0):
     written = []  # ids whose INSERT was sent, in order
     seen = {}  # id -> commit -> searchable, ms
     done = threading.Event()
 
-    def poll():
-        while not done.is_set():
-            pending = [i for i in written[:] if i not in seen][:2000]
-            if pending:
-                body = json.dumps({"ids": [str(i) for i in pending]})
-                asked = time.time()
-                status, r = http("POST", f"{es}/{index}/_mget", body)
-                # A document found became visible during the request: its midpoint.
-                now = (asked + time.time()) / 2
-                for d in (r or {}).get("docs", []):
-                    if d.get("found"):
-                        src = d["_source"]
-                        t = src.get("committed") or src["created_at"]
-                        c = datetime.fromisoformat(t).replace(tzinfo=timezone.utc)
-                        seen.setdefault(src["id"], (now - c.timestamp()) * 1000)
-            if len(seen) >= count:
-                done.set()
-            time.sleep(0.002)
-
     client = subprocess.Popen(mysql_args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               text=True)
-    poller = threading.Thread(target=poll)
+    poller = threading.Thread(target=poll_seen, args=(es, index, written, seen, count, done))
     poller.start()
     client.stdin.write("SET time_zone = '+00:00';\n")
     t0 = time.monotonic()
@@ -276,6 +340,8 @@ def main(argv):
         return
     elif cmd == "index-write":
         out = index_write(args[0], int(args[1]), float(args[2]))
+    elif cmd == "raw-pipeline":
+        out = raw_pipeline(args[0], args[1], int(args[2]), float(args[3]), int(args[4]))
     elif cmd == "commits":
         extra = (int(args[7]), float(args[8])) if len(args) > 8 else ()
         out = commits(json.loads(args[0]), args[1], args[2], args[3], int(args[4]),

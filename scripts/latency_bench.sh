@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Commit-to-searchable latency of the whole pipeline against the stack's own floor, in one
 # run (docs/benchmarks.md): the floor first (a raw produce -> consume hop on the same broker,
-# a raw one-document write + realtime GET on the same index server), then single-row commits
+# a raw one-document write + realtime GET on the same index server, and both hops at 500/s
+# without Sluice: a raw produce -> consume -> _bulk loop), then single-row commits
 # at 100, 500 and 2,000 a second and in bursts, each with Sluice's stage breakdown; then the
 # resident memory after 60 s at 500/s and the CPU of the idle pipeline.
 #
@@ -81,7 +82,12 @@ fetch_wait=${fetch_wait:-${SLUICE_LOADER__FETCH_WAIT_MS:-5}}
 say "floor: broker hop (fetch.wait.max.ms $fetch_wait), index write + GET"
 hop=$(probe kafka-hop "$SLUICE_STACK_KAFKA_BROKERS" $((2000 / scale)) 500 "$fetch_wait")
 write=$(probe index-write "$es" $((1000 / scale)) 100)
-echo "{\"floor_hop\": $hop, \"floor_index\": $write}" >"$run/results.json"
+# The same hops at 500/s without Sluice: what the broker and the index server give at that
+# load under the same poller.
+say "raw pipeline at 500/s: produce -> consume -> _bulk, same poller"
+raw=$(probe raw-pipeline "$SLUICE_STACK_KAFKA_BROKERS" "$es" $((30000 / scale)) 500 "$fetch_wait")
+echo "{\"floor_hop\": $hop, \"floor_index\": $write, \"raw_pipeline_500\": $raw}" \
+  >"$run/results.json"
 
 next=1
 load() { # name count rate [burst every]

@@ -112,8 +112,11 @@ impl<'a> Input<'a> {
 
     #[inline]
     fn str(&mut self) -> Result<&'a str, ShapeError> {
-        simdutf8::compat::from_utf8(self.bytes()?)
-            .map_err(|e| shape(format!("a string is not UTF-8: {e}")))
+        let bytes = self.bytes()?;
+        crate::model::utf8(bytes).ok_or_else(|| match std::str::from_utf8(bytes) {
+            Err(e) => shape(format!("a string is not UTF-8: {e}")),
+            Ok(_) => shape("a string is not UTF-8"),
+        })
     }
 
     fn branch<'v>(&mut self, variants: &'v [Val]) -> Result<&'v Val, ShapeError> {

@@ -14,4 +14,4 @@ pub use checkpoint::{Checkpoint, SnapshotProgress, WindowProgress};
 pub use gtid::{DomainGtids, GtidSet, GtidState, format_uuid};
 pub use position::{Position, Version, binlog_file_sequence};
 pub use table::{Column, ColumnType, TableId, TableSchema, column_indices};
-pub use value::{Row, Value};
+pub use value::{Row, Value, utf8};

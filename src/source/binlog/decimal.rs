@@ -96,7 +96,7 @@ pub fn decode_decimal(c: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<St
         put(b".");
         put(frac_digits);
     }
-    Ok(std::str::from_utf8(&text[..len])
+    Ok(crate::model::utf8(&text[..len])
         .expect("a decimal's text is ASCII")
         .to_owned())
 }

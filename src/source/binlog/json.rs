@@ -87,8 +87,8 @@ fn value(t: u8, data: &[u8], out: &mut String, depth: usize) -> Result<(), Decod
         }
         ty::STRING => {
             let len = var_len(&mut c)?;
-            let s = simdutf8::basic::from_utf8(c.take(len, "json string")?)
-                .map_err(|_| bad("string is not UTF-8"))?;
+            let s = crate::model::utf8(c.take(len, "json string")?)
+                .ok_or_else(|| bad("string is not UTF-8"))?;
             push_string(out, s);
         }
         ty::OPAQUE => {

@@ -192,7 +192,7 @@ fn decode_image(
     Ok(row)
 }
 
-/// Decodes one value into `out`.
+/// Decodes one value into `out`, which holds NULL: it is overwritten, not dropped.
 fn decode_value(
     col: ColumnDecoder,
     ty: &ColumnType,
@@ -200,7 +200,7 @@ fn decode_value(
     zero_dates: &mut u64,
     out: &mut Value,
 ) -> Result<(), DecodeError> {
-    *out = match col {
+    let value = match col {
         ColumnDecoder::Int { bytes, unsigned } => {
             let raw = c.uint_le(usize::from(bytes), "integer")?;
             if unsigned && bytes == 8 {
@@ -343,6 +343,8 @@ fn decode_value(
             }
         }
     };
+    // The slot holds the row's placeholder NULL, which owns nothing: no drop call.
+    std::mem::forget(std::mem::replace(out, value));
     Ok(())
 }
 
