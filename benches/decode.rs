@@ -159,7 +159,9 @@ fn sluice(bytes: &[u8], collations: &Collations, mut visit: impl FnMut(Op, &[Val
     let mut rows = 0;
     for event in file::events(bytes, true).unwrap() {
         let (header, body) = event.unwrap();
-        if let Decoded::Changes(changes) = reader.on_event(&header, body).unwrap() {
+        if let Decoded::Changes(changes) | Decoded::Transaction(changes, _) =
+            reader.on_event(&header, body).unwrap()
+        {
             for c in &changes {
                 rows += 1;
                 visit(c.op, c.after.as_deref().or(c.before.as_deref()).unwrap());

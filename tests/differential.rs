@@ -17,7 +17,7 @@ use common::workload::{Workload, create_tables};
 use common::*;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
-use sluice::model::{Change, Position, TableId};
+use sluice::model::{Change, Position, TableId, Value};
 use sluice::source::binlog::{BinlogReader, Decoded, file};
 use sluice::source::charset::{Charset, Codec};
 
@@ -180,18 +180,132 @@ async fn compressed_binlog_events_decode_the_same() {
     );
 }
 
+/// Transactions that also change a non-transactional table and roll back to savepoints: the
+/// server logs the undone rows, then `ROLLBACK TO`, and the transaction goes on. Seeded
+/// random transactions on an InnoDB table with a MyISAM write among them; the rows that
+/// Sluice's changes leave must be what `SELECT` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_savepoints_leave_no_changes() {
+    // A server of its own: another test's FLUSH BINARY LOGS would rotate the file mid-test.
+    let server = tokio::task::spawn_blocking(|| PrivateServer::start(&ROW_CDC))
+        .await
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .socket(Some(server.socket.to_str().unwrap()))
+        .user(Some("root"));
+    let mut conn = Conn::new(opts).await.unwrap();
+    exec(
+        &mut conn,
+        &[
+            "CREATE DATABASE sp",
+            "USE sp",
+            "CREATE TABLE tt (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+            "CREATE TABLE nt (id INT PRIMARY KEY AUTO_INCREMENT, v INT) ENGINE=MyISAM",
+        ],
+    )
+    .await;
+    let (file, _) = master_status(&mut conn).await;
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut rollbacks_to = 0;
+    // Inserted keys are never reused, so a change that never happened cannot be hidden by a
+    // later one: an insert leaves an extra row, an update a wrong value.
+    let mut next = 0;
+    for t in 0..300 {
+        let mut sql = vec!["START TRANSACTION".to_string()];
+        for _ in 0..rng.usize(2..14) {
+            let id = rng.i32(0..next.max(1));
+            sql.push(match rng.u8(0..10) {
+                0..=3 => {
+                    next += 1;
+                    format!("INSERT INTO tt VALUES ({next}, {t})")
+                }
+                4 => format!("DELETE FROM tt WHERE id = {id}"),
+                5 => format!("UPDATE tt SET v = v + 7 WHERE id = {id}"),
+                6 => "INSERT INTO nt (v) VALUES (1)".into(),
+                7 | 8 => format!("SAVEPOINT `s{}`", rng.u8(0..3)),
+                _ => format!("ROLLBACK TO SAVEPOINT `s{}`", rng.u8(0..3)),
+            });
+        }
+        sql.push(
+            if rng.u8(0..10) == 0 {
+                "ROLLBACK"
+            } else {
+                "COMMIT"
+            }
+            .into(),
+        );
+        for s in &sql {
+            // A rollback to a savepoint not set (or gone) is an error that leaves the
+            // transaction as it was.
+            match conn.query_drop(s).await {
+                Ok(()) => rollbacks_to += usize::from(s.starts_with("ROLLBACK TO")),
+                Err(e) if s.starts_with("ROLLBACK TO") => drop(e),
+                Err(e) => panic!("{s}: {e}"),
+            }
+        }
+    }
+    let (end_file, end) = master_status(&mut conn).await;
+    assert_eq!(file, end_file, "the binlog rotated during the test");
+    let datadir: String = conn.query_first("SELECT @@datadir").await.unwrap().unwrap();
+    let bytes = std::fs::read(Path::new(&datadir).join(&file)).unwrap();
+    let collations = sluice::source::mysql::collations(&mut conn).await.unwrap();
+    let table = TableId::new("sp", "tt");
+    let mut reader =
+        BinlogReader::new(&Position::new(file.clone(), 4), [table], collations, true).unwrap();
+    let mut rows: HashMap<i64, i64> = HashMap::new();
+    let mut apply = |changes: Vec<Change>| {
+        for c in changes {
+            let int = |v: &Value| match v {
+                Value::Int(i) => *i,
+                other => panic!("{other:?}"),
+            };
+            match (c.before, c.after) {
+                (_, Some(after)) => rows.insert(int(&after[0]), int(&after[1])),
+                (Some(before), None) => rows.remove(&int(&before[0])),
+                (None, None) => panic!("a change without images"),
+            };
+        }
+    };
+    for event in file::events(&bytes[..end as usize], true).unwrap() {
+        let (header, body) = event.unwrap();
+        match reader.on_event(&header, body).unwrap() {
+            Decoded::Changes(c) | Decoded::Transaction(c, _) => apply(c),
+            Decoded::Commit(_) | Decoded::Nothing => {}
+        }
+    }
+    let want: HashMap<i64, i64> = conn
+        .query::<(i64, i64), _>("SELECT id, v FROM tt")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        rollbacks_to > 30,
+        "only {rollbacks_to} rollbacks to a savepoint"
+    );
+    assert_eq!(
+        rows, want,
+        "the rows Sluice's changes leave, against SELECT"
+    );
+}
+
+/// The binlog file being written and its size.
+async fn master_status(conn: &mut Conn) -> (String, u64) {
+    let r: mysql_async::Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    (r.get(0).unwrap(), r.get(1).unwrap())
+}
+
 /// Runs the type matrix and a random workload in `db` (the connection's current database) on
 /// a fresh binlog file, decodes the file with Sluice and with `mariadb-binlog`, and compares
 /// every value. Returns how many rows events were compressed, of how many.
 async fn agrees_with_reference(conn: &mut Conn, db: &str) -> (usize, usize) {
     let db = db.to_string();
     exec(conn, &["SET SESSION sql_mode = ''", "FLUSH BINARY LOGS"]).await;
-    let (file, _): (String, u64) = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .map(|r: mysql_async::Row| (r.get(0).unwrap(), r.get(1).unwrap()))
-        .unwrap();
+    let (file, _) = master_status(conn).await;
 
     // The type matrix, then random work on three tables of mixed types.
     for (table, definition, rows, changes) in FAMILIES {
@@ -214,12 +328,7 @@ async fn agrees_with_reference(conn: &mut Conn, db: &str) -> (usize, usize) {
         changed += mix_transaction(conn, &mut rng, &mut next_id).await;
         changed += workload.transaction(conn, 10).await;
     }
-    let (end_file, end): (String, u64) = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .map(|r: mysql_async::Row| (r.get(0).unwrap(), r.get(1).unwrap()))
-        .unwrap();
+    let (end_file, end) = master_status(conn).await;
     assert_eq!(file, end_file, "the binlog rotated during the test");
     let datadir: String = conn.query_first("SELECT @@datadir").await.unwrap().unwrap();
     let path = Path::new(&datadir).join(&file);
@@ -261,7 +370,9 @@ async fn agrees_with_reference(conn: &mut Conn, db: &str) -> (usize, usize) {
             166..=171 => (compressed, rows_events) = (compressed + 1, rows_events + 1),
             _ => {}
         }
-        if let Decoded::Changes(changes) = reader.on_event(&header, body).unwrap() {
+        if let Decoded::Changes(changes) | Decoded::Transaction(changes, _) =
+            reader.on_event(&header, body).unwrap()
+        {
             ours.extend(changes);
         }
     }

@@ -597,6 +597,13 @@ pub enum QueryKind {
     Commit,
     /// `ROLLBACK`: the changes of non-transactional tables before it did happen.
     Rollback,
+    /// `SAVEPOINT name` inside a transaction.
+    Savepoint(String),
+    /// `ROLLBACK [WORK] TO [SAVEPOINT] name`: the transaction's changes since that savepoint
+    /// are undone and the transaction goes on. The server logs it (with those changes before
+    /// it) when the transaction also changed a non-transactional table; otherwise it drops
+    /// the undone changes from the binlog itself.
+    RollbackToSavepoint(String),
     /// `XA START xid`: MySQL's first statement of an XA transaction.
     XaStart(Xid),
     /// `XA COMMIT xid`; with `ONE PHASE`, the end of the XA transaction it is written in.
@@ -686,7 +693,24 @@ pub fn classify_query(text: &[u8]) -> QueryKind {
     match first.as_str() {
         "BEGIN" => QueryKind::Begin,
         "COMMIT" => QueryKind::Commit,
-        "ROLLBACK" => QueryKind::Rollback,
+        "SAVEPOINT" => QueryKind::Savepoint(savepoint_name(words.collect())),
+        "ROLLBACK" => {
+            let rest: Vec<&str> = words.collect();
+            let rest = match rest.first().map(|w| w.to_ascii_uppercase()) {
+                Some(w) if w == "WORK" => &rest[1..],
+                _ => &rest[..],
+            };
+            match rest.split_first() {
+                Some((to, name)) if to.eq_ignore_ascii_case("TO") => {
+                    let name = match name.split_first() {
+                        Some((w, n)) if w.eq_ignore_ascii_case("SAVEPOINT") => n,
+                        _ => name,
+                    };
+                    QueryKind::RollbackToSavepoint(savepoint_name(name.to_vec()))
+                }
+                _ => QueryKind::Rollback,
+            }
+        }
         "XA" => {
             let verb = words.next().unwrap_or("").to_ascii_uppercase();
             let rest: Vec<&str> = words.collect();
@@ -703,6 +727,18 @@ pub fn classify_query(text: &[u8]) -> QueryKind {
     }
 }
 
+/// A savepoint's name as SAVEPOINT and ROLLBACK TO name it: backquotes removed, compared
+/// without case as the server does.
+fn savepoint_name(words: Vec<&str>) -> String {
+    let name = words.join(" ");
+    let name = name.trim();
+    let name = name
+        .strip_prefix('`')
+        .and_then(|n| n.strip_suffix('`'))
+        .unwrap_or(name);
+    name.replace("``", "`").to_lowercase()
+}
+
 /// A MariaDB GTID event: the start of a transaction or of a standalone statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MariadbGtid {
@@ -712,6 +748,9 @@ pub struct MariadbGtid {
     pub domain: u32,
     /// No BEGIN/COMMIT follow: the next statement is the whole transaction (DDL).
     pub standalone: bool,
+    /// Only transactional engines were written by the transaction: its group cannot end in
+    /// ROLLBACK or hold a ROLLBACK TO SAVEPOINT.
+    pub transactional: bool,
     /// The XA transaction whose prepared part this group is.
     pub prepares: Option<Xid>,
 }
@@ -720,6 +759,7 @@ pub struct MariadbGtid {
 pub fn parse_mariadb_gtid(body: &[u8]) -> Result<MariadbGtid, DecodeError> {
     const FL_STANDALONE: u8 = 1;
     const FL_GROUP_COMMIT_ID: u8 = 2;
+    const FL_TRANSACTIONAL: u8 = 4;
     const FL_PREPARED_XA: u8 = 64;
     const FL_COMPLETED_XA: u8 = 128;
     let mut c = Cursor::new(body);
@@ -739,6 +779,7 @@ pub fn parse_mariadb_gtid(body: &[u8]) -> Result<MariadbGtid, DecodeError> {
         seq,
         domain,
         standalone: flags & FL_STANDALONE != 0,
+        transactional: flags & FL_TRANSACTIONAL != 0,
         prepares,
     })
 }
@@ -1073,9 +1114,18 @@ mod tests {
     fn classifies_transaction_statements() {
         assert_eq!(classify_query(b"BEGIN"), QueryKind::Begin);
         assert_eq!(classify_query(b"  commit"), QueryKind::Commit);
+        assert_eq!(classify_query(b"ROLLBACK"), QueryKind::Rollback);
+        assert_eq!(classify_query(b"rollback work"), QueryKind::Rollback);
+        let to = |n: &str| QueryKind::RollbackToSavepoint(n.into());
+        assert_eq!(classify_query(b"ROLLBACK TO SAVEPOINT x"), to("x"));
+        assert_eq!(classify_query(b"ROLLBACK TO `S1`"), to("s1"));
         assert_eq!(
-            classify_query(b"ROLLBACK TO SAVEPOINT x"),
-            QueryKind::Rollback
+            classify_query(b"rollback work to savepoint `a b`"),
+            to("a b")
+        );
+        assert_eq!(
+            classify_query(b"SAVEPOINT `s``1`"),
+            QueryKind::Savepoint("s`1".into())
         );
         assert_eq!(classify_query(b"ALTER TABLE t ADD c INT"), QueryKind::Other);
         assert_eq!(classify_query(b"BEGINNING"), QueryKind::Other);

@@ -16,6 +16,7 @@ pub mod json_diff;
 pub mod payload;
 mod row_events;
 pub mod rows;
+mod savepoint;
 mod stream_position;
 pub mod table_map;
 pub mod xa;
@@ -101,6 +102,8 @@ pub struct BinlogReader {
     include_query: bool,
     /// XA transactions prepared and not yet committed or rolled back.
     xa: xa::XaTransactions,
+    /// Savepoints of the transaction being read, and the changes held since the first.
+    savepoints: savepoint::Savepoints,
     /// Events of types unknown to Sluice that the server flagged ignorable.
     ignored: u64,
     /// Rows events of tables not captured, skipped without decoding.
@@ -153,6 +156,7 @@ impl BinlogReader {
             packed: None,
             include_query: false,
             xa: xa::XaTransactions::default(),
+            savepoints: savepoint::Savepoints::default(),
             ignored: 0,
             filtered: 0,
             ddl: 0,
@@ -227,6 +231,10 @@ impl BinlogReader {
                 let g = event::parse_mariadb_gtid(body).map_err(decode)?;
                 let gtid = format!("{}-{}-{}", g.domain, h.server_id, g.seq);
                 self.at.start_group(Some(Arc::from(gtid)), None);
+                // A group that also wrote a non-transactional table may end in ROLLBACK.
+                if !g.standalone && !g.transactional {
+                    self.savepoints.hold_group();
+                }
                 self.at.group_start = event_start(h);
                 self.at.pending_gtid = Some(PendingGtid::MariaDb {
                     domain: g.domain,
@@ -272,12 +280,32 @@ impl BinlogReader {
                         Ok(Decoded::Nothing)
                     }
                     QueryKind::XaCommit(_, true) if self.xa.is_open() => {
+                        let held = self.savepoints.take();
+                        self.xa.hold(held);
                         let changes = self.xa.commit_open();
                         Ok(Decoded::Transaction(changes, self.commit_position(h)))
                     }
                     QueryKind::XaCommit(xid, _) => self.xa_commit(h, &xid),
                     QueryKind::XaRollback(xid) => {
                         self.xa.rollback(&xid);
+                        self.commit(h)
+                    }
+                    QueryKind::Savepoint(name) => {
+                        if self.at.in_transaction {
+                            self.savepoints.set(name);
+                        }
+                        Ok(Decoded::Nothing)
+                    }
+                    QueryKind::RollbackToSavepoint(name) => {
+                        self.savepoints
+                            .rollback_to(&name)
+                            .map_err(|e| self.error(h, e))?;
+                        Ok(Decoded::Nothing)
+                    }
+                    // What the group held never happened (changes read before were not held:
+                    // their group could not be rolled back).
+                    QueryKind::Rollback => {
+                        drop(self.savepoints.take());
                         self.commit(h)
                     }
                     QueryKind::Other if self.at.in_transaction => Ok(Decoded::Nothing),
@@ -306,14 +334,22 @@ impl BinlogReader {
             kind::XID => self.commit(h),
             kind::XA_PREPARE => {
                 let (one_phase, _) = event::parse_xa_prepare(body).map_err(decode)?;
+                // What savepoints held belongs to the prepared part (given back only if no
+                // prepared part is open, when nothing of this group was held either).
+                let held = self.savepoints.take();
+                let mut unheld = self.xa.hold(held).unwrap_or_default();
                 if one_phase {
-                    let changes = self.xa.commit_open();
-                    return Ok(Decoded::Transaction(changes, self.commit_position(h)));
+                    unheld.extend(self.xa.commit_open());
+                    return Ok(Decoded::Transaction(unheld, self.commit_position(h)));
                 }
                 // The prepared part is complete: held until its outcome, its GTID executed.
                 self.xa.prepared();
                 self.at.end_group();
-                Ok(Decoded::Nothing)
+                Ok(if unheld.is_empty() {
+                    Decoded::Nothing
+                } else {
+                    Decoded::Changes(unheld)
+                })
             }
             kind::MYSQL_GTID | kind::MYSQL_GTID_TAGGED => {
                 let (uuid, tag, gno) = if h.event_type == kind::MYSQL_GTID {
@@ -431,8 +467,15 @@ impl BinlogReader {
         Ok(Decoded::Transaction(changes, self.commit_position(h)))
     }
 
+    /// The transaction ends: what savepoints held goes out with its commit.
     fn commit(&mut self, h: &EventHeader) -> Result<Decoded, BinlogError> {
-        Ok(Decoded::Commit(self.commit_position(h)))
+        let held = self.savepoints.take();
+        let at = self.commit_position(h);
+        Ok(if held.is_empty() {
+            Decoded::Commit(at)
+        } else {
+            Decoded::Transaction(held, at)
+        })
     }
 
     /// XA COMMIT of a prepared part: its changes, at versions of this commit group.
@@ -624,9 +667,7 @@ mod tests {
     #[test]
     fn changes_are_numbered_in_their_transaction_and_carry_its_statement() {
         let mut r = reader().with_queries(true);
-        let mut gtid = 5u64.to_le_bytes().to_vec();
-        gtid.extend_from_slice(&0u32.to_le_bytes());
-        gtid.push(0);
+        let gtid = mariadb_gtid(5, 0);
         r.on_event(&header(kind::MARIADB_GTID, 100, 42), &gtid)
             .unwrap();
         r.on_event(
@@ -975,7 +1016,8 @@ mod tests {
     fn mariadb_gtid(seq: u64, xa: u8) -> Vec<u8> {
         let mut b = seq.to_le_bytes().to_vec();
         b.extend_from_slice(&0u32.to_le_bytes());
-        b.push(xa | u8::from(xa == 128));
+        // FL_TRANSACTIONAL (4): an InnoDB transaction's group.
+        b.push(xa | 4 | u8::from(xa == 128));
         if xa != 0 {
             b.extend_from_slice(&1u32.to_le_bytes());
             b.extend_from_slice(&[1, 0, b'x']);

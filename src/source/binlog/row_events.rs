@@ -237,7 +237,11 @@ impl BinlogReader {
             *p = counted;
         }
         self.at.place_in_transaction(&mut changes);
-        // An XA transaction's prepared changes wait for its commit.
+        // Changes after a savepoint wait for the transaction's end (a ROLLBACK TO may undo
+        // them), an XA transaction's prepared changes for its commit.
+        let Some(changes) = self.savepoints.hold(changes) else {
+            return Ok(Decoded::Nothing);
+        };
         Ok(match self.xa.hold(changes) {
             Some(changes) => Decoded::Changes(changes),
             None => Decoded::Nothing,
