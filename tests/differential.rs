@@ -289,16 +289,6 @@ async fn rolled_back_savepoints_leave_no_changes() {
     );
 }
 
-/// The binlog file being written and its size.
-async fn master_status(conn: &mut Conn) -> (String, u64) {
-    let r: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .unwrap();
-    (r.get(0).unwrap(), r.get(1).unwrap())
-}
-
 /// Runs the type matrix and a random workload in `db` (the connection's current database) on
 /// a fresh binlog file, decodes the file with Sluice and with `mariadb-binlog`, and compares
 /// every value. Returns how many rows events were compressed, of how many.

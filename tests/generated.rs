@@ -116,15 +116,6 @@ async fn catalog(conn: &mut Conn) -> Catalog {
     }
 }
 
-async fn master_status(conn: &mut Conn) -> (String, u64) {
-    let row: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .unwrap();
-    (row.get(0).unwrap(), row.get(1).unwrap())
-}
-
 /// A table's rows as `SELECT` returns them at the end of an epoch (the time between two
 /// ALTERs): canonical text per column, keyed by the key's canonical text.
 struct Epoch {

@@ -217,6 +217,16 @@ pub async fn fresh(name: &str, tables: &[&str]) -> (Conn, Setup) {
     (conn, setup)
 }
 
+/// The binlog file the server writes and its size (`SHOW MASTER STATUS`).
+pub async fn master_status(conn: &mut Conn) -> (String, u64) {
+    let row: mysql_async::Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    (row.get(0).unwrap(), row.get(1).unwrap())
+}
+
 /// Runs statements in order.
 pub async fn exec(conn: &mut Conn, sql: &[&str]) {
     for s in sql {
