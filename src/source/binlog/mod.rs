@@ -286,8 +286,11 @@ impl BinlogReader {
                         Ok(Decoded::Transaction(changes, self.commit_position(h)))
                     }
                     QueryKind::XaCommit(xid, _) => self.xa_commit(h, &xid),
+                    // What the XA transaction held, and any savepoint hold of its group,
+                    // never happened.
                     QueryKind::XaRollback(xid) => {
                         self.xa.rollback(&xid);
+                        drop(self.savepoints.take());
                         self.commit(h)
                     }
                     QueryKind::Savepoint(name) => {
@@ -302,8 +305,9 @@ impl BinlogReader {
                             .map_err(|e| self.error(h, e))?;
                         Ok(Decoded::Nothing)
                     }
-                    // What the group held never happened (changes read before were not held:
-                    // their group could not be rolled back).
+                    // What the group held never happened. On MariaDB a group that can end
+                    // here is held whole; on MySQL only what followed a SAVEPOINT is
+                    // (docs/design.md, "Transactions").
                     QueryKind::Rollback => {
                         drop(self.savepoints.take());
                         self.commit(h)
@@ -483,6 +487,10 @@ impl BinlogReader {
         let Some(mut changes) = self.xa.commit(xid) else {
             return self.commit(h);
         };
+        // The commit group holds no rows; this ends any hold its GTID event started.
+        let held = self.savepoints.take();
+        debug_assert!(held.is_empty(), "rows in an XA COMMIT group");
+        changes.extend(held);
         xa::versions_at_commit(
             &mut changes,
             self.at.file_seq,
@@ -1032,6 +1040,38 @@ mod tests {
         }
         b.push(b'x');
         b
+    }
+
+    #[test]
+    fn an_xa_part_rolled_back_before_its_prepare_publishes_nothing_and_holds_nothing_after() {
+        let mut r = reader();
+        let tm = table_map();
+        let feed = |r: &mut BinlogReader, t: u8, end: u32, body: &[u8]| {
+            r.on_event(&header(t, end, 19 + body.len() as u32), body)
+                .unwrap()
+        };
+        // MySQL's form, with a savepoint: XA START, rows, XA END, XA ROLLBACK in one group.
+        feed(&mut r, kind::QUERY, 200, &query("XA START X'78',X'',1"));
+        feed(&mut r, kind::QUERY, 250, &query("SAVEPOINT `s`"));
+        feed(&mut r, kind::TABLE_MAP, 300, &tm);
+        let write = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a"))]);
+        assert!(matches!(
+            feed(&mut r, kind::WRITE_ROWS_V1, 400, &write),
+            Decoded::Nothing
+        ));
+        feed(&mut r, kind::QUERY, 500, &query("XA END X'78',X'',1"));
+        assert!(matches!(
+            feed(&mut r, kind::QUERY, 600, &query("XA ROLLBACK X'78',X'',1")),
+            Decoded::Commit(_)
+        ));
+        // The next transaction is neither held nor lost.
+        feed(&mut r, kind::MARIADB_GTID, 700, &mariadb_gtid(6, 0));
+        feed(&mut r, kind::TABLE_MAP, 800, &tm);
+        let other = rows_event(kind::WRITE_ROWS_V1, &[row(2, Some("b"))]);
+        let Decoded::Changes(c) = feed(&mut r, kind::WRITE_ROWS_V1, 900, &other) else {
+            panic!("the next transaction's changes were held")
+        };
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

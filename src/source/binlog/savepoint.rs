@@ -8,13 +8,19 @@
 //! event does not flag it transactional. A ROLLBACK TO drops the ones held since its
 //! savepoint, a ROLLBACK all the held ones: they never happened.
 
+use std::collections::HashMap;
+
 use crate::model::Change;
 
 /// The savepoints of the transaction being read and the changes held since the first one.
 #[derive(Debug, Default)]
 pub struct Savepoints {
-    /// Savepoint names with the number of held changes when each was set, oldest first.
-    marks: Vec<(String, usize)>,
+    /// Savepoints, oldest first: name and the number of held changes when it was set; `None`
+    /// for one set again later. RELEASE SAVEPOINT is not logged and ORMs name every savepoint
+    /// anew, so this only grows within a transaction: lookups go through `by_name`.
+    marks: Vec<(Option<String>, usize)>,
+    /// Index in `marks` of each live savepoint.
+    by_name: HashMap<String, usize>,
     /// The group's changes are held from its start.
     whole_group: bool,
     held: Vec<Change>,
@@ -23,8 +29,10 @@ pub struct Savepoints {
 impl Savepoints {
     /// SAVEPOINT `name`: a savepoint of the same name moves here.
     pub fn set(&mut self, name: String) {
-        self.marks.retain(|(n, _)| *n != name);
-        self.marks.push((name, self.held.len()));
+        if let Some(old) = self.by_name.insert(name.clone(), self.marks.len()) {
+            self.marks[old].0 = None;
+        }
+        self.marks.push((Some(name), self.held.len()));
     }
 
     /// A group that may end in ROLLBACK starts: its changes are held from here.
@@ -45,21 +53,26 @@ impl Savepoints {
     /// after it; the savepoint itself stays. An error names a savepoint this transaction did
     /// not set in the binlog read.
     pub fn rollback_to(&mut self, name: &str) -> Result<(), String> {
-        let Some(i) = self.marks.iter().rposition(|(n, _)| n == name) else {
+        let Some(&i) = self.by_name.get(name) else {
             return Err(format!(
-                "ROLLBACK TO SAVEPOINT {name} without its SAVEPOINT in the transaction read: \
-                 the undone changes cannot be told apart; re-snapshot the tables the \
-                 transaction changed (sluice snapshot --table)"
+                "ROLLBACK TO SAVEPOINT {name} names no savepoint of its transaction in the \
+                 binlog, so the changes it undid cannot be told apart: this is a bug in Sluice's \
+                 reading of savepoint names; report it with this position"
             ));
         };
         self.held.truncate(self.marks[i].1);
-        self.marks.truncate(i + 1);
+        for (gone, _) in self.marks.drain(i + 1..) {
+            if let Some(gone) = gone {
+                self.by_name.remove(&gone);
+            }
+        }
         Ok(())
     }
 
     /// The group ends in a commit: the changes held, in binlog order; nothing is held after.
     pub fn take(&mut self) -> Vec<Change> {
         self.marks.clear();
+        self.by_name.clear();
         self.whole_group = false;
         std::mem::take(&mut self.held)
     }

@@ -90,6 +90,12 @@ impl XaTransactions {
     /// XA ROLLBACK: the prepared part never happened.
     pub fn rollback(&mut self, xid: &Xid) {
         self.prepared.retain(|p| p.xid != *xid);
+        // Rolled back before its PREPARE (MySQL logs such a part when it wrote a
+        // non-transactional table): the open part goes too, or the next transaction's
+        // changes would be held in it.
+        if self.open.as_ref().is_some_and(|p| p.xid == *xid) {
+            self.open = None;
+        }
     }
 
     /// The earliest position a restart may resume from while prepared parts are pending.
