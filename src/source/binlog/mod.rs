@@ -1042,24 +1042,31 @@ mod tests {
         b
     }
 
+    /// An XA part's row 1 (table map at 300, row at 400, held) and its XA END at 500.
+    fn xa_part_row(r: &mut BinlogReader) {
+        feed(r, kind::TABLE_MAP, 300, &table_map());
+        let write = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a"))]);
+        assert!(matches!(
+            feed(r, kind::WRITE_ROWS_V1, 400, &write),
+            Decoded::Nothing
+        ));
+        feed(r, kind::QUERY, 500, &query("XA END X'78',X'',1"));
+    }
+
+    /// Feeds one event ending at `end`.
+    fn feed(r: &mut BinlogReader, t: u8, end: u32, body: &[u8]) -> Decoded {
+        r.on_event(&header(t, end, 19 + body.len() as u32), body)
+            .unwrap()
+    }
+
     #[test]
     fn an_xa_part_rolled_back_before_its_prepare_publishes_nothing_and_holds_nothing_after() {
         let mut r = reader();
         let tm = table_map();
-        let feed = |r: &mut BinlogReader, t: u8, end: u32, body: &[u8]| {
-            r.on_event(&header(t, end, 19 + body.len() as u32), body)
-                .unwrap()
-        };
         // MySQL's form, with a savepoint: XA START, rows, XA END, XA ROLLBACK in one group.
         feed(&mut r, kind::QUERY, 200, &query("XA START X'78',X'',1"));
         feed(&mut r, kind::QUERY, 250, &query("SAVEPOINT `s`"));
-        feed(&mut r, kind::TABLE_MAP, 300, &tm);
-        let write = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a"))]);
-        assert!(matches!(
-            feed(&mut r, kind::WRITE_ROWS_V1, 400, &write),
-            Decoded::Nothing
-        ));
-        feed(&mut r, kind::QUERY, 500, &query("XA END X'78',X'',1"));
+        xa_part_row(&mut r);
         assert!(matches!(
             feed(&mut r, kind::QUERY, 600, &query("XA ROLLBACK X'78',X'',1")),
             Decoded::Commit(_)
@@ -1078,20 +1085,10 @@ mod tests {
     fn xa_changes_wait_for_their_commit_and_a_restart_reads_them_again() {
         let mut r = reader();
         let tm = table_map();
-        let feed = |r: &mut BinlogReader, t: u8, end: u32, body: &[u8]| {
-            r.on_event(&header(t, end, 19 + body.len() as u32), body)
-                .unwrap()
-        };
         // The prepared part: held, and the resume point stays before it.
         feed(&mut r, kind::MARIADB_GTID, 150, &mariadb_gtid(5, 64));
         let prepared_at = 150 - 19 - mariadb_gtid(5, 64).len() as u32;
-        feed(&mut r, kind::TABLE_MAP, 300, &tm);
-        let write = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a"))]);
-        assert!(matches!(
-            feed(&mut r, kind::WRITE_ROWS_V1, 400, &write),
-            Decoded::Nothing
-        ));
-        feed(&mut r, kind::QUERY, 500, &query("XA END X'78',X'',1"));
+        xa_part_row(&mut r);
         assert!(matches!(
             feed(&mut r, kind::XA_PREPARE, 550, &xa_prepare()),
             Decoded::Nothing
@@ -1123,6 +1120,7 @@ mod tests {
         // A prepared part rolled back never happened.
         feed(&mut r, kind::MARIADB_GTID, 1100, &mariadb_gtid(8, 64));
         feed(&mut r, kind::TABLE_MAP, 1200, &tm);
+        let write = rows_event(kind::WRITE_ROWS_V1, &[row(1, Some("a"))]);
         assert!(matches!(
             feed(&mut r, kind::WRITE_ROWS_V1, 1300, &write),
             Decoded::Nothing
