@@ -280,9 +280,8 @@ impl BinlogReader {
                         Ok(Decoded::Nothing)
                     }
                     QueryKind::XaCommit(_, true) if self.xa.is_open() => {
-                        let held = self.savepoints.take();
-                        self.xa.hold(held);
-                        let changes = self.xa.commit_open();
+                        let mut changes = self.savepoints_into_xa();
+                        changes.extend(self.xa.commit_open());
                         Ok(Decoded::Transaction(changes, self.commit_position(h)))
                     }
                     QueryKind::XaCommit(xid, _) => self.xa_commit(h, &xid),
@@ -338,10 +337,7 @@ impl BinlogReader {
             kind::XID => self.commit(h),
             kind::XA_PREPARE => {
                 let (one_phase, _) = event::parse_xa_prepare(body).map_err(decode)?;
-                // What savepoints held belongs to the prepared part (given back only if no
-                // prepared part is open, when nothing of this group was held either).
-                let held = self.savepoints.take();
-                let mut unheld = self.xa.hold(held).unwrap_or_default();
+                let mut unheld = self.savepoints_into_xa();
                 if one_phase {
                     unheld.extend(self.xa.commit_open());
                     return Ok(Decoded::Transaction(unheld, self.commit_position(h)));
@@ -469,6 +465,13 @@ impl BinlogReader {
         let mut changes = vec![change];
         self.at.place_in_transaction(&mut changes);
         Ok(Decoded::Transaction(changes, self.commit_position(h)))
+    }
+
+    /// What savepoints held belongs to the XA part being read; given back only if none is
+    /// open.
+    fn savepoints_into_xa(&mut self) -> Vec<Change> {
+        let held = self.savepoints.take();
+        self.xa.hold(held).unwrap_or_default()
     }
 
     /// The transaction ends: what savepoints held goes out with its commit.
