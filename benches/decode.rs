@@ -176,7 +176,8 @@ fn sluice_values(row: &[Value]) -> Vec<V> {
         .map(|v| match v {
             Value::Int(i) => V::I(*i),
             Value::UInt(u) => V::I(*u as i64),
-            Value::Decimal(s) | Value::String(s) => V::S(s.clone()),
+            Value::Decimal(d) => V::S(d.to_string()),
+            Value::String(s) => V::S(s.clone()),
             Value::DateTime(us) => V::Micros(*us),
             other => V::S(format!("{other:?}")),
         })

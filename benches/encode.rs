@@ -19,7 +19,8 @@ use sluice::load::bulk::{self, Action};
 use sluice::load::document::Options;
 use sluice::load::plan::{KeyPlan, ValuePlan};
 use sluice::model::{
-    Change, Column, ColumnType, Op, Origin, SourceInfo, TableId, TableSchema, Value, Version,
+    Change, Column, ColumnType, Decimal, Op, Origin, SourceInfo, TableId, TableSchema, Value,
+    Version,
 };
 
 fn orders() -> TableSchema {
@@ -57,7 +58,7 @@ fn row(status: &str) -> Vec<Value> {
         Value::Int(123_456),
         Value::Int(42),
         Value::String(status.into()),
-        Value::Decimal("1234.56".into()),
+        Value::Decimal(Decimal::from_unscaled(123_456, 2)),
         Value::Int(3),
         Value::String("order 123456 – gift wrap ✓".into()),
         Value::Date(19_876),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 use sluice::model::{
-    Change, Column, ColumnType, Op, Position, TableId, TableSchema, Value, format_uuid,
+    Change, Column, ColumnType, Decimal, Op, Position, TableId, TableSchema, Value, format_uuid,
 };
 use sluice::source::binlog::cursor::Cursor;
 use sluice::source::binlog::event::{self, Flavor, kind};
@@ -374,7 +374,8 @@ fn spelled(ty: &ColumnType, v: &Value) -> String {
         }
         (_, Value::Int(i)) => i.to_string(),
         (_, Value::UInt(u)) => u.to_string(),
-        (_, Value::Decimal(s) | Value::String(s)) => s.clone(),
+        (_, Value::Decimal(d)) => d.to_string(),
+        (_, Value::String(s)) => s.clone(),
         (_, Value::Float(f)) => f.to_string(),
         (_, Value::Double(d)) => d.to_string(),
         (_, Value::Bits(b)) => format!("bits:{b}"),
@@ -847,9 +848,10 @@ fn single_values_and_events_of_peers_decode_as_they_assert() {
             ColumnType::Decimal { precision, scale },
             &hex(v["hex"].as_str().unwrap()),
         );
+        let expect = v["expect"].as_str().unwrap();
         assert_eq!(
             got,
-            Value::Decimal(v["expect"].as_str().unwrap().into()),
+            Value::Decimal(Decimal::parse(expect, scale).unwrap()),
             "{v}"
         );
     }

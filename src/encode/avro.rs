@@ -119,11 +119,15 @@ fn write_value(out: &mut Vec<u8>, col: &Column, v: &Value) -> Result<(), ValueEr
             write_bytes(out, minimal_twos_complement(&i128::from(*u).to_be_bytes()));
         }
         (ColumnType::Integer { .. }, Value::Int(i)) => write_long(out, *i),
-        (ColumnType::Decimal { .. }, Value::Decimal(d)) => {
-            if !write_decimal(out, d) {
-                return Err(err(format!("{d:?} is not a decimal")));
+        (ColumnType::Decimal { .. }, Value::Decimal(d)) => match d.unscaled() {
+            Some(u) => write_bytes(out, minimal_twos_complement(&u.to_be_bytes())),
+            None => {
+                let text = d.to_string();
+                if !write_decimal(out, &text) {
+                    return Err(err(format!("{text:?} is not a decimal")));
+                }
             }
-        }
+        },
         (ColumnType::Float, Value::Float(f)) => out.extend_from_slice(&f.to_le_bytes()),
         (ColumnType::Double, Value::Double(d)) => out.extend_from_slice(&d.to_le_bytes()),
         (ColumnType::Bit { bits: 1 }, Value::Bits(b)) => out.push(u8::from(*b != 0)),
@@ -245,7 +249,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::encode::schema::table_avro;
-    use crate::model::{Op, SourceInfo, TableId, Version, time};
+    use crate::model::{Decimal, Op, SourceInfo, TableId, Version, time};
 
     pub(crate) fn sample_table() -> TableSchema {
         TableSchema {
@@ -473,8 +477,10 @@ pub(crate) mod tests {
             Value::Int(-7),
             Value::UInt(u64::MAX),
             Value::Int(-8_388_608),
-            Value::Decimal(format!("-{}.{}", "1".repeat(35), "2".repeat(30))),
-            Value::Decimal("-0.50".into()),
+            Value::Decimal(
+                Decimal::parse(&format!("-{}.{}", "1".repeat(35), "2".repeat(30)), 30).unwrap(),
+            ),
+            Value::Decimal(Decimal::from_unscaled(-50, 2)),
             Value::String("héllo 🌊".into()),
             Value::Null,
             Value::DateTime(time::micros_from_civil(2024, 2, 29, 23, 59, 58, 123_456)),

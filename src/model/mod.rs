@@ -3,6 +3,7 @@
 
 mod change;
 mod checkpoint;
+mod decimal;
 mod gtid;
 mod position;
 mod table;
@@ -11,6 +12,7 @@ mod value;
 
 pub use change::{Change, Op, Origin, SourceEvent, SourceInfo, TxPosition};
 pub use checkpoint::{Checkpoint, SnapshotProgress, WindowProgress};
+pub use decimal::Decimal;
 pub use gtid::{DomainGtids, GtidSet, GtidState, format_uuid};
 pub use position::{Position, Version, binlog_file_sequence};
 pub use table::{Column, ColumnType, TableId, TableSchema, column_indices};

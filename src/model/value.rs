@@ -2,9 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Decimal;
+
 /// `bytes` as UTF-8 text, if they are. Most column values are short ASCII, which a word-wise
 /// check clears in a fraction of the instructions of `std::str::from_utf8` (byte by byte
 /// unless two aligned words are left); simdutf8 checks the rest (SIMD from 64 bytes).
+#[inline]
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
         // SAFETY: ASCII is valid UTF-8.
@@ -23,9 +26,8 @@ pub enum Value {
     Int(i64),
     /// BIGINT UNSIGNED.
     UInt(u64),
-    /// Exact decimal text, `-?digits[.digits]` with exactly the column's scale digits after
-    /// the point and no leading zeros: it is what MySQL itself prints.
-    Decimal(String),
+    /// DECIMAL, exact.
+    Decimal(Decimal),
     /// FLOAT.
     Float(f32),
     /// DOUBLE.

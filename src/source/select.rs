@@ -7,7 +7,7 @@ use mysql_async::prelude::*;
 
 use super::SourceError;
 use super::mysql::{query_error, quote};
-use crate::model::{ColumnType, Row, TableSchema, Value, WindowProgress, time};
+use crate::model::{ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, time};
 
 /// Whether the key's order in the database can be paged through with typed bounds: types
 /// whose comparison with a parameter is the order the index sorts them in.
@@ -131,7 +131,8 @@ fn param(v: &Value) -> mysql_async::Value {
         Value::UInt(u) | Value::Bits(u) => V::UInt(*u),
         Value::Float(f) => V::Float(*f),
         Value::Double(d) => V::Double(*d),
-        Value::Decimal(s) | Value::String(s) => V::Bytes(s.clone().into_bytes()),
+        Value::Decimal(d) => V::Bytes(d.to_string().into_bytes()),
+        Value::String(s) => V::Bytes(s.clone().into_bytes()),
         Value::Bytes(b) => V::Bytes(b.clone()),
         Value::Geometry { wkb, .. } => V::Bytes(wkb.clone()),
         // Vectors cannot be indexed, so never key a table.
@@ -194,12 +195,12 @@ pub fn convert(
                 (ColumnType::Integer { .. }, V::UInt(u)) => {
                     Value::Int(i64::try_from(u).map_err(|_| bad("integer out of range"))?)
                 }
-                (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => {
-                    let s = String::from_utf8(b).map_err(|_| bad("decimal is not text"))?;
-                    Value::Decimal(
-                        canonical_decimal(s, *scale).ok_or_else(|| bad("malformed decimal"))?,
-                    )
-                }
+                (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => Value::Decimal(
+                    std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|text| Decimal::parse(text, *scale))
+                        .ok_or_else(|| bad("malformed decimal"))?,
+                ),
                 (
                     ColumnType::Text | ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Json,
                     V::Bytes(b),
@@ -260,45 +261,6 @@ pub fn convert(
             })
         })
         .collect()
-}
-
-/// Checks MySQL's decimal text and normalises it to exactly `scale` fraction digits with no
-/// negative zero, the form the binlog decoder produces.
-fn canonical_decimal(s: String, scale: u8) -> Option<String> {
-    let (negative, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.as_str()),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !all_digits(int) || !all_digits(frac) || frac.len() > usize::from(scale) {
-        return None;
-    }
-    let trimmed = match int.trim_start_matches('0') {
-        "" => "0",
-        i => i,
-    };
-    let zero = trimmed == "0" && frac.bytes().all(|b| b == b'0');
-    // The server prints DECIMAL columns in this form already: keep its text, no copy.
-    let point = digits.contains('.');
-    if trimmed.len() == int.len()
-        && frac.len() == usize::from(scale)
-        && point == (scale > 0)
-        && !(negative && zero)
-    {
-        return Some(s);
-    }
-    let mut out = String::with_capacity(s.len() + usize::from(scale));
-    if negative && !zero {
-        out.push('-');
-    }
-    out.push_str(trimmed);
-    if scale > 0 {
-        out.push('.');
-        out.push_str(frac);
-        out.extend(std::iter::repeat_n('0', usize::from(scale) - frac.len()));
-    }
-    Some(out)
 }
 
 /// Selects the window's chunk: rows after the last key that match the filter.
@@ -393,25 +355,5 @@ mod tests {
             chunk_query(&by_double, &[], Some("a = 2"), None).0,
             "SELECT `v`, `a`, `b` FROM `db`.`t` WHERE (a = 2)"
         );
-    }
-
-    #[test]
-    fn decimals_take_the_binlog_decoders_form() {
-        assert_eq!(
-            canonical_decimal("-123.4500".into(), 4).as_deref(),
-            Some("-123.4500")
-        );
-        assert_eq!(canonical_decimal("5".into(), 2).as_deref(), Some("5.00"));
-        assert_eq!(
-            canonical_decimal("-0.00".into(), 2).as_deref(),
-            Some("0.00")
-        );
-        assert_eq!(canonical_decimal("007".into(), 0).as_deref(), Some("7"));
-        assert_eq!(canonical_decimal("1.234".into(), 2), None);
-        assert_eq!(canonical_decimal("1e5".into(), 2), None);
-        assert_eq!(canonical_decimal("".into(), 0), None);
-        assert_eq!(canonical_decimal("5.".into(), 0).as_deref(), Some("5"));
-        assert_eq!(canonical_decimal("-5.".into(), 0).as_deref(), Some("-5"));
-        assert_eq!(canonical_decimal("0.50".into(), 2).as_deref(), Some("0.50"));
     }
 }

@@ -224,7 +224,7 @@ fn same(ours: &Value, ty: &ColumnType, codec: Codec, theirs: &[u8]) -> bool {
                 _ => false,
             }
         }
-        (ColumnType::Decimal { .. }, Value::Decimal(d)) => *d == t,
+        (ColumnType::Decimal { .. }, Value::Decimal(d)) => d.to_string() == t,
         (ColumnType::Float, Value::Float(f)) => {
             format!("{:.5e}", f64::from(*f)).parse::<f64>().unwrap() == t.parse::<f64>().unwrap()
         }

@@ -194,7 +194,7 @@ fn opaque_value(field_type: u8, data: &[u8], out: &mut String) -> Result<(), Dec
             if precision == 0 || precision > 65 || scale > precision {
                 return Err(bad(format!("DECIMAL({precision},{scale})")));
             }
-            out.push_str(&decode_decimal(&mut c, precision, scale)?);
+            out.push_str(&decode_decimal(&mut c, precision, scale)?.to_string());
         }
         opaque::DATE | opaque::TIME | opaque::DATETIME | opaque::TIMESTAMP => {
             let packed = c.uint_le(8, "json temporal value")? as i64;
