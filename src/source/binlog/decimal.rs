@@ -156,8 +156,8 @@ fn too_many_digits(v: u64, width: usize) -> DecodeError {
     ))
 }
 
-/// [`decode_decimal`] of more than 18 digits: the unscaled value if it fits 63 bits, else
-/// the digits' text (DECIMAL allows 65 digits).
+/// [`decode_decimal`] of more than 18 digits (DECIMAL allows 65), through their digits:
+/// [`Decimal::from_digits`] picks the form.
 fn decode_wide(raw: &[u8], layout: Layout, scale: u8) -> Result<Decimal, DecodeError> {
     let mut groups = Groups::new(raw);
     let mut values = [(0usize, 0u64); MAX_GROUPS];
@@ -166,16 +166,9 @@ fn decode_wide(raw: &[u8], layout: Layout, scale: u8) -> Result<Decimal, DecodeE
         values[n] = (width, groups.next(width)?);
         n += 1;
     }
-    let values = &values[..n];
-    let magnitude = values.iter().try_fold(0i64, |acc, &(width, v)| {
-        acc.checked_mul(POW10[width] as i64)?.checked_add(v as i64)
-    });
-    if let Some(m) = magnitude {
-        return Ok(groups.signed(m, scale));
-    }
     let mut digits = [0u8; 72];
     let mut len = 0;
-    for &(width, v) in values {
+    for &(width, v) in &values[..n] {
         let mut v = v;
         for d in digits[len..len + width].iter_mut().rev() {
             *d = b'0' + (v % 10) as u8;

@@ -6,6 +6,8 @@
 //! then value entries (type, and an offset or, for small scalars, the value itself). Offsets
 //! count from the start of the object or array.
 
+use std::fmt::Write;
+
 use super::cursor::{Cursor, DecodeError};
 use super::decimal::decode_decimal;
 
@@ -102,7 +104,6 @@ fn value(t: u8, data: &[u8], out: &mut String, depth: usize) -> Result<(), Decod
 }
 
 fn push_display(out: &mut String, v: impl std::fmt::Display) {
-    use std::fmt::Write;
     let _ = write!(out, "{v}");
 }
 
@@ -194,7 +195,7 @@ fn opaque_value(field_type: u8, data: &[u8], out: &mut String) -> Result<(), Dec
             if precision == 0 || precision > 65 || scale > precision {
                 return Err(bad(format!("DECIMAL({precision},{scale})")));
             }
-            out.push_str(&decode_decimal(&mut c, precision, scale)?.to_string());
+            let _ = write!(out, "{}", decode_decimal(&mut c, precision, scale)?);
         }
         opaque::DATE | opaque::TIME | opaque::DATETIME | opaque::TIMESTAMP => {
             let packed = c.uint_le(8, "json temporal value")? as i64;
