@@ -1,5 +1,6 @@
 //! Kafka client settings and topic creation, shared by the publisher and the loader.
 
+use std::collections::HashSet;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{BaseProducer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -145,15 +147,37 @@ fn is_unreachable(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// One attempt at creating `topics`: `Ok(Err(reason))` when no broker answered in time.
+/// One attempt at creating those of `topics` the cluster lacks: `Ok(Err(reason))` when no
+/// broker answered in time.
 async fn create_topics(
     cfg: &KafkaConfig,
     topics: &[String],
 ) -> Result<Result<(), String>, KafkaSetupError> {
+    let failed = |topic: String, message: String| KafkaSetupError::CreateTopic {
+        topic,
+        brokers: cfg.brokers.clone(),
+        message,
+    };
+    // Topics that exist are not asked for: a cluster whose ACLs deny topic creation refuses
+    // CreateTopics even for them, and there the topics are created by whoever may.
+    let existing = match existing_topics(cfg).await? {
+        Ok(existing) => existing,
+        Err(KafkaError::MetadataFetch(code)) if is_unreachable(code) => {
+            return Ok(Err(code.to_string()));
+        }
+        Err(e) => {
+            let message = format!("listing the cluster's topics failed: {e}");
+            return Err(failed(topics.join(", "), message));
+        }
+    };
+    let missing: Vec<&String> = topics.iter().filter(|t| !existing.contains(*t)).collect();
+    if missing.is_empty() {
+        return Ok(Ok(()));
+    }
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .map_err(KafkaSetupError::Client)?;
-    let new: Vec<NewTopic<'_>> = topics
+    let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|t| {
             NewTopic::new(
@@ -167,15 +191,13 @@ async fn create_topics(
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(30)))
         .request_timeout(Some(Duration::from_secs(10)));
-    let failed = |topic: String, message: String| KafkaSetupError::CreateTopic {
-        topic,
-        brokers: cfg.brokers.clone(),
-        message,
-    };
     let results = match admin.create_topics(&new, &opts).await {
         Ok(results) => results,
         Err(KafkaError::AdminOp(code)) if is_unreachable(code) => return Ok(Err(code.to_string())),
-        Err(e) => return Err(failed(topics.join(", "), e.to_string())),
+        Err(e) => {
+            let names: Vec<&str> = missing.iter().map(|t| t.as_str()).collect();
+            return Err(failed(names.join(", "), e.to_string()));
+        }
     };
     for r in results {
         match r {
@@ -185,4 +207,27 @@ async fn create_topics(
         }
     }
     Ok(Ok(()))
+}
+
+/// The names of the topics the cluster has (those it reports without an error). Listing all
+/// topics, rather than asking for ours, keeps a broker with auto-creation from creating them
+/// with its own defaults.
+async fn existing_topics(
+    cfg: &KafkaConfig,
+) -> Result<KafkaResult<HashSet<String>>, KafkaSetupError> {
+    let client: BaseConsumer = client_config(cfg, &[])
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let listed = tokio::task::spawn_blocking(move || {
+        let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_string())
+            .collect())
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    Ok(listed)
 }

@@ -5,6 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::private::{PrivateServer, ROW_CDC, private_config};
+use common::registry::Broker;
+use common::topic_gate::TopicGate;
 use common::*;
 use mysql_async::prelude::*;
 
@@ -492,4 +494,81 @@ async fn a_read_only_or_full_state_directory_is_named_and_nothing_is_lost() {
     setup.assert_index_matches(&mut conn, "t", CATCH_UP).await;
     assert!(loader.terminate(PATIENCE).success(), "{}", loader.output());
     assert!(source.terminate(PATIENCE).success(), "{}", source.output());
+}
+
+/// A cluster whose ACLs deny topic creation (it refuses CreateTopics even for topics that
+/// exist): Sluice stops, naming the topic, the brokers and what to do; once someone allowed
+/// to has created the topics, it runs without asking for any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_refuses_topic_creation_is_named_and_topics_created_for_sluice_are_used() {
+    let broker_port = free_port();
+    let gate = TopicGate::start(broker_port);
+    let _broker = Broker::start_advertising(broker_port, gate.port);
+    let (mut conn, setup) = fresh("it_err_topics", &["t"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        ],
+    )
+    .await;
+    let brokers = format!("127.0.0.1:{}", gate.port);
+    let text = setup.config_text("").replace(
+        &format!("brokers = \"{}\"", stack().brokers),
+        &format!("brokers = \"{brokers}\""),
+    );
+    std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+
+    let mut refused = setup.start("all");
+    let status = refused.wait_exit(PATIENCE);
+    let out = refused.output();
+    assert!(!status.success(), "{out}");
+    let topic = setup.topic("t");
+    assert!(
+        out.contains(&format!(
+            "cannot create topic {topic}: TopicAuthorizationFailed (Broker: Topic authorization \
+             failed); check that the brokers at {brokers} are reachable and allow topic \
+             creation, or create the topic yourself"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+
+    gate.refuse(false);
+    let dead_letters = format!("{}.dlq", setup.prefix);
+    create_topics(&brokers, &[&topic, &dead_letters]).await;
+    gate.refuse(true);
+    let mut sluice = setup.start("all");
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO t VALUES (3, 'c')",
+            "DELETE FROM t WHERE id = 1",
+        ],
+    )
+    .await;
+    setup.assert_index_matches(&mut conn, "t", PATIENCE).await;
+    assert!(sluice.terminate(PATIENCE).success(), "{}", sluice.output());
+}
+
+/// Creates `topics` with three partitions, as an administrator would.
+async fn create_topics(brokers: &str, topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
 }

@@ -9,6 +9,7 @@ pub mod private;
 pub mod proxy;
 pub mod reference;
 pub mod registry;
+pub mod topic_gate;
 pub mod workload;
 
 use std::collections::BTreeMap;

@@ -31,33 +31,13 @@ impl FaultProxy {
     /// Starts forwarding a free port to `backend`. A connection whose backend does not
     /// answer is closed, as the backend itself would refuse it.
     pub fn start(backend: u16) -> FaultProxy {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let port = std_listener.local_addr().unwrap().port();
         let faults = Arc::new(Faults {
             cuts: watch::channel(0).0,
             stalled: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
         });
         let shared = faults.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    match listener.accept().await {
-                        Ok((client, _)) => {
-                            tokio::spawn(forward(client, backend, shared.clone()));
-                        }
-                        // Out of descriptors, say: try again shortly.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-            });
-        });
+        let port = listen(move |client| forward(client, backend, shared.clone()));
         FaultProxy { port, faults }
     }
 
@@ -81,6 +61,37 @@ impl FaultProxy {
         self.stall(false);
         self.delay(0);
     }
+}
+
+/// Listens on a free loopback port, returned, and runs `serve` on every connection, on a
+/// runtime of its own thread.
+pub fn listen<F, S>(serve: S) -> u16
+where
+    S: Fn(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            loop {
+                match listener.accept().await {
+                    Ok((client, _)) => {
+                        tokio::spawn(serve(client));
+                    }
+                    // Out of descriptors, say: try again shortly.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        });
+    });
+    port
 }
 
 async fn forward(client: TcpStream, backend: u16, faults: Arc<Faults>) {
