@@ -4,7 +4,8 @@
 //! source` until every row is acknowledged, into tansu `null://` (the fastest honest sink:
 //! the stage is measured against its own limit, not the broker's) and into the stack's SQLite
 //! broker (reported beside it); peak RSS and CPU by thread of the sluice process from /proc.
-//! Targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
+//! Then two such tables into `null://`, copied one at a time and two at once
+//! (`source.snapshot_parallelism`). Targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
 //! Sluice's own CPU per row), <= 100 MB.
 //!
 //! `scripts/stack.sh up && cargo bench --bench snapshot`; figures in docs/benchmarks.md.
@@ -69,6 +70,21 @@ fn main() {
                 conn.query_drop(sql).await.unwrap();
             }
         }
+        // The second table of the parallel runs: the same rows.
+        conn.query_drop("CREATE TABLE IF NOT EXISTS bench_snapshot.t2 LIKE bench_snapshot.t")
+            .await
+            .unwrap();
+        let copied: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM bench_snapshot.t2")
+            .await
+            .unwrap();
+        if copied != Some(ROWS) {
+            eprintln!("copying it into bench_snapshot.t2...");
+            conn.query_drop("TRUNCATE bench_snapshot.t2").await.unwrap();
+            conn.query_drop("INSERT INTO bench_snapshot.t2 SELECT * FROM bench_snapshot.t")
+                .await
+                .unwrap();
+        }
         let start = Instant::now();
         let mut result = conn
             .exec_iter("SELECT * FROM bench_snapshot.t", ())
@@ -100,33 +116,56 @@ fn main() {
     while std::net::TcpStream::connect(("127.0.0.1", null_port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let null = snapshot(&env, &format!("127.0.0.1:{null_port}"));
+    let null_brokers = format!("127.0.0.1:{null_port}");
+    let one = ["bench_snapshot.t"];
+    let two = ["bench_snapshot.t", "bench_snapshot.t2"];
+    let null = snapshot(&env, &null_brokers, &one, 1);
+    // SLUICE_BENCH_PARALLEL: the `snapshot_parallelism` values of the two-table runs (default
+    // `1,2`; `1` for a build from before the setting).
+    let parallel: Vec<usize> = std::env::var("SLUICE_BENCH_PARALLEL")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("SLUICE_BENCH_PARALLEL: numbers, e.g. 1,2")
+        })
+        .collect();
+    let two_tables: Vec<_> = parallel
+        .iter()
+        .map(|&p| (p, snapshot(&env, &null_brokers, &two, p)))
+        .collect();
     let _ = tansu.kill();
     let _ = tansu.wait();
-    let sqlite = snapshot(&env, &env["KAFKA_BROKERS"]);
-    let rate = |d: Duration| ROWS as f64 / d.as_secs_f64();
+    let sqlite = snapshot(&env, &env["KAFKA_BROKERS"], &one, 1);
     println!(
         "raw SELECT *: {:.2} s, {:.0} rows/s",
         raw.as_secs_f64(),
-        rate(raw)
+        ROWS as f64 / raw.as_secs_f64()
     );
-    for (sink, (done, peak_kb, cpu)) in [
-        ("tansu null://", null),
-        ("tansu SQLite (the stack's)", sqlite),
-    ] {
+    let runs = [
+        ("tansu null://".to_string(), 1, null),
+        ("tansu SQLite (the stack's)".to_string(), 1, sqlite),
+    ];
+    let two_tables = two_tables.into_iter().map(|(p, run)| {
+        let sink = format!("tansu null://, two tables, snapshot_parallelism = {p}");
+        (sink, 2, run)
+    });
+    for (sink, tables, (done, peak_kb, cpu)) in runs.into_iter().chain(two_tables) {
+        let rows = ROWS * tables;
+        let rate = rows as f64 / done.as_secs_f64();
         println!(
             "sluice snapshot into {sink}, every row acknowledged, process start included: \
-             {:.2} s, {:.0} rows/s, {:.0} % of raw; peak RSS {:.0} MB",
+             {:.2} s, {rate:.0} rows/s, {:.0} % of raw; peak RSS {:.0} MB",
             done.as_secs_f64(),
-            rate(done),
-            100.0 * rate(done) / rate(raw),
+            100.0 * rate / (ROWS as f64 / raw.as_secs_f64()),
             peak_kb as f64 / 1024.0
         );
         for (kind, t) in cpu {
             println!(
                 "  CPU, {kind}: {:.2} s, {:.2} us per row",
                 t.as_secs_f64(),
-                t.as_secs_f64() * 1e6 / ROWS as f64
+                t.as_secs_f64() * 1e6 / rows as f64
             );
         }
     }
@@ -140,11 +179,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Snapshots the table with a fresh state dir into `brokers`: time until every row is
-/// acknowledged, the peak RSS in kB, and the process's CPU by thread kind.
+/// Snapshots `tables`, `parallelism` at once, with a fresh state dir into `brokers`: time
+/// until every row is acknowledged, the peak RSS in kB, and the process's CPU by thread kind.
 fn snapshot(
     env: &std::collections::HashMap<String, String>,
     brokers: &str,
+    tables: &[&str],
+    parallelism: usize,
 ) -> (Duration, u64, [(&'static str, Duration); 3]) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
@@ -152,7 +193,7 @@ fn snapshot(
     std::fs::write(
         &config,
         format!(
-            r#"tables = ["bench_snapshot.t"]
+            r#"tables = {tables:?}
 [source]
 host = "{host}"
 port = {port}
@@ -160,6 +201,7 @@ user = "{user}"
 password = "{password}"
 server_id = {server_id}
 state_dir = "{state}"
+{parallelism}
 [kafka]
 brokers = "{brokers}"
 topic_prefix = "{prefix}"
@@ -175,6 +217,12 @@ listen = "127.0.0.1:0"
             password = env["MYSQL_PASSWORD"],
             server_id = 60_000 + std::process::id() % 1000,
             state = dir.path().join("state").display(),
+            // Only where it matters, so builds from before the setting can be measured.
+            parallelism = if parallelism > 1 {
+                format!("snapshot_parallelism = {parallelism}")
+            } else {
+                String::new()
+            },
             brokers = brokers,
             registry = env["REGISTRY_URL"],
         ),

@@ -919,8 +919,10 @@ async fn generated_tables_reach_the_topic_and_the_index_exactly() {
         ddl.push(format!("seed {seed}: {}", table.create()));
         tables.push((seed, generator, table, work.next_key, rng));
     }
-    // Small chunks, so keyset pages fall inside composite and collated keys.
-    let config = setup.write_config_with_source("snapshot_chunk_rows = 7");
+    // Small chunks, so keyset pages fall inside composite and collated keys; three tables
+    // copied at once.
+    let config =
+        setup.write_config_with_source("snapshot_chunk_rows = 7\nsnapshot_parallelism = 3");
     setup.signal_table(&mut admin, &config).await;
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);

@@ -148,6 +148,61 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
     assert!(second.terminate(PATIENCE).success());
 }
 
+/// Three tables copied two at a time, each connection at a consistent point of its own,
+/// while a writer changes all three; killed once progress is stored, then continued: every
+/// index ends equal to its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_copied_in_parallel_under_writes_and_a_kill_end_exact() {
+    let tables = ["a", "b", "c"];
+    let (mut conn, setup) = fresh("it_snap_par", &tables).await;
+    numbered(&mut conn, &[("a", 3000), ("b", 3000), ("c", 3000)]).await;
+    let load = writer(
+        setup.db.clone(),
+        tables.to_vec(),
+        3000,
+        Duration::from_millis(20),
+    );
+    load.wait_more(10).await;
+    // 600 rows/s over both connections: the copy takes 15 s, so the kill lands in it.
+    setup.write_config_with_source(
+        "snapshot_chunk_rows = 100\nsnapshot_max_rows_per_sec = 600\nsnapshot_parallelism = 2",
+    );
+    let mut first = setup.start("all");
+    first.wait_for_logs("snapshot: copying table", 2, PATIENCE);
+    first.wait_for_log("snapshot progress stored", PATIENCE);
+    first.kill9();
+    let out = first.output();
+    let second_start = out
+        .match_indices("snapshot: copying table")
+        .nth(1)
+        .unwrap()
+        .0;
+    let first_end = out.find("snapshot: table copied").unwrap_or(out.len());
+    assert!(
+        second_start < first_end,
+        "the tables were copied one at a time:\n{out}"
+    );
+    let state = PositionStore::open(&setup.dir.path().join("state")).unwrap();
+    let ids: Vec<TableId> = tables.iter().map(|t| TableId::new(&setup.db, *t)).collect();
+    let started = ids.iter().filter(|t| state.progress(t).unwrap().is_some());
+    assert!(started.count() >= 1, "no progress stored before the kill");
+    assert!(
+        !ids.iter().all(|t| state.is_snapshotted(t).unwrap()),
+        "the snapshot finished before the kill"
+    );
+    drop(state);
+
+    setup.write_config_with_source("snapshot_chunk_rows = 100\nsnapshot_parallelism = 2");
+    let mut second = setup.start("all");
+    second.wait_for_log("snapshot stored", PATIENCE);
+    load.wait_more(50).await;
+    load.stop().await;
+    for t in tables {
+        setup.assert_index_matches(&mut conn, t, CATCH_UP).await;
+    }
+    assert!(second.terminate(PATIENCE).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100k_row_snapshot_under_concurrent_writes_ends_exact() {
     let (mut conn, setup) = fresh("it_snap_100k", &["t"]).await;
@@ -203,8 +258,8 @@ async fn composite_and_collated_string_keys_and_empty_tables_snapshot_exactly() 
         ],
     )
     .await;
-    // Chunks of 3: every boundary falls inside a key prefix somewhere.
-    chunked(&setup, 3);
+    // Chunks of 3: every boundary falls inside a key prefix somewhere. Three tables at once.
+    setup.write_config_with_source("snapshot_chunk_rows = 3\nsnapshot_parallelism = 3");
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);
     for t in ["c", "s", "d"] {

@@ -1,6 +1,6 @@
 //! `[source]`: the database server and where the source keeps its positions.
 
-use std::num::{NonZeroU16, NonZeroU32, NonZeroU64};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -29,6 +29,8 @@ pub(super) struct SourceFile {
     snapshot_chunk_rows: u64,
     #[serde(default)]
     snapshot_max_rows_per_sec: u64,
+    #[serde(default = "default_snapshot_parallelism")]
+    snapshot_parallelism: usize,
     #[serde(default)]
     include_query: bool,
     #[serde(default = "default_signal_table")]
@@ -45,6 +47,13 @@ fn default_mysql_port() -> u16 {
 
 fn default_chunk_rows() -> u64 {
     10_000
+}
+
+/// Half the cores, at most 4: each copying connection keeps about a core busy reading and
+/// converting rows, and the publisher, librdkafka and often the database server need the rest.
+fn default_snapshot_parallelism() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).clamp(1, 4)
 }
 
 fn default_signal_table() -> String {
@@ -78,6 +87,8 @@ pub struct SourceConfig {
     /// Upper bound on the rows per second both snapshot kinds read, to spare a busy primary;
     /// `None` (0 in the file, the default) reads as fast as the pipeline takes them.
     pub snapshot_max_rows_per_sec: Option<NonZeroU64>,
+    /// Tables the initial snapshot copies at once, each over a connection of its own.
+    pub snapshot_parallelism: NonZeroUsize,
     /// Put the SQL statement behind each row into `source.query` (off by default: statements
     /// can hold data the column rules would mask). Needs MariaDB's
     /// `binlog_annotate_row_events` (on by default) or MySQL's `binlog_rows_query_log_events`.
@@ -174,6 +185,10 @@ impl SourceFile {
         if chunk_rows.is_none() {
             p.push("`source.snapshot_chunk_rows` must be at least 1");
         }
+        let snapshot_parallelism = NonZeroUsize::new(self.snapshot_parallelism);
+        if snapshot_parallelism.is_none() {
+            p.push("`source.snapshot_parallelism` must be at least 1");
+        }
         let signal_table = TableId::parse(&self.signal_table);
         if signal_table.is_none() {
             p.push(format!(
@@ -193,6 +208,7 @@ impl SourceFile {
             tls_ca_file: self.tls_ca_file,
             snapshot_chunk_rows: chunk_rows?,
             snapshot_max_rows_per_sec: NonZeroU64::new(self.snapshot_max_rows_per_sec),
+            snapshot_parallelism: snapshot_parallelism?,
             include_query: self.include_query,
             signal_table: signal_table?,
             initial_snapshot: self.initial_snapshot,

@@ -128,14 +128,24 @@ fn every_problem_is_reported_at_once() {
         .replace("http://127.0.0.1:8081", "127.0.0.1:8081")
         .replace("127.0.0.1:9092", "localhost")
         .replace(r#"["shop.orders"]"#, r#"["orders", "a.b"]"#);
-    let m = load(&text, &[("SLUICE_LOADER__FETCH_WAIT_MS", "0")])
-        .unwrap_err()
-        .to_string();
+    let m = load(
+        &text,
+        &[
+            ("SLUICE_LOADER__FETCH_WAIT_MS", "0"),
+            ("SLUICE_SOURCE__SNAPSHOT_PARALLELISM", "0"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(m.contains("`registry.url`"), "{m}");
     assert!(m.contains("`kafka.brokers`"), "{m}");
     assert!(m.contains("\"orders\" is not of the form"), "{m}");
     assert!(
         m.contains("`loader.fetch_wait_ms` must be at least 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("`source.snapshot_parallelism` must be at least 1"),
         "{m}"
     );
 }

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::startup::{self, TableStart};
-use super::{Capture, Emitter, SourceError, incremental, mysql, snapshot, stream, throttle};
+use super::{Capture, Emitter, SourceError, incremental, mysql, snapshot, stream};
 use crate::config::{InitialSnapshot, SourceConfig};
 use crate::model::{Checkpoint, SourceEvent};
 use crate::positions::PositionStore;
@@ -87,21 +87,16 @@ pub async fn run(
         schemas.push(schema);
     }
     let mut start = stored;
-    if !pending.is_empty() {
-        let Some(position) = snapshot::run(
-            &mut conn,
-            &pending,
-            server.server_id,
-            cfg.snapshot_chunk_rows.get(),
-            throttle::Throttle::new(cfg.snapshot_max_rows_per_sec),
-            &mut out,
-            &shutdown,
-        )
-        .await?
+    // The connection is the snapshot's first; streaming needs none of its own.
+    if pending.is_empty() {
+        drop(conn);
+    } else {
+        let tables = pending.iter().map(|p| p.table.id.clone()).collect();
+        let Some(position) =
+            snapshot::run(conn, cfg, pending, server.server_id, &mut out, &shutdown).await?
         else {
             return Ok(());
         };
-        let tables = pending.iter().map(|p| p.table.id.clone()).collect();
         out.checkpoint(Checkpoint::Snapshot {
             tables,
             position: position.clone(),
@@ -111,7 +106,6 @@ pub async fn run(
         // order its rows correctly against the changes read again from there.
         start.get_or_insert(position);
     }
-    drop(conn);
     let start = start.ok_or_else(|| {
         SourceError::Precondition(format!(
             "the state store at {} marks every table snapshotted but holds no position; it is \

@@ -1,25 +1,33 @@
-//! The initial snapshot: the rows of the tables that have none yet, read in one consistent
-//! transaction whose binlog position the server reports, in chunks by key (keyset
+//! The initial snapshot: the rows of the tables that have none yet, read in consistent
+//! transactions whose binlog position the server reports, in chunks by key (keyset
 //! pagination), each chunk's end stored once Kafka has it, so a restart continues after the
 //! last stored chunk instead of starting over.
 //!
-//! A continued snapshot reads at a newer point than the one streaming starts from (the first
-//! run's); its rows carry the newer point's version, so the changes streamed again from the
-//! older point, which are older still, lose to them in the index, and everything after
-//! follows as usual.
+//! With `source.snapshot_parallelism` above 1, several connections copy a table each at once.
+//! Each opens its own consistent read, one after the other; streaming starts from the first
+//! (the earliest), and the rows a later read sees carry its later point's version.
+//!
+//! A continued snapshot, or a table read at a later point than the first, reads at a newer
+//! point than the one streaming starts from; its rows carry the newer point's version, so the
+//! changes streamed again from the older point, which are older still, lose to them in the
+//! index, and everything after follows as usual.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::mysql::{estimated_rows, gtid_at, query_error};
+use super::mysql::{self, estimated_rows, gtid_at, query_error};
 use super::progress::Progress;
 use super::select::{chunk_query, convert, keyset_able};
 use super::throttle::Throttle;
 use super::{Emitter, SourceError};
+use crate::config::SourceConfig;
 use crate::metrics::metrics;
 use crate::model::{
     Change, Checkpoint, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value, Version,
@@ -29,6 +37,10 @@ use crate::model::{
 /// Rows per message to the publisher.
 const BATCH: usize = 512;
 
+/// Messages each copier may have waiting for the publisher: enough to keep it busy while a
+/// copier reads, few enough to bound memory.
+const QUEUED_PER_COPIER: usize = 4;
+
 /// A table to copy, and how far an earlier run got.
 pub struct Pending {
     /// The table.
@@ -37,66 +49,106 @@ pub struct Pending {
     pub progress: Option<SnapshotProgress>,
 }
 
-/// Copies `tables` and returns the position streaming starts from for them (the first run's
-/// point when continuing), or `None` if `shutdown` interrupted it.
+/// What a copier hands to the snapshot's coordinator, in its order.
+enum Copied {
+    /// Rows read.
+    Changes(Vec<Change>),
+    /// A chunk's end, stored once every row before it is acknowledged.
+    Chunk(Checkpoint),
+    /// A table copied.
+    Table,
+    /// The copier ran out of tables (`Some(zero dates made null)`), was stopped (`None`), or
+    /// failed.
+    Ended(Result<Option<u64>, SourceError>),
+}
+
+/// Copies `tables` over `conn` and, with `source.snapshot_parallelism`, more connections of
+/// its own, and returns the position streaming starts from for them (the first run's point
+/// when continuing), or `None` if `shutdown` interrupted it.
 pub async fn run(
-    conn: &mut Conn,
-    tables: &[Pending],
+    mut conn: Conn,
+    cfg: &SourceConfig,
+    tables: Vec<Pending>,
     server_id: u32,
-    chunk_rows: u64,
-    throttle: Throttle,
     out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<Option<Position>, SourceError> {
-    let position = consistent_point(conn).await?;
-    let seq = binlog_file_sequence(&position.file).ok_or_else(|| {
-        SourceError::Precondition(format!(
-            "binlog file {:?} has no numeric sequence suffix",
-            position.file
-        ))
-    })?;
-    // Every later change sits past this point, so its version orders the rows read here
-    // before them.
-    let version = Version::at(seq, position.pos as u32);
+    let copiers = cfg.snapshot_parallelism.get().min(tables.len()).max(1);
+    // The first point is taken before the other connections are opened: it is the earliest.
+    let first = consistent_point(&mut conn).await?;
     let origin = tables
         .iter()
         .find_map(|p| p.progress.as_ref().map(|p| p.position.clone()))
-        .unwrap_or_else(|| position.clone());
-    let source = SourceInfo::snapshot_read(&position.file, position.pos, server_id, time::now_ms());
-    let mut copier = Copier {
-        conn,
-        out,
-        shutdown,
-        version,
-        source,
-        origin: origin.clone(),
-        chunk_rows,
-        throttle,
-        zero_dates: 0,
-    };
+        .unwrap_or_else(|| first.clone());
+    let mut readers = vec![(conn, first)];
+    for _ in 1..copiers {
+        let mut conn = mysql::connect(cfg).await?;
+        let at = consistent_point(&mut conn).await?;
+        readers.push((conn, at));
+    }
     let s = &metrics().snapshot;
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    s.tables
+    let total = tables.len();
+    s.tables.with_label_values(&["initial"]).set(count(total));
+    s.tables_remaining
         .with_label_values(&["initial"])
-        .set(count(tables.len()));
-    for (i, pending) in tables.iter().enumerate() {
-        s.tables_remaining
-            .with_label_values(&["initial"])
-            .set(count(tables.len() - i));
-        if !copier.table(pending, &position).await? {
-            return Ok(None);
+        .set(count(total));
+    let queue = Arc::new(Mutex::new(VecDeque::from(tables)));
+    let (tx, mut rx) = mpsc::channel(QUEUED_PER_COPIER * copiers);
+    let shared = Shared {
+        out: tx,
+        shutdown: shutdown.clone(),
+        origin: origin.clone(),
+        server_id,
+        chunk_rows: cfg.snapshot_chunk_rows.get(),
+        paced: cfg.snapshot_max_rows_per_sec.is_some(),
+        throttle: Arc::new(tokio::sync::Mutex::new(Throttle::new(
+            cfg.snapshot_max_rows_per_sec,
+        ))),
+    };
+    // Dropped on every return: an early one (an error, a stop) aborts the other copiers.
+    let mut workers = JoinSet::new();
+    for (conn, at) in readers {
+        let copier = Copier::new(conn, at, shared.clone())?;
+        let queue = queue.clone();
+        workers.spawn(async move {
+            let tx = copier.shared.out.clone();
+            let ended = copier.run(&queue).await;
+            let _ = tx.send(Copied::Ended(ended)).await;
+        });
+    }
+    drop(shared);
+    let (mut copied, mut ended, mut zero_dates) = (0, 0, 0);
+    while ended < copiers {
+        let Some(item) = rx.recv().await else {
+            break; // a copier panicked: joined below
+        };
+        match item {
+            Copied::Changes(changes) => out.changes(changes, None).await?,
+            Copied::Chunk(checkpoint) => out.checkpoint(checkpoint).await?,
+            Copied::Table => {
+                copied += 1;
+                s.tables_remaining
+                    .with_label_values(&["initial"])
+                    .set(count(total - copied));
+            }
+            Copied::Ended(Ok(Some(zero))) => {
+                ended += 1;
+                zero_dates += zero;
+            }
+            Copied::Ended(Ok(None)) => return Ok(None),
+            Copied::Ended(Err(e)) => return Err(e),
         }
     }
-    s.tables_remaining.with_label_values(&["initial"]).set(0);
-    if copier.zero_dates > 0 {
+    while let Some(joined) = workers.join_next().await {
+        joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
+    if zero_dates > 0 {
         tracing::warn!(
-            count = copier.zero_dates,
+            count = zero_dates,
             "snapshot: zero or impossible dates became null"
         );
     }
-    conn.query_drop("COMMIT")
-        .await
-        .map_err(|e| query_error("ending the snapshot transaction", e))?;
     Ok(Some(origin))
 }
 
@@ -142,25 +194,75 @@ async fn consistent_point(conn: &mut Conn) -> Result<Position, SourceError> {
     })
 }
 
-/// One snapshot transaction's copying.
-struct Copier<'a> {
-    conn: &'a mut Conn,
-    out: &'a mut Emitter,
-    shutdown: &'a CancellationToken,
+/// What every copier of a snapshot shares.
+#[derive(Clone)]
+struct Shared {
+    out: mpsc::Sender<Copied>,
+    shutdown: CancellationToken,
+    /// Where streaming starts for the tables; stored in their progress.
+    origin: Position,
+    server_id: u32,
+    chunk_rows: u64,
+    paced: bool,
+    /// The rate limit is the whole snapshot's.
+    throttle: Arc<tokio::sync::Mutex<Throttle>>,
+}
+
+/// One consistent read's copying: tables taken from the shared queue one at a time.
+struct Copier {
+    conn: Conn,
+    at: Position,
     version: Version,
     source: SourceInfo,
-    origin: Position,
-    chunk_rows: u64,
-    throttle: Throttle,
+    shared: Shared,
     zero_dates: u64,
 }
 
-impl Copier<'_> {
+impl Copier {
+    /// A copier of the transaction open on `conn` at `at`.
+    fn new(conn: Conn, at: Position, shared: Shared) -> Result<Copier, SourceError> {
+        let seq = binlog_file_sequence(&at.file).ok_or_else(|| {
+            SourceError::Precondition(format!(
+                "binlog file {:?} has no numeric sequence suffix",
+                at.file
+            ))
+        })?;
+        Ok(Copier {
+            conn,
+            // Every later change sits past this point, so its version orders the rows read
+            // here before them.
+            version: Version::at(seq, at.pos as u32),
+            source: SourceInfo::snapshot_read(&at.file, at.pos, shared.server_id, time::now_ms()),
+            at,
+            shared,
+            zero_dates: 0,
+        })
+    }
+
+    /// Copies tables from `queue` until it is empty, then ends the transaction; the zero dates
+    /// made null, or `None` if `shutdown` interrupted it.
+    async fn run(mut self, queue: &Mutex<VecDeque<Pending>>) -> Result<Option<u64>, SourceError> {
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let Some(pending) = next else { break };
+            if !self.table(&pending).await? {
+                return Ok(None);
+            }
+            send(&self.shared.out, Copied::Table).await?;
+        }
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| query_error("ending the snapshot transaction", e))?;
+        Ok(Some(self.zero_dates))
+    }
+
     /// Copies one table chunk by chunk; false if `shutdown` interrupted it.
-    async fn table(&mut self, pending: &Pending, at: &Position) -> Result<bool, SourceError> {
+    async fn table(&mut self, pending: &Pending) -> Result<bool, SourceError> {
         let table = &pending.table;
+        let out = self.shared.out.clone();
         let mut progress = pending.progress.clone().unwrap_or(SnapshotProgress {
-            position: self.origin.clone(),
+            position: self.shared.origin.clone(),
             last_key: Vec::new(),
             rows: 0,
             chunks: 0,
@@ -169,18 +271,18 @@ impl Copier<'_> {
         if !chunked {
             tracing::warn!(table = %table.id, "snapshot: the key has a type that cannot be paged in key order (ENUM, SET, FLOAT, DOUBLE, BIT, JSON, GEOMETRY); copying the table in one piece, which a restart repeats");
         }
-        let estimate = estimated_rows(self.conn, &table.id).await;
-        tracing::info!(table = %table.id, position = %at, estimated_rows = estimate, resuming_after_rows = progress.rows, "snapshot: copying table");
+        let estimate = estimated_rows(&mut self.conn, &table.id).await;
+        tracing::info!(table = %table.id, position = %self.at, estimated_rows = estimate, resuming_after_rows = progress.rows, "snapshot: copying table");
         let rows_before = progress.rows;
         let mut report = Progress::start("snapshot", &table.id, estimate, rows_before);
         let mut chunks_here = 0u64;
-        let paced = self.throttle.is_paced();
+        let paced = self.shared.paced;
         loop {
             let (sql, params) = chunk_query(
                 table,
                 &progress.last_key,
                 None,
-                chunked.then_some(self.chunk_rows),
+                chunked.then_some(self.shared.chunk_rows),
             );
             // A prepared statement, so values arrive typed (binary protocol), row by row.
             let mut result = self
@@ -199,7 +301,15 @@ impl Copier<'_> {
             let mut in_chunk = 0u64;
             while let Some(row) = rows.next().await {
                 let row = row.map_err(|e| query_error("reading a table for the snapshot", e))?;
-                if paced && !self.throttle.admit(1, self.shutdown).await {
+                if paced
+                    && !self
+                        .shared
+                        .throttle
+                        .lock()
+                        .await
+                        .admit(1, &self.shared.shutdown)
+                        .await
+                {
                     return Ok(false);
                 }
                 let values = convert(table, row.unwrap(), &mut self.zero_dates)?;
@@ -213,38 +323,40 @@ impl Copier<'_> {
                 });
                 in_chunk += 1;
                 if batch.len() == BATCH {
-                    if self.shutdown.is_cancelled() {
+                    if self.shared.shutdown.is_cancelled() {
                         return Ok(false);
                     }
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     progress.last_key = last_key(table, &full);
-                    self.out.changes(full, None).await?;
+                    send(&out, Copied::Changes(full)).await?;
                 }
             }
             drop(rows);
             drop(result);
             if !batch.is_empty() {
                 progress.last_key = last_key(table, &batch);
-                self.out.changes(batch, None).await?;
+                send(&out, Copied::Changes(batch)).await?;
             }
             if in_chunk > 0 && chunked {
                 progress.rows += in_chunk;
                 progress.chunks += 1;
                 chunks_here += 1;
-                self.out
-                    .checkpoint(Checkpoint::Chunk {
+                send(
+                    &out,
+                    Copied::Chunk(Checkpoint::Chunk {
                         table: table.id.clone(),
                         progress: progress.clone(),
-                    })
-                    .await?;
+                    }),
+                )
+                .await?;
             } else {
                 progress.rows += in_chunk;
             }
             report.update(progress.rows);
-            if !chunked || in_chunk < self.chunk_rows {
+            if !chunked || in_chunk < self.shared.chunk_rows {
                 break;
             }
-            if self.shutdown.is_cancelled() {
+            if self.shared.shutdown.is_cancelled() {
                 return Ok(false);
             }
         }
@@ -252,6 +364,11 @@ impl Copier<'_> {
         tracing::info!(table = %table.id, rows = progress.rows, rows_this_run = progress.rows - rows_before, chunks_this_run = chunks_here, "snapshot: table copied");
         Ok(true)
     }
+}
+
+/// Hands `item` to the coordinator.
+async fn send(out: &mpsc::Sender<Copied>, item: Copied) -> Result<(), SourceError> {
+    out.send(item).await.map_err(|_| SourceError::Downstream)
 }
 
 /// The key of the last row of `batch`.
