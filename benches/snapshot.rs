@@ -5,7 +5,7 @@
 //! the stage is measured against its own limit, not the broker's) and into the stack's SQLite
 //! broker (reported beside it); peak RSS and CPU by thread of the sluice process from /proc.
 //! Then two such tables into `null://`, copied one at a time and two at once
-//! (`source.snapshot_parallelism`). Targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
+//! (`source.snapshot_parallelism`). `SLUICE_BENCH_KAFKA` sets producer properties. Targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
 //! Sluice's own CPU per row), <= 100 MB.
 //!
 //! `scripts/stack.sh up && cargo bench --bench snapshot`; figures in docs/benchmarks.md.
@@ -121,10 +121,11 @@ fn main() {
     let two = ["bench_snapshot.t", "bench_snapshot.t2"];
     let null = snapshot(&env, &null_brokers, &one, 1);
     // SLUICE_BENCH_PARALLEL: the `snapshot_parallelism` values of the two-table runs (default
-    // `1,2`; `1` for a build from before the setting).
+    // `1,2`; `1` for a build from before the setting; empty for none).
     let parallel: Vec<usize> = std::env::var("SLUICE_BENCH_PARALLEL")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
+        .filter(|n| !n.trim().is_empty())
         .map(|n| {
             n.trim()
                 .parse()
@@ -171,6 +172,22 @@ fn main() {
     }
 }
 
+/// SLUICE_BENCH_KAFKA: librdkafka properties for the snapshotting producer, e.g.
+/// `linger.ms=5,compression.type=lz4`, as `[kafka.properties]` lines.
+fn producer_properties() -> String {
+    let given = std::env::var("SLUICE_BENCH_KAFKA").unwrap_or_default();
+    given
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .expect("SLUICE_BENCH_KAFKA: key=value,...");
+            format!("{:?} = {:?}\n", k.trim(), v.trim())
+        })
+        .collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -210,6 +227,8 @@ partitions = 3
 url = "{registry}"
 [metrics]
 listen = "127.0.0.1:0"
+[kafka.properties]
+{properties}
 "#,
             host = env["MYSQL_HOST"],
             port = env["MYSQL_PORT"],
@@ -225,6 +244,7 @@ listen = "127.0.0.1:0"
             },
             brokers = brokers,
             registry = env["REGISTRY_URL"],
+            properties = producer_properties(),
         ),
     )
     .unwrap();

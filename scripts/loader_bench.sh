@@ -5,7 +5,7 @@
 # loader-only Sluice with a fresh consumer group reads that topic into a fresh index while
 # nothing else runs, and scripts/raw_bulk.py writes the same documents into a scratch index
 # (right after the loader in odd runs, right before it in even ones). Extra environment
-# (e.g. SLUICE_LOADER__MAX_IN_FLIGHT=1) goes to Sluice.
+# (e.g. SLUICE_LOADER__MAX_IN_FLIGHT=1) goes to Sluice; SLUICE_BENCH_BIN measures another build.
 #
 #   scripts/loader_bench.sh [RUNS]
 set -euo pipefail
@@ -17,7 +17,7 @@ demo=$(ls -td .stack/demo/run-* 2>/dev/null | head -1)
 [ -n "$demo" ] || { echo "loader_bench: run SLUICE_DEMO_EXIT=1 scripts/demo.sh first" >&2; exit 1; }
 eval "$(scripts/stack.sh env)"
 es=$SLUICE_STACK_ELASTICSEARCH_URL
-BIN=target/release/sluice
+BIN=${SLUICE_BENCH_BIN:-target/release/sluice} # another build to compare
 count() { # cheap enough to poll: no interpreter start-up
   local c
   c=$(curl -fsS "$es/$1/_count" 2>/dev/null | sed -n 's/.*"count":\([0-9]*\).*/\1/p')

@@ -70,7 +70,21 @@ pub async fn run(
         })
         .collect();
     let fetch_wait = cfg.loader.fetch_wait.as_millis().to_string();
-    let mut client = kafka::client_config(&cfg.kafka, &[("fetch.wait.max.ms", &fetch_wait)]);
+    // librdkafka reads ahead up to 100,000 records by default, so a backlog is soon all
+    // prefetched and the consumer then asks the broker for more every `fetch_wait` while the
+    // index works through it: on a broker that answers a waiting fetch only when the wait is
+    // over (tansu) that costs most of a core the index server needs. Read ahead only what
+    // keeps every bulk in flight busy twice over; below that, fetch within `fetch_wait`.
+    let read_ahead = 2 * cfg.loader.batch_size.get() * cfg.loader.max_in_flight.get();
+    let read_ahead = read_ahead.to_string();
+    let mut client = kafka::client_config(
+        &cfg.kafka,
+        &[
+            ("fetch.wait.max.ms", &fetch_wait),
+            ("queued.min.messages", &read_ahead),
+            ("fetch.queue.backoff.ms", &fetch_wait),
+        ],
+    );
     // Static membership: after a crash the restarted loader takes its old member id back.
     // Without it tansu hands a dead leader's partitions to nobody; with two
     // static members tansu rebalances forever, so several loaders on tansu
