@@ -12,7 +12,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{BaseProducer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use tokio_util::sync::CancellationToken;
 
@@ -28,17 +28,35 @@ pub enum KafkaSetupError {
          `[kafka.properties]`"
     )]
     Client(KafkaError),
-    /// A topic could not be created.
+    /// Topics could not be created.
     #[error(
-        "cannot create topic {topic}: {message}; check that the brokers at {brokers} are \
-         reachable and allow topic creation, or create the topic yourself"
+        "cannot create topic {topics}: {message}; check that the brokers at {brokers} are \
+         reachable and allow topic creation, or create the topics yourself ({partitions} \
+         partitions, replication factor {replication_factor}: `kafka.partitions`, \
+         `kafka.replication_factor`)"
     )]
     CreateTopic {
-        /// Topic.
-        topic: String,
+        /// The refused topics, comma-separated.
+        topics: String,
         /// Brokers.
         brokers: String,
         /// Broker's answer.
+        message: String,
+        /// Partitions Sluice asked for.
+        partitions: i32,
+        /// Replication factor Sluice asked for.
+        replication_factor: i32,
+    },
+    /// The cluster's topics could not be listed.
+    #[error(
+        "cannot list the topics of the cluster at {brokers}: {message}; check `kafka.brokers` \
+         and the security settings under `[kafka.properties]` (the Sluice principal needs to \
+         describe topics)"
+    )]
+    ListTopics {
+        /// Brokers.
+        brokers: String,
+        /// Client's or broker's answer.
         message: String,
     },
 }
@@ -153,10 +171,12 @@ async fn create_topics(
     cfg: &KafkaConfig,
     topics: &[String],
 ) -> Result<Result<(), String>, KafkaSetupError> {
-    let failed = |topic: String, message: String| KafkaSetupError::CreateTopic {
-        topic,
+    let failed = |topics: Vec<&str>, message: String| KafkaSetupError::CreateTopic {
+        topics: topics.join(", "),
         brokers: cfg.brokers.clone(),
         message,
+        partitions: cfg.partitions,
+        replication_factor: cfg.replication_factor,
     };
     // Topics that exist are not asked for: a cluster whose ACLs deny topic creation refuses
     // CreateTopics even for them, and there the topics are created by whoever may.
@@ -166,8 +186,10 @@ async fn create_topics(
             return Ok(Err(code.to_string()));
         }
         Err(e) => {
-            let message = format!("listing the cluster's topics failed: {e}");
-            return Err(failed(topics.join(", "), message));
+            return Err(KafkaSetupError::ListTopics {
+                brokers: cfg.brokers.clone(),
+                message: e.to_string(),
+            });
         }
     };
     let missing: Vec<&String> = topics.iter().filter(|t| !existing.contains(*t)).collect();
@@ -195,23 +217,30 @@ async fn create_topics(
         Ok(results) => results,
         Err(KafkaError::AdminOp(code)) if is_unreachable(code) => return Ok(Err(code.to_string())),
         Err(e) => {
-            let names: Vec<&str> = missing.iter().map(|t| t.as_str()).collect();
-            return Err(failed(names.join(", "), e.to_string()));
+            let names = missing.iter().map(|t| t.as_str()).collect();
+            return Err(failed(names, e.to_string()));
         }
     };
+    // Every refusal at once, so whoever creates the topics by hand learns all their names.
+    let mut refused: Vec<(String, RDKafkaErrorCode)> = Vec::new();
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) if is_unreachable(code) => return Ok(Err(code.to_string())),
-            Err((topic, code)) => return Err(failed(topic, code.to_string())),
+            Err(topic_code) => refused.push(topic_code),
         }
     }
-    Ok(Ok(()))
+    let Some((_, code)) = refused.first() else {
+        return Ok(Ok(()));
+    };
+    let names = refused.iter().map(|(t, _)| t.as_str()).collect();
+    Err(failed(names, code.to_string()))
 }
 
-/// The names of the topics the cluster has (those it reports without an error). Listing all
-/// topics, rather than asking for ours, keeps a broker with auto-creation from creating them
-/// with its own defaults.
+/// The names of the topics the cluster has. Listing all topics, rather than asking for ours,
+/// keeps a broker with auto-creation from creating them with its own defaults. A topic listed
+/// with an error (no leader during an election, say) exists all the same: asking to create it
+/// would fail on a cluster that denies creation, where waiting for the leader would not.
 async fn existing_topics(
     cfg: &KafkaConfig,
 ) -> Result<KafkaResult<HashSet<String>>, KafkaSetupError> {
@@ -223,7 +252,7 @@ async fn existing_topics(
         Ok(metadata
             .topics()
             .iter()
-            .filter(|t| t.error().is_none())
+            .filter(|t| t.error() != Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART))
             .map(|t| t.name().to_string())
             .collect())
     })

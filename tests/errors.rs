@@ -529,7 +529,8 @@ async fn a_broker_that_refuses_topic_creation_is_named_and_topics_created_for_sl
         out.contains(&format!(
             "cannot create topic {topic}: TopicAuthorizationFailed (Broker: Topic authorization \
              failed); check that the brokers at {brokers} are reachable and allow topic \
-             creation, or create the topic yourself"
+             creation, or create the topics yourself (3 partitions, replication factor 1: \
+             `kafka.partitions`, `kafka.replication_factor`)"
         )),
         "{out}"
     );

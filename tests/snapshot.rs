@@ -203,6 +203,44 @@ async fn tables_copied_in_parallel_under_writes_and_a_kill_end_exact() {
     assert!(second.terminate(PATIENCE).success());
 }
 
+/// A user the server allows two connections, with three copiers asked for: the snapshot
+/// goes on over the two it got, says so, and ends exact; streaming connects afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copiers_beyond_the_users_connection_limit_are_left_out_with_a_warning() {
+    let tables = ["a", "b", "c"];
+    let (mut conn, setup) = fresh("it_snap_limit", &tables).await;
+    numbered(&mut conn, &[("a", 300), ("b", 300), ("c", 300)]).await;
+    let user = unique("limited");
+    exec(
+        &mut conn,
+        &[
+            &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 2"),
+            &format!(
+                "GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"
+            ),
+        ],
+    )
+    .await;
+    let path = setup.write_config_as(&user, "pw", "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("[kafka]", "snapshot_parallelism = 3\n[kafka]");
+    std::fs::write(&path, text).unwrap();
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    exec(&mut conn, &["UPDATE a SET v = v + 1 WHERE id % 7 = 0"]).await;
+    for t in tables {
+        setup.assert_index_matches(&mut conn, t, CATCH_UP).await;
+    }
+    let out = sluice.output();
+    assert!(
+        out.contains("no further connection for copying tables at once")
+            && out.contains("copying_at_once=2"),
+        "{out}"
+    );
+    assert!(sluice.terminate(PATIENCE).success(), "{}", sluice.output());
+    exec(&mut conn, &[&format!("DROP USER '{user}'@'%'")]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100k_row_snapshot_under_concurrent_writes_ends_exact() {
     let (mut conn, setup) = fresh("it_snap_100k", &["t"]).await;

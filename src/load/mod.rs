@@ -44,6 +44,9 @@ use lanes::{InFlight, Lane, Lanes, Partition, Rebalances, offset_list};
 
 pub use error::LoadError;
 
+/// The longest a full read-ahead goes unchecked (librdkafka's `fetch.queue.backoff.ms`).
+const READ_AHEAD_RECHECK: Duration = Duration::from_millis(10);
+
 /// Runs the loader, writing to the index server `es_cfg`, until `shutdown` (after finishing the batch at hand) or an error.
 pub async fn run(
     cfg: &Config,
@@ -74,15 +77,21 @@ pub async fn run(
     // prefetched and the consumer then asks the broker for more every `fetch_wait` while the
     // index works through it: on a broker that answers a waiting fetch only when the wait is
     // over (tansu) that costs most of a core the index server needs. Read ahead only what
-    // keeps every bulk in flight busy twice over; below that, fetch within `fetch_wait`.
-    let read_ahead = 2 * cfg.loader.batch_size.get() * cfg.loader.max_in_flight.get();
-    let read_ahead = read_ahead.to_string();
+    // keeps every bulk in flight busy twice over (within librdkafka's range).
+    let read_ahead = 2usize
+        .saturating_mul(cfg.loader.batch_size.get())
+        .saturating_mul(cfg.loader.max_in_flight.get())
+        .clamp(1, 10_000_000)
+        .to_string();
+    // How soon librdkafka looks again at a full read-ahead: a local check, no request, and
+    // nothing else wakes it when the queue drains, so short whatever the fetch wait.
+    let recheck = cfg.loader.fetch_wait.min(READ_AHEAD_RECHECK).as_millis().to_string();
     let mut client = kafka::client_config(
         &cfg.kafka,
         &[
             ("fetch.wait.max.ms", &fetch_wait),
             ("queued.min.messages", &read_ahead),
-            ("fetch.queue.backoff.ms", &fetch_wait),
+            ("fetch.queue.backoff.ms", &recheck),
         ],
     );
     // Static membership: after a crash the restarted loader takes its old member id back.

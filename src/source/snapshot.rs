@@ -37,8 +37,8 @@ use crate::model::{
 /// Rows per message to the publisher.
 const BATCH: usize = 512;
 
-/// Messages each copier may have waiting for the publisher: enough to keep it busy while a
-/// copier reads, few enough to bound memory.
+/// Messages waiting for the publisher, per copier (the copiers share them): enough to keep
+/// it busy while a copier reads, few enough to bound memory.
 const QUEUED_PER_COPIER: usize = 4;
 
 /// A table to copy, and how far an earlier run got.
@@ -73,19 +73,29 @@ pub async fn run(
     out: &mut Emitter,
     shutdown: &CancellationToken,
 ) -> Result<Option<Position>, SourceError> {
-    let copiers = cfg.snapshot_parallelism.get().min(tables.len()).max(1);
-    // The first point is taken before the other connections are opened: it is the earliest.
-    let first = consistent_point(&mut conn).await?;
+    let wanted = cfg.snapshot_parallelism.get().min(tables.len()).max(1);
+    // The first point is taken before the other connections are opened: it is the earliest,
+    // and the only one whose GTID state streaming may need.
+    let first = consistent_point(&mut conn, true).await?;
     let origin = tables
         .iter()
         .find_map(|p| p.progress.as_ref().map(|p| p.position.clone()))
         .unwrap_or_else(|| first.clone());
     let mut readers = vec![(conn, first)];
-    for _ in 1..copiers {
-        let mut conn = mysql::connect(cfg).await?;
-        let at = consistent_point(&mut conn).await?;
+    while readers.len() < wanted {
+        // A server at its connection limit (or the user at `max_user_connections`) still
+        // gets its snapshot, over the connections it gave.
+        let mut conn = match mysql::connect(cfg).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, copying_at_once = readers.len(), "snapshot: no further connection for copying tables at once; going on with those open (lower `source.snapshot_parallelism` to avoid this)");
+                break;
+            }
+        };
+        let at = consistent_point(&mut conn, false).await?;
         readers.push((conn, at));
     }
+    let copiers = readers.len();
     let s = &metrics().snapshot;
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let total = tables.len();
@@ -95,16 +105,15 @@ pub async fn run(
         .set(count(total));
     let queue = Arc::new(Mutex::new(VecDeque::from(tables)));
     let (tx, mut rx) = mpsc::channel(QUEUED_PER_COPIER * copiers);
+    let throttle = Throttle::new(cfg.snapshot_max_rows_per_sec);
     let shared = Shared {
         out: tx,
         shutdown: shutdown.clone(),
         origin: origin.clone(),
         server_id,
         chunk_rows: cfg.snapshot_chunk_rows.get(),
-        paced: cfg.snapshot_max_rows_per_sec.is_some(),
-        throttle: Arc::new(tokio::sync::Mutex::new(Throttle::new(
-            cfg.snapshot_max_rows_per_sec,
-        ))),
+        paced: throttle.is_paced(),
+        throttle: Arc::new(tokio::sync::Mutex::new(throttle)),
     };
     // Dropped on every return: an early one (an error, a stop) aborts the other copiers.
     let mut workers = JoinSet::new();
@@ -120,8 +129,16 @@ pub async fn run(
     drop(shared);
     let (mut copied, mut ended, mut zero_dates) = (0, 0, 0);
     while ended < copiers {
-        let Some(item) = rx.recv().await else {
-            break; // a copier panicked: joined below
+        // A copier's panic is raised at once, not after the others have copied everything.
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            Some(Err(e)) = workers.join_next() => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => return Ok(None), // cancelled: the runtime is shutting down
+            },
+        };
+        let Some(item) = item else {
+            break; // every copier is gone, one by a panic: joined below
         };
         match item {
             Copied::Changes(changes) => out.changes(changes, None).await?,
@@ -152,8 +169,9 @@ pub async fn run(
     Ok(Some(origin))
 }
 
-/// Opens the consistent read and returns the binlog position it sees.
-async fn consistent_point(conn: &mut Conn) -> Result<Position, SourceError> {
+/// Opens the consistent read and returns the binlog position it sees, with the GTID state
+/// there if `gtid` (it can take the server a scan of the binlog).
+async fn consistent_point(conn: &mut Conn, gtid: bool) -> Result<Position, SourceError> {
     // TIMESTAMP values come back in the session zone; UTC makes them instants.
     for sql in [
         "SET SESSION time_zone = '+00:00'",
@@ -186,7 +204,11 @@ async fn consistent_point(conn: &mut Conn) -> Result<Position, SourceError> {
         SourceError::Precondition(format!("binlog_snapshot_position {pos:?} is not a number"))
     })?;
     // The GTID state at the same point, so the stream can also resume by GTID.
-    let gtid = gtid_at(conn, &file, u64::from(pos)).await;
+    let gtid = if gtid {
+        gtid_at(conn, &file, u64::from(pos)).await
+    } else {
+        None
+    };
     Ok(Position {
         file,
         pos: u64::from(pos),
@@ -254,6 +276,12 @@ impl Copier {
             .query_drop("COMMIT")
             .await
             .map_err(|e| query_error("ending the snapshot transaction", e))?;
+        // Closed before the copier reports its end, so a user at its connection limit has
+        // this one back when streaming connects.
+        self.conn
+            .disconnect()
+            .await
+            .map_err(|e| query_error("closing a snapshot connection", e))?;
         Ok(Some(self.zero_dates))
     }
 
