@@ -215,9 +215,7 @@ async fn copiers_beyond_the_users_connection_limit_are_left_out_with_a_warning()
         &mut conn,
         &[
             &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 2"),
-            &format!(
-                "GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"
-            ),
+            &format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"),
         ],
     )
     .await;

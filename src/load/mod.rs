@@ -85,7 +85,12 @@ pub async fn run(
         .to_string();
     // How soon librdkafka looks again at a full read-ahead: a local check, no request, and
     // nothing else wakes it when the queue drains, so short whatever the fetch wait.
-    let recheck = cfg.loader.fetch_wait.min(READ_AHEAD_RECHECK).as_millis().to_string();
+    let recheck = cfg
+        .loader
+        .fetch_wait
+        .min(READ_AHEAD_RECHECK)
+        .as_millis()
+        .to_string();
     let mut client = kafka::client_config(
         &cfg.kafka,
         &[
