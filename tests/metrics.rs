@@ -58,12 +58,10 @@ async fn metrics_reach(addr: &str, want: &[(String, f64)]) -> String {
 async fn the_metrics_follow_a_known_workload_and_a_lost_connection() {
     let (mut conn, setup) = fresh("it_metrics", &["t"]).await;
     // A user of its own, so the test kills only this sluice's binlog connection.
-    let user = unique("cdc");
+    let user = cdc_user(&mut conn, "").await;
     exec(
         &mut conn,
         &[
-            &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"),
-            &format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"),
             "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)",
             "INSERT INTO t SELECT seq, seq FROM seq_1_to_50",
         ],

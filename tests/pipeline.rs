@@ -127,15 +127,7 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
 async fn killed_binlog_connections_are_reestablished_without_loss() {
     let (pool, mut conn, db, setup) = two_tables("it_reconnect").await;
     // A user of its own, so the test kills only this sluice's binlog connection.
-    let user = unique("cdc");
-    exec(
-        &mut conn,
-        &[
-            &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"),
-            &format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"),
-        ],
-    )
-    .await;
+    let user = cdc_user(&mut conn, "").await;
     setup.write_config_as(&user, "pw", "");
     let mut w = Workload::new(5);
     w.insert_items(&mut conn, 100).await;

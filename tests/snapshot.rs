@@ -42,6 +42,14 @@ async fn numbered(conn: &mut Conn, tables: &[(&str, u32)]) {
     }
 }
 
+/// A fresh database with three `numbered` tables `a`, `b`, `c` of `rows` rows each.
+async fn three_tables(name: &str, rows: u32) -> ([&'static str; 3], Conn, Setup) {
+    let tables = ["a", "b", "c"];
+    let (mut conn, setup) = fresh(name, &tables).await;
+    numbered(&mut conn, &[("a", rows), ("b", rows), ("c", rows)]).await;
+    (tables, conn, setup)
+}
+
 /// Changes rows the binlog never shows (`sql_log_bin = 0`): only a snapshot brings them.
 async fn behind_the_binlogs_back(conn: &mut Conn, sql: &[&str]) {
     exec(conn, &["SET SESSION sql_log_bin = 0"]).await;
@@ -153,9 +161,7 @@ async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact(
 /// index ends equal to its table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_copied_in_parallel_under_writes_and_a_kill_end_exact() {
-    let tables = ["a", "b", "c"];
-    let (mut conn, setup) = fresh("it_snap_par", &tables).await;
-    numbered(&mut conn, &[("a", 3000), ("b", 3000), ("c", 3000)]).await;
+    let (tables, mut conn, setup) = three_tables("it_snap_par", 3000).await;
     let load = writer(
         setup.db.clone(),
         tables.to_vec(),
@@ -207,18 +213,8 @@ async fn tables_copied_in_parallel_under_writes_and_a_kill_end_exact() {
 /// goes on over the two it got, says so, and ends exact; streaming connects afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copiers_beyond_the_users_connection_limit_are_left_out_with_a_warning() {
-    let tables = ["a", "b", "c"];
-    let (mut conn, setup) = fresh("it_snap_limit", &tables).await;
-    numbered(&mut conn, &[("a", 300), ("b", 300), ("c", 300)]).await;
-    let user = unique("limited");
-    exec(
-        &mut conn,
-        &[
-            &format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 2"),
-            &format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'"),
-        ],
-    )
-    .await;
+    let (tables, mut conn, setup) = three_tables("it_snap_limit", 300).await;
+    let user = cdc_user(&mut conn, "WITH MAX_USER_CONNECTIONS 2").await;
     let path = setup.write_config_as(&user, "pw", "");
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replace("[kafka]", "snapshot_parallelism = 3\n[kafka]");

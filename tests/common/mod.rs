@@ -237,6 +237,18 @@ pub async fn exec(conn: &mut Conn, sql: &[&str]) {
     }
 }
 
+/// A new user with the source's grants and the password `pw`, `options` (e.g. `WITH
+/// MAX_USER_CONNECTIONS 2`) added to its CREATE USER; returns its name. A test that kills
+/// connections or limits them has one of its own, so others are not touched.
+pub async fn cdc_user(conn: &mut Conn, options: &str) -> String {
+    let user = unique("cdc");
+    let create = format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw' {options}");
+    let grant =
+        format!("GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'");
+    exec(conn, &[&create, &grant]).await;
+    user
+}
+
 /// One test's isolated pipeline setup.
 pub struct Setup {
     pub dir: tempfile::TempDir,
