@@ -24,9 +24,15 @@ use sluice::source::charset::{Charset, Codec};
 const MIX_DDL: &str = "CREATE TABLE mix (id INT PRIMARY KEY, f FLOAT, d DOUBLE, b BIT(13), \
     t TIME(4), e ENUM('a','b','c'), s SET('x','y','z'), vb VARBINARY(40), \
     l VARCHAR(30) CHARACTER SET latin1, g POINT, dt DATETIME(3), n DECIMAL(9,3), \
-    u BIGINT UNSIGNED, c CHAR(4), y YEAR, ts TIMESTAMP(2) NULL) DEFAULT CHARSET utf8mb4";
+    u BIGINT UNSIGNED, c CHAR(4), y YEAR, ts TIMESTAMP(2) NULL, w DECIMAL(65,38)) \
+    DEFAULT CHARSET utf8mb4";
 
 const LATIN1: &[&str] = &["café", "ÀÿŒ‰€", "plain", "", "a'b", "tab\there", "Ünïcödé"];
+
+/// `n` random decimal digits.
+fn digits(rng: &mut fastrand::Rng, n: usize) -> String {
+    (0..n).map(|_| char::from(b'0' + rng.u8(0..10))).collect()
+}
 
 /// A random SQL literal for each column of `mix` after `id`.
 fn mix_values(rng: &mut fastrand::Rng) -> Vec<String> {
@@ -52,6 +58,13 @@ fn mix_values(rng: &mut fastrand::Rng) -> Vec<String> {
         secs / 60 % 60,
         secs % 60,
         m % 1_000_000 / 100
+    );
+    let (int_digits, negative) = (rng.usize(1..=27), rng.bool());
+    let widest = format!(
+        "{}{}.{}",
+        if negative { "-" } else { "" },
+        digits(rng, int_digits),
+        digits(rng, 38)
     );
     let set: Vec<&str> = ["x", "y", "z"].into_iter().filter(|_| rng.bool()).collect();
     // No backslash: the reference prints it raw, which a following `xNN` would make ambiguous.
@@ -97,6 +110,8 @@ fn mix_values(rng: &mut fastrand::Rng) -> Vec<String> {
             rng.u32(1..2_000_000_000),
             rng.u32(0..100)
         ),
+        // MariaDB's widest scale: 27 integer digits at most, 38 after the point.
+        widest,
     ];
     values.into_iter().map(|v| maybe(rng, v)).collect()
 }

@@ -342,7 +342,7 @@ pub(crate) mod tests {
         let mut rng = fastrand::Rng::with_seed(20261130);
         for _ in 0..20_000 {
             let int = rng.usize(1..=40);
-            let frac = rng.usize(0..=30);
+            let frac = rng.usize(0..=38);
             let digit = |rng: &mut fastrand::Rng| char::from(b'0' + rng.u8(0..10));
             let mut text = String::new();
             if rng.bool() {

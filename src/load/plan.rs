@@ -1112,7 +1112,7 @@ mod tests {
         let mut rng = rng();
         for _ in 0..5000 {
             let bytes: Vec<u8> = (0..rng.usize(1..=24)).map(|_| rng.u8(..)).collect();
-            let scale = rng.usize(0..=30);
+            let scale = rng.usize(0..=38);
             let unscaled = BigInt::from_signed_bytes_be(&bytes);
             let digits = unscaled.magnitude().to_string();
             let expected = match (scale, i64::try_from(&unscaled), u64::try_from(&unscaled)) {

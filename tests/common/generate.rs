@@ -439,7 +439,7 @@ impl<'c> Generator<'c> {
                 let precision = self.rng.u8(1..=65);
                 Kind::Decimal {
                     precision,
-                    scale: self.rng.u8(0..=precision.min(30)),
+                    scale: self.rng.u8(0..=precision.min(38)),
                     unsigned: self.rng.u8(..4) == 0,
                 }
             }

@@ -499,7 +499,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(20261130);
         for _ in 0..20_000 {
             let p = rng.u8(1..=65);
-            let s = rng.u8(0..=p.min(30));
+            let s = rng.u8(0..=p.min(38));
             let (intg, frac) = (usize::from(p - s), usize::from(s));
             let zeros = rng.usize(0..=intg); // leading zeros, as small values have
             let int: Vec<u8> = (0..intg)

@@ -104,8 +104,9 @@ pub fn parse_columns(
             col::NEWDECIMAL => {
                 let precision = metadata.u8("decimal precision")?;
                 let scale = metadata.u8("decimal scale")?;
-                // DECIMAL UNSIGNED only forbids negatives; values decode the same.
-                if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+                // DECIMAL UNSIGNED only forbids negatives; values decode the same. MariaDB
+                // allows scales up to 38 (MySQL up to 30).
+                if precision == 0 || precision > 65 || scale > 38 || scale > precision {
                     return Err(invalid(format!(
                         "DECIMAL({precision},{scale}) is out of range"
                     )));
