@@ -177,7 +177,7 @@ fn sluice_values(row: &[Value]) -> Vec<V> {
             Value::Int(i) => V::I(*i),
             Value::UInt(u) => V::I(*u as i64),
             Value::Decimal(d) => V::S(d.to_string()),
-            Value::String(s) => V::S(s.clone()),
+            Value::String(s) => V::S(s.to_string()),
             Value::DateTime(us) => V::Micros(*us),
             other => V::S(format!("{other:?}")),
         })

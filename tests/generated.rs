@@ -405,7 +405,7 @@ fn canon(v: &Value) -> String {
         Value::Int(i) => i.to_string(),
         Value::UInt(u) => u.to_string(),
         Value::Decimal(d) => d.to_string(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.to_string(),
         Value::Float(f) => format!("f:{:08x}", f.to_bits()),
         Value::Double(d) => format!("d:{:016x}", d.to_bits()),
         Value::Bits(b) => b.to_string(),

@@ -375,7 +375,7 @@ fn spelled(ty: &ColumnType, v: &Value) -> String {
         (_, Value::Int(i)) => i.to_string(),
         (_, Value::UInt(u)) => u.to_string(),
         (_, Value::Decimal(d)) => d.to_string(),
-        (_, Value::String(s)) => s.clone(),
+        (_, Value::String(s)) => s.to_string(),
         (_, Value::Float(f)) => f.to_string(),
         (_, Value::Double(d)) => d.to_string(),
         (_, Value::Bits(b)) => format!("bits:{b}"),

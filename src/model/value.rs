@@ -1,5 +1,6 @@
 //! Typed column values and row images.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::Decimal;
@@ -15,6 +16,16 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
     } else {
         simdutf8::basic::from_utf8(bytes).ok()
     }
+}
+
+/// Text a `SELECT` read into a buffer of its own, if it is UTF-8: short text moves inline
+/// (the buffer is freed), longer text keeps the buffer, with no copy.
+pub fn text_from_vec(bytes: Vec<u8>) -> Option<CompactString> {
+    utf8(&bytes)?;
+    // SAFETY: checked just above.
+    Some(CompactString::from(unsafe {
+        String::from_utf8_unchecked(bytes)
+    }))
 }
 
 /// A typed column value.
@@ -34,8 +45,9 @@ pub enum Value {
     Double(f64),
     /// BIT(n), right-aligned.
     Bits(u64),
-    /// Text, valid UTF-8: character columns, ENUM and SET labels, JSON.
-    String(String),
+    /// Text, valid UTF-8: character columns, ENUM and SET labels, JSON. Up to 24 bytes are held
+    /// inline, so most values cost no allocation.
+    String(CompactString),
     /// BINARY, VARBINARY, BLOB.
     Bytes(Vec<u8>),
     /// GEOMETRY: the SRID and the well-known binary of the shape.

@@ -100,7 +100,7 @@ impl ColumnFilter {
             .iter()
             .map(|&(i, action)| match (action, &row[i]) {
                 (_, Value::Null) | (Action::Keep, _) => row[i].clone(),
-                (Action::Mask, _) => Value::String(self.mask_with.clone()),
+                (Action::Mask, _) => Value::String(self.mask_with.as_str().into()),
                 (Action::Hash, v) => {
                     let mut h = Sha256::new();
                     h.update(self.salt.expose().as_bytes());
@@ -193,7 +193,7 @@ fn canonical_bytes(v: &Value) -> Vec<u8> {
         Value::Int(i) => i.to_string().into_bytes(),
         Value::UInt(u) => u.to_string().into_bytes(),
         Value::Decimal(d) => d.to_string().into_bytes(),
-        Value::String(s) => s.clone().into_bytes(),
+        Value::String(s) => s.as_bytes().to_vec(),
         Value::Float(f) => f.to_string().into_bytes(),
         Value::Double(d) => d.to_string().into_bytes(),
         Value::Bits(b) => b.to_string().into_bytes(),
@@ -284,7 +284,7 @@ mod tests {
             row,
             &vec![
                 Value::Int(7),
-                Value::String(expected),
+                Value::String(expected.into()),
                 Value::String("***".into()),
                 Value::Null
             ]

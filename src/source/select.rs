@@ -7,7 +7,9 @@ use mysql_async::prelude::*;
 
 use super::SourceError;
 use super::mysql::{query_error, quote};
-use crate::model::{ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, time};
+use crate::model::{
+    ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, text_from_vec, time,
+};
 
 /// Whether the key's order in the database can be paged through with typed bounds: types
 /// whose comparison with a parameter is the order the index sorts them in.
@@ -132,7 +134,7 @@ fn param(v: &Value) -> mysql_async::Value {
         Value::Float(f) => V::Float(*f),
         Value::Double(d) => V::Double(*d),
         Value::Decimal(d) => V::Bytes(d.to_string().into_bytes()),
-        Value::String(s) => V::Bytes(s.clone().into_bytes()),
+        Value::String(s) => V::Bytes(s.as_bytes().to_vec()),
         Value::Bytes(b) => V::Bytes(b.clone()),
         Value::Geometry { wkb, .. } => V::Bytes(wkb.clone()),
         // Vectors cannot be indexed, so never key a table.
@@ -204,9 +206,7 @@ pub fn convert(
                 (
                     ColumnType::Text | ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Json,
                     V::Bytes(b),
-                ) => {
-                    Value::String(String::from_utf8(b).map_err(|_| bad("text is not valid UTF-8"))?)
-                }
+                ) => Value::String(text_from_vec(b).ok_or_else(|| bad("text is not valid UTF-8"))?),
                 (ColumnType::Float, V::Float(f)) => Value::Float(f),
                 (ColumnType::Double, V::Double(d)) => Value::Double(d),
                 (ColumnType::Bit { .. }, V::Bytes(b)) if b.len() <= 8 => {

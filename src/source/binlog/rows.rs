@@ -1,5 +1,7 @@
 //! WRITE/UPDATE/DELETE_ROWS events (v1 and v2) and the binary encoding of each column value.
 
+use compact_str::CompactString;
+
 use super::cursor::{Cursor, DecodeError};
 use super::decimal::{decode_decimal, decode_narrow};
 use super::event::kind;
@@ -184,7 +186,7 @@ fn decode_image(
                         column.name
                     )));
                 };
-                json_diff::apply(old, diffs).map(|new| *slot = Value::String(new))
+                json_diff::apply(old, diffs).map(|new| *slot = Value::String(new.into()))
             }
             _ => decode_value(*col, &column.ty, c, zero_dates, slot),
         }
@@ -243,13 +245,13 @@ fn decode_value(
                 } else {
                     text
                 };
-                Value::String(text.to_owned())
+                Value::String(CompactString::from(text))
             } else {
                 let mut s = codec.decode(bytes).ok_or_else(invalid)?;
                 if trim_spaces {
                     s.truncate(s.trim_end_matches(' ').len());
                 }
-                Value::String(s)
+                Value::String(s.into())
             }
         }
         ColumnDecoder::Vector { len_bytes } => {
@@ -272,7 +274,7 @@ fn decode_value(
                 return Err(DecodeError::Invalid("ENUM decoder without labels".into()));
             };
             match index {
-                0 => Value::String(String::new()), // MySQL's error value, '' in SELECT too
+                0 => Value::String(CompactString::default()), // MySQL's error value, '' in SELECT too
                 i => Value::String(
                     labels
                         .get(i - 1)
@@ -282,7 +284,8 @@ fn decode_value(
                                 labels.len()
                             ))
                         })?
-                        .clone(),
+                        .as_str()
+                        .into(),
                 ),
             }
         }
@@ -297,7 +300,7 @@ fn decode_value(
                     labels.len()
                 )));
             }
-            let mut out = String::new();
+            let mut out = CompactString::default();
             for (i, label) in labels.iter().enumerate() {
                 if bits & (1 << i) != 0 {
                     if !out.is_empty() {
@@ -310,7 +313,7 @@ fn decode_value(
         }
         ColumnDecoder::Json { len_bytes } => {
             let len = c.uint_le(usize::from(len_bytes), "json length")? as usize;
-            Value::String(json::to_text(c.take(len, "json")?)?)
+            Value::String(json::to_text(c.take(len, "json")?)?.into())
         }
         ColumnDecoder::Geometry { len_bytes } => {
             let len = c.uint_le(usize::from(len_bytes), "geometry length")? as usize;

@@ -98,7 +98,7 @@ impl Signal {
         let text = |name: &str| {
             let i = schema.columns.iter().position(|c| c.name == name)?;
             match &row[i] {
-                Value::String(s) => Some(s.clone()),
+                Value::String(s) => Some(s.to_string()),
                 _ => None,
             }
         };
