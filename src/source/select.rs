@@ -8,7 +8,7 @@ use mysql_async::prelude::*;
 use super::SourceError;
 use super::mysql::{query_error, quote};
 use crate::model::{
-    ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, text_from_vec, time,
+    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, text_from_vec, time,
 };
 
 /// Whether the key's order in the database can be paged through with typed bounds: types
@@ -166,101 +166,112 @@ pub fn convert(
     values: Vec<mysql_async::Value>,
     zero_dates: &mut u64,
 ) -> Result<Vec<Value>, SourceError> {
+    // Each value is written into its place in the row: collected through an iterator, each
+    // one was returned in a temporary and copied, and the copy stalled on the temporary's
+    // just-written bytes (measured: two thirds of the collecting loop's samples).
+    let mut row = Vec::with_capacity(values.len());
+    row.resize_with(values.len().min(table.columns.len()), || Value::Null);
+    for ((col, v), slot) in table.columns.iter().zip(values).zip(row.iter_mut()) {
+        convert_value(table, col, v, zero_dates, slot)?;
+    }
+    Ok(row)
+}
+
+/// One value of [`convert`], written into `slot`.
+#[inline(always)]
+fn convert_value(
+    table: &TableSchema,
+    col: &Column,
+    v: mysql_async::Value,
+    zero_dates: &mut u64,
+    slot: &mut Value,
+) -> Result<(), SourceError> {
     use mysql_async::Value as V;
-    table
-        .columns
-        .iter()
-        .zip(values)
-        .map(|(col, v)| {
-            let bad = |what: &str| SourceError::SnapshotValue {
-                table: table.id.clone(),
-                column: col.name.clone(),
-                message: what.to_string(),
-            };
-            Ok(match (&col.ty, v) {
-                (_, V::NULL) => Value::Null,
-                (
-                    ColumnType::Integer {
-                        bytes: 8,
-                        unsigned: true,
-                    },
-                    V::UInt(u),
-                ) => Value::UInt(u),
-                (
-                    ColumnType::Integer {
-                        bytes: 8,
-                        unsigned: true,
-                    },
-                    V::Int(i),
-                ) => Value::UInt(u64::try_from(i).map_err(|_| bad("negative BIGINT UNSIGNED"))?),
-                (ColumnType::Integer { .. }, V::Int(i)) => Value::Int(i),
-                (ColumnType::Integer { .. }, V::UInt(u)) => {
-                    Value::Int(i64::try_from(u).map_err(|_| bad("integer out of range"))?)
+    let bad = |what: &str| SourceError::SnapshotValue {
+        table: table.id.clone(),
+        column: col.name.clone(),
+        message: what.to_string(),
+    };
+    *slot = match (&col.ty, v) {
+        (_, V::NULL) => Value::Null,
+        (
+            ColumnType::Integer {
+                bytes: 8,
+                unsigned: true,
+            },
+            V::UInt(u),
+        ) => Value::UInt(u),
+        (
+            ColumnType::Integer {
+                bytes: 8,
+                unsigned: true,
+            },
+            V::Int(i),
+        ) => Value::UInt(u64::try_from(i).map_err(|_| bad("negative BIGINT UNSIGNED"))?),
+        (ColumnType::Integer { .. }, V::Int(i)) => Value::Int(i),
+        (ColumnType::Integer { .. }, V::UInt(u)) => {
+            Value::Int(i64::try_from(u).map_err(|_| bad("integer out of range"))?)
+        }
+        (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => Value::Decimal(
+            std::str::from_utf8(&b)
+                .ok()
+                .and_then(|text| Decimal::parse(text, *scale))
+                .ok_or_else(|| bad("malformed decimal"))?,
+        ),
+        (
+            ColumnType::Text | ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Json,
+            V::Bytes(b),
+        ) => Value::String(text_from_vec(b).ok_or_else(|| bad("text is not valid UTF-8"))?),
+        (ColumnType::Float, V::Float(f)) => Value::Float(f),
+        (ColumnType::Double, V::Double(d)) => Value::Double(d),
+        (ColumnType::Bit { .. }, V::Bytes(b)) if b.len() <= 8 => {
+            Value::Bits(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        }
+        (ColumnType::Bytes, V::Bytes(b)) => Value::Bytes(b),
+        (ColumnType::Vector { .. }, V::Bytes(b)) => Value::vector_from_le(&b)
+            .ok_or_else(|| bad("a VECTOR whose length is not a multiple of 4"))?,
+        (ColumnType::Geometry, V::Bytes(b)) if b.len() >= 4 => Value::Geometry {
+            srid: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            wkb: b[4..].to_vec(),
+        },
+        (ColumnType::Time { .. }, V::Time(negative, days, h, m, s, us)) => {
+            let secs =
+                i64::from(days) * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s);
+            let micros = secs * 1_000_000 + i64::from(us);
+            Value::Time(if negative { -micros } else { micros })
+        }
+        (ColumnType::Year, V::Int(y)) => Value::Int(y),
+        (ColumnType::Year, V::UInt(y)) => Value::Int(y as i64),
+        (ColumnType::Date, V::Date(y, m, d, ..)) => {
+            let (y, m, d) = (u32::from(y), u32::from(m), u32::from(d));
+            if time::is_valid_date(y, m, d) {
+                Value::Date(time::days_from_civil(y, m, d))
+            } else {
+                *zero_dates += 1;
+                Value::Null
+            }
+        }
+        (
+            ColumnType::DateTime { .. } | ColumnType::Timestamp { .. },
+            V::Date(y, m, d, h, i, s, us),
+        ) => {
+            let (y, m, d) = (u32::from(y), u32::from(m), u32::from(d));
+            if !time::is_valid_date(y, m, d) {
+                *zero_dates += 1;
+                Value::Null
+            } else {
+                let micros = time::micros_from_civil(y, m, d, h.into(), i.into(), s.into(), us);
+                match col.ty {
+                    ColumnType::DateTime { .. } => Value::DateTime(micros),
+                    _ => Value::Timestamp(micros),
                 }
-                (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => Value::Decimal(
-                    std::str::from_utf8(&b)
-                        .ok()
-                        .and_then(|text| Decimal::parse(text, *scale))
-                        .ok_or_else(|| bad("malformed decimal"))?,
-                ),
-                (
-                    ColumnType::Text | ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Json,
-                    V::Bytes(b),
-                ) => Value::String(text_from_vec(b).ok_or_else(|| bad("text is not valid UTF-8"))?),
-                (ColumnType::Float, V::Float(f)) => Value::Float(f),
-                (ColumnType::Double, V::Double(d)) => Value::Double(d),
-                (ColumnType::Bit { .. }, V::Bytes(b)) if b.len() <= 8 => {
-                    Value::Bits(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
-                }
-                (ColumnType::Bytes, V::Bytes(b)) => Value::Bytes(b),
-                (ColumnType::Vector { .. }, V::Bytes(b)) => Value::vector_from_le(&b)
-                    .ok_or_else(|| bad("a VECTOR whose length is not a multiple of 4"))?,
-                (ColumnType::Geometry, V::Bytes(b)) if b.len() >= 4 => Value::Geometry {
-                    srid: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    wkb: b[4..].to_vec(),
-                },
-                (ColumnType::Time { .. }, V::Time(negative, days, h, m, s, us)) => {
-                    let secs = i64::from(days) * 86_400
-                        + i64::from(h) * 3600
-                        + i64::from(m) * 60
-                        + i64::from(s);
-                    let micros = secs * 1_000_000 + i64::from(us);
-                    Value::Time(if negative { -micros } else { micros })
-                }
-                (ColumnType::Year, V::Int(y)) => Value::Int(y),
-                (ColumnType::Year, V::UInt(y)) => Value::Int(y as i64),
-                (ColumnType::Date, V::Date(y, m, d, ..)) => {
-                    let (y, m, d) = (u32::from(y), u32::from(m), u32::from(d));
-                    if time::is_valid_date(y, m, d) {
-                        Value::Date(time::days_from_civil(y, m, d))
-                    } else {
-                        *zero_dates += 1;
-                        Value::Null
-                    }
-                }
-                (
-                    ColumnType::DateTime { .. } | ColumnType::Timestamp { .. },
-                    V::Date(y, m, d, h, i, s, us),
-                ) => {
-                    let (y, m, d) = (u32::from(y), u32::from(m), u32::from(d));
-                    if !time::is_valid_date(y, m, d) {
-                        *zero_dates += 1;
-                        Value::Null
-                    } else {
-                        let micros =
-                            time::micros_from_civil(y, m, d, h.into(), i.into(), s.into(), us);
-                        match col.ty {
-                            ColumnType::DateTime { .. } => Value::DateTime(micros),
-                            _ => Value::Timestamp(micros),
-                        }
-                    }
-                }
-                (ty, other) => {
-                    return Err(bad(&format!("unexpected {other:?} for {}", ty.sql_name())));
-                }
-            })
-        })
-        .collect()
+            }
+        }
+        (ty, other) => {
+            return Err(bad(&format!("unexpected {other:?} for {}", ty.sql_name())));
+        }
+    };
+    Ok(())
 }
 
 /// Selects the window's chunk: rows after the last key that match the filter.
