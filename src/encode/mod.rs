@@ -86,6 +86,8 @@ pub struct Encoder {
     strategy: SubjectStrategy,
     prefix: String,
     tables: HashMap<TableId, Arc<Registered>>,
+    /// The registration returned last: a run of changes to one table skips the map's hashing.
+    last: Option<Arc<Registered>>,
 }
 
 impl Encoder {
@@ -97,6 +99,7 @@ impl Encoder {
             strategy: config.subject_strategy,
             prefix: prefix.to_string(),
             tables: HashMap::new(),
+            last: None,
         })
     }
 
@@ -109,9 +112,15 @@ impl Encoder {
         table: &Arc<TableSchema>,
         shutdown: &CancellationToken,
     ) -> Result<Option<(Arc<Registered>, bool)>, EncodeError> {
+        if let Some(r) = &self.last
+            && Arc::ptr_eq(&r.schema, table)
+        {
+            return Ok(Some((r.clone(), false)));
+        }
         if let Some(r) = self.tables.get(&table.id)
             && (Arc::ptr_eq(&r.schema, table) || r.schema == *table)
         {
+            self.last = Some(r.clone());
             return Ok(Some((r.clone(), false)));
         }
         let topic = topic::table_topic(&self.prefix, &table.id);
@@ -132,6 +141,7 @@ impl Encoder {
             value_id,
         });
         let first = self.tables.insert(table.id.clone(), r.clone()).is_none();
+        self.last = Some(r.clone());
         Ok(Some((r, first)))
     }
 
