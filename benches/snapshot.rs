@@ -3,7 +3,8 @@
 //! protocol, every value typed, nothing else done), then snapshotted by `sluice run --role
 //! source` until every row is acknowledged, into tansu `null://` (the fastest honest sink:
 //! the stage is measured against its own limit, not the broker's) and into a private SQLite
-//! tansu like the stack's (reported beside it); peak RSS and CPU by thread of the sluice process from /proc.
+//! tansu like the stack's (reported beside it); peak RSS and CPU by thread of the sluice
+//! process from /proc.
 //! Then two such tables into `null://`, copied one at a time and two at once
 //! (`source.snapshot_parallelism`). `SLUICE_BENCH_KAFKA` sets producer properties. The
 //! targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
@@ -101,10 +102,10 @@ fn main() {
         start.elapsed()
     });
 
-    let (mut tansu, _null_dir, null_brokers) = private_broker("null://sink");
+    let null = Broker::start("null://sink");
     let one = ["bench_snapshot.t"];
     let two = ["bench_snapshot.t", "bench_snapshot.t2"];
-    let null = snapshot(&env, &null_brokers, &one, 1);
+    let null_run = snapshot(&env, &null.brokers, &one, 1);
     // SLUICE_BENCH_PARALLEL: the `snapshot_parallelism` values of the two-table runs (default
     // `1,2`; `1` for a build from before the setting; empty for none).
     let parallel: Vec<usize> = std::env::var("SLUICE_BENCH_PARALLEL")
@@ -119,23 +120,21 @@ fn main() {
         .collect();
     let two_tables: Vec<_> = parallel
         .iter()
-        .map(|&p| (p, snapshot(&env, &null_brokers, &two, p)))
+        .map(|&p| (p, snapshot(&env, &null.brokers, &two, p)))
         .collect();
-    let _ = tansu.kill();
-    let _ = tansu.wait();
+    drop(null);
     // A broker of its own, so the 2,000,000 records do not stay in the stack's (they slow
     // its later users) and are deleted with the directory.
-    let (mut tansu, _sqlite_dir, sqlite_brokers) = private_broker("sqlite://tansu.db");
-    let sqlite = snapshot(&env, &sqlite_brokers, &one, 1);
-    let _ = tansu.kill();
-    let _ = tansu.wait();
+    let sqlite_broker = Broker::start("sqlite://tansu.db");
+    let sqlite = snapshot(&env, &sqlite_broker.brokers, &one, 1);
+    drop(sqlite_broker);
     println!(
         "raw SELECT *: {:.2} s, {:.0} rows/s",
         raw.as_secs_f64(),
         ROWS as f64 / raw.as_secs_f64()
     );
     let runs = [
-        ("tansu null://".to_string(), 1, null),
+        ("tansu null://".to_string(), 1, null_run),
         ("tansu SQLite".to_string(), 1, sqlite),
     ];
     let two_tables = two_tables.into_iter().map(|(p, run)| {
@@ -179,25 +178,49 @@ fn producer_properties() -> String {
 }
 
 /// A tansu broker on a free port with `storage` (relative paths are in its own temporary
-/// directory): the process, the directory and the bootstrap address.
-fn private_broker(storage: &str) -> (std::process::Child, tempfile::TempDir, String) {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let tansu = Command::new("tansu")
-        .args(["broker", "--storage-engine", storage])
-        .arg("--listener-url")
-        .arg(format!("tcp://127.0.0.1:{port}"))
-        .arg("--advertised-listener-url")
-        .arg(format!("tcp://127.0.0.1:{port}"))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu in PATH (scripts/stack.sh install puts it in ~/.cargo/bin)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
+/// directory, deleted with it); killed on drop, so a failed run leaves no broker behind.
+struct Broker {
+    child: std::process::Child,
+    brokers: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start(storage: &str) -> Broker {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("tansu")
+            .args(["broker", "--storage-engine", storage])
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu in PATH (scripts/stack.sh install puts it in ~/.cargo/bin)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+                "tansu with {storage} did not listen on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        }
     }
-    (tansu, dir, format!("127.0.0.1:{port}"))
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn free_port() -> u16 {

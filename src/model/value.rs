@@ -28,6 +28,15 @@ pub fn text_from_vec(bytes: Vec<u8>) -> Option<CompactString> {
     }))
 }
 
+/// Writes `value` into a slot of a row being built that still holds its placeholder NULL,
+/// which owns nothing: no drop call (rows are filled with NULL, then each value is written
+/// in its place, so the value is never copied out of a temporary).
+#[inline(always)]
+pub fn fill(slot: &mut Value, value: Value) {
+    debug_assert!(matches!(slot, Value::Null));
+    std::mem::forget(std::mem::replace(slot, value));
+}
+
 /// A typed column value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
@@ -45,8 +54,8 @@ pub enum Value {
     Double(f64),
     /// BIT(n), right-aligned.
     Bits(u64),
-    /// Text, valid UTF-8: character columns, ENUM and SET labels, JSON. Up to 24 bytes are held
-    /// inline, so most values cost no allocation.
+    /// Text, valid UTF-8: character columns, ENUM and SET labels, JSON. Up to 24 bytes (on
+    /// 64-bit targets) are held inline, so most values cost no allocation.
     String(CompactString),
     /// BINARY, VARBINARY, BLOB.
     Bytes(Vec<u8>),
@@ -86,3 +95,36 @@ impl Value {
 
 /// A row image: one value per column of its [`TableSchema`], in column order.
 pub type Row = Vec<Value>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_vec_keeps_utf8_short_inline_and_refuses_the_rest() {
+        let short = text_from_vec(b"short".to_vec()).unwrap();
+        assert_eq!(short, "short");
+        assert!(!short.is_heap_allocated());
+        let long = "\u{fc}".repeat(40);
+        let kept = text_from_vec(long.clone().into_bytes()).unwrap();
+        assert_eq!(kept, long);
+        assert!(kept.is_heap_allocated());
+        assert_eq!(text_from_vec(vec![b'a', 0xff]), None);
+        assert_eq!(text_from_vec(vec![0xc3]), None);
+    }
+
+    #[test]
+    fn text_values_are_stored_as_plain_strings() {
+        // Window keys stored while text was a `String` must read back as the same value.
+        let stored = r#"[{"String":"abc"},{"String":"a longer text than twenty-four bytes"}]"#;
+        let values: Vec<Value> = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            values,
+            [
+                Value::String("abc".into()),
+                Value::String("a longer text than twenty-four bytes".into())
+            ]
+        );
+        assert_eq!(serde_json::to_string(&values).unwrap(), stored);
+    }
+}

@@ -8,7 +8,7 @@ use mysql_async::prelude::*;
 use super::SourceError;
 use super::mysql::{query_error, quote};
 use crate::model::{
-    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, text_from_vec, time,
+    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, fill, text_from_vec, time,
 };
 
 /// Whether the key's order in the database can be paged through with typed bounds: types
@@ -177,7 +177,7 @@ pub fn convert(
     Ok(row)
 }
 
-/// One value of [`convert`], written into `slot`.
+/// One value of [`convert`], written into `slot`, which holds the row's placeholder NULL.
 #[inline(always)]
 fn convert_value(
     table: &TableSchema,
@@ -192,7 +192,7 @@ fn convert_value(
         column: col.name.clone(),
         message: what.to_string(),
     };
-    *slot = match (&col.ty, v) {
+    let value = match (&col.ty, v) {
         (_, V::NULL) => Value::Null,
         (
             ColumnType::Integer {
@@ -271,6 +271,7 @@ fn convert_value(
             return Err(bad(&format!("unexpected {other:?} for {}", ty.sql_name())));
         }
     };
+    fill(slot, value);
     Ok(())
 }
 

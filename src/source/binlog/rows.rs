@@ -7,7 +7,7 @@ use super::decimal::{decode_decimal, decode_narrow};
 use super::event::kind;
 use super::table_map::{ColumnDecoder, TableDecoder};
 use super::{json, json_diff};
-use crate::model::{ColumnType, Row, Value, time};
+use crate::model::{ColumnType, Row, Value, fill, time};
 use crate::source::charset::Codec;
 
 /// Which rows event.
@@ -274,7 +274,8 @@ fn decode_value(
                 return Err(DecodeError::Invalid("ENUM decoder without labels".into()));
             };
             match index {
-                0 => Value::String(CompactString::default()), // MySQL's error value, '' in SELECT too
+                // MySQL's error value, '' in SELECT too.
+                0 => Value::String(CompactString::default()),
                 i => Value::String(
                     labels
                         .get(i - 1)
@@ -367,13 +368,6 @@ fn decode_value(
     };
     fill(out, value);
     Ok(())
-}
-
-/// Writes `value` into a slot that holds the row's placeholder NULL, which owns nothing: no
-/// drop call.
-#[inline(always)]
-fn fill(slot: &mut Value, value: Value) {
-    std::mem::forget(std::mem::replace(slot, value));
 }
 
 /// TIME2: a 3-byte big-endian offset integer `sign | hour(10) | minute(6) | second(6)` (on 24
