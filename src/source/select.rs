@@ -8,7 +8,8 @@ use mysql_async::prelude::*;
 use super::SourceError;
 use super::mysql::{query_error, quote};
 use crate::model::{
-    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, fill, text_from_vec, time,
+    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, fill, text_from_vec,
+    time, utf8,
 };
 
 /// Whether the key's order in the database can be paged through with typed bounds: types
@@ -213,8 +214,7 @@ fn convert_value(
             Value::Int(i64::try_from(u).map_err(|_| bad("integer out of range"))?)
         }
         (ColumnType::Decimal { scale, .. }, V::Bytes(b)) => Value::Decimal(
-            std::str::from_utf8(&b)
-                .ok()
+            utf8(&b)
                 .and_then(|text| Decimal::parse(text, *scale))
                 .ok_or_else(|| bad("malformed decimal"))?,
         ),
