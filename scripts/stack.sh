@@ -28,6 +28,7 @@ REGISTRY_PORT=18081
 TANSU_VERSION=0.6.0
 OSMEM_VERSION=0.1.6
 CONFLUENT_KAFKA_VERSION=2.16.1
+KAFKA_PYTHON_VERSION=3.0.12
 
 # Credentials of the private, loopback-only dev database; not secrets.
 CDC_USER=sluice
@@ -88,14 +89,17 @@ install_osmem() {
 }
 
 install_python_clients() {
-  python3 -c "import sys, confluent_kafka
+  python3 -c "import sys, confluent_kafka, kafka
 from confluent_kafka.schema_registry.avro import AvroDeserializer
-sys.exit(confluent_kafka.__version__ != '$CONFLUENT_KAFKA_VERSION')" 2>/dev/null && return 0
-  # Third-party Confluent clients for the interop tests (tests/interop/).
-  log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION (with its Avro and registry extras) from PyPI"
+sys.exit(confluent_kafka.__version__ != '$CONFLUENT_KAFKA_VERSION'
+         or kafka.__version__ != '$KAFKA_PYTHON_VERSION')" 2>/dev/null && return 0
+  # Third-party clients for the interop tests (tests/interop/): Confluent's, and kafka-python
+  # for the Java client's key partitioner.
+  log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION (with its Avro and registry extras) and kafka-python $KAFKA_PYTHON_VERSION from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check \
     "confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION" \
-    || die "pip install confluent-kafka failed"
+    "kafka-python==$KAFKA_PYTHON_VERSION" \
+    || die "pip install of the Python Kafka clients failed"
 }
 
 sluice_bin() {

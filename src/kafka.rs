@@ -1,18 +1,20 @@
 //! Kafka client settings and topic creation, shared by the publisher and the loader.
 
 use std::collections::HashSet;
+use std::ffi::{CString, c_void};
 use std::ops::Deref;
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{BaseProducer, ProducerContext};
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr, RDKafkaTopic};
+use rdkafka::{ClientConfig, IntoOpaque, bindings};
 
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +90,105 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
             })
             .map_err(|e| KafkaError::ClientCreation(format!("polling thread: {e}")))?;
         Ok(PolledProducer { producer, stop })
+    }
+}
+
+impl<C: ProducerContext + 'static> PolledProducer<C> {
+    /// A handle of `topic` to produce through.
+    pub fn topic(&self, topic: &str) -> KafkaResult<ProducerTopic<C>> {
+        let name = CString::new(topic).map_err(|_| {
+            KafkaError::ClientCreation(format!("topic name {topic:?} contains a NUL byte"))
+        })?;
+        // SAFETY: the client is alive (`self.producer`), and `name` outlives the call, which
+        // copies it. A null configuration means the client's defaults, as for records
+        // produced by name.
+        let rkt = unsafe {
+            bindings::rd_kafka_topic_new(
+                self.producer.client().native_ptr(),
+                name.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        match NonNull::new(rkt) {
+            Some(rkt) => Ok(ProducerTopic {
+                rkt,
+                _client: self.producer.clone(),
+            }),
+            // SAFETY: reads this thread's last librdkafka error, just set.
+            None => Err(KafkaError::MessageProduction(
+                unsafe { bindings::rd_kafka_last_error() }.into(),
+            )),
+        }
+    }
+}
+
+/// A topic of a [`PolledProducer`], looked up once.
+///
+/// Producing by name, librdkafka's only way through rdkafka, copies the name into a C string
+/// and looks the topic up under a lock for every record: about 5 % of a snapshot row's CPU
+/// (docs/benchmarks.md). Records produced through a handle go through the same partitioner,
+/// queue and delivery reports.
+pub struct ProducerTopic<C: ProducerContext + 'static> {
+    rkt: NonNull<RDKafkaTopic>,
+    // Held, not used: librdkafka wants every topic handle destroyed before its client.
+    _client: Arc<BaseProducer<C>>,
+}
+
+// SAFETY: librdkafka's topic handles are reference-counted and locked inside; its API may
+// be called on one from any thread.
+unsafe impl<C: ProducerContext + 'static> Send for ProducerTopic<C> {}
+// SAFETY: as above; `send` takes `&self` and librdkafka serialises what it shares.
+unsafe impl<C: ProducerContext + 'static> Sync for ProducerTopic<C> {}
+
+/// librdkafka's "no partition yet": the configured partitioner picks one from the key.
+const UNASSIGNED_PARTITION: i32 = -1;
+
+impl<C: ProducerContext + 'static> ProducerTopic<C> {
+    /// Queues one record: to `partition`, or where the partitioner puts `key`. A `None`
+    /// payload is a tombstone. `opaque` comes back in the record's delivery report.
+    pub fn send(
+        &self,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        opaque: C::DeliveryOpaque,
+    ) -> Result<(), RDKafkaErrorCode> {
+        let (payload_ptr, payload_len) =
+            payload.map_or((ptr::null(), 0), |p| (p.as_ptr(), p.len()));
+        let (key_ptr, key_len) = key.map_or((ptr::null(), 0), |k| (k.as_ptr(), k.len()));
+        let opaque = opaque.into_ptr();
+        // SAFETY: the handle and its client are alive (`self`). With `RD_KAFKA_MSG_F_COPY`
+        // librdkafka copies key and payload before it returns, and never writes through the
+        // payload pointer.
+        let failed = unsafe {
+            bindings::rd_kafka_produce(
+                self.rkt.as_ptr(),
+                partition.unwrap_or(UNASSIGNED_PARTITION),
+                bindings::RD_KAFKA_MSG_F_COPY,
+                payload_ptr.cast_mut().cast::<c_void>(),
+                payload_len,
+                key_ptr.cast::<c_void>(),
+                key_len,
+                opaque,
+            )
+        } != 0;
+        if !failed {
+            return Ok(());
+        }
+        // SAFETY: a record that was not queued has no delivery report, so the opaque is
+        // still ours to take back; the error is this thread's, just set.
+        unsafe {
+            drop(C::DeliveryOpaque::from_ptr(opaque));
+            Err(bindings::rd_kafka_last_error().into())
+        }
+    }
+}
+
+impl<C: ProducerContext + 'static> Drop for ProducerTopic<C> {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `rd_kafka_topic_new` and is released once; queued
+        // records keep their own reference to the topic.
+        unsafe { bindings::rd_kafka_topic_destroy(self.rkt.as_ptr()) }
     }
 }
 

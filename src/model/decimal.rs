@@ -73,11 +73,17 @@ impl Decimal {
             Some(rest) => (true, rest),
             None => (false, text),
         };
-        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        // Byte search: `split_once('.')` goes through a char searcher, and this runs for every
+        // decimal of every snapshot row.
+        let digits = digits.as_bytes();
+        let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+            Some(point) => (&digits[..point], &digits[point + 1..]),
+            None => (digits, &[][..]),
+        };
         if int.is_empty() {
             return None;
         }
-        Decimal::from_digits(negative, int.as_bytes(), frac.as_bytes(), scale)
+        Decimal::from_digits(negative, int, frac, scale)
     }
 
     /// The unscaled value (`-123.45` at scale 2 is -12345) if it fits 63 bits; `None` for

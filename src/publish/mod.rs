@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
-use crate::kafka::{self, KafkaSetupError, PolledProducer};
+use crate::kafka::{self, KafkaSetupError, PolledProducer, ProducerTopic};
 use crate::metrics::metrics;
 use crate::model::{Op, SourceEvent, TableId, time};
 
@@ -75,6 +75,8 @@ pub async fn run(
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let mut out = NumberedProducer {
         producer: &producer,
+        topics: HashMap::new(),
+        last: None,
         produced: 0,
     };
     // Tables whose new schema the registry refused, with the changes held back since.
@@ -129,23 +131,23 @@ pub async fn run(
                 break 'events;
             }
             encoder.encode(&registered, change, now_ms, &mut key, &mut value)?;
-            let topic = &registered.topic;
+            let topic = out.topic(&registered.topic)?;
             match change.op {
                 Op::Truncate => {
                     // Asked each time (truncates are rare): partitions may have been added.
-                    for p in 0..partition_count(&producer, topic).await? {
-                        out.produce(topic, Place::Partition(p), Some(&value))
+                    for p in 0..partition_count(&producer, &topic.name).await? {
+                        out.produce(&topic, Place::Partition(p), Some(&value))
                             .await?;
                     }
                 }
                 Op::Delete => {
-                    out.produce(topic, Place::Key(&key), Some(&value)).await?;
+                    out.produce(&topic, Place::Key(&key), Some(&value)).await?;
                     // The tombstone lets log compaction drop the key once its delete is
                     // consumed.
-                    out.produce(topic, Place::Key(&key), None).await?;
+                    out.produce(&topic, Place::Key(&key), None).await?;
                 }
                 Op::Create | Op::Update | Op::Read => {
-                    out.produce(topic, Place::Key(&key), Some(&value)).await?;
+                    out.produce(&topic, Place::Key(&key), Some(&value)).await?;
                 }
             }
         }
@@ -199,43 +201,75 @@ async fn partition_count(producer: &KafkaProducer, topic: &Arc<str>) -> Result<i
     }
 }
 
-/// The producer and the number of records handed to it so far.
+/// A topic and the producer's handle of it.
+struct Topic {
+    name: Arc<str>,
+    handle: ProducerTopic<DeliveryContext>,
+}
+
+/// The producer, its topic handles, and the number of records handed to it so far.
 struct NumberedProducer<'p> {
     producer: &'p KafkaProducer,
+    topics: HashMap<Arc<str>, Arc<Topic>>,
+    // The topic of the last change: a run of changes to one table skips the hashing.
+    last: Option<Arc<Topic>>,
     produced: u64,
 }
 
 impl NumberedProducer<'_> {
+    /// The handle of `name`, made on its first record.
+    fn topic(&mut self, name: &Arc<str>) -> Result<Arc<Topic>, PublishError> {
+        if let Some(last) = self.last.as_ref().filter(|t| Arc::ptr_eq(&t.name, name)) {
+            return Ok(last.clone());
+        }
+        let topic = match self.topics.get(name) {
+            Some(topic) => topic.clone(),
+            None => {
+                let handle = self
+                    .producer
+                    .topic(name)
+                    .map_err(|error| PublishError::Produce {
+                        topic: name.to_string(),
+                        error,
+                    })?;
+                let topic = Arc::new(Topic {
+                    name: name.clone(),
+                    handle,
+                });
+                self.topics.insert(name.clone(), topic.clone());
+                topic
+            }
+        };
+        self.last = Some(topic.clone());
+        Ok(topic)
+    }
+
     /// Hands one record to librdkafka under the next number, waiting while its queue is full.
     async fn produce(
         &mut self,
-        topic: &Arc<str>,
+        topic: &Topic,
         place: Place<'_>,
         value: Option<&[u8]>,
     ) -> Result<(), PublishError> {
         let seq = usize::try_from(self.produced).expect("64-bit");
+        let (partition, key) = match place {
+            Place::Key(key) => (None, Some(key)),
+            Place::Partition(p) => (Some(p), None),
+        };
         loop {
-            let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, seq);
-            record = match place {
-                Place::Key(key) => record.key(key),
-                Place::Partition(p) => record.partition(p),
-            };
-            if let Some(v) = value {
-                record = record.payload(v);
-            }
-            match self.producer.send(record) {
+            match topic.handle.send(partition, key, value, seq) {
                 Ok(()) => {
                     self.produced += 1;
                     metrics().publish.produced.inc();
                     return Ok(());
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(RDKafkaErrorCode::QueueFull) => {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((error, _)) => {
+                Err(code) => {
                     return Err(PublishError::Produce {
-                        topic: topic.to_string(),
-                        error,
+                        topic: topic.name.to_string(),
+                        error: KafkaError::MessageProduction(code),
                     });
                 }
             }

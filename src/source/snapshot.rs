@@ -340,7 +340,7 @@ impl Copier {
                 {
                     return Ok(false);
                 }
-                let values = convert(table, row.unwrap(), &mut self.zero_dates)?;
+                let values = convert(table, row, &mut self.zero_dates)?;
                 batch.push(Change {
                     table: table.clone(),
                     op: Op::Read,

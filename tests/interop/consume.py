@@ -1,7 +1,9 @@
 """Reads a Sluice topic with Confluent's own Python consumer and AvroDeserializer, decoding every
 key and value through the registry, and prints the table it describes as JSON: the rows left
 after applying every change in order, each shaped as tests/common's `expected_docs` shapes SQL
-rows, keyed as Sluice keys documents. Run by tests/interop.rs and tests/generated.rs.
+rows, keyed as Sluice keys documents. Every keyed record must sit in the partition the Java
+client's partitioner gives its key (kafka-python's copy of it), so any client producing to the
+topic keeps a key's changes in one partition. Run by tests/interop.rs and tests/generated.rs.
 
 usage: consume.py BROKERS TOPIC REGISTRY_URL
 """
@@ -20,6 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from kafka.partitioner.default import murmur2
 
 
 def field_kinds(registry, subject):
@@ -132,6 +135,11 @@ def main():
         records += 1
         if msg.offset() + 1 >= ends[msg.partition()]:
             done.add(msg.partition())
+        if msg.key() is not None:
+            java = partitions[(murmur2(msg.key()) & 0x7FFFFFFF) % len(partitions)]
+            assert msg.partition() == java, (
+                f"key {msg.key().hex()} in partition {msg.partition()}, the Java client's is {java}"
+            )
         if msg.value() is None:
             ops["tombstone"] = ops.get("tombstone", 0) + 1
             continue

@@ -833,11 +833,7 @@ async fn read_rows(
     let mut zero_dates = 0;
     if let Some(mut stream) = result.stream::<mysql_async::Row>().await.map_err(failed)? {
         while let Some(row) = stream.next().await {
-            rows.push(convert(
-                schema,
-                row.map_err(failed)?.unwrap(),
-                &mut zero_dates,
-            )?);
+            rows.push(convert(schema, row.map_err(failed)?, &mut zero_dates)?);
         }
     }
     Ok(rows)
