@@ -91,9 +91,7 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
             .map_err(|e| KafkaError::ClientCreation(format!("polling thread: {e}")))?;
         Ok(PolledProducer { producer, stop })
     }
-}
 
-impl<C: ProducerContext + 'static> PolledProducer<C> {
     /// A handle of `topic` to produce through.
     pub fn topic(&self, topic: &str) -> KafkaResult<ProducerTopic<C>> {
         let name = CString::new(topic).map_err(|_| {
@@ -124,8 +122,8 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
 
 /// A topic of a [`PolledProducer`], looked up once.
 ///
-/// Producing by name, librdkafka's only way through rdkafka, copies the name into a C string
-/// and looks the topic up under a lock for every record: about 5 % of a snapshot row's CPU
+/// Producing by name, rdkafka's only way, copies the name into a C string and looks the topic
+/// up under a lock for every record: about a tenth of a snapshot row's instructions
 /// (docs/benchmarks.md). Records produced through a handle go through the same partitioner,
 /// queue and delivery reports.
 pub struct ProducerTopic<C: ProducerContext + 'static> {
