@@ -178,6 +178,44 @@ mod tests {
     }
 
     #[test]
+    fn random_digits_read_as_their_big_integer() {
+        use num_bigint::BigInt;
+        let mut rng = fastrand::Rng::with_seed(20261201);
+        let digits = |rng: &mut fastrand::Rng, n: usize| -> Vec<u8> {
+            (0..n).map(|_| b'0' + rng.u8(0..10)).collect()
+        };
+        for _ in 0..50_000 {
+            let scale = rng.u8(0..=38);
+            let int_len = rng.usize(0..=30);
+            let int = digits(&mut rng, int_len);
+            let frac_len = rng.usize(0..=usize::from(scale).min(20));
+            let frac = digits(&mut rng, frac_len);
+            let negative = rng.bool();
+            let d = Decimal::from_digits(negative, &int, &frac, scale).unwrap();
+
+            let mut all = [int.as_slice(), &frac].concat();
+            all.resize(int.len() + usize::from(scale), b'0');
+            let magnitude = BigInt::parse_bytes(&all, 10).unwrap_or_default();
+            let mut text = format!("{magnitude:0>width$}", width = usize::from(scale) + 1);
+            if scale > 0 {
+                text.insert(text.len() - usize::from(scale), '.');
+            }
+            if negative && magnitude != BigInt::ZERO {
+                text.insert(0, '-');
+            }
+            let what = format!("{negative} {int:?} {frac:?} {scale}");
+            assert_eq!(d.to_string(), text, "{what}");
+            assert_eq!(
+                d.unscaled().is_some(),
+                magnitude <= BigInt::from(i64::MAX),
+                "{what}"
+            );
+        }
+        assert_eq!(Decimal::from_digits(false, b"1", b"2x", 3), None);
+        assert_eq!(Decimal::from_digits(false, b"1", b"234", 2), None);
+    }
+
+    #[test]
     fn server_text_is_made_canonical() {
         let canonical = |t: &str, s| Decimal::parse(t, s).map(|d| d.to_string());
         assert_eq!(canonical("5", 2).as_deref(), Some("5.00"));
