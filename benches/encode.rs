@@ -95,8 +95,9 @@ fn bench(c: &mut Criterion) {
     let avsc = schema::table_avro("bench", &change.table).unwrap();
     let envelope = Schema::parse(&avsc.value).unwrap();
 
+    let constants = avro::EnvelopeConstants::new("bench", &change.table.id);
     let mut direct = Vec::new();
-    avro::write_envelope(&mut direct, &change, "bench", 0).unwrap();
+    avro::write_envelope(&mut direct, &change, &constants, 0).unwrap();
     // The same record as apache-avro's generic value; its encoding must be byte-identical.
     let reader = GenericDatumReader::builder(&envelope).build().unwrap();
     let generic = reader.read_value(&mut direct.as_slice()).unwrap();
@@ -109,7 +110,7 @@ fn bench(c: &mut Criterion) {
         let mut out = Vec::with_capacity(512);
         b.iter(|| {
             out.clear();
-            avro::write_envelope(&mut out, black_box(&change), "bench", 0).unwrap();
+            avro::write_envelope(&mut out, black_box(&change), &constants, 0).unwrap();
             black_box(out.len())
         })
     });
@@ -151,7 +152,8 @@ impl Loader {
         let avsc = schema::table_avro("bench", &change.table).unwrap();
         let (mut key, mut value) = (Vec::new(), Vec::new());
         avro::write_key(&mut key, &change.table, change.after.as_ref().unwrap()).unwrap();
-        avro::write_envelope(&mut value, change, "bench", 0).unwrap();
+        let constants = avro::EnvelopeConstants::new("bench", &change.table.id);
+        avro::write_envelope(&mut value, change, &constants, 0).unwrap();
         Loader {
             key,
             value,

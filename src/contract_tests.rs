@@ -9,8 +9,7 @@ use apache_avro::types::Value as Avro;
 use serde_json::{Value as Json, json};
 
 use crate::config::VectorMapping;
-use crate::encode::avro::tests::sample_table;
-use crate::encode::avro::write_envelope;
+use crate::encode::avro::tests::{envelope, sample_table};
 use crate::encode::schema::table_avro;
 use crate::load::document::Options;
 use crate::load::mapping::mappings;
@@ -40,8 +39,7 @@ fn a_truncate_envelope_has_no_rows_and_the_loader_reads_it_without_a_key() {
             ..SourceInfo::at("binlog.000004", 999)
         },
     };
-    let mut value = vec![];
-    write_envelope(&mut value, &change, "sluice", 42).unwrap();
+    let value = envelope(&change, 42);
     let schema = apache_avro::Schema::parse(&avro.value).unwrap();
     let decoded = decode(&avro.value, &value);
     let Avro::Record(fields) = &decoded else {
@@ -330,8 +328,7 @@ fn a_row_becomes_its_document_with_the_tables_conversions_and_metadata() {
         },
     };
     let avro = table_avro("sluice", &table).unwrap();
-    let mut value = vec![];
-    write_envelope(&mut value, &change, "sluice", 1).unwrap();
+    let value = envelope(&change, 1);
     let mut cfg = LoaderConfig {
         metadata_fields: true,
         ..Default::default()
@@ -382,8 +379,7 @@ fn a_row_becomes_its_document_with_the_tables_conversions_and_metadata() {
     });
     bad.after.as_mut().unwrap()[1] = Value::String("yes".into());
     let avro = table_avro("sluice", &bad.table).unwrap();
-    let mut value = vec![];
-    write_envelope(&mut value, &bad, "sluice", 1).unwrap();
+    let value = envelope(&bad, 1);
     let mut plan = ValuePlan::new(&Schema::parse(&avro.value).unwrap(), &Options::new(&cfg));
     let err = plan.read(&value, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("field `flag`"), "{err}");

@@ -6,7 +6,7 @@
 use num_bigint::BigInt;
 
 use super::schema::is_optional;
-use crate::model::{Change, Column, ColumnType, Row, TableSchema, Value};
+use crate::model::{Change, Column, ColumnType, Row, TableId, TableSchema, Value};
 
 /// A value that does not fit its column's Avro type.
 #[derive(Debug, thiserror::Error)]
@@ -205,25 +205,49 @@ fn write_row(out: &mut Vec<u8>, table: &TableSchema, row: Option<&Row>) -> Resul
     Ok(())
 }
 
-/// The envelope record of a change.
+/// The parts of an envelope that are the same for every change of one table: written once
+/// per table instead of field by field for every row.
+#[derive(Debug)]
+pub struct EnvelopeConstants {
+    /// `source.version`, `source.connector`, `source.name`.
+    head: Vec<u8>,
+    /// `source.db` and `source.table` (a `["null", "string"]` union, always set).
+    table: Vec<u8>,
+}
+
+impl EnvelopeConstants {
+    /// The constant parts for `table`'s changes from the source named `source_name` (the
+    /// topic prefix).
+    pub fn new(source_name: &str, table: &TableId) -> Self {
+        let mut head = Vec::new();
+        write_bytes(&mut head, env!("CARGO_PKG_VERSION").as_bytes());
+        write_bytes(&mut head, b"mysql");
+        write_bytes(&mut head, source_name.as_bytes());
+        let mut block = Vec::new();
+        write_bytes(&mut block, table.db.as_bytes());
+        write_long(&mut block, 1);
+        write_bytes(&mut block, table.table.as_bytes());
+        EnvelopeConstants { head, table: block }
+    }
+}
+
+/// The envelope record of a change; `constants` are its table's.
 pub fn write_envelope(
     out: &mut Vec<u8>,
     change: &Change,
-    source_name: &str,
+    constants: &EnvelopeConstants,
     now_ms: i64,
 ) -> Result<(), ValueError> {
     let table = &change.table;
+    // Constants of another table would name the wrong table in every record.
+    debug_assert_eq!(constants.table, EnvelopeConstants::new("", &table.id).table);
     write_row(out, table, change.before.as_ref())?;
     write_row(out, table, change.after.as_ref())?;
     let s = &change.source;
-    write_bytes(out, env!("CARGO_PKG_VERSION").as_bytes());
-    write_bytes(out, b"mysql");
-    write_bytes(out, source_name.as_bytes());
+    out.extend_from_slice(&constants.head);
     write_long(out, s.ts_ms);
     write_bytes(out, if s.snapshot { b"true" } else { b"false" });
-    write_bytes(out, table.id.db.as_bytes());
-    write_long(out, 1);
-    write_bytes(out, table.id.table.as_bytes());
+    out.extend_from_slice(&constants.table);
     write_long(out, i64::from(s.server_id));
     let origin = &*s.origin;
     write_optional(out, origin.gtid.as_deref(), |out, g| {
@@ -268,6 +292,14 @@ pub(crate) mod tests {
     use super::*;
     use crate::encode::schema::table_avro;
     use crate::model::{Decimal, Op, SourceInfo, TableId, Version, time};
+
+    /// The envelope of `change` from a source named `sluice`.
+    pub(crate) fn envelope(change: &Change, now_ms: i64) -> Vec<u8> {
+        let constants = EnvelopeConstants::new("sluice", &change.table.id);
+        let mut value = vec![];
+        write_envelope(&mut value, change, &constants, now_ms).unwrap();
+        value
+    }
 
     pub(crate) fn sample_table() -> TableSchema {
         TableSchema {
@@ -530,8 +562,7 @@ pub(crate) mod tests {
                 }),
             },
         };
-        let mut value = vec![];
-        write_envelope(&mut value, &change, "sluice", 42).unwrap();
+        let value = envelope(&change, 42);
         let Avro::Record(fields) = decode(&avro.value, &value) else {
             panic!()
         };

@@ -77,6 +77,7 @@ pub struct Registered {
     pub topic: Arc<str>,
     key_id: u32,
     value_id: u32,
+    envelope: avro::EnvelopeConstants,
 }
 
 /// Registers schemas and encodes changes.
@@ -139,6 +140,7 @@ impl Encoder {
             topic: topic.into(),
             key_id,
             value_id,
+            envelope: avro::EnvelopeConstants::new(&self.prefix, &table.id),
         });
         let first = self.tables.insert(table.id.clone(), r.clone()).is_none();
         self.last = Some(r.clone());
@@ -216,6 +218,6 @@ impl Encoder {
             avro::write_key(key, &r.schema, row).map_err(wrap)?;
         }
         frame(value, r.value_id);
-        avro::write_envelope(value, change, &self.prefix, now_ms).map_err(wrap)
+        avro::write_envelope(value, change, &r.envelope, now_ms).map_err(wrap)
     }
 }

@@ -121,7 +121,6 @@ url = "http://127.0.0.1:{index}"
 [loader]
 group_id = "chaos-loader"
 instance_id = "chaos-loader"
-batch_size = 500
 "#,
                 tables = TABLES.map(|t| format!("{DB}.{t}")),
                 mysql = mysql_proxy.port,

@@ -33,7 +33,7 @@ pub struct Expecter {
     key_plan: KeyPlan,
     value_plan: ValuePlan,
     options: Options,
-    prefix: String,
+    envelope: avro::EnvelopeConstants,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
 }
@@ -53,12 +53,12 @@ impl Expecter {
             Schema::parse(json).map_err(|e| VerifyError::Table(format!("{}: {e}", table.id)))
         };
         Ok(Expecter {
+            envelope: avro::EnvelopeConstants::new(prefix, &table.id),
             key_plan: KeyPlan::new(&parse(&avro.key)?),
             value_plan: ValuePlan::new(&parse(&avro.value)?, &options),
             table,
             columns,
             options,
-            prefix: prefix.to_string(),
             key_buf: Vec::new(),
             value_buf: Vec::new(),
         })
@@ -113,7 +113,7 @@ impl Expecter {
                 value_buf.clear();
                 let row = change.after.as_ref().expect("read changes carry a row");
                 avro::write_key(key_buf, &change.table, row).map_err(|e| bad(&e))?;
-                avro::write_envelope(value_buf, change, &self.prefix, 0).map_err(|e| bad(&e))?;
+                avro::write_envelope(value_buf, change, &self.envelope, 0).map_err(|e| bad(&e))?;
                 let id = key_plan.id(key_buf).map_err(|e| bad(&e))?;
                 doc.clear();
                 let read = value_plan.read(value_buf, &mut doc).map_err(|e| bad(&e))?;
