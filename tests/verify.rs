@@ -1,8 +1,8 @@
 //! `sluice verify` on the real stack: a table equal to its index passes, differences made
 //! behind Sluice's back (direct index writes, row changes kept out of the binlog) are found
 //! with their ids and columns, `--repair` fixes them, a verify under a running writer finds
-//! none, a column added with a default shows on unchanged rows, and an interrupted verify
-//! continues where it stopped.
+//! none, a column added with a default shows on unchanged rows, a few refused reads are
+//! waited out, and an interrupted verify continues where it stopped.
 
 mod common;
 
@@ -219,6 +219,37 @@ async fn verify_finds_what_changed_behind_sluices_back_and_repair_fixes_it() {
         },
     )
     .await;
+    assert!(sluice.terminate(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_waits_out_an_index_server_that_refuses_a_few_reads() {
+    let (_conn, setup, config, mut sluice) = streamed("it_verify_busy").await;
+    // Verify reaches the index server through a proxy that answers its first two reads of
+    // the table's documents with 429, as a busy server does.
+    let refuse = setup.dir.path().join("refuse");
+    std::fs::write(&refuse, format!("{}.t 2", setup.db)).unwrap();
+    let proxy = TlsProxy::start_with(setup.dir.path(), &stack().es_url, None, Some(&refuse));
+    let via = setup.dir.path().join("verify-via-proxy.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("url = \"{}\"", stack().es_url),
+        &format!(
+            "url = \"https://localhost:{}\"\nca_file = \"{}\"",
+            proxy.port,
+            proxy.cert.display()
+        ),
+    );
+    std::fs::write(&via, text).unwrap();
+    let (code, out) = verify(via.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("400 rows compared"), "{out}");
+    assert_eq!(
+        out.matches("the index server failed a request; trying it again")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("HTTP 429"), "{out}");
     assert!(sluice.terminate(PATIENCE).success());
 }
 

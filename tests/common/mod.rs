@@ -863,7 +863,8 @@ impl TlsProxy {
     }
 
     /// [`TlsProxy::start`], and while `refuse_file` exists, bulk writes to the index it
-    /// names get 429.
+    /// names and reads of it (`_mget`) get 429; "INDEX N" in the file refuses only the first
+    /// N of them.
     pub fn start_with(
         dir: &Path,
         backend: &str,

@@ -2,8 +2,10 @@
 given certificate and forwards every request to the backend, so tests can point Sluice at an
 `https` server with a private CA. With TLS_PROXY_REQUIRE_AUTH set, a request whose
 Authorization header is not exactly that value gets 401. With TLS_PROXY_REFUSE_FILE set, a
-`_bulk` request that writes to the index named in that file gets 429 while the file exists
-(one index failing while others work). Prints "ready" once listening; serves until killed.
+`_bulk` request that writes to the index named in that file, or an `_mget` of it, gets 429
+while the file exists (one index failing while others work); "INDEX N" in the file refuses
+only the first N such requests (a server that is busy for a moment). Prints "ready" once
+listening; serves until killed.
 
 usage: tls_proxy.py PORT CERT KEY BACKEND_URL
 """
@@ -22,17 +24,29 @@ def main():
     required = os.environ.get("TLS_PROXY_REQUIRE_AUTH")
     refuse_file = os.environ.get("TLS_PROXY_REFUSE_FILE")
 
+    refusals = {}  # file content -> requests refused under it
+
     def refused(path, headers, body):
-        if not (refuse_file and body and path.startswith("/_bulk")):
+        if not (refuse_file and body):
             return False
         try:
             with open(refuse_file) as f:
-                index = f.read().strip()
+                rule = f.read().strip()
         except FileNotFoundError:
             return False
-        if headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        return f'"_index":"{index}"'.encode() in body
+        index, _, limit = rule.partition(" ")
+        if path.startswith(f"/{index}/_mget"):
+            hit = True
+        elif path.startswith("/_bulk"):
+            if headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            hit = f'"_index":"{index}"'.encode() in body
+        else:
+            hit = False
+        if not hit or (limit and refusals.get(rule, 0) >= int(limit)):
+            return False
+        refusals[rule] = refusals.get(rule, 0) + 1
+        return True
 
     class Forward(http.server.BaseHTTPRequestHandler):
         def answer(self, status, data):

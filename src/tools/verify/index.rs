@@ -11,6 +11,7 @@ use serde_json::{Value as Json, json};
 use super::VerifyError;
 use crate::config::ElasticsearchConfig;
 use crate::load::index::client;
+use crate::retry::{Attempt, Backoff};
 
 /// How long a scroll context lives between two pages.
 const SCROLL_KEEP: &str = "5m";
@@ -18,6 +19,10 @@ const SCROLL_KEEP: &str = "5m";
 const SCROLL_PAGE: usize = 5000;
 /// Deletes per bulk request.
 const DELETE_BATCH: usize = 1000;
+/// Attempts at a request that is safe to repeat (a read, a versioned delete) before verify
+/// reports the index server as failing: a busy server (a timeout, a refused connection,
+/// HTTP 429 or 5xx) gets a few chances rather than leaving a table unchecked.
+const ATTEMPTS: u32 = 4;
 
 /// A document as the index holds it.
 #[derive(Debug)]
@@ -44,43 +49,86 @@ impl Index {
         })
     }
 
+    /// [`Index::send`] with a JSON body.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: &Json,
         what: &str,
+        attempts: u32,
     ) -> Result<(u16, Json), VerifyError> {
         let body = body.to_string().into_bytes();
-        self.send(method, path, "application/json", body, what)
+        self.send(method, path, "application/json", &body, what, attempts)
             .await
     }
 
-    /// Sends a request; a 404 is returned to the caller, other failures are errors.
+    /// Sends a request, up to `attempts` times while the server is busy or unreachable; more
+    /// than once only if a repeat is harmless (a read, a versioned delete; not the next page
+    /// of a scroll, which a lost first attempt may have moved past). A 404 is returned to the
+    /// caller, other failures are errors.
     async fn send(
         &self,
         method: Method,
         path: &str,
         content_type: &'static str,
-        body: Vec<u8>,
+        body: &[u8],
         what: &str,
+        attempts: u32,
     ) -> Result<(u16, Json), VerifyError> {
+        let mut backoff = Backoff::default();
+        for attempt in 1.. {
+            match self.send_once(method, path, content_type, body, what).await {
+                Ok(answer) => return Ok(answer),
+                Err(Attempt::Permanent(e)) => return Err(e),
+                Err(Attempt::Transient(reason)) if attempt < attempts => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(%reason, attempt, retry_in_ms = wait.as_millis() as u64,
+                        "verify: the index server failed a request; trying it again");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(Attempt::Transient(reason)) => {
+                    return Err(VerifyError::Index(format!(
+                        "{reason} (attempts: {attempt}; run verify again once the index \
+                         server answers: it continues where it stopped)"
+                    )));
+                }
+            }
+        }
+        unreachable!("the attempts end with a return")
+    }
+
+    /// One attempt of [`Index::send`]: failures the server may get over (no answer, HTTP 429
+    /// or 5xx) are transient.
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        body: &[u8],
+        what: &str,
+    ) -> Result<(u16, Json), Attempt<VerifyError>> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        let fail =
-            |e: &dyn std::fmt::Display| VerifyError::Index(format!("{what} at {}: {e}", self.url));
+        let reason = |e: &dyn std::fmt::Display| format!("{what} at {}: {e}", self.url);
         let response = self
             .client
             .send(method, path, headers, None::<&()>, Some(body), None)
             .await
-            .map_err(|e| fail(&crate::with_causes(&e)))?;
+            .map_err(|e| Attempt::Transient(reason(&crate::with_causes(&e))))?;
         let status = response.status_code().as_u16();
-        let text = response.text().await.map_err(|e| fail(&e))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Attempt::Transient(reason(&e)))?;
         let json = serde_json::from_str(&text).unwrap_or(Json::String(text));
-        if status >= 400 && status != 404 {
-            return Err(fail(&format!("HTTP {status} {json}")));
+        match status {
+            429 | 500..=599 => Err(Attempt::Transient(reason(&format!("HTTP {status} {json}")))),
+            400.. if status != 404 => Err(Attempt::Permanent(VerifyError::Index(reason(
+                &format!("HTTP {status} {json}"),
+            )))),
+            _ => Ok((status, json)),
         }
-        Ok((status, json))
     }
 
     /// The documents of `index` among `ids` (absent ids are not found; so is everything in an
@@ -101,6 +149,7 @@ impl Index {
                 &path,
                 &json!({ "ids": ids }),
                 "reading documents",
+                ATTEMPTS,
             )
             .await?;
         if status == 404 {
@@ -142,7 +191,7 @@ impl Index {
         Ok(Scroll {
             next: Some(tokio::spawn(async move {
                 client
-                    .call(Method::Post, &path, &query, "scanning an index")
+                    .call(Method::Post, &path, &query, "scanning an index", ATTEMPTS)
                     .await
             })),
             index: index.to_string(),
@@ -168,8 +217,9 @@ impl Index {
                     Method::Post,
                     "/_bulk?refresh=true",
                     "application/x-ndjson",
-                    body.into_bytes(),
+                    body.as_bytes(),
                     what,
+                    ATTEMPTS,
                 )
                 .await?;
             for item in report["items"].as_array().into_iter().flatten() {
@@ -247,6 +297,7 @@ impl Scroll {
                         "/_search/scroll",
                         &json!({ "scroll_id": [id] }),
                         "closing a scan",
+                        1,
                     )
                     .await;
             }
@@ -262,7 +313,13 @@ impl Scroll {
         let client = index.clone();
         self.next = Some(tokio::spawn(async move {
             client
-                .call(Method::Post, "/_search/scroll", &body, "scanning an index")
+                .call(
+                    Method::Post,
+                    "/_search/scroll",
+                    &body,
+                    "scanning an index",
+                    1,
+                )
                 .await
         }));
         Ok(Some(
