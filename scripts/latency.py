@@ -11,6 +11,12 @@
     latency.py index-write ES_URL COUNT RATE
         the index server's floor: a one-document _bulk with an external version, then a
         realtime GET of it by id; the time until the GET finds it.
+    latency.py index-load ES_URL COUNT RATE
+        the index server's floor at a load: documents fall due at RATE a second and a loop
+        with nothing else in it sends every document due as one _bulk (external versions) as
+        soon as the previous bulk is answered; each document's time from falling due until
+        its bulk is answered. "slow_bulks" counts bulks that took over 100 ms, "at" gives the
+        documents written before each of the first ten.
     latency.py raw-pipeline BROKERS ES_URL COUNT RATE FETCH_WAIT_MS
         the same hops as Sluice without Sluice, at a load: records produced at RATE a second
         (idempotent, linger 0) carrying their send time, consumed by a loop that sends what it
@@ -165,6 +171,36 @@ def index_write(es, count, rate):
     took = time.monotonic() - t0
     http("DELETE", f"{es}/{index}")
     return summary(lat, took)
+
+
+def index_load(es, count, rate):
+    index = f"latency-load-{time.time_ns()}"
+    http("PUT", f"{es}/{index}")
+    lat, slow = [], []
+    t0 = time.monotonic()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.monotonic() - t0) * rate) + 1)
+        if due <= sent:
+            time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
+            continue
+        lines = []
+        for i in range(sent, due):
+            lines.append(json.dumps({"index": {"_index": index, "_id": str(i), "version": i + 1,
+                                               "version_type": "external"}}))
+            lines.append(json.dumps({"id": i, "note": "load"}))
+        start = time.monotonic()
+        http("POST", f"{es}/_bulk", "\n".join(lines) + "\n", True)
+        done = time.monotonic()
+        if done - start > 0.1:
+            slow.append(sent)
+        lat.extend((done - (t0 + i / rate)) * 1000 for i in range(sent, due))
+        sent = due
+    took = time.monotonic() - t0
+    http("DELETE", f"{es}/{index}")
+    out = summary(lat, took)
+    out["slow_bulks"], out["at"] = len(slow), slow[:10]
+    return out
 
 
 def poll_seen(es, index, written, seen, count, done):
@@ -340,6 +376,8 @@ def main(argv):
         return
     elif cmd == "index-write":
         out = index_write(args[0], int(args[1]), float(args[2]))
+    elif cmd == "index-load":
+        out = index_load(args[0], int(args[1]), float(args[2]))
     elif cmd == "raw-pipeline":
         out = raw_pipeline(args[0], args[1], int(args[2]), float(args[3]), int(args[4]))
     elif cmd == "commits":

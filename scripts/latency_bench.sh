@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Commit-to-searchable latency of the whole pipeline against the stack's own floor, in one
 # run (docs/benchmarks.md): the floor first (a raw produce -> consume hop on the same broker,
-# a raw one-document write + realtime GET on the same index server, and both hops at 500/s
-# without Sluice: a raw produce -> consume -> _bulk loop), then single-row commits
-# at 100, 500 and 2,000 a second and in bursts, each with Sluice's stage breakdown; then the
-# resident memory after 60 s at 500/s and the CPU of the idle pipeline.
+# a raw one-document write + realtime GET on the same index server, the index server alone at
+# 500/s, and both hops at 500/s without Sluice: a raw produce -> consume -> _bulk loop), then
+# single-row commits at 100, 500 and 2,000 a second and in bursts, each with Sluice's stage
+# breakdown; then the resident memory after 60 s at 500/s and the CPU of the idle pipeline.
 #
 #   scripts/latency_bench.sh [one|two]     one `sluice run` (default), or source and loader
 #                                          as two processes
@@ -82,11 +82,15 @@ fetch_wait=${fetch_wait:-${SLUICE_LOADER__FETCH_WAIT_MS:-5}}
 say "floor: broker hop (fetch.wait.max.ms $fetch_wait), index write + GET"
 hop=$(probe kafka-hop "$SLUICE_STACK_KAFKA_BROKERS" $((2000 / scale)) 500 "$fetch_wait")
 write=$(probe index-write "$es" $((1000 / scale)) 100)
+# The index server at 500/s with nothing in front of it: the best any loader can do there.
+say "index server alone at 500/s: every document due as one _bulk"
+index_load=$(probe index-load "$es" $((30000 / scale)) 500)
 # The same hops at 500/s without Sluice: what the broker and the index server give at that
 # load under the same poller.
 say "raw pipeline at 500/s: produce -> consume -> _bulk, same poller"
 raw=$(probe raw-pipeline "$SLUICE_STACK_KAFKA_BROKERS" "$es" $((30000 / scale)) 500 "$fetch_wait")
-echo "{\"floor_hop\": $hop, \"floor_index\": $write, \"raw_pipeline_500\": $raw}" \
+echo "{\"floor_hop\": $hop, \"floor_index\": $write, \"index_load_500\": $index_load,
+  \"raw_pipeline_500\": $raw}" \
   >"$run/results.json"
 
 next=1
