@@ -231,15 +231,8 @@ async fn verify_waits_out_an_index_server_that_refuses_a_few_reads() {
     std::fs::write(&refuse, format!("{}.t 2", setup.db)).unwrap();
     let proxy = TlsProxy::start_with(setup.dir.path(), &stack().es_url, None, Some(&refuse));
     let via = setup.dir.path().join("verify-via-proxy.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("url = \"{}\"", stack().es_url),
-        &format!(
-            "url = \"https://localhost:{}\"\nca_file = \"{}\"",
-            proxy.port,
-            proxy.cert.display()
-        ),
-    );
-    std::fs::write(&via, text).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&via, es_via(&text, &proxy, "")).unwrap();
     let (code, out) = verify(via.to_str().unwrap(), &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("400 rows compared"), "{out}");

@@ -345,14 +345,8 @@ batch_size = 500
     /// Writes the config with the index server reached through `proxy` (https, its CA),
     /// `es_extra` lines added to `[elasticsearch]` and `extra` after `[loader]`.
     pub fn write_config_via(&self, proxy: &TlsProxy, es_extra: &str, extra: &str) -> PathBuf {
-        let plain = format!("url = \"{}\"", stack().es_url);
-        let https = format!(
-            "url = \"https://localhost:{}\"\nca_file = \"{}\"\n{es_extra}",
-            proxy.port,
-            proxy.cert.display()
-        );
         let path = self.dir.path().join("sluice.toml");
-        std::fs::write(&path, self.config_text(extra).replace(&plain, &https)).unwrap();
+        std::fs::write(&path, es_via(&self.config_text(extra), proxy, es_extra)).unwrap();
         path
     }
 
@@ -843,6 +837,18 @@ pub async fn index_count_at(es: &str, index: &str) -> usize {
     }
     let r: Json = response.json().await.unwrap();
     r["count"].as_u64().unwrap_or(0) as usize
+}
+
+/// `config` (a config file's text) with the stack's index server reached through `proxy`,
+/// `es_extra` added to its `[elasticsearch]` table.
+pub fn es_via(config: &str, proxy: &TlsProxy, es_extra: &str) -> String {
+    let plain = format!("url = \"{}\"", stack().es_url);
+    let https = format!(
+        "url = \"https://localhost:{}\"\nca_file = \"{}\"\n{es_extra}",
+        proxy.port,
+        proxy.cert.display()
+    );
+    config.replace(&plain, &https)
 }
 
 /// `tests/interop/tls_proxy.py` in front of a plain-HTTP server, with a fresh self-signed

@@ -77,7 +77,9 @@ impl Index {
         attempts: u32,
     ) -> Result<(u16, Json), VerifyError> {
         let mut backoff = Backoff::default();
-        for attempt in 1.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             match self.send_once(method, path, content_type, body, what).await {
                 Ok(answer) => return Ok(answer),
                 Err(Attempt::Permanent(e)) => return Err(e),
@@ -95,7 +97,6 @@ impl Index {
                 }
             }
         }
-        unreachable!("the attempts end with a return")
     }
 
     /// One attempt of [`Index::send`]: failures the server may get over (no answer, HTTP 429
