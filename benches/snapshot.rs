@@ -6,7 +6,9 @@
 //! tansu like the stack's (reported beside it); peak RSS and CPU by thread of the sluice
 //! process from /proc.
 //! Then two such tables into `null://`, copied one at a time and two at once
-//! (`source.snapshot_parallelism`). `SLUICE_BENCH_KAFKA` sets producer properties. The
+//! (`source.snapshot_parallelism`). Then a table of 50,000 rows of 8 KiB into the SQLite
+//! tansu, slower than the source, so the queues in front of it fill: the memory bounds hold
+//! for wide rows too. `SLUICE_BENCH_KAFKA` sets producer properties. The
 //! targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
 //! Sluice's own CPU per row), <= 100 MB.
 //!
@@ -20,6 +22,9 @@ use futures_util::StreamExt;
 use mysql_async::prelude::*;
 
 const ROWS: u64 = 2_000_000;
+/// Rows of the wide table, and the bytes of text in each.
+const WIDE_ROWS: u64 = 50_000;
+const WIDE_BYTES: u64 = 8192;
 
 /// `scripts/stack.sh env` as key/value pairs.
 fn stack_env() -> std::collections::HashMap<String, String> {
@@ -87,6 +92,25 @@ fn main() {
                 .await
                 .unwrap();
         }
+        let wide: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM bench_snapshot.wide")
+            .await
+            .unwrap_or(None);
+        if wide != Some(WIDE_ROWS) {
+            eprintln!("writing the {WIDE_ROWS}-row table bench_snapshot.wide...");
+            for sql in [
+                "DROP TABLE IF EXISTS bench_snapshot.wide".to_string(),
+                "CREATE TABLE bench_snapshot.wide (id BIGINT PRIMARY KEY, body MEDIUMTEXT) \
+                 DEFAULT CHARSET utf8mb4"
+                    .into(),
+                format!(
+                    "INSERT INTO bench_snapshot.wide SELECT seq, \
+                     REPEAT(CHAR(97 + seq % 26), {WIDE_BYTES}) FROM seq_1_to_{WIDE_ROWS}"
+                ),
+            ] {
+                conn.query_drop(sql).await.unwrap();
+            }
+        }
         let start = Instant::now();
         let mut result = conn
             .exec_iter("SELECT * FROM bench_snapshot.t", ())
@@ -127,6 +151,9 @@ fn main() {
     // its later users) and are deleted with the directory.
     let sqlite_broker = Broker::start("sqlite://tansu.db");
     let sqlite = snapshot(&env, &sqlite_broker.brokers, &one, 1);
+    // Into the slower broker, where the queues in front of it fill.
+    let (wide_done, wide_peak_kb, _) =
+        snapshot(&env, &sqlite_broker.brokers, &["bench_snapshot.wide"], 1);
     drop(sqlite_broker);
     println!(
         "raw SELECT *: {:.2} s, {:.0} rows/s",
@@ -160,6 +187,14 @@ fn main() {
             );
         }
     }
+    println!(
+        "sluice snapshot of {WIDE_ROWS} rows of {WIDE_BYTES} bytes into tansu SQLite: {:.2} s, \
+         {:.0} rows/s, {:.0} MB/s; peak RSS {:.0} MB",
+        wide_done.as_secs_f64(),
+        WIDE_ROWS as f64 / wide_done.as_secs_f64(),
+        (WIDE_ROWS * WIDE_BYTES) as f64 / 1e6 / wide_done.as_secs_f64(),
+        wide_peak_kb as f64 / 1024.0
+    );
 }
 
 /// SLUICE_BENCH_KAFKA: librdkafka properties for the snapshotting producer, e.g.

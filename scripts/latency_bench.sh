@@ -11,7 +11,8 @@
 #
 # Environment: SLUICE_* variables reach Sluice (e.g. SLUICE_LOADER__LINGER_MS=20);
 # BENCH_KAFKA_PROPERTIES adds `key = "value"` lines to [kafka.properties]; BENCH_QUICK=1
-# runs a tenth of each load (for trying settings, not for figures).
+# runs a tenth of each load (for trying settings, not for figures); BENCH_SLUICE=path
+# measures that build of sluice instead of this checkout's (a before/after comparison).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -23,8 +24,8 @@ scale=1
 
 say() { printf 'latency: %s\n' "$*" >&2; }
 cargo build --release --quiet --bin sluice
-BIN=$ROOT/target/release/sluice
-SLUICE_BIN=$BIN scripts/stack.sh up
+BIN=${BENCH_SLUICE:-$ROOT/target/release/sluice}
+SLUICE_BIN=$ROOT/target/release/sluice scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 es=$SLUICE_STACK_ELASTICSEARCH_URL
 mysql=(mariadb --no-defaults --batch --skip-column-names -h "$SLUICE_STACK_MYSQL_HOST"

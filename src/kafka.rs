@@ -49,6 +49,20 @@ pub enum KafkaSetupError {
         /// Replication factor Sluice asked for.
         replication_factor: i32,
     },
+    /// The producer's queue cannot hold a record of the largest size allowed.
+    #[error(
+        "`[kafka.properties]`: records may be up to {record} bytes (`message.max.bytes`), but \
+         the producer's queue holds {queue_kib} KiB (`queue.buffering.max.kbytes`), so such a \
+         record could never be queued; set `queue.buffering.max.kbytes` to at least {} or \
+         lower `message.max.bytes`",
+        record.div_ceil(1024)
+    )]
+    QueueBelowRecord {
+        /// `message.max.bytes`.
+        record: u64,
+        /// `queue.buffering.max.kbytes`.
+        queue_kib: u64,
+    },
     /// The cluster's topics could not be listed.
     #[error(
         "cannot list the topics of the cluster at {brokers}: {message}; check `kafka.brokers` \

@@ -85,6 +85,17 @@ fn writer(db: String, tables: Vec<&'static str>, max_id: u32, pause: Duration) -
     })
 }
 
+/// The windows the first finished incremental snapshot in `out` took.
+fn windows_done(out: &str) -> u64 {
+    out.lines()
+        .find(|l| l.contains("incremental snapshot done"))
+        .and_then(|l| l.split("windows=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no finished incremental snapshot: {out}"))
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_snapshot_continues_after_its_last_stored_chunk_and_ends_exact() {
     let (mut conn, setup) = fresh("it_snap_kill", &["t"]).await;
@@ -347,14 +358,7 @@ async fn an_incremental_snapshot_runs_while_another_table_streams_under_load() {
     let out = sluice.output();
     assert!(out.contains("incremental snapshot requested"), "{out}");
     // 3,500 rows in windows of 100: at least 35 windows.
-    let windows: u64 = out
-        .lines()
-        .find(|l| l.contains("incremental snapshot done"))
-        .and_then(|l| l.split("windows=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let windows = windows_done(&out);
     assert!(windows >= 35, "{windows} windows");
     assert!(sluice.terminate(PATIENCE).success());
 }
@@ -463,6 +467,30 @@ async fn a_first_run_can_copy_in_windows_while_streaming_from_the_current_positi
         !out.contains("snapshot stored: every row"),
         "a consistent snapshot ran: {out}"
     );
+    assert!(sluice.terminate(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_of_wide_rows_ends_at_its_byte_bound_before_its_row_limit() {
+    // 40 rows of 600,000 bytes, 24 MB: more than a window holds (16 MiB), though far fewer
+    // rows than its limit (10,000).
+    let (mut conn, setup) = fresh("it_incr_wide", &["w"]).await;
+    exec(
+        &mut conn,
+        &[
+            "CREATE TABLE w (id INT PRIMARY KEY, body MEDIUMTEXT NOT NULL)",
+            "INSERT INTO w SELECT seq, REPEAT(CHAR(96 + seq % 26), 600000) FROM seq_1_to_40",
+        ],
+    )
+    .await;
+    let config = setup.write_config_with_source("initial_snapshot = \"incremental\"");
+    setup.signal_table(&mut conn, &config).await;
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("incremental snapshot done", CATCH_UP);
+    setup.assert_index_matches(&mut conn, "w", CATCH_UP).await;
+    let out = sluice.output();
+    let windows = windows_done(&out);
+    assert_eq!(windows, 2, "{out}");
     assert!(sluice.terminate(PATIENCE).success());
 }
 

@@ -16,4 +16,4 @@ pub use decimal::Decimal;
 pub use gtid::{DomainGtids, GtidSet, GtidState, format_uuid};
 pub use position::{Position, Version, binlog_file_sequence};
 pub use table::{Column, ColumnType, TableId, TableSchema, column_indices};
-pub use value::{Row, Value, fill, text_from_vec, utf8};
+pub use value::{Row, Value, fill, row_bytes, text_from_vec, utf8};

@@ -79,6 +79,17 @@ pub enum Value {
 }
 
 impl Value {
+    /// Bytes the value holds outside itself: strings longer than the inline 24, binary
+    /// values, vectors.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Value::String(s) if s.is_heap_allocated() => s.len(),
+            Value::Bytes(b) | Value::Geometry { wkb: b, .. } => b.len(),
+            Value::Vector(v) => std::mem::size_of_val(v.as_slice()),
+            _ => 0,
+        }
+    }
+
     /// A VECTOR from its stored form, little-endian IEEE floats; `None` if the length is not a
     /// whole number of them.
     pub fn vector_from_le(bytes: &[u8]) -> Option<Value> {
@@ -96,6 +107,12 @@ impl Value {
 /// A row image: one value per column of its [`TableSchema`], in column order.
 pub type Row = Vec<Value>;
 
+/// The memory a row image takes, its values and what they hold outside themselves: what
+/// bounds in bytes rather than rows count.
+pub fn row_bytes(row: &[Value]) -> usize {
+    std::mem::size_of_val(row) + row.iter().map(Value::heap_bytes).sum::<usize>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +128,18 @@ mod tests {
         assert!(kept.is_heap_allocated());
         assert_eq!(text_from_vec(vec![b'a', 0xff]), None);
         assert_eq!(text_from_vec(vec![0xc3]), None);
+    }
+
+    #[test]
+    fn row_bytes_count_what_is_not_inline() {
+        assert_eq!(Value::Int(7).heap_bytes(), 0);
+        assert_eq!(Value::String("short".into()).heap_bytes(), 0);
+        let long = "x".repeat(100);
+        assert_eq!(Value::String(long.as_str().into()).heap_bytes(), 100);
+        assert_eq!(Value::Bytes(vec![0; 10]).heap_bytes(), 10);
+        assert_eq!(Value::Vector(vec![0.0; 3]).heap_bytes(), 12);
+        let row = [Value::Int(1), Value::Bytes(vec![0; 10])];
+        assert_eq!(row_bytes(&row), 2 * std::mem::size_of::<Value>() + 10);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub type KafkaProducer = PolledProducer<DeliveryContext>;
 /// Records produced but not yet acknowledged, at most (librdkafka's queue): bounds memory.
 const IN_FLIGHT: &str = "20000";
 
+/// librdkafka's default `message.max.bytes`.
+const MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
 /// The idempotent, ordered producer, reporting deliveries to `deliveries`.
 pub fn producer(
     cfg: &KafkaConfig,
@@ -57,8 +60,27 @@ pub fn producer(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
+    check_queue_fits_records(&c)?;
     PolledProducer::new(&c, DeliveryContext::new(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
+}
+
+/// Refuses a queue smaller than the largest record: librdkafka would answer "queue full" to
+/// such a record forever, even with nothing else queued. Its default (1 GiB) holds any record;
+/// a smaller `queue.buffering.max.kbytes` bounds the memory of wide rows in flight.
+fn check_queue_fits_records(c: &rdkafka::ClientConfig) -> Result<(), KafkaSetupError> {
+    // A value that is not a number is librdkafka's to refuse, with its own message.
+    let number = |v: &str| v.trim().parse::<u64>().ok();
+    let record = c
+        .get("message.max.bytes")
+        .map_or(Some(MESSAGE_MAX_BYTES), number);
+    let queue = c.get("queue.buffering.max.kbytes").and_then(number);
+    match (record, queue) {
+        (Some(record), Some(queue_kib)) if record > queue_kib.saturating_mul(1024) => {
+            Err(KafkaSetupError::QueueBelowRecord { record, queue_kib })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Encodes and produces every change from `rx`, numbering the records, and queues each
@@ -274,5 +296,44 @@ impl NumberedProducer<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer_config(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            topic_prefix: "t".into(),
+            partitions: 1,
+            replication_factor: 1,
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_queue_smaller_than_the_largest_record_is_refused_at_start() {
+        let deliveries = Arc::new(Deliveries::default());
+        assert!(producer(&producer_config(&[]), deliveries.clone()).is_ok());
+        let big = [
+            ("message.max.bytes", "20000000"),
+            ("queue.buffering.max.kbytes", "16384"),
+        ];
+        let err = producer(&producer_config(&big), deliveries.clone())
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("20000000"), "{text}");
+        assert!(text.contains("at least 19532"), "{text}");
+        let raised = [
+            ("message.max.bytes", "20000000"),
+            ("queue.buffering.max.kbytes", "19532"),
+        ];
+        assert!(producer(&producer_config(&raised), deliveries).is_ok());
     }
 }

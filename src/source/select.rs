@@ -8,8 +8,8 @@ use mysql_async::prelude::*;
 use super::SourceError;
 use super::mysql::{query_error, quote};
 use crate::model::{
-    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, fill, text_from_vec,
-    time, utf8,
+    Column, ColumnType, Decimal, Row, TableSchema, Value, WindowProgress, fill, row_bytes,
+    text_from_vec, time, utf8,
 };
 
 /// Whether the key's order in the database can be paged through with typed bounds: types
@@ -278,13 +278,18 @@ fn convert_value(
     Ok(())
 }
 
-/// Selects the window's chunk: rows after the last key that match the filter.
+/// Bytes of rows, as held in memory, after which a window's chunk ends early whatever its row
+/// limit: the window holds its rows until its high watermark arrives.
+const CHUNK_BYTES: usize = 16 << 20;
+
+/// Selects the window's chunk: rows after the last key that match the filter, at most `limit`
+/// and, with a limit, ending early at [`CHUNK_BYTES`]; true if it ended there.
 pub(super) async fn select_chunk(
     conn: &mut Conn,
     schema: &TableSchema,
     progress: &WindowProgress,
     limit: Option<u64>,
-) -> Result<Vec<Row>, SourceError> {
+) -> Result<(Vec<Row>, bool), SourceError> {
     let what = "selecting an incremental snapshot chunk";
     let (sql, params) = chunk_query(
         schema,
@@ -302,15 +307,24 @@ pub(super) async fn select_chunk(
         .map_err(|e| query_error(what, e))?
         .ok_or_else(|| SourceError::Precondition("snapshot query returned no result set".into()))?;
     let mut rows = Vec::new();
+    let (mut bytes, mut cut) = (0, false);
     let mut zero_dates = 0;
     while let Some(row) = stream.next().await {
         let row = row.map_err(|e| query_error(what, e))?;
-        rows.push(convert(schema, row, &mut zero_dates)?);
+        let row = convert(schema, row, &mut zero_dates)?;
+        bytes += row_bytes(&row);
+        rows.push(row);
+        // The rest of the result is read and dropped by the connection's next query; the
+        // next window starts after the last key kept.
+        if limit.is_some() && bytes >= CHUNK_BYTES {
+            cut = true;
+            break;
+        }
     }
     if zero_dates > 0 {
         tracing::warn!(table = %schema.id, count = zero_dates, "incremental snapshot: zero or impossible dates became null");
     }
-    Ok(rows)
+    Ok((rows, cut))
 }
 
 #[cfg(test)]

@@ -31,11 +31,15 @@ use crate::config::SourceConfig;
 use crate::metrics::metrics;
 use crate::model::{
     Change, Checkpoint, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value, Version,
-    binlog_file_sequence, time,
+    binlog_file_sequence, row_bytes, time,
 };
 
-/// Rows per message to the publisher.
+/// Rows per message to the publisher, at most...
 const BATCH: usize = 512;
+
+/// ...and bytes of rows as held in memory, at most: the queues to the publisher count
+/// messages, so this keeps wide rows from multiplying what they hold.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// Messages waiting for the publisher, per copier (the copiers share them): enough to keep
 /// it busy while a copier reads, few enough to bound memory.
@@ -326,6 +330,7 @@ impl Copier {
                     SourceError::Precondition("snapshot query returned no result set".into())
                 })?;
             let mut batch = Vec::with_capacity(BATCH);
+            let mut batch_bytes = 0;
             let mut in_chunk = 0u64;
             while let Some(row) = rows.next().await {
                 let row = row.map_err(|e| query_error("reading a table for the snapshot", e))?;
@@ -341,6 +346,7 @@ impl Copier {
                     return Ok(false);
                 }
                 let values = convert(table, row, &mut self.zero_dates)?;
+                batch_bytes += size_of::<Change>() + row_bytes(&values);
                 batch.push(Change {
                     table: table.clone(),
                     op: Op::Read,
@@ -350,10 +356,11 @@ impl Copier {
                     source: self.source.clone(),
                 });
                 in_chunk += 1;
-                if batch.len() == BATCH {
+                if batch.len() == BATCH || batch_bytes >= BATCH_BYTES {
                     if self.shared.shutdown.is_cancelled() {
                         return Ok(false);
                     }
+                    batch_bytes = 0;
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     progress.last_key = last_key(table, &full);
                     send(&out, Copied::Changes(full)).await?;

@@ -140,8 +140,9 @@ impl Worker {
                 table: table.clone(),
             })?;
             self.watermark(conn, OPEN, &window).await?;
-            let rows = select::select_chunk(conn, &schema, progress, chunked.then_some(chunk_rows))
-                .await?;
+            let (rows, cut) =
+                select::select_chunk(conn, &schema, progress, chunked.then_some(chunk_rows))
+                    .await?;
             // DDL cannot run during the select (it waits for the metadata lock), so an
             // unchanged definition afterwards means the rows have this schema.
             let now = mysql::table_schema(conn, table, key).await?;
@@ -153,7 +154,7 @@ impl Worker {
                 }
                 next.rows += n;
                 next.windows += 1;
-                (Some(rows), !chunked || n < chunk_rows)
+                (Some(rows), !chunked || (n < chunk_rows && !cut))
             } else {
                 tracing::info!(%table, "table definition changed during a window's select; selecting again");
                 (None, false)
