@@ -51,13 +51,11 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let raw = rt.block_on(async {
         let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
-        let have: Option<u64> = conn
-            .query_first("SELECT COUNT(*) FROM bench_snapshot.t")
-            .await
-            .unwrap_or(None);
-        if have != Some(ROWS) {
-            eprintln!("writing the {ROWS}-row table bench_snapshot.t...");
-            for sql in [
+        write_unless_present(
+            &mut conn,
+            "bench_snapshot.t",
+            ROWS,
+            &[
                 "DROP DATABASE IF EXISTS bench_snapshot".to_string(),
                 "CREATE DATABASE bench_snapshot".into(),
                 "CREATE TABLE bench_snapshot.t (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, \
@@ -73,10 +71,9 @@ fn main() {
                      TIMESTAMPADD(MICROSECOND, seq * 1234567, '2024-01-01 00:00:00'), seq % 2 \
                      FROM seq_1_to_{ROWS}"
                 ),
-            ] {
-                conn.query_drop(sql).await.unwrap();
-            }
-        }
+            ],
+        )
+        .await;
         // The second table of the parallel runs: the same rows.
         conn.query_drop("CREATE TABLE IF NOT EXISTS bench_snapshot.t2 LIKE bench_snapshot.t")
             .await
@@ -92,13 +89,11 @@ fn main() {
                 .await
                 .unwrap();
         }
-        let wide: Option<u64> = conn
-            .query_first("SELECT COUNT(*) FROM bench_snapshot.wide")
-            .await
-            .unwrap_or(None);
-        if wide != Some(WIDE_ROWS) {
-            eprintln!("writing the {WIDE_ROWS}-row table bench_snapshot.wide...");
-            for sql in [
+        write_unless_present(
+            &mut conn,
+            "bench_snapshot.wide",
+            WIDE_ROWS,
+            &[
                 "DROP TABLE IF EXISTS bench_snapshot.wide".to_string(),
                 "CREATE TABLE bench_snapshot.wide (id BIGINT PRIMARY KEY, body MEDIUMTEXT) \
                  DEFAULT CHARSET utf8mb4"
@@ -107,10 +102,9 @@ fn main() {
                     "INSERT INTO bench_snapshot.wide SELECT seq, \
                      REPEAT(CHAR(97 + seq % 26), {WIDE_BYTES}) FROM seq_1_to_{WIDE_ROWS}"
                 ),
-            ] {
-                conn.query_drop(sql).await.unwrap();
-            }
-        }
+            ],
+        )
+        .await;
         let start = Instant::now();
         let mut result = conn
             .exec_iter("SELECT * FROM bench_snapshot.t", ())
@@ -195,6 +189,25 @@ fn main() {
         (WIDE_ROWS * WIDE_BYTES) as f64 / 1e6 / wide_done.as_secs_f64(),
         wide_peak_kb as f64 / 1024.0
     );
+}
+
+/// Runs `sql` unless `table` already holds `rows` rows (kept from an earlier run).
+async fn write_unless_present(
+    conn: &mut mysql_async::Conn,
+    table: &str,
+    rows: u64,
+    sql: &[String],
+) {
+    let have: Option<u64> = conn
+        .query_first(format!("SELECT COUNT(*) FROM {table}"))
+        .await
+        .unwrap_or(None);
+    if have != Some(rows) {
+        eprintln!("writing the {rows}-row table {table}...");
+        for statement in sql {
+            conn.query_drop(statement).await.unwrap();
+        }
+    }
 }
 
 /// SLUICE_BENCH_KAFKA: librdkafka properties for the snapshotting producer, e.g.
