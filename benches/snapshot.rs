@@ -7,8 +7,7 @@
 //! process from /proc.
 //! Then two such tables into `null://`, copied one at a time and two at once
 //! (`source.snapshot_parallelism`). Then a table of 50,000 rows of 8 KiB into the SQLite
-//! tansu, slower than the source, so the queues in front of it fill: the memory bounds hold
-//! for wide rows too. `SLUICE_BENCH_KAFKA` sets producer properties. The
+//! tansu, slower than the source, so the queues in front of it fill (peak RSS for wide rows). `SLUICE_BENCH_KAFKA` sets producer properties. The
 //! targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
 //! Sluice's own CPU per row), <= 100 MB.
 //!
@@ -22,8 +21,9 @@ use futures_util::StreamExt;
 use mysql_async::prelude::*;
 
 const ROWS: u64 = 2_000_000;
-/// Rows of the wide table, and the bytes of text in each.
+/// Rows of the wide table.
 const WIDE_ROWS: u64 = 50_000;
+/// Bytes of text in each of its rows.
 const WIDE_BYTES: u64 = 8192;
 
 /// `scripts/stack.sh env` as key/value pairs.

@@ -11,7 +11,7 @@
 #
 # Environment: SLUICE_* variables reach Sluice (e.g. SLUICE_LOADER__LINGER_MS=20);
 # BENCH_KAFKA_PROPERTIES adds `key = "value"` lines to [kafka.properties]; BENCH_QUICK=1
-# runs a tenth of each load (for trying settings, not for figures); BENCH_SLUICE=path
+# runs a tenth of each load (for trying settings, not for figures); BENCH_SLUICE=/abs/path
 # measures that build of sluice instead of this checkout's (a before/after comparison).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +25,7 @@ scale=1
 say() { printf 'latency: %s\n' "$*" >&2; }
 cargo build --release --quiet --bin sluice
 BIN=${BENCH_SLUICE:-$ROOT/target/release/sluice}
+[ -x "$BIN" ] || { echo "latency_bench.sh: $BIN is not an executable (BENCH_SLUICE takes an absolute path)" >&2; exit 2; }
 SLUICE_BIN=$ROOT/target/release/sluice scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 es=$SLUICE_STACK_ELASTICSEARCH_URL

@@ -80,7 +80,7 @@ pub enum Value {
 
 impl Value {
     /// Bytes the value holds outside itself: strings longer than the inline 24, binary
-    /// values, vectors.
+    /// values, vectors (their lengths; decimals beyond 18 digits, rare, are not counted).
     fn heap_bytes(&self) -> usize {
         match self {
             Value::String(s) if s.is_heap_allocated() => s.len(),

@@ -314,12 +314,20 @@ pub(super) async fn select_chunk(
         let row = convert(schema, row, &mut zero_dates)?;
         bytes += row_bytes(&row);
         rows.push(row);
-        // The rest of the result is read and dropped by the connection's next query; the
-        // next window starts after the last key kept.
+        // The next window starts after the last key kept.
         if limit.is_some() && bytes >= CHUNK_BYTES {
             cut = true;
             break;
         }
+    }
+    drop(stream);
+    if cut {
+        // Read and dropped here, where an error names the select, rather than by whichever
+        // query comes next.
+        result
+            .drop_result()
+            .await
+            .map_err(|e| query_error(what, e))?;
     }
     if zero_dates > 0 {
         tracing::warn!(table = %schema.id, count = zero_dates, "incremental snapshot: zero or impossible dates became null");

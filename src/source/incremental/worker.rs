@@ -127,6 +127,10 @@ impl Worker {
         tracing::info!(%table, id = %progress.id, filter = progress.filter.as_deref().unwrap_or(""), estimated_rows = estimate, resuming_after_rows = progress.rows, "incremental snapshot: copying table while streaming");
         let mut report = Progress::start("incremental snapshot", table, estimate, progress.rows);
         let mut throttle = Throttle::new(self.config.source.snapshot_max_rows_per_sec);
+        // Rows a window selects: after a window ended at its byte bound, as many as fitted,
+        // so the server does not send wide rows only for them to be dropped; doubled again,
+        // up to `snapshot_chunk_rows`, after each window that filled without reaching it.
+        let mut limit = chunk_rows;
         loop {
             let key = self.config.keys.get(table).map(Vec::as_slice);
             let schema = Arc::new(mysql::table_schema(conn, table, key).await?);
@@ -141,8 +145,7 @@ impl Worker {
             })?;
             self.watermark(conn, OPEN, &window).await?;
             let (rows, cut) =
-                select::select_chunk(conn, &schema, progress, chunked.then_some(chunk_rows))
-                    .await?;
+                select::select_chunk(conn, &schema, progress, chunked.then_some(limit)).await?;
             // DDL cannot run during the select (it waits for the metadata lock), so an
             // unchanged definition afterwards means the rows have this schema.
             let now = mysql::table_schema(conn, table, key).await?;
@@ -154,7 +157,13 @@ impl Worker {
                 }
                 next.rows += n;
                 next.windows += 1;
-                (Some(rows), !chunked || (n < chunk_rows && !cut))
+                let last = !chunked || (n < limit && !cut);
+                if cut {
+                    limit = n.max(1);
+                } else if n == limit {
+                    limit = limit.saturating_mul(2).min(chunk_rows);
+                }
+                (Some(rows), last)
             } else {
                 tracing::info!(%table, "table definition changed during a window's select; selecting again");
                 (None, false)
