@@ -7,9 +7,10 @@
 //! process from /proc.
 //! Then two such tables into `null://`, copied one at a time and two at once
 //! (`source.snapshot_parallelism`). Then a table of 50,000 rows of 8 KiB into the SQLite
-//! tansu, slower than the source, so the queues in front of it fill (peak RSS for wide rows). `SLUICE_BENCH_KAFKA` sets producer properties. The
-//! targets: >= 80 % of the raw rate (or, where the cores cannot give that, <= 1.5 us of
-//! Sluice's own CPU per row), <= 100 MB.
+//! tansu, slower than the source, so the queues in front of it fill (peak RSS for wide
+//! rows). `SLUICE_BENCH_KAFKA` sets producer properties. The targets: >= 80 % of the raw
+//! rate (or, where the cores cannot give that, <= 1.5 us of Sluice's own CPU per row),
+//! <= 100 MB.
 //!
 //! `scripts/stack.sh up && cargo bench --bench snapshot`; figures in docs/benchmarks.md.
 
