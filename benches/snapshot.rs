@@ -6,9 +6,9 @@
 //! tansu like the stack's (reported beside it); peak RSS and CPU by thread of the sluice
 //! process from /proc.
 //! Then two such tables into `null://`, copied one at a time and two at once
-//! (`source.snapshot_parallelism`). Then a table of 50,000 rows of 8 KiB into the SQLite
-//! tansu, slower than the source, so the queues in front of it fill (peak RSS for wide
-//! rows). `SLUICE_BENCH_KAFKA` sets producer properties. The targets: >= 80 % of the raw
+//! (`source.snapshot_parallelism`). Then tables of 50,000 rows of 8 KiB and of 300 rows of
+//! 900 kB into the SQLite tansu, slower than the source, so the queues in front of it fill
+//! (peak RSS for wide rows). `SLUICE_BENCH_KAFKA` sets producer properties. The targets: >= 80 % of the raw
 //! rate (or, where the cores cannot give that, <= 1.5 us of Sluice's own CPU per row),
 //! <= 100 MB.
 //!
@@ -22,10 +22,12 @@ use futures_util::StreamExt;
 use mysql_async::prelude::*;
 
 const ROWS: u64 = 2_000_000;
-/// Rows of the wide table.
-const WIDE_ROWS: u64 = 50_000;
-/// Bytes of text in each of its rows.
-const WIDE_BYTES: u64 = 8192;
+/// The tables of wide rows: name, rows, bytes of text in each row (the second close to
+/// Kafka's default record limit of 1 MB).
+const WIDE: [(&str, u64, u64); 2] = [
+    ("bench_snapshot.wide", 50_000, 8192),
+    ("bench_snapshot.huge", 300, 900_000),
+];
 
 /// `scripts/stack.sh env` as key/value pairs.
 fn stack_env() -> std::collections::HashMap<String, String> {
@@ -90,22 +92,25 @@ fn main() {
                 .await
                 .unwrap();
         }
-        write_unless_present(
-            &mut conn,
-            "bench_snapshot.wide",
-            WIDE_ROWS,
-            &[
-                "DROP TABLE IF EXISTS bench_snapshot.wide".to_string(),
-                "CREATE TABLE bench_snapshot.wide (id BIGINT PRIMARY KEY, body MEDIUMTEXT) \
-                 DEFAULT CHARSET utf8mb4"
-                    .into(),
-                format!(
-                    "INSERT INTO bench_snapshot.wide SELECT seq, \
-                     REPEAT(CHAR(97 + seq % 26), {WIDE_BYTES}) FROM seq_1_to_{WIDE_ROWS}"
-                ),
-            ],
-        )
-        .await;
+        for (table, rows, bytes) in WIDE {
+            write_unless_present(
+                &mut conn,
+                table,
+                rows,
+                &[
+                    format!("DROP TABLE IF EXISTS {table}"),
+                    format!(
+                        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, body MEDIUMTEXT) \
+                         DEFAULT CHARSET utf8mb4"
+                    ),
+                    format!(
+                        "INSERT INTO {table} SELECT seq, REPEAT(CHAR(97 + seq % 26), {bytes}) \
+                         FROM seq_1_to_{rows}"
+                    ),
+                ],
+            )
+            .await;
+        }
         let start = Instant::now();
         let mut result = conn
             .exec_iter("SELECT * FROM bench_snapshot.t", ())
@@ -147,8 +152,10 @@ fn main() {
     let sqlite_broker = Broker::start("sqlite://tansu.db");
     let sqlite = snapshot(&env, &sqlite_broker.brokers, &one, 1);
     // Into the slower broker, where the queues in front of it fill.
-    let (wide_done, wide_peak_kb, _) =
-        snapshot(&env, &sqlite_broker.brokers, &["bench_snapshot.wide"], 1);
+    let wide: Vec<_> = WIDE
+        .iter()
+        .map(|&(table, ..)| snapshot(&env, &sqlite_broker.brokers, &[table], 1))
+        .collect();
     drop(sqlite_broker);
     println!(
         "raw SELECT *: {:.2} s, {:.0} rows/s",
@@ -182,14 +189,16 @@ fn main() {
             );
         }
     }
-    println!(
-        "sluice snapshot of {WIDE_ROWS} rows of {WIDE_BYTES} bytes into tansu SQLite: {:.2} s, \
-         {:.0} rows/s, {:.0} MB/s; peak RSS {:.0} MB",
-        wide_done.as_secs_f64(),
-        WIDE_ROWS as f64 / wide_done.as_secs_f64(),
-        (WIDE_ROWS * WIDE_BYTES) as f64 / 1e6 / wide_done.as_secs_f64(),
-        wide_peak_kb as f64 / 1024.0
-    );
+    for ((_, rows, bytes), (done, peak_kb, _)) in WIDE.iter().zip(wide) {
+        println!(
+            "sluice snapshot of {rows} rows of {bytes} bytes into tansu SQLite: {:.2} s, \
+             {:.0} rows/s, {:.0} MB/s; peak RSS {:.0} MB",
+            done.as_secs_f64(),
+            *rows as f64 / done.as_secs_f64(),
+            (rows * bytes) as f64 / 1e6 / done.as_secs_f64(),
+            peak_kb as f64 / 1024.0
+        );
+    }
 }
 
 /// Runs `sql` unless `table` already holds `rows` rows (kept from an earlier run).

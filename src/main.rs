@@ -143,8 +143,23 @@ fn no_huge_pages() {
     }
 }
 
+/// mysql_async's environment variable bounding the packet buffers it keeps for reuse.
+const MYSQL_BUFFER_CAP: &str = "MYSQL_ASYNC_BUFFER_SIZE_CAP";
+
+/// mysql_async keeps up to 128 freed packet buffers for reuse, each up to 4 MiB, and a table of
+/// rows near a megabyte left a hundred megabytes in them (docs/benchmarks.md, "Wide rows").
+/// Buffers larger than 64 KiB are shrunk when returned instead, unless the environment sets
+/// the bound: rows of a few kilobytes and binlog events (8 KiB by default) never reach it.
+fn bound_mysql_buffers() {
+    if std::env::var_os(MYSQL_BUFFER_CAP).is_none() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var(MYSQL_BUFFER_CAP, "65536") };
+    }
+}
+
 fn main() -> ExitCode {
     no_huge_pages();
+    bound_mysql_buffers();
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Run { config, .. }

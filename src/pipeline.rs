@@ -13,6 +13,7 @@ use crate::config::{Config, SourceConfig};
 use crate::encode::Encoder;
 use crate::load::{self, LoadError};
 use crate::metrics::{self, MetricsError, metrics};
+use crate::model::handoff;
 use crate::positions::{PositionStore, PositionStoreError};
 use crate::publish::{self, PublishError, acker};
 use crate::registry::{self, ServeError, Users};
@@ -44,8 +45,11 @@ pub enum RunError {
     Panicked(&'static str),
 }
 
-/// Batches of changes buffered between source and publisher.
+/// Batches of changes buffered between source and publisher, at most...
 const SOURCE_QUEUE: usize = 64;
+/// ...and bytes of them (as held in memory), at most: 64 batches of rows near Kafka's 1 MB
+/// record limit would be 64 MB. Batches of narrow rows (512 rows of ~500 bytes) never reach it.
+const SOURCE_QUEUE_BYTES: u32 = 16 << 20;
 /// Checkpoints awaiting the acknowledgement of the records before them.
 const ACK_QUEUE: usize = 10_000;
 
@@ -155,7 +159,7 @@ async fn run_source(
     let producer = publish::producer(&config.kafka, deliveries.clone())?;
     let encoder =
         Encoder::new(&config.registry, &config.kafka.topic_prefix).map_err(PublishError::from)?;
-    let (tx, rx) = mpsc::channel(SOURCE_QUEUE);
+    let (tx, rx) = handoff(SOURCE_QUEUE, SOURCE_QUEUE_BYTES);
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
 
     let source = {

@@ -77,11 +77,18 @@ pub async fn run(
     // prefetched and the consumer then asks the broker for more every `fetch_wait` while the
     // index works through it: on a broker that answers a waiting fetch only when the wait is
     // over (tansu) that costs most of a core the index server needs. Read ahead only what
-    // keeps every bulk in flight busy twice over (within librdkafka's range).
-    let read_ahead = 2usize
-        .saturating_mul(cfg.loader.batch_size.get())
-        .saturating_mul(cfg.loader.max_in_flight.get())
+    // keeps every bulk in flight busy twice over (within librdkafka's range), in records and
+    // in bytes: records of wide rows would otherwise fill librdkafka's default 64 MiB.
+    let twice_in_flight = |per_bulk: usize| {
+        2usize
+            .saturating_mul(per_bulk)
+            .saturating_mul(cfg.loader.max_in_flight.get())
+    };
+    let read_ahead = twice_in_flight(cfg.loader.batch_size.get())
         .clamp(1, 10_000_000)
+        .to_string();
+    let read_ahead_kib = (twice_in_flight(cfg.loader.batch_bytes.get()) / 1024)
+        .clamp(1, 2_097_151)
         .to_string();
     // How soon librdkafka looks again at a full read-ahead: a local check, no request, and
     // nothing else wakes it when the queue drains, so short whatever the fetch wait.
@@ -96,6 +103,7 @@ pub async fn run(
         &[
             ("fetch.wait.max.ms", &fetch_wait),
             ("queued.min.messages", &read_ahead),
+            ("queued.max.messages.kbytes", &read_ahead_kib),
             ("fetch.queue.backoff.ms", &recheck),
         ],
     );

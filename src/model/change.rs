@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Checkpoint, Row, TableSchema, Version};
+use super::{Checkpoint, Row, TableSchema, Version, row_bytes};
 
 /// What happened to a row, with Debezium's one-letter codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +154,14 @@ pub struct Change {
     pub version: Version,
     /// Origin of the change.
     pub source: SourceInfo,
+}
+
+impl Change {
+    /// The memory the change takes with its row images: what bounds in bytes count.
+    pub fn bytes(&self) -> usize {
+        let image = |row: &Option<Row>| row.as_deref().map_or(0, row_bytes);
+        size_of::<Change>() + image(&self.before) + image(&self.after)
+    }
 }
 
 /// What the source hands to the publisher.

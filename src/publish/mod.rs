@@ -22,7 +22,7 @@ use crate::config::KafkaConfig;
 use crate::encode::{EncodeError, Encoder};
 use crate::kafka::{self, KafkaSetupError, PolledProducer, ProducerTopic};
 use crate::metrics::metrics;
-use crate::model::{Op, SourceEvent, TableId, time};
+use crate::model::{EventReceiver, Op, SourceEvent, TableId, time};
 
 use acker::{Deliveries, DeliveryContext, Pending};
 
@@ -36,6 +36,11 @@ const IN_FLIGHT: &str = "20000";
 
 /// librdkafka's default `message.max.bytes`.
 const MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
+/// Bytes of record values in librdkafka's queue, at most (KiB), unless set: bounds memory
+/// when rows are wide (20,000 records of 8 KiB would be 160 MiB; librdkafka's own default is
+/// 1 GiB). Records of narrow rows never reach it. Raised to fit `message.max.bytes`.
+const QUEUE_KIB: u64 = 8 * 1024;
 
 /// The idempotent, ordered producer, reporting deliveries to `deliveries`.
 pub fn producer(
@@ -60,22 +65,29 @@ pub fn producer(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
-    check_queue_fits_records(&c)?;
+    bound_queue_bytes(&mut c)?;
     PolledProducer::new(&c, DeliveryContext::new(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
 }
 
-/// Refuses a queue smaller than the largest record: librdkafka would answer "queue full" to
-/// such a record forever, even with nothing else queued. Its default (1 GiB) holds any record;
-/// a smaller `queue.buffering.max.kbytes` bounds the memory of wide rows in flight.
-fn check_queue_fits_records(c: &rdkafka::ClientConfig) -> Result<(), KafkaSetupError> {
+/// Bounds librdkafka's queue in bytes ([`QUEUE_KIB`], or the largest record if larger), and
+/// refuses a queue set smaller than the largest record: librdkafka would answer "queue full"
+/// to such a record forever, even with nothing else queued.
+fn bound_queue_bytes(c: &mut rdkafka::ClientConfig) -> Result<(), KafkaSetupError> {
     // A value that is not a number is librdkafka's to refuse, with its own message.
     let number = |v: &str| v.trim().parse::<u64>().ok();
     let record = c
         .get("message.max.bytes")
         .map_or(Some(MESSAGE_MAX_BYTES), number);
-    let queue = c.get("queue.buffering.max.kbytes").and_then(number);
-    match (record, queue) {
+    let Some(queue) = c.get("queue.buffering.max.kbytes") else {
+        let fits = record.map_or(0, |r| r.div_ceil(1024));
+        c.set(
+            "queue.buffering.max.kbytes",
+            QUEUE_KIB.max(fits).to_string(),
+        );
+        return Ok(());
+    };
+    match (record, number(queue)) {
         (Some(record), Some(queue_kib)) if record > queue_kib.saturating_mul(1024) => {
             Err(KafkaSetupError::QueueBelowRecord { record, queue_kib })
         }
@@ -90,7 +102,7 @@ pub async fn run(
     cfg: &KafkaConfig,
     mut encoder: Encoder,
     producer: KafkaProducer,
-    mut rx: mpsc::Receiver<SourceEvent>,
+    mut rx: EventReceiver,
     acks: mpsc::Sender<Pending>,
     stop: CancellationToken,
 ) -> Result<(), PublishError> {
@@ -317,23 +329,34 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_smaller_than_the_largest_record_is_refused_at_start() {
-        let deliveries = Arc::new(Deliveries::default());
-        assert!(producer(&producer_config(&[]), deliveries.clone()).is_ok());
-        let big = [
+    fn the_queue_is_bounded_in_bytes_and_never_below_the_largest_record() {
+        let queue = |properties: &[(&str, &str)]| {
+            let mut c = kafka::client_config(&producer_config(properties), &[]);
+            bound_queue_bytes(&mut c)
+                .map(|()| c.get("queue.buffering.max.kbytes").unwrap().to_string())
+        };
+        assert_eq!(queue(&[]).unwrap(), "8192");
+        // Raised to fit a larger record, unless set.
+        assert_eq!(
+            queue(&[("message.max.bytes", "20000000")]).unwrap(),
+            "19532"
+        );
+        let set = [("queue.buffering.max.kbytes", "65536")];
+        assert_eq!(queue(&set).unwrap(), "65536");
+        let small = [
             ("message.max.bytes", "20000000"),
             ("queue.buffering.max.kbytes", "16384"),
         ];
-        let err = producer(&producer_config(&big), deliveries.clone())
-            .err()
-            .expect("refused");
-        let text = err.to_string();
+        let text = queue(&small).expect_err("refused").to_string();
         assert!(text.contains("20000000"), "{text}");
         assert!(text.contains("at least 19532"), "{text}");
         let raised = [
             ("message.max.bytes", "20000000"),
             ("queue.buffering.max.kbytes", "19532"),
         ];
-        assert!(producer(&producer_config(&raised), deliveries).is_ok());
+        assert_eq!(queue(&raised).unwrap(), "19532");
+        // The producer refuses it at start.
+        let deliveries = Arc::new(Deliveries::default());
+        assert!(producer(&producer_config(&small), deliveries).is_err());
     }
 }

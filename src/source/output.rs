@@ -5,12 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use super::SourceError;
 use super::filter::ColumnFilter;
 use crate::config::TablePattern;
-use crate::model::{Change, Checkpoint, SourceEvent, TableId, TableSchema};
+use crate::model::{Change, Checkpoint, EventSender, SourceEvent, TableId, TableSchema};
 
 /// What to capture: table patterns and column filters.
 pub struct Capture {
@@ -26,13 +24,13 @@ pub struct Capture {
 
 /// The source's output: filters each change's columns, then hands it to the publisher.
 pub struct Emitter {
-    tx: mpsc::Sender<SourceEvent>,
+    tx: EventSender,
     columns: ColumnFilter,
 }
 
 impl Emitter {
     /// An emitter filtering by `columns` into `tx`.
-    pub fn new(tx: mpsc::Sender<SourceEvent>, columns: ColumnFilter) -> Self {
+    pub fn new(tx: EventSender, columns: ColumnFilter) -> Self {
         Emitter { tx, columns }
     }
 

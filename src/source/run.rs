@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::startup::{self, TableStart};
 use super::{Capture, Emitter, SourceError, incremental, mysql, snapshot, stream};
 use crate::config::{InitialSnapshot, SourceConfig};
-use crate::model::{Checkpoint, SourceEvent};
+use crate::model::{Checkpoint, EventSender};
 use crate::positions::PositionStore;
 
 /// Runs the source until `shutdown` or an error.
@@ -16,7 +15,7 @@ pub async fn run(
     cfg: &SourceConfig,
     capture: Capture,
     state: &PositionStore,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: EventSender,
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
     let Some(mut conn) = mysql::connect_waiting(cfg, &shutdown).await? else {

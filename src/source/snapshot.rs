@@ -31,14 +31,14 @@ use crate::config::SourceConfig;
 use crate::metrics::metrics;
 use crate::model::{
     Change, Checkpoint, Op, Position, SnapshotProgress, SourceInfo, TableSchema, Value, Version,
-    binlog_file_sequence, row_bytes, time,
+    binlog_file_sequence, time,
 };
 
 /// Rows per message to the publisher, at most...
 const BATCH: usize = 512;
 
-/// ...and bytes of rows as held in memory, at most: the queues to the publisher count
-/// messages, so this keeps wide rows from multiplying what they hold.
+/// ...and bytes of rows as held in memory, at most: the copiers' queue counts messages, and
+/// the queue to the publisher is bounded in bytes only as finely as its batches are.
 const BATCH_BYTES: usize = 256 << 10;
 
 /// Messages waiting for the publisher, per copier (the copiers share them): enough to keep
@@ -345,16 +345,16 @@ impl Copier {
                 {
                     return Ok(false);
                 }
-                let values = convert(table, row, &mut self.zero_dates)?;
-                batch_bytes += size_of::<Change>() + row_bytes(&values);
-                batch.push(Change {
+                let change = Change {
                     table: table.clone(),
                     op: Op::Read,
                     before: None,
-                    after: Some(values),
+                    after: Some(convert(table, row, &mut self.zero_dates)?),
                     version: self.version,
                     source: self.source.clone(),
-                });
+                };
+                batch_bytes += change.bytes();
+                batch.push(change);
                 in_chunk += 1;
                 if batch.len() == BATCH || batch_bytes >= BATCH_BYTES {
                     if self.shared.shutdown.is_cancelled() {
