@@ -236,6 +236,39 @@ pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConf
     c
 }
 
+/// librdkafka's default `message.max.bytes`.
+const MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
+/// Bytes of record values in librdkafka's queue, at most (KiB), unless set: bounds memory
+/// when rows are wide (20,000 records of 8 KiB would be 160 MiB; librdkafka's own default is
+/// 1 GiB). Records of narrow rows never reach it. Raised to fit `message.max.bytes`.
+const QUEUE_KIB: u64 = 8 * 1024;
+
+/// Bounds a producer's queue in bytes ([`QUEUE_KIB`], or the largest record if larger), and
+/// refuses a queue set smaller than the largest record: librdkafka would answer "queue full"
+/// to such a record forever, even with nothing else queued.
+pub fn bound_producer_queue(c: &mut ClientConfig) -> Result<(), KafkaSetupError> {
+    // A value that is not a number is librdkafka's to refuse, with its own message.
+    let number = |v: &str| v.trim().parse::<u64>().ok();
+    let record = c
+        .get("message.max.bytes")
+        .map_or(Some(MESSAGE_MAX_BYTES), number);
+    let Some(queue) = c.get("queue.buffering.max.kbytes") else {
+        let fits = record.map_or(0, |r| r.div_ceil(1024));
+        c.set(
+            "queue.buffering.max.kbytes",
+            QUEUE_KIB.max(fits).to_string(),
+        );
+        return Ok(());
+    };
+    match (record, number(queue)) {
+        (Some(record), Some(queue_kib)) if record > queue_kib.saturating_mul(1024) => {
+            Err(KafkaSetupError::QueueBelowRecord { record, queue_kib })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Creates the topics that do not exist yet. Brokers without auto-creation (tansu) need this
 /// before the first produce or subscribe. While no broker answers (not started yet,
 /// restarting) it waits with backoff; false if `shutdown` came first.
@@ -372,4 +405,51 @@ async fn existing_topics(
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer_config(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            topic_prefix: "t".into(),
+            partitions: 1,
+            replication_factor: 1,
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_never_below_the_largest_record() {
+        let queue = |properties: &[(&str, &str)]| {
+            let mut c = client_config(&producer_config(properties), &[]);
+            bound_producer_queue(&mut c)
+                .map(|()| c.get("queue.buffering.max.kbytes").unwrap().to_string())
+        };
+        assert_eq!(queue(&[]).unwrap(), "8192");
+        // Raised to fit a larger record, unless set.
+        assert_eq!(
+            queue(&[("message.max.bytes", "20000000")]).unwrap(),
+            "19532"
+        );
+        let set = [("queue.buffering.max.kbytes", "65536")];
+        assert_eq!(queue(&set).unwrap(), "65536");
+        let small = [
+            ("message.max.bytes", "20000000"),
+            ("queue.buffering.max.kbytes", "16384"),
+        ];
+        let text = queue(&small).expect_err("refused").to_string();
+        assert!(text.contains("20000000"), "{text}");
+        assert!(text.contains("at least 19532"), "{text}");
+        let raised = [
+            ("message.max.bytes", "20000000"),
+            ("queue.buffering.max.kbytes", "19532"),
+        ];
+        assert_eq!(queue(&raised).unwrap(), "19532");
+    }
 }

@@ -147,7 +147,7 @@ fn no_huge_pages() {
 const MYSQL_BUFFER_CAP: &str = "MYSQL_ASYNC_BUFFER_SIZE_CAP";
 
 /// mysql_async keeps up to 128 freed packet buffers for reuse, each up to 4 MiB, and a table of
-/// rows near a megabyte left a hundred megabytes in them (docs/benchmarks.md, "Wide rows").
+/// rows near a megabyte left a hundred megabytes in them (docs/benchmarks.md, "Rows up to 1 MB").
 /// Buffers larger than 64 KiB are shrunk when returned instead, unless the environment sets
 /// the bound: rows of a few kilobytes and binlog events (8 KiB by default) never reach it.
 fn bound_mysql_buffers() {

@@ -47,8 +47,7 @@ pub enum RunError {
 
 /// Batches of changes buffered between source and publisher, at most...
 const SOURCE_QUEUE: usize = 64;
-/// ...and bytes of them (as held in memory), at most: 64 batches of rows near Kafka's 1 MB
-/// record limit would be 64 MB. Batches of narrow rows (512 rows of ~500 bytes) never reach it.
+/// ...and bytes of them, at most (see [`handoff`]); batches of narrow rows never reach it.
 const SOURCE_QUEUE_BYTES: u32 = 16 << 20;
 /// Checkpoints awaiting the acknowledgement of the records before them.
 const ACK_QUEUE: usize = 10_000;

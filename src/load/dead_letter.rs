@@ -92,6 +92,7 @@ impl DeadLetters {
         // As the publisher: a broker outage is waited out, however long.
         let mut config = kafka::client_config(cfg, &[("message.timeout.ms", "0")]);
         config.set("enable.idempotence", "true").set("acks", "all");
+        kafka::bound_producer_queue(&mut config)?;
         // Checked now (librdkafka parses it without starting a client), not at the first
         // dead letter, maybe days later.
         config

@@ -87,7 +87,8 @@ pub async fn run(
     let read_ahead = twice_in_flight(cfg.loader.batch_size.get())
         .clamp(1, 10_000_000)
         .to_string();
-    let read_ahead_kib = (twice_in_flight(cfg.loader.batch_bytes.get()) / 1024)
+    // librdkafka counts this setting's "kbytes" in thousands of bytes.
+    let read_ahead_kb = (twice_in_flight(cfg.loader.batch_bytes.get()) / 1000)
         .clamp(1, 2_097_151)
         .to_string();
     // How soon librdkafka looks again at a full read-ahead: a local check, no request, and
@@ -103,7 +104,7 @@ pub async fn run(
         &[
             ("fetch.wait.max.ms", &fetch_wait),
             ("queued.min.messages", &read_ahead),
-            ("queued.max.messages.kbytes", &read_ahead_kib),
+            ("queued.max.messages.kbytes", &read_ahead_kb),
             ("fetch.queue.backoff.ms", &recheck),
         ],
     );

@@ -34,14 +34,6 @@ pub type KafkaProducer = PolledProducer<DeliveryContext>;
 /// Records produced but not yet acknowledged, at most (librdkafka's queue): bounds memory.
 const IN_FLIGHT: &str = "20000";
 
-/// librdkafka's default `message.max.bytes`.
-const MESSAGE_MAX_BYTES: u64 = 1_000_000;
-
-/// Bytes of record values in librdkafka's queue, at most (KiB), unless set: bounds memory
-/// when rows are wide (20,000 records of 8 KiB would be 160 MiB; librdkafka's own default is
-/// 1 GiB). Records of narrow rows never reach it. Raised to fit `message.max.bytes`.
-const QUEUE_KIB: u64 = 8 * 1024;
-
 /// The idempotent, ordered producer, reporting deliveries to `deliveries`.
 pub fn producer(
     cfg: &KafkaConfig,
@@ -65,34 +57,9 @@ pub fn producer(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
-    bound_queue_bytes(&mut c)?;
+    kafka::bound_producer_queue(&mut c)?;
     PolledProducer::new(&c, DeliveryContext::new(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
-}
-
-/// Bounds librdkafka's queue in bytes ([`QUEUE_KIB`], or the largest record if larger), and
-/// refuses a queue set smaller than the largest record: librdkafka would answer "queue full"
-/// to such a record forever, even with nothing else queued.
-fn bound_queue_bytes(c: &mut rdkafka::ClientConfig) -> Result<(), KafkaSetupError> {
-    // A value that is not a number is librdkafka's to refuse, with its own message.
-    let number = |v: &str| v.trim().parse::<u64>().ok();
-    let record = c
-        .get("message.max.bytes")
-        .map_or(Some(MESSAGE_MAX_BYTES), number);
-    let Some(queue) = c.get("queue.buffering.max.kbytes") else {
-        let fits = record.map_or(0, |r| r.div_ceil(1024));
-        c.set(
-            "queue.buffering.max.kbytes",
-            QUEUE_KIB.max(fits).to_string(),
-        );
-        return Ok(());
-    };
-    match (record, number(queue)) {
-        (Some(record), Some(queue_kib)) if record > queue_kib.saturating_mul(1024) => {
-            Err(KafkaSetupError::QueueBelowRecord { record, queue_kib })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Encodes and produces every change from `rx`, numbering the records, and queues each
@@ -308,55 +275,5 @@ impl NumberedProducer<'_> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn producer_config(properties: &[(&str, &str)]) -> KafkaConfig {
-        KafkaConfig {
-            brokers: "127.0.0.1:9".into(),
-            topic_prefix: "t".into(),
-            partitions: 1,
-            replication_factor: 1,
-            properties: properties
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn the_queue_is_bounded_in_bytes_and_never_below_the_largest_record() {
-        let queue = |properties: &[(&str, &str)]| {
-            let mut c = kafka::client_config(&producer_config(properties), &[]);
-            bound_queue_bytes(&mut c)
-                .map(|()| c.get("queue.buffering.max.kbytes").unwrap().to_string())
-        };
-        assert_eq!(queue(&[]).unwrap(), "8192");
-        // Raised to fit a larger record, unless set.
-        assert_eq!(
-            queue(&[("message.max.bytes", "20000000")]).unwrap(),
-            "19532"
-        );
-        let set = [("queue.buffering.max.kbytes", "65536")];
-        assert_eq!(queue(&set).unwrap(), "65536");
-        let small = [
-            ("message.max.bytes", "20000000"),
-            ("queue.buffering.max.kbytes", "16384"),
-        ];
-        let text = queue(&small).expect_err("refused").to_string();
-        assert!(text.contains("20000000"), "{text}");
-        assert!(text.contains("at least 19532"), "{text}");
-        let raised = [
-            ("message.max.bytes", "20000000"),
-            ("queue.buffering.max.kbytes", "19532"),
-        ];
-        assert_eq!(queue(&raised).unwrap(), "19532");
-        // The producer refuses it at start.
-        let deliveries = Arc::new(Deliveries::default());
-        assert!(producer(&producer_config(&small), deliveries).is_err());
     }
 }
