@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::change::{Change, SourceEvent};
+use super::change::SourceEvent;
 
 /// A queue of at most `batches` events holding at most `bytes` of row changes (a batch larger
 /// than that waits until the queue is empty).
@@ -19,7 +19,7 @@ pub fn handoff(batches: usize, bytes: u32) -> (EventSender, EventReceiver) {
 
 /// The source's end of the queue.
 pub struct EventSender {
-    tx: mpsc::Sender<(SourceEvent, Option<OwnedSemaphorePermit>)>,
+    tx: mpsc::Sender<(SourceEvent, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
     bytes: u32,
 }
@@ -29,24 +29,19 @@ pub struct EventSender {
 pub struct Closed;
 
 impl EventSender {
-    /// Queues `event`, waiting while the queue is full in batches or in bytes.
-    pub async fn send(&self, event: SourceEvent) -> Result<(), Closed> {
-        let held = match &event {
-            SourceEvent::Changes { changes, .. } => {
-                let size = changes.iter().map(Change::bytes).sum::<usize>();
-                let size = u32::try_from(size).unwrap_or(u32::MAX).min(self.bytes);
-                let permit = self.budget.clone().acquire_many_owned(size).await;
-                Some(permit.map_err(|_| Closed)?)
-            }
-            SourceEvent::Checkpoint(_) => None,
-        };
+    /// Queues `event`, whose changes hold `bytes` ([`Change::bytes`](super::Change::bytes)
+    /// summed; 0 for a checkpoint), waiting while the queue is full in batches or in bytes.
+    pub async fn send(&self, event: SourceEvent, bytes: usize) -> Result<(), Closed> {
+        let size = u32::try_from(bytes).unwrap_or(u32::MAX).min(self.bytes);
+        let permit = self.budget.clone().acquire_many_owned(size).await;
+        let held = permit.map_err(|_| Closed)?;
         self.tx.send((event, held)).await.map_err(|_| Closed)
     }
 }
 
 /// The publisher's end of the queue.
 pub struct EventReceiver {
-    rx: mpsc::Receiver<(SourceEvent, Option<OwnedSemaphorePermit>)>,
+    rx: mpsc::Receiver<(SourceEvent, OwnedSemaphorePermit)>,
 }
 
 impl EventReceiver {
@@ -62,9 +57,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version};
+    use crate::model::{
+        Change, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value, Version,
+    };
 
-    fn batch(text_bytes: usize) -> SourceEvent {
+    fn batch(text_bytes: usize) -> (SourceEvent, usize) {
         let table = Arc::new(TableSchema {
             id: TableId::new("db", "t"),
             columns: vec![Column::new("body", ColumnType::Text, false)],
@@ -78,23 +75,33 @@ mod tests {
             version: Version::at(1, 4),
             source: SourceInfo::snapshot_read("binlog.000001", 4, 1, 0),
         };
-        SourceEvent::Changes {
-            changes: vec![change],
-            read: None,
-        }
+        let bytes = change.bytes();
+        let changes = vec![change];
+        (
+            SourceEvent::Changes {
+                changes,
+                read: None,
+            },
+            bytes,
+        )
+    }
+
+    async fn send(tx: &EventSender, text_bytes: usize) -> Result<(), Closed> {
+        let (event, bytes) = batch(text_bytes);
+        tx.send(event, bytes).await
     }
 
     #[tokio::test]
     async fn a_full_queue_in_bytes_holds_the_sender_until_the_publisher_takes_a_batch() {
         let (tx, mut rx) = handoff(64, 100_000);
-        tx.send(batch(60_000)).await.unwrap();
+        send(&tx, 60_000).await.unwrap();
         // Room in batches, none in bytes.
-        let second = tokio::time::timeout(Duration::from_millis(200), tx.send(batch(60_000)));
+        let second = tokio::time::timeout(Duration::from_millis(200), send(&tx, 60_000));
         assert!(second.await.is_err(), "sent past the byte bound");
         assert!(rx.recv().await.is_some());
-        tx.send(batch(60_000)).await.unwrap();
+        send(&tx, 60_000).await.unwrap();
         // Larger than the whole bound: waits for an empty queue, then goes.
-        let huge = tokio::spawn(async move { tx.send(batch(500_000)).await });
+        let huge = tokio::spawn(async move { send(&tx, 500_000).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!huge.is_finished());
         assert!(rx.recv().await.is_some());

@@ -43,21 +43,34 @@ impl Emitter {
     /// snapshot rows).
     pub async fn changes(
         &mut self,
-        mut changes: Vec<Change>,
+        changes: Vec<Change>,
         read: Option<Instant>,
     ) -> Result<(), SourceError> {
+        let bytes = changes.iter().map(Change::bytes).sum();
+        self.counted_changes(changes, read, bytes).await
+    }
+
+    /// As [`Emitter::changes`], for changes whose memory (`bytes`, [`Change::bytes`] summed)
+    /// the caller already counted; filtering only makes it less.
+    pub async fn counted_changes(
+        &mut self,
+        mut changes: Vec<Change>,
+        read: Option<Instant>,
+        bytes: usize,
+    ) -> Result<(), SourceError> {
         self.columns.apply(&mut changes)?;
-        self.send(SourceEvent::Changes { changes, read }).await
+        self.send(SourceEvent::Changes { changes, read }, bytes)
+            .await
     }
 
     /// Sends a checkpoint.
     pub async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<(), SourceError> {
-        self.send(SourceEvent::Checkpoint(checkpoint)).await
+        self.send(SourceEvent::Checkpoint(checkpoint), 0).await
     }
 
-    async fn send(&self, event: SourceEvent) -> Result<(), SourceError> {
+    async fn send(&self, event: SourceEvent, bytes: usize) -> Result<(), SourceError> {
         self.tx
-            .send(event)
+            .send(event, bytes)
             .await
             .map_err(|_| SourceError::Downstream)
     }

@@ -55,8 +55,8 @@ pub struct Pending {
 
 /// What a copier hands to the snapshot's coordinator, in its order.
 enum Copied {
-    /// Rows read.
-    Changes(Vec<Change>),
+    /// Rows read, and the memory they hold ([`Change::bytes`] summed).
+    Changes(Vec<Change>, usize),
     /// A chunk's end, stored once every row before it is acknowledged.
     Chunk(Checkpoint),
     /// A table copied.
@@ -145,7 +145,7 @@ pub async fn run(
             break; // every copier is gone, one by a panic: joined below
         };
         match item {
-            Copied::Changes(changes) => out.changes(changes, None).await?,
+            Copied::Changes(changes, bytes) => out.counted_changes(changes, None, bytes).await?,
             Copied::Chunk(checkpoint) => out.checkpoint(checkpoint).await?,
             Copied::Table => {
                 copied += 1;
@@ -360,17 +360,20 @@ impl Copier {
                     if self.shared.shutdown.is_cancelled() {
                         return Ok(false);
                     }
-                    batch_bytes = 0;
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                     progress.last_key = last_key(table, &full);
-                    send(&out, Copied::Changes(full)).await?;
+                    send(
+                        &out,
+                        Copied::Changes(full, std::mem::take(&mut batch_bytes)),
+                    )
+                    .await?;
                 }
             }
             drop(rows);
             drop(result);
             if !batch.is_empty() {
                 progress.last_key = last_key(table, &batch);
-                send(&out, Copied::Changes(batch)).await?;
+                send(&out, Copied::Changes(batch, batch_bytes)).await?;
             }
             if in_chunk > 0 && chunked {
                 progress.rows += in_chunk;
