@@ -221,7 +221,7 @@ async fn write_unless_present(
 }
 
 /// SLUICE_BENCH_KAFKA: librdkafka properties for the snapshotting producer, e.g.
-/// `linger.ms=5,compression.type=lz4`, as `[kafka.properties]` lines.
+/// `linger.ms=5,compression.type=lz4`, as `[kafka.producer_properties]` lines.
 fn producer_properties() -> String {
     let given = std::env::var("SLUICE_BENCH_KAFKA").unwrap_or_default();
     given
@@ -321,7 +321,7 @@ partitions = 3
 url = "{registry}"
 [metrics]
 listen = "127.0.0.1:0"
-[kafka.properties]
+[kafka.producer_properties]
 {properties}
 "#,
             host = env["MYSQL_HOST"],

@@ -27,7 +27,7 @@ pub enum KafkaSetupError {
     /// librdkafka refused the configuration.
     #[error(
         "cannot create a Kafka client: {0}; check `kafka.brokers` and the keys under \
-         `[kafka.properties]`"
+         `[kafka.properties]`, `[kafka.producer_properties]` and `[kafka.consumer_properties]`"
     )]
     Client(KafkaError),
     /// Topics could not be created.
@@ -51,10 +51,10 @@ pub enum KafkaSetupError {
     },
     /// The producer's queue cannot hold a record of the largest size allowed.
     #[error(
-        "`[kafka.properties]`: records may be up to {record} bytes (`message.max.bytes`), but \
-         the producer's queue holds {queue_kib} KiB (`queue.buffering.max.kbytes`), so such a \
-         record could never be queued; set `queue.buffering.max.kbytes` to at least {} or \
-         lower `message.max.bytes`",
+        "`[kafka.properties]` or `[kafka.producer_properties]`: records may be up to {record} \
+         bytes (`message.max.bytes`), but the producer's queue holds {queue_kib} KiB \
+         (`queue.buffering.max.kbytes`), so such a record could never be queued; set \
+         `queue.buffering.max.kbytes` to at least {} or lower `message.max.bytes`",
         record.div_ceil(1024)
     )]
     QueueBelowRecord {
@@ -107,8 +107,8 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
     }
 
     /// A handle of `topic` to produce through.
-    pub fn topic(&self, topic: &str) -> KafkaResult<ProducerTopic<C>> {
-        let name = CString::new(topic).map_err(|_| {
+    pub fn topic(&self, topic: &Arc<str>) -> KafkaResult<ProducerTopic<C>> {
+        let name = CString::new(topic.as_bytes()).map_err(|_| {
             KafkaError::ClientCreation(format!("topic name {topic:?} contains a NUL byte"))
         })?;
         // SAFETY: the client is alive (`self.producer`), and `name` outlives the call, which
@@ -124,6 +124,7 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
         match NonNull::new(rkt) {
             Some(rkt) => Ok(ProducerTopic {
                 rkt,
+                name: topic.clone(),
                 _client: self.producer.clone(),
             }),
             // SAFETY: reads this thread's last librdkafka error, just set.
@@ -142,6 +143,7 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
 /// queue and delivery reports.
 pub struct ProducerTopic<C: ProducerContext + 'static> {
     rkt: NonNull<RDKafkaTopic>,
+    name: Arc<str>,
     // Held, not used: librdkafka wants every topic handle destroyed before its client.
     _client: Arc<BaseProducer<C>>,
 }
@@ -156,6 +158,11 @@ unsafe impl<C: ProducerContext + 'static> Sync for ProducerTopic<C> {}
 const UNASSIGNED_PARTITION: i32 = -1;
 
 impl<C: ProducerContext + 'static> ProducerTopic<C> {
+    /// The topic's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// Queues one record: to `partition`, or where the partitioner puts `key`. A `None`
     /// payload is a tombstone. `opaque` comes back in the record's delivery report.
     pub fn send(
@@ -222,15 +229,36 @@ impl<C: ProducerContext + 'static> Drop for PolledProducer<C> {
     }
 }
 
-/// Base settings for every client: brokers, Sluice's `defaults` for this client, then the
-/// user's extra properties, which override the defaults.
-pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+/// What a client is for, which decides the user's properties it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// Produces records: `[kafka.producer_properties]` apply.
+    Producer,
+    /// Reads records: `[kafka.consumer_properties]` apply.
+    Consumer,
+    /// Lists or creates topics: only `[kafka.properties]` apply.
+    Admin,
+}
+
+/// Base settings for a client: brokers, Sluice's `defaults` for this client, the user's
+/// `[kafka.properties]`, then the user's properties for the client's `role`; each overrides
+/// the ones before.
+pub fn client_config(
+    cfg: &KafkaConfig,
+    role: ClientRole,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in defaults {
         c.set(*k, *v);
     }
-    for (k, v) in &cfg.properties {
+    let for_role = match role {
+        ClientRole::Producer => Some(&cfg.producer_properties),
+        ClientRole::Consumer => Some(&cfg.consumer_properties),
+        ClientRole::Admin => None,
+    };
+    for (k, v) in cfg.properties.iter().chain(for_role.into_iter().flatten()) {
         c.set(k, v);
     }
     c
@@ -342,7 +370,7 @@ async fn create_topics(
     if missing.is_empty() {
         return Ok(Ok(()));
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, ClientRole::Admin, &[])
         .create()
         .map_err(KafkaSetupError::Client)?;
     let new: Vec<NewTopic<'_>> = missing
@@ -390,7 +418,7 @@ async fn create_topics(
 async fn existing_topics(
     cfg: &KafkaConfig,
 ) -> Result<KafkaResult<HashSet<String>>, KafkaSetupError> {
-    let client: BaseConsumer = client_config(cfg, &[])
+    let client: BaseConsumer = client_config(cfg, ClientRole::Admin, &[])
         .create()
         .map_err(KafkaSetupError::Client)?;
     let listed = tokio::task::spawn_blocking(move || {
@@ -409,25 +437,57 @@ async fn existing_topics(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn producer_config(properties: &[(&str, &str)]) -> KafkaConfig {
+    fn map(properties: &[(&str, &str)]) -> BTreeMap<String, String> {
+        properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn kafka_config(properties: &[(&str, &str)]) -> KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9".into(),
             topic_prefix: "t".into(),
             partitions: 1,
             replication_factor: 1,
-            properties: properties
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            properties: map(properties),
+            producer_properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn each_client_gets_the_common_properties_and_those_of_its_role() {
+        let cfg = KafkaConfig {
+            producer_properties: map(&[("linger.ms", "5"), ("client.id", "producer")]),
+            consumer_properties: map(&[("fetch.min.bytes", "10"), ("client.id", "consumer")]),
+            ..kafka_config(&[("client.id", "common"), ("socket.timeout.ms", "9000")])
+        };
+        let defaults = [("linger.ms", "0"), ("socket.timeout.ms", "1000")];
+        let producer = client_config(&cfg, ClientRole::Producer, &defaults);
+        assert_eq!(producer.get("linger.ms"), Some("5"));
+        assert_eq!(producer.get("client.id"), Some("producer"));
+        assert_eq!(producer.get("socket.timeout.ms"), Some("9000"));
+        assert_eq!(producer.get("fetch.min.bytes"), None);
+        let consumer = client_config(&cfg, ClientRole::Consumer, &[]);
+        assert_eq!(consumer.get("client.id"), Some("consumer"));
+        assert_eq!(consumer.get("fetch.min.bytes"), Some("10"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        let admin = client_config(&cfg, ClientRole::Admin, &[]);
+        assert_eq!(admin.get("client.id"), Some("common"));
+        assert_eq!(admin.get("linger.ms"), None);
+        assert_eq!(admin.get("fetch.min.bytes"), None);
+        assert_eq!(admin.get("bootstrap.servers"), Some("127.0.0.1:9"));
     }
 
     #[test]
     fn the_queue_is_bounded_in_bytes_and_never_below_the_largest_record() {
         let queue = |properties: &[(&str, &str)]| {
-            let mut c = client_config(&producer_config(properties), &[]);
+            let mut c = client_config(&kafka_config(properties), ClientRole::Producer, &[]);
             bound_producer_queue(&mut c)
                 .map(|()| c.get("queue.buffering.max.kbytes").unwrap().to_string())
         };

@@ -573,7 +573,7 @@ async fn two_loaders_share_the_partitions_and_a_stopped_ones_move_to_the_other()
     // Two members of one group; a dead one is noticed in 6 s. Dynamic membership: tansu
     // never settles a group of static members.
     let loader = |id: &str| {
-        let extra = "instance_id = \"\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+        let extra = "instance_id = \"\"\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"1000\"\n";
         let config = setup.dir.path().join(format!("loader-{id}.toml"));
         std::fs::write(&config, setup.config_text(extra)).unwrap();

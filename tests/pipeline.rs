@@ -47,7 +47,7 @@ async fn mixed_transactions_on_two_tables_reach_the_index_exactly() {
         w.transaction(&mut conn, 10).await; // rows the snapshot copies
     }
     // Records travel zstd-compressed: librdkafka is built with it.
-    setup.write_config("[kafka.properties]\n\"compression.type\" = \"zstd\"");
+    setup.write_config("[kafka.producer_properties]\n\"compression.type\" = \"zstd\"");
     let mut sluice = setup.start("all");
     sluice.wait_for_log("streaming the binlog", PATIENCE);
     let mut changed = 0;

@@ -1,13 +1,14 @@
 //! `[kafka]`: the cluster between source and loader.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Deserialize;
 
 use super::Problems;
 
 /// `[kafka]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
@@ -20,9 +21,52 @@ pub struct KafkaConfig {
     /// Replication factor of topics Sluice creates.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
-    /// Extra librdkafka properties for every client, e.g. `"compression.type" = "zstd"`.
+    /// Extra librdkafka properties for every client, e.g. security settings.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producers only (the source's, the loader's
+    /// dead-letter one), e.g. `"compression.type" = "zstd"`; they override `properties`.
+    /// Kept apart because librdkafka warns about a producer property given to a consumer.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the consumers only (the loader's, `sluice verify`'s);
+    /// they override `properties`.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    /// As derived, but the values of properties that hold credentials print as `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |properties: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            properties
+                .iter()
+                .map(|(k, v)| {
+                    let v = if is_secret(k) { "***" } else { v.as_str() };
+                    (k.clone(), v.to_string())
+                })
+                .collect()
+        };
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("properties", &redacted(&self.properties))
+            .field("producer_properties", &redacted(&self.producer_properties))
+            .field("consumer_properties", &redacted(&self.consumer_properties))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a credential: `sasl.password`,
+/// `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`,
+/// `ssl.key.pem`, `sasl.oauthbearer.config` (which may embed a secret).
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "oauthbearer.config"]
+        .iter()
+        .any(|s| key.contains(s))
 }
 
 fn default_partitions() -> i32 {

@@ -152,8 +152,21 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn secrets_never_print() {
-    let c = load(MINIMAL, &[]).unwrap();
-    assert!(!format!("{c:?}").contains("hunter2"));
+    let text = format!(
+        "{MINIMAL}[kafka.properties]\n\"ssl.key.password\" = \"hunter3\"\n\
+         [kafka.consumer_properties]\n\"sasl.oauthbearer.client.secret\" = \"hunter4\"\n"
+    );
+    let c = load(
+        &text,
+        &[("SLUICE_KAFKA__PROPERTIES__SASL.PASSWORD", "hunter5")],
+    )
+    .unwrap();
+    assert_eq!(c.kafka.properties["sasl.password"], "hunter5");
+    let printed = format!("{c:?}");
+    for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+    }
+    assert!(printed.contains("\"sasl.password\": \"***\""), "{printed}");
 }
 
 #[test]

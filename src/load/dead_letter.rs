@@ -90,7 +90,11 @@ impl DeadLetters {
             return Ok(None);
         }
         // As the publisher: a broker outage is waited out, however long.
-        let mut config = kafka::client_config(cfg, &[("message.timeout.ms", "0")]);
+        let mut config = kafka::client_config(
+            cfg,
+            kafka::ClientRole::Producer,
+            &[("message.timeout.ms", "0")],
+        );
         config.set("enable.idempotence", "true").set("acks", "all");
         kafka::bound_producer_queue(&mut config)?;
         // Checked now (librdkafka parses it without starting a client), not at the first

@@ -101,6 +101,7 @@ pub async fn run(
         .to_string();
     let mut client = kafka::client_config(
         &cfg.kafka,
+        kafka::ClientRole::Consumer,
         &[
             ("fetch.wait.max.ms", &fetch_wait),
             ("queued.min.messages", &read_ahead),

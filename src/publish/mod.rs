@@ -41,6 +41,7 @@ pub fn producer(
 ) -> Result<KafkaProducer, PublishError> {
     let mut c = kafka::client_config(
         cfg,
+        kafka::ClientRole::Producer,
         &[
             // A record goes out at once when nothing is in flight; while requests are, the
             // next batch fills (librdkafka sends what queued meanwhile), so batches grow with
@@ -136,7 +137,7 @@ pub async fn run(
             match change.op {
                 Op::Truncate => {
                     // Asked each time (truncates are rare): partitions may have been added.
-                    for p in 0..partition_count(&producer, &topic.name).await? {
+                    for p in 0..partition_count(&producer, topic.name()).await? {
                         out.produce(&topic, Place::Partition(p), Some(&value))
                             .await?;
                     }
@@ -202,11 +203,8 @@ async fn partition_count(producer: &KafkaProducer, topic: &Arc<str>) -> Result<i
     }
 }
 
-/// A topic and the producer's handle of it.
-struct Topic {
-    name: Arc<str>,
-    handle: ProducerTopic<DeliveryContext>,
-}
+/// The producer's handle of a topic.
+type Topic = ProducerTopic<DeliveryContext>;
 
 /// The producer, its topic handles, and the number of records handed to it so far.
 struct NumberedProducer<'p> {
@@ -220,27 +218,23 @@ struct NumberedProducer<'p> {
 impl NumberedProducer<'_> {
     /// The handle of `name`, made on its first record.
     fn topic(&mut self, name: &Arc<str>) -> Result<Arc<Topic>, PublishError> {
-        if let Some(last) = self.last.as_ref().filter(|t| Arc::ptr_eq(&t.name, name)) {
+        if let Some(last) = self.last.as_ref().filter(|t| Arc::ptr_eq(t.name(), name)) {
             return Ok(last.clone());
         }
-        let topic = match self.topics.get(name) {
-            Some(topic) => topic.clone(),
-            None => {
-                let handle = self
-                    .producer
-                    .topic(name)
-                    .map_err(|error| PublishError::Produce {
-                        topic: name.to_string(),
-                        error,
-                    })?;
-                let topic = Arc::new(Topic {
-                    name: name.clone(),
-                    handle,
-                });
-                self.topics.insert(name.clone(), topic.clone());
-                topic
-            }
-        };
+        let topic =
+            match self.topics.get(name) {
+                Some(topic) => topic.clone(),
+                None => {
+                    let topic = Arc::new(self.producer.topic(name).map_err(|error| {
+                        PublishError::Produce {
+                            topic: name.to_string(),
+                            error,
+                        }
+                    })?);
+                    self.topics.insert(name.clone(), topic.clone());
+                    topic
+                }
+            };
         self.last = Some(topic.clone());
         Ok(topic)
     }
@@ -258,7 +252,7 @@ impl NumberedProducer<'_> {
             Place::Partition(p) => (Some(p), None),
         };
         loop {
-            match topic.handle.send(partition, key, value, seq) {
+            match topic.send(partition, key, value, seq) {
                 Ok(()) => {
                     self.produced += 1;
                     metrics().publish.produced.inc();
@@ -269,7 +263,7 @@ impl NumberedProducer<'_> {
                 }
                 Err(code) => {
                     return Err(PublishError::Produce {
-                        topic: topic.name.to_string(),
+                        topic: topic.name().to_string(),
                         error: KafkaError::MessageProduction(code),
                     });
                 }

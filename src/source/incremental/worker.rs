@@ -127,9 +127,6 @@ impl Worker {
         tracing::info!(%table, id = %progress.id, filter = progress.filter.as_deref().unwrap_or(""), estimated_rows = estimate, resuming_after_rows = progress.rows, "incremental snapshot: copying table while streaming");
         let mut report = Progress::start("incremental snapshot", table, estimate, progress.rows);
         let mut throttle = Throttle::new(self.config.source.snapshot_max_rows_per_sec);
-        // Rows a window selects: after a window ended at its byte bound, as many as fitted,
-        // so the server does not send wide rows only for them to be dropped; doubled again,
-        // up to `snapshot_chunk_rows`, after each window that filled without reaching it.
         let mut limit = chunk_rows;
         loop {
             let key = self.config.keys.get(table).map(Vec::as_slice);
@@ -158,11 +155,7 @@ impl Worker {
                 next.rows += n;
                 next.windows += 1;
                 let last = !chunked || (n < limit && !cut);
-                if cut {
-                    limit = n.max(1);
-                } else if n == limit {
-                    limit = limit.saturating_mul(2).min(chunk_rows);
-                }
+                limit = next_limit(limit, n, cut, chunk_rows);
                 (Some(rows), last)
             } else {
                 tracing::info!(%table, "table definition changed during a window's select; selecting again");
@@ -252,5 +245,40 @@ impl Worker {
                 () = shutdown.cancelled() => return false,
             }
         }
+    }
+}
+
+/// Rows the next window selects after one that selected `selected` of `limit`: after a window
+/// ended at its byte bound, as many as fitted, so the server does not send wide rows only for
+/// them to be dropped; doubled, up to `most` (`snapshot_chunk_rows`), after a window that
+/// filled its limit without reaching the bound; otherwise unchanged.
+fn next_limit(limit: u64, selected: u64, cut: bool, most: u64) -> u64 {
+    if cut {
+        selected.max(1)
+    } else if selected == limit {
+        limit.saturating_mul(2).min(most)
+    } else {
+        limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_limit;
+
+    #[test]
+    fn the_window_limit_shrinks_to_what_fitted_and_grows_back_to_the_chunk_size() {
+        // Wide rows: the window ended at its byte bound after 300 of 1,024 rows.
+        assert_eq!(next_limit(1_024, 300, true, 1_024), 300);
+        // One row over the bound: the next window still selects one.
+        assert_eq!(next_limit(300, 1, true, 1_024), 1);
+        assert_eq!(next_limit(1, 1, true, 1_024), 1);
+        // Narrow rows again: doubled after each full window, never past the chunk size.
+        assert_eq!(next_limit(300, 300, false, 1_024), 600);
+        assert_eq!(next_limit(600, 600, false, 1_024), 1_024);
+        assert_eq!(next_limit(1_024, 1_024, false, 1_024), 1_024);
+        // A window that selected fewer rows than its limit is the table's last.
+        assert_eq!(next_limit(600, 17, false, 1_024), 600);
+        assert_eq!(next_limit(u64::MAX, u64::MAX, false, u64::MAX), u64::MAX);
     }
 }

@@ -15,7 +15,7 @@ use rdkafka::topic_partition_list::Offset;
 
 use super::VerifyError;
 use crate::config::{Config, KafkaConfig};
-use crate::kafka::client_config;
+use crate::kafka::{ClientRole, client_config};
 use crate::model::{Position, Version, binlog_file_sequence};
 use crate::positions::PositionStore;
 use crate::tools::status;
@@ -63,6 +63,7 @@ impl Pipeline {
         }
         let consumer: BaseConsumer = client_config(
             &self.kafka,
+            ClientRole::Consumer,
             &[("group.id", &self.group), ("enable.auto.commit", "false")],
         )
         .create()
