@@ -79,8 +79,7 @@ until curl -fsS -o /dev/null "$es/latbench.events/_doc/0" 2>/dev/null; do
 done
 
 # The floor's consumer waits as the loader's does.
-fetch_wait=$(sed -n 's/^"\{0,1\}fetch.wait.max.ms"\{0,1\} = "\([0-9]*\)"/\1/p' "$run/sluice.toml")
-fetch_wait=${fetch_wait:-${SLUICE_LOADER__FETCH_WAIT_MS:-5}}
+fetch_wait=${SLUICE_LOADER__FETCH_WAIT_MS:-5}
 say "floor: broker hop (fetch.wait.max.ms $fetch_wait), index write + GET"
 hop=$(probe kafka-hop "$SLUICE_STACK_KAFKA_BROKERS" $((2000 / scale)) 500 "$fetch_wait")
 write=$(probe index-write "$es" $((1000 / scale)) 100)

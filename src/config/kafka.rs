@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::Problems;
+use super::secret::properties;
 
 /// `[kafka]`.
 #[derive(Clone, Deserialize)]
@@ -22,16 +23,16 @@ pub struct KafkaConfig {
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
     /// Extra librdkafka properties for every client, e.g. security settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub properties: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producers only (the source's, the loader's
     /// dead-letter one), e.g. `"compression.type" = "zstd"`; they override `properties`.
     /// Kept apart because librdkafka warns about a producer property given to a consumer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub producer_properties: BTreeMap<String, String>,
     /// Extra librdkafka properties for the consumers only (the loader's, `sluice verify`'s);
     /// they override `properties`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub consumer_properties: BTreeMap<String, String>,
 }
 
@@ -61,12 +62,19 @@ impl fmt::Debug for KafkaConfig {
 
 /// Whether a librdkafka property holds a credential: `sasl.password`,
 /// `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`,
-/// `ssl.key.pem`, `sasl.oauthbearer.config` (which may embed a secret).
+/// `ssl.key.pem`, `sasl.oauthbearer.config` (which may embed a secret),
+/// `sasl.oauthbearer.assertion.private.key.passphrase`.
 fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "key.pem", "oauthbearer.config"]
-        .iter()
-        .any(|s| key.contains(s))
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "oauthbearer.config",
+        "passphrase",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
 }
 
 fn default_partitions() -> i32 {
@@ -91,7 +99,50 @@ impl KafkaConfig {
         if self.replication_factor < 1 {
             p.push("`kafka.replication_factor` must be at least 1");
         }
+        let tables = [
+            ("properties", &self.properties),
+            ("producer_properties", &self.producer_properties),
+            ("consumer_properties", &self.consumer_properties),
+        ];
+        for (table, properties) in tables {
+            for key in properties.keys() {
+                if let Some(why) = owned(key) {
+                    p.push(format!("`kafka.{table}.\"{key}\"`: {why}"));
+                } else if table != "properties" && is_connection(key) {
+                    p.push(format!(
+                        "`kafka.{table}.\"{key}\"`: move it to `[kafka.properties]`: the \
+                         clients that list and create topics connect with it too"
+                    ));
+                }
+            }
+        }
     }
+}
+
+/// Why a librdkafka property may not be set by the user: Sluice sets it itself, from a
+/// setting of its own or because lossless delivery depends on its value (a user's value
+/// would otherwise be overwritten in silence, or race an alias of it).
+fn owned(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "bootstrap.servers" | "metadata.broker.list" => "set `kafka.brokers` instead",
+        "fetch.wait.max.ms" => "set `loader.fetch_wait_ms` instead",
+        "group.id" => "set `loader.group_id` instead",
+        "group.instance.id" => "set `loader.instance_id` instead",
+        "enable.idempotence" | "acks" | "request.required.acks" | "partitioner" => {
+            "Sluice sets it: per-key order, key placement and no duplicates depend on its value"
+        }
+        "enable.auto.commit" | "auto.offset.reset" | "enable.partition.eof" => {
+            "Sluice sets it: the loader commits offsets only after the index accepted the \
+             records, and starts a new group at the earliest offset"
+        }
+        _ => return None,
+    })
+}
+
+/// Whether a librdkafka property says how to reach or authenticate to the brokers, which
+/// every client needs.
+fn is_connection(key: &str) -> bool {
+    key == "security.protocol" || key.starts_with("sasl.") || key.starts_with("ssl.")
 }
 
 fn check_brokers(brokers: &str) -> Result<(), String> {

@@ -132,8 +132,7 @@ pub struct LoaderConfig {
     /// (0: at once; it fills while the lane's previous bulk is in flight).
     pub linger: Duration,
     /// The consumer's `fetch.wait.max.ms`: the longest a fetch waits at the broker for
-    /// records (`fetch.wait.max.ms` under `[kafka.properties]` or `[kafka.consumer_properties]`
-    /// overrides it).
+    /// records (the only way to set it: the read-ahead recheck is derived from it).
     pub fetch_wait: Duration,
     /// Most bulk requests in flight at once. Each partition belongs to one lane, a lane has
     /// one bulk in flight at a time (so a partition's records apply in order), and a lane that

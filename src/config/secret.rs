@@ -1,5 +1,6 @@
 //! Secrets in the configuration: readable by the code that sends them, printed as `***`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -32,25 +33,41 @@ impl fmt::Debug for Secret {
 }
 
 impl<'de> Deserialize<'de> for Secret {
-    // Any scalar is accepted, so a numeric password in an environment variable works and a type
-    // error can never echo the value back into a log.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Scalar {
-            S(String),
-            I(i64),
-            F(f64),
-            B(bool),
-        }
-        let s = match Scalar::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a string"))?
+        scalar(d).map(Secret)
+    }
+}
+
+/// Any scalar as a string, so a numeric password in an environment variable works and a type
+/// error can never echo the value back into a log.
+pub(super) fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(
+        match Scalar::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a string, number or boolean"))?
         {
             Scalar::S(s) => s,
             Scalar::I(i) => i.to_string(),
             Scalar::F(f) => f.to_string(),
             Scalar::B(b) => b.to_string(),
-        };
-        Ok(Secret(s))
-    }
+        },
+    )
+}
+
+/// A table of librdkafka properties: any scalar value is taken as its string (`linger.ms = 5`
+/// as `"5"`), and a wrong value is never echoed, since some hold credentials.
+pub(super) fn properties<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Value(#[serde(deserialize_with = "scalar")] String);
+    let table = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(table.into_iter().map(|(k, Value(v))| (k, v)).collect())
 }

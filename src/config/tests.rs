@@ -154,19 +154,63 @@ fn every_problem_is_reported_at_once() {
 fn secrets_never_print() {
     let text = format!(
         "{MINIMAL}[kafka.properties]\n\"ssl.key.password\" = \"hunter3\"\n\
-         [kafka.consumer_properties]\n\"sasl.oauthbearer.client.secret\" = \"hunter4\"\n"
+         \"sasl.oauthbearer.assertion.private.key.passphrase\" = \"hunter6\"\n\
+         \"sasl.oauthbearer.client.secret\" = \"hunter4\"\n"
     );
+    // A numeric password from the environment is a number to TOML: taken as its string.
     let c = load(
         &text,
-        &[("SLUICE_KAFKA__PROPERTIES__SASL.PASSWORD", "hunter5")],
+        &[("SLUICE_KAFKA__PROPERTIES__SASL.PASSWORD", "271828")],
     )
     .unwrap();
-    assert_eq!(c.kafka.properties["sasl.password"], "hunter5");
+    assert_eq!(c.kafka.properties["sasl.password"], "271828");
     let printed = format!("{c:?}");
-    for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
+    for secret in ["hunter2", "hunter3", "hunter4", "271828", "hunter6"] {
         assert!(!printed.contains(secret), "{secret} printed: {printed}");
     }
     assert!(printed.contains("\"sasl.password\": \"***\""), "{printed}");
+    // A value of the wrong type is named by its key, never echoed.
+    let m = load(
+        &text,
+        &[("SLUICE_KAFKA__PROPERTIES__SASL.PASSWORD", "[271828]")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(m.contains("`kafka.properties.sasl.password`"), "{m}");
+    assert!(m.contains("expected a string, number or boolean"), "{m}");
+    assert!(!m.contains("271828"), "{m}");
+}
+
+#[test]
+fn kafka_properties_take_any_scalar_and_refuse_what_sluice_sets() {
+    let text = format!(
+        "{MINIMAL}[kafka.producer_properties]\n\"linger.ms\" = 5\n\"enable.gapless.guarantee\" \
+         = true\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(c.kafka.producer_properties["linger.ms"], "5");
+    assert_eq!(
+        c.kafka.producer_properties["enable.gapless.guarantee"],
+        "true"
+    );
+    let text = format!(
+        "{MINIMAL}[kafka.properties]\n\"fetch.wait.max.ms\" = \"0\"\n\"group.id\" = \"g\"\n\
+         [kafka.producer_properties]\n\"request.required.acks\" = \"1\"\n\
+         \"sasl.username\" = \"u\"\n\
+         [kafka.consumer_properties]\n\"auto.offset.reset\" = \"latest\"\n\
+         \"security.protocol\" = \"SASL_SSL\"\n"
+    );
+    let m = load(&text, &[]).unwrap_err().to_string();
+    for expected in [
+        "`kafka.properties.\"fetch.wait.max.ms\"`: set `loader.fetch_wait_ms` instead",
+        "`kafka.properties.\"group.id\"`: set `loader.group_id` instead",
+        "`kafka.producer_properties.\"request.required.acks\"`: Sluice sets it",
+        "`kafka.producer_properties.\"sasl.username\"`: move it to `[kafka.properties]`",
+        "`kafka.consumer_properties.\"auto.offset.reset\"`: Sluice sets it",
+        "`kafka.consumer_properties.\"security.protocol\"`: move it to `[kafka.properties]`",
+    ] {
+        assert!(m.contains(expected), "{expected} missing from: {m}");
+    }
 }
 
 #[test]

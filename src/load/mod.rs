@@ -107,6 +107,8 @@ pub async fn run(
             ("queued.min.messages", &read_ahead),
             ("queued.max.messages.kbytes", &read_ahead_kb),
             ("fetch.queue.backoff.ms", &recheck),
+            // New topics matching a table pattern are found at the next metadata refresh.
+            ("topic.metadata.refresh.interval.ms", "5000"),
         ],
     );
     // Static membership: after a crash the restarted loader takes its old member id back.
@@ -124,8 +126,6 @@ pub async fn run(
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            // New topics matching a table pattern are found at the next metadata refresh.
-            .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(Rebalances::new(in_flight.clone()))
             .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?,
     );

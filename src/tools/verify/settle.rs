@@ -61,13 +61,11 @@ impl Pipeline {
         if let Some(c) = self.consumer.get() {
             return Ok(c.clone());
         }
-        let consumer: BaseConsumer = client_config(
-            &self.kafka,
-            ClientRole::Consumer,
-            &[("group.id", &self.group), ("enable.auto.commit", "false")],
-        )
-        .create()
-        .map_err(|e| VerifyError::Kafka(format!("creating a Kafka client: {e}")))?;
+        let consumer: BaseConsumer = client_config(&self.kafka, ClientRole::Consumer, &[])
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| VerifyError::Kafka(format!("creating a Kafka client: {e}")))?;
         Ok(self.consumer.get_or_init(|| Arc::new(consumer)).clone())
     }
 
