@@ -10,7 +10,8 @@
 #                                          as two processes
 #
 # Environment: SLUICE_* variables reach Sluice (e.g. SLUICE_LOADER__LINGER_MS=20);
-# BENCH_KAFKA_PROPERTIES adds `key = "value"` lines to [kafka.properties]; BENCH_QUICK=1
+# BENCH_KAFKA_PROPERTIES adds `key = "value"` lines to [kafka.properties] (the fetch wait is
+# SLUICE_LOADER__FETCH_WAIT_MS, which the floor's consumer uses too); BENCH_QUICK=1
 # runs a tenth of each load (for trying settings, not for figures); BENCH_SLUICE=/abs/path
 # measures that build of sluice instead of this checkout's (a before/after comparison).
 set -euo pipefail

@@ -18,18 +18,18 @@ use rdkafka::{ClientConfig, IntoOpaque, bindings};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, canonical_property, is_secret};
 use crate::retry::Backoff;
 
 /// A Kafka client or topic operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
-    /// librdkafka refused the configuration.
+    /// librdkafka refused the configuration; see [`KafkaSetupError::client`].
     #[error(
         "cannot create a Kafka client: {0}; check `kafka.brokers` and the keys under \
          `[kafka.properties]`, `[kafka.producer_properties]` and `[kafka.consumer_properties]`"
     )]
-    Client(KafkaError),
+    Client(String),
     /// Topics could not be created.
     #[error(
         "cannot create topic {topics}: {message}; check that the brokers at {brokers} are \
@@ -75,6 +75,29 @@ pub enum KafkaSetupError {
         /// Client's or broker's answer.
         message: String,
     },
+}
+
+impl KafkaSetupError {
+    /// librdkafka refused to create a client. rdkafka prints a refused property with its
+    /// value, and librdkafka's own reason often quotes the value too; a credential's value is
+    /// replaced by `***` in both, and the property is named.
+    pub fn client(e: KafkaError) -> Self {
+        KafkaSetupError::Client(match e {
+            KafkaError::ClientConfig(_, reason, key, value) => {
+                let reason = if is_secret(&key) && !value.is_empty() {
+                    reason.replace(&value, "***")
+                } else {
+                    reason
+                };
+                if reason.contains(&key) {
+                    reason
+                } else {
+                    format!("{reason} (property \"{key}\")")
+                }
+            }
+            e => e.to_string(),
+        })
+    }
 }
 
 /// A producer whose delivery reports are served by a thread of its own, in rounds of a
@@ -250,16 +273,20 @@ pub fn client_config(
 ) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in defaults {
-        c.set(*k, *v);
-    }
     let for_role = match role {
         ClientRole::Producer => Some(&cfg.producer_properties),
         ClientRole::Consumer => Some(&cfg.consumer_properties),
         ClientRole::Admin => None,
     };
-    for (k, v) in cfg.properties.iter().chain(for_role.into_iter().flatten()) {
-        c.set(k, v);
+    let user = cfg.properties.iter().chain(for_role.into_iter().flatten());
+    // By librdkafka's own names, so a user's `linger.ms` replaces Sluice's default instead of
+    // racing it as `queue.buffering.max.ms`.
+    for (k, v) in defaults
+        .iter()
+        .copied()
+        .chain(user.map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        c.set(canonical_property(k), v);
     }
     c
 }
@@ -372,7 +399,7 @@ async fn create_topics(
     }
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, ClientRole::Admin, &[])
         .create()
-        .map_err(KafkaSetupError::Client)?;
+        .map_err(KafkaSetupError::client)?;
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|t| {
@@ -420,7 +447,7 @@ async fn existing_topics(
 ) -> Result<KafkaResult<HashSet<String>>, KafkaSetupError> {
     let client: BaseConsumer = client_config(cfg, ClientRole::Admin, &[])
         .create()
-        .map_err(KafkaSetupError::Client)?;
+        .map_err(KafkaSetupError::client)?;
     let listed = tokio::task::spawn_blocking(move || {
         let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
         Ok(metadata
@@ -469,19 +496,64 @@ mod tests {
         };
         let defaults = [("linger.ms", "0"), ("socket.timeout.ms", "1000")];
         let producer = client_config(&cfg, ClientRole::Producer, &defaults);
-        assert_eq!(producer.get("linger.ms"), Some("5"));
+        // By librdkafka's own name: `linger.ms` is an alias of `queue.buffering.max.ms`.
+        assert_eq!(producer.get("queue.buffering.max.ms"), Some("5"));
+        assert_eq!(producer.get("linger.ms"), None);
         assert_eq!(producer.get("client.id"), Some("producer"));
         assert_eq!(producer.get("socket.timeout.ms"), Some("9000"));
         assert_eq!(producer.get("fetch.min.bytes"), None);
         let consumer = client_config(&cfg, ClientRole::Consumer, &[]);
         assert_eq!(consumer.get("client.id"), Some("consumer"));
         assert_eq!(consumer.get("fetch.min.bytes"), Some("10"));
-        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("queue.buffering.max.ms"), None);
         let admin = client_config(&cfg, ClientRole::Admin, &[]);
         assert_eq!(admin.get("client.id"), Some("common"));
-        assert_eq!(admin.get("linger.ms"), None);
+        assert_eq!(admin.get("queue.buffering.max.ms"), None);
         assert_eq!(admin.get("fetch.min.bytes"), None);
         assert_eq!(admin.get("bootstrap.servers"), Some("127.0.0.1:9"));
+    }
+
+    #[test]
+    fn an_alias_replaces_the_default_of_its_property() {
+        let cfg = kafka_config(&[("delivery.timeout.ms", "30000")]);
+        let c = client_config(&cfg, ClientRole::Producer, &[("message.timeout.ms", "0")]);
+        assert_eq!(c.get("message.timeout.ms"), Some("30000"));
+        assert_eq!(c.get("delivery.timeout.ms"), None);
+    }
+
+    #[test]
+    fn a_refused_credential_is_named_but_not_printed() {
+        // librdkafka refuses the value of a key it knows and quotes it in its reason; rdkafka
+        // adds key and value. Neither reaches the message.
+        let refused = |properties: &[(&str, &str)]| match client_config(
+            &kafka_config(properties),
+            ClientRole::Producer,
+            &[],
+        )
+        .create_native_config()
+        {
+            Ok(_) => panic!("librdkafka took {properties:?}"),
+            Err(e) => KafkaSetupError::client(e).to_string(),
+        };
+        let m = refused(&[("sasl.password", "hunter8"), ("socket.timeout.ms", "x1")]);
+        assert!(m.contains("\"socket.timeout.ms\""), "{m}");
+        let m = refused(&[("sasl.pasword", "hunter8")]);
+        assert!(
+            m.contains("\"sasl.pasword\"") && !m.contains("hunter8"),
+            "{m}"
+        );
+        let reason = "Invalid value \"hunter8\" for configuration property \"ssl.key.password\"";
+        let e = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            reason.into(),
+            "ssl.key.password".into(),
+            "hunter8".into(),
+        );
+        let m = KafkaSetupError::client(e).to_string();
+        assert!(
+            m.contains("Invalid value \"***\"") && !m.contains("hunter8"),
+            "{m}"
+        );
     }
 
     #[test]

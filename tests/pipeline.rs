@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::registry::Broker;
 use common::workload::{Workload, create_tables};
 use common::*;
 use mysql_async::prelude::*;
@@ -527,4 +528,51 @@ async fn tables_without_primary_key_need_and_use_a_configured_key() {
         })
         .await;
     assert!(sluice.terminate(PATIENCE).success());
+}
+
+/// A Kafka cluster reached over TLS with a private CA (`security.protocol = "SSL"`,
+/// `ssl.ca.location`): librdkafka is built with TLS, and source and loader both connect
+/// through it. Without the CA the source waits for Kafka, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_cluster_behind_tls_with_a_private_ca() {
+    let (_pool, mut conn, _, setup) = two_tables("it_kafka_tls").await;
+    let mut w = Workload::new(16);
+    for _ in 0..3 {
+        w.transaction(&mut conn, 10).await;
+    }
+    let broker_port = free_port();
+    let backend = format!("tcp://127.0.0.1:{broker_port}");
+    let proxy = TlsProxy::start(setup.dir.path(), &backend, None);
+    let _broker = Broker::start_advertising(broker_port, proxy.port);
+    let write_config = |properties: &str| {
+        let text = setup
+            .config_text(&format!(
+                "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n{properties}"
+            ))
+            .replace(
+                &format!("brokers = \"{}\"", stack().brokers),
+                &format!("brokers = \"127.0.0.1:{}\"", proxy.port),
+            );
+        std::fs::write(setup.dir.path().join("sluice.toml"), text).unwrap();
+    };
+
+    write_config("");
+    let mut untrusted = setup.start("source");
+    untrusted.wait_for_log("Kafka is not reachable; waiting for it", PATIENCE);
+    let out = untrusted.output();
+    assert!(out.contains("certificate verify failed"), "{out}");
+    assert!(untrusted.terminate(PATIENCE).success(), "{out}");
+
+    write_config(&format!(
+        "\"ssl.ca.location\" = \"{}\"",
+        proxy.cert.display()
+    ));
+    let mut sluice = setup.start("all");
+    sluice.wait_for_log("streaming the binlog", PATIENCE);
+    for _ in 0..10 {
+        w.transaction(&mut conn, 20).await;
+    }
+    both_match(&setup, &mut conn).await;
+    let status = sluice.terminate(PATIENCE);
+    assert!(status.success(), "exit {status}:\n{}", sluice.output());
 }

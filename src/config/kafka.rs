@@ -64,7 +64,7 @@ impl fmt::Debug for KafkaConfig {
 /// `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`,
 /// `ssl.key.pem`, `sasl.oauthbearer.config` (which may embed a secret),
 /// `sasl.oauthbearer.assertion.private.key.passphrase`.
-fn is_secret(key: &str) -> bool {
+pub(crate) fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     [
         "password",
@@ -105,7 +105,14 @@ impl KafkaConfig {
             ("consumer_properties", &self.consumer_properties),
         ];
         for (table, properties) in tables {
+            let mut seen = BTreeMap::new();
             for key in properties.keys() {
+                if let Some(first) = seen.insert(canonical_property(key), key) {
+                    p.push(format!(
+                        "`[kafka.{table}]`: \"{first}\" and \"{key}\" name the same librdkafka \
+                         property; keep one"
+                    ));
+                }
                 if let Some(why) = owned(key) {
                     p.push(format!("`kafka.{table}.\"{key}\"`: {why}"));
                 } else if table != "properties" && is_connection(key) {
@@ -119,21 +126,52 @@ impl KafkaConfig {
     }
 }
 
+/// librdkafka's own name of a property given by one of its aliases (`linger.ms` is
+/// `queue.buffering.max.ms`, `acks` is `request.required.acks`, ...). librdkafka applies a
+/// client's properties in no fixed order, so two names of one property must never both be set:
+/// Sluice sets and compares properties by these names.
+pub(crate) fn canonical_property(key: &str) -> &str {
+    match key {
+        "bootstrap.servers" => "metadata.broker.list",
+        "max.in.flight" => "max.in.flight.requests.per.connection",
+        "sasl.mechanism" => "sasl.mechanisms",
+        "sasl.oauthbearer.client.credentials.client.id" => "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.credentials.client.secret" => "sasl.oauthbearer.client.secret",
+        "max.partition.fetch.bytes" => "fetch.message.max.bytes",
+        "linger.ms" => "queue.buffering.max.ms",
+        "retries" => "message.send.max.retries",
+        "compression.type" => "compression.codec",
+        "acks" => "request.required.acks",
+        "delivery.timeout.ms" => "message.timeout.ms",
+        "enable.auto.commit" => "auto.commit.enable",
+        other => other,
+    }
+}
+
 /// Why a librdkafka property may not be set by the user: Sluice sets it itself, from a
-/// setting of its own or because lossless delivery depends on its value (a user's value
-/// would otherwise be overwritten in silence, or race an alias of it).
+/// setting of its own or because lossless delivery depends on its value, or Sluice does not
+/// work with it (a user's value would otherwise be overwritten in silence, or break it).
 fn owned(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "bootstrap.servers" | "metadata.broker.list" => "set `kafka.brokers` instead",
-        "fetch.wait.max.ms" => "set `loader.fetch_wait_ms` instead",
-        "group.id" => "set `loader.group_id` instead",
-        "group.instance.id" => "set `loader.instance_id` instead",
-        "enable.idempotence" | "acks" | "request.required.acks" | "partitioner" => {
-            "Sluice sets it: per-key order, key placement and no duplicates depend on its value"
+    Some(match canonical_property(key) {
+        "metadata.broker.list" => "remove it and set `kafka.brokers` instead",
+        "fetch.wait.max.ms" => "remove it and set `loader.fetch_wait_ms` instead",
+        "group.id" => "remove it and set `loader.group_id` instead",
+        "group.instance.id" => "remove it and set `loader.instance_id` instead",
+        "enable.idempotence" | "request.required.acks" | "partitioner" => {
+            "remove it: Sluice sets it, since per-key order, key placement and no duplicates \
+             depend on its value"
         }
-        "enable.auto.commit" | "auto.offset.reset" | "enable.partition.eof" => {
-            "Sluice sets it: the loader commits offsets only after the index accepted the \
-             records, and starts a new group at the earliest offset"
+        "auto.commit.enable" | "auto.offset.reset" | "enable.partition.eof" => {
+            "remove it: Sluice sets it, since the loader commits offsets only after the index \
+             accepted the records, and starts a new group at the earliest offset"
+        }
+        "partition.assignment.strategy" | "group.protocol" => {
+            "remove it: the loader expects eager rebalances (every partition revoked before \
+             the next assignment), which librdkafka's default assignors give"
+        }
+        "transactional.id" => {
+            "remove it: Sluice's producer is idempotent, not transactional; its records would \
+             be refused outside a transaction"
         }
         _ => return None,
     })
@@ -142,7 +180,15 @@ fn owned(key: &str) -> Option<&'static str> {
 /// Whether a librdkafka property says how to reach or authenticate to the brokers, which
 /// every client needs.
 fn is_connection(key: &str) -> bool {
-    key == "security.protocol" || key.starts_with("sasl.") || key.starts_with("ssl.")
+    [
+        "security.protocol",
+        "client.dns.lookup",
+        "broker.address.family",
+    ]
+    .contains(&key)
+        || ["sasl.", "ssl.", "https.", "enable.ssl.", "enable.sasl."]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
 }
 
 fn check_brokers(brokers: &str) -> Result<(), String> {

@@ -28,6 +28,7 @@ use crate::model::TableId;
 
 pub use elasticsearch::{ElasticsearchConfig, EsAuth};
 pub use kafka::KafkaConfig;
+pub(crate) use kafka::{canonical_property, is_secret};
 pub use loader::{
     DecimalMapping, JsonMapping, LoaderConfig, MappingConfig, StringMapping, VectorMapping,
 };
@@ -320,14 +321,21 @@ impl ConfigFile {
     }
 }
 
-/// An environment value as TOML would read it (number, bool, array), else as a plain string.
+/// An environment value as TOML would read it (number, bool, array, quoted string), else as
+/// the plain string. A number or bool is taken only if it is written as TOML would print it:
+/// `1e3`, `0x10`, `0.10` or `1_000` stay the strings they are, so a password or a librdkafka
+/// property is never rewritten, and a numeric setting given that way is refused by name.
 fn env_value(raw: &str) -> toml::Value {
-    format!("v = {raw}")
+    use toml::Value as V;
+    let parsed = format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
-        .and_then(|mut t| t.remove("v"))
-        .filter(|v| !v.is_table())
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+        .and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(v @ (V::Integer(_) | V::Float(_) | V::Boolean(_))) if v.to_string() == raw.trim() => v,
+        Some(v @ (V::String(_) | V::Array(_))) => v,
+        _ => V::String(raw.to_string()),
+    }
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {

@@ -66,8 +66,32 @@ pub(super) fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D
 pub(super) fn properties<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, String>, D::Error> {
-    #[derive(Deserialize)]
-    struct Value(#[serde(deserialize_with = "scalar")] String);
+    struct Value(String);
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Given {
+                #[serde(deserialize_with = "scalar")]
+                Scalar(String),
+                // `sasl.password = "x"` unquoted is the table `sasl` holding `password`.
+                Table(BTreeMap<String, serde::de::IgnoredAny>),
+            }
+            match Given::deserialize(d)
+                .map_err(|_| serde::de::Error::custom("expected a string, number or boolean"))?
+            {
+                Given::Scalar(s) => Ok(Value(s)),
+                Given::Table(inner) => {
+                    let rest = inner.keys().next().map_or("", String::as_str);
+                    Err(serde::de::Error::custom(format!(
+                        "is a table holding `{rest}`: quote a property name with dots whole \
+                         (`\"sasl.password\" = ...`), and in an environment variable keep its \
+                         dots (`SLUICE_KAFKA__PROPERTIES__SASL.PASSWORD`)"
+                    )))
+                }
+            }
+        }
+    }
     let table = BTreeMap::<String, Value>::deserialize(d)?;
     Ok(table.into_iter().map(|(k, Value(v))| (k, v)).collect())
 }

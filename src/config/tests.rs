@@ -108,6 +108,24 @@ fn environment_overrides_file_values() {
     assert_eq!(s.password.expose(), "123456");
     assert_eq!(s.port.get(), 13306);
     assert_eq!(c.loader.batch_size.get(), 7);
+    // What TOML would rewrite (exponent, hex, digit separators, trailing zeros, a comment, a
+    // date) stays the string it is.
+    for raw in ["1e3", "0x10", "1_000", "0.10", "+5", "12 # x", "1979-05-27"] {
+        let c = load(
+            MINIMAL,
+            &[
+                ("SLUICE_SOURCE__PASSWORD", raw),
+                ("SLUICE_KAFKA__PROPERTIES__SASL.PASSWORD", raw),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.source.unwrap().password.expose(), raw);
+        assert_eq!(c.kafka.properties["sasl.password"], raw);
+    }
+    let m = load(MINIMAL, &[("SLUICE_LOADER__BATCH_SIZE", "1_000")])
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("`loader.batch_size`"), "{m}");
 }
 
 #[test]
@@ -179,6 +197,23 @@ fn secrets_never_print() {
     assert!(m.contains("`kafka.properties.sasl.password`"), "{m}");
     assert!(m.contains("expected a string, number or boolean"), "{m}");
     assert!(!m.contains("271828"), "{m}");
+    for (text, env) in [
+        (
+            format!("{MINIMAL}[kafka.properties]\nsasl.password = \"271828\"\n"),
+            None,
+        ),
+        (
+            MINIMAL.to_string(),
+            Some(("SLUICE_KAFKA__PROPERTIES__SASL__PASSWORD", "271828")),
+        ),
+    ] {
+        let m = load(&text, env.as_slice()).unwrap_err().to_string();
+        assert!(
+            m.contains("`kafka.properties.sasl`: is a table holding `password`: quote"),
+            "{m}"
+        );
+        assert!(!m.contains("271828"), "{m}");
+    }
 }
 
 #[test]
@@ -197,16 +232,21 @@ fn kafka_properties_take_any_scalar_and_refuse_what_sluice_sets() {
         "{MINIMAL}[kafka.properties]\n\"fetch.wait.max.ms\" = \"0\"\n\"group.id\" = \"g\"\n\
          [kafka.producer_properties]\n\"request.required.acks\" = \"1\"\n\
          \"sasl.username\" = \"u\"\n\
+         \"compression.type\" = \"lz4\"\n\"compression.codec\" = \"zstd\"\n\
          [kafka.consumer_properties]\n\"auto.offset.reset\" = \"latest\"\n\
+         \"auto.commit.enable\" = \"true\"\n\
          \"security.protocol\" = \"SASL_SSL\"\n"
     );
     let m = load(&text, &[]).unwrap_err().to_string();
     for expected in [
-        "`kafka.properties.\"fetch.wait.max.ms\"`: set `loader.fetch_wait_ms` instead",
-        "`kafka.properties.\"group.id\"`: set `loader.group_id` instead",
-        "`kafka.producer_properties.\"request.required.acks\"`: Sluice sets it",
+        "`kafka.properties.\"fetch.wait.max.ms\"`: remove it and set `loader.fetch_wait_ms`",
+        "`kafka.properties.\"group.id\"`: remove it and set `loader.group_id` instead",
+        "`kafka.producer_properties.\"request.required.acks\"`: remove it: Sluice sets it",
         "`kafka.producer_properties.\"sasl.username\"`: move it to `[kafka.properties]`",
-        "`kafka.consumer_properties.\"auto.offset.reset\"`: Sluice sets it",
+        "`kafka.consumer_properties.\"auto.offset.reset\"`: remove it: Sluice sets it",
+        "`kafka.consumer_properties.\"auto.commit.enable\"`: remove it: Sluice sets it",
+        "`[kafka.producer_properties]`: \"compression.codec\" and \"compression.type\" name the \
+         same librdkafka property; keep one",
         "`kafka.consumer_properties.\"security.protocol\"`: move it to `[kafka.properties]`",
     ] {
         assert!(m.contains(expected), "{expected} missing from: {m}");

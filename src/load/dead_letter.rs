@@ -101,7 +101,7 @@ impl DeadLetters {
         // dead letter, maybe days later.
         config
             .create_native_config()
-            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+            .map_err(|e| LoadError::Setup(KafkaSetupError::client(e)))?;
         Ok(Some(DeadLetters {
             config,
             producer: Mutex::default(),
@@ -119,7 +119,7 @@ impl DeadLetters {
         let p: FutureProducer = self
             .config
             .create()
-            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?;
+            .map_err(|e| LoadError::Setup(KafkaSetupError::client(e)))?;
         *made = Some(p.clone());
         Ok(p)
     }

@@ -127,7 +127,7 @@ pub async fn run(
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .create_with_context(Rebalances::new(in_flight.clone()))
-            .map_err(|e| LoadError::Setup(KafkaSetupError::Client(e)))?,
+            .map_err(|e| LoadError::Setup(KafkaSetupError::client(e)))?,
     );
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(LoadError::Consumer)?;

@@ -60,7 +60,7 @@ pub fn producer(
         .set("partitioner", "murmur2_random");
     kafka::bound_producer_queue(&mut c)?;
     PolledProducer::new(&c, DeliveryContext::new(deliveries))
-        .map_err(|e| PublishError::Setup(KafkaSetupError::Client(e)))
+        .map_err(|e| PublishError::Setup(KafkaSetupError::client(e)))
 }
 
 /// Encodes and produces every change from `rx`, numbering the records, and queues each

@@ -851,8 +851,9 @@ pub fn es_via(config: &str, proxy: &TlsProxy, es_extra: &str) -> String {
     config.replace(&plain, &https)
 }
 
-/// `tests/interop/tls_proxy.py` in front of a plain-HTTP server, with a fresh self-signed
-/// certificate for localhost and 127.0.0.1; killed on drop.
+/// `tests/interop/tls_proxy.py` in front of a plain-HTTP server (or, for a `tcp://` backend,
+/// a Kafka broker), with a fresh self-signed certificate for localhost and 127.0.0.1; killed
+/// on drop.
 pub struct TlsProxy {
     child: Child,
     /// Port on 127.0.0.1.

@@ -4,11 +4,14 @@ given certificate and forwards every request to the backend, so tests can point 
 Authorization header is not exactly that value gets 401. With TLS_PROXY_REFUSE_FILE set, a
 `_bulk` request that writes to the index named in that file, or an `_mget` of it, gets 429
 while the file exists (one index failing while others work); "INDEX N" in the file refuses
-only the first N such requests (a server that is busy for a moment). Prints "ready" once
-listening; serves until killed.
+only the first N such requests (a server that is busy for a moment). A `tcp://HOST:PORT`
+backend (a Kafka broker) gets the bytes of each connection as they are, TLS taken off. Prints
+"ready" once listening; serves until killed.
 
 usage: tls_proxy.py PORT CERT KEY BACKEND_URL
 """
+
+import asyncio
 
 import gzip
 import http.server
@@ -21,6 +24,10 @@ import urllib.request
 
 def main():
     port, cert, key, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].rstrip("/")
+    if backend.startswith("tcp://"):
+        host, _, backend_port = backend.removeprefix("tcp://").rpartition(":")
+        asyncio.run(forward_bytes(port, cert, key, host, int(backend_port)))
+        return
     required = os.environ.get("TLS_PROXY_REQUIRE_AUTH")
     refuse_file = os.environ.get("TLS_PROXY_REFUSE_FILE")
 
@@ -91,6 +98,34 @@ def main():
     server.socket = context.wrap_socket(server.socket, server_side=True)
     print("ready", flush=True)
     server.serve_forever()
+
+
+async def forward_bytes(port, cert, key, host, backend_port):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(client_reader, client_writer):
+        try:
+            reader, writer = await asyncio.open_connection(host, backend_port)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(pipe(client_reader, writer), pipe(reader, client_writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", port, ssl=context)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ use rdkafka::topic_partition_list::Offset;
 
 use super::VerifyError;
 use crate::config::{Config, KafkaConfig};
-use crate::kafka::{ClientRole, client_config};
+use crate::kafka::{ClientRole, KafkaSetupError, client_config};
 use crate::model::{Position, Version, binlog_file_sequence};
 use crate::positions::PositionStore;
 use crate::tools::status;
@@ -65,7 +65,7 @@ impl Pipeline {
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .create()
-            .map_err(|e| VerifyError::Kafka(format!("creating a Kafka client: {e}")))?;
+            .map_err(|e| VerifyError::Kafka(KafkaSetupError::client(e).to_string()))?;
         Ok(self.consumer.get_or_init(|| Arc::new(consumer)).clone())
     }
 
