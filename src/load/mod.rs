@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio::sync::Notify;
@@ -31,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ElasticsearchConfig, VectorMapping};
+use crate::config::{Config, ElasticsearchConfig, KafkaConfig, LoaderConfig, VectorMapping};
 use crate::kafka::{self, KafkaSetupError};
 use crate::metrics::metrics;
 use crate::wire::registry;
@@ -72,60 +73,10 @@ pub async fn run(
             None => topic::subscription(prefix, &p.db, &p.table),
         })
         .collect();
-    let fetch_wait = cfg.loader.fetch_wait.as_millis().to_string();
-    // librdkafka reads ahead up to 100,000 records by default, so a backlog is soon all
-    // prefetched and the consumer then asks the broker for more every `fetch_wait` while the
-    // index works through it: on a broker that answers a waiting fetch only when the wait is
-    // over (tansu) that costs most of a core the index server needs. Read ahead only what
-    // keeps every bulk in flight busy twice over (within librdkafka's range), in records and
-    // in bytes: records of wide rows would otherwise fill librdkafka's default 64 MiB.
-    let twice_in_flight = |per_bulk: usize| {
-        2usize
-            .saturating_mul(per_bulk)
-            .saturating_mul(cfg.loader.max_in_flight.get())
-    };
-    let read_ahead = twice_in_flight(cfg.loader.batch_size.get())
-        .clamp(1, 10_000_000)
-        .to_string();
-    // librdkafka counts this setting's "kbytes" in thousands of bytes.
-    let read_ahead_kb = (twice_in_flight(cfg.loader.batch_bytes.get()) / 1000)
-        .clamp(1, 2_097_151)
-        .to_string();
-    // How soon librdkafka looks again at a full read-ahead: a local check, no request, and
-    // nothing else wakes it when the queue drains, so short whatever the fetch wait.
-    let recheck = cfg
-        .loader
-        .fetch_wait
-        .min(READ_AHEAD_RECHECK)
-        .as_millis()
-        .to_string();
-    let mut client = kafka::client_config(
-        &cfg.kafka,
-        kafka::ClientRole::Consumer,
-        &[
-            ("fetch.wait.max.ms", &fetch_wait),
-            ("queued.min.messages", &read_ahead),
-            ("queued.max.messages.kbytes", &read_ahead_kb),
-            ("fetch.queue.backoff.ms", &recheck),
-            // New topics matching a table pattern are found at the next metadata refresh.
-            ("topic.metadata.refresh.interval.ms", "5000"),
-        ],
-    );
-    // Static membership: after a crash the restarted loader takes its old member id back.
-    // Without it tansu hands a dead leader's partitions to nobody; with two
-    // static members tansu rebalances forever, so several loaders on tansu
-    // turn it off with `instance_id = ""`.
-    let instance = cfg.loader.instance_id.as_deref().unwrap_or("");
-    if !instance.is_empty() {
-        client.set("group.instance.id", instance);
-    }
+    let client = consumer_config(&cfg.kafka, &cfg.loader);
     let in_flight = Arc::new(InFlight::default());
     let consumer: Arc<StreamConsumer<Rebalances>> = Arc::new(
         client
-            .set("group.id", &cfg.loader.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
             .create_with_context(Rebalances::new(in_flight.clone()))
             .map_err(|e| LoadError::Setup(KafkaSetupError::client(e)))?,
     );
@@ -155,6 +106,7 @@ pub async fn run(
     let mut registry = Registry::new(registry_settings, options);
     tokio::spawn(watch_lag(consumer.clone(), shutdown.clone()));
     let linger = cfg.loader.linger;
+    let instance = cfg.loader.instance_id.as_deref().unwrap_or("");
     tracing::info!(group = %cfg.loader.group_id, %instance, topics = ?topics, max_in_flight = cfg.loader.max_in_flight, "loader consuming");
 
     let mut lanes = Lanes::new(cfg.loader.max_in_flight);
@@ -310,6 +262,63 @@ pub async fn run(
     Ok(())
 }
 
+/// The loader's consumer: Sluice's defaults, the user's properties, then what lossless loading
+/// rests on (its group, offsets committed by the loader alone, a new group from the start).
+fn consumer_config(kafka_cfg: &KafkaConfig, loader: &LoaderConfig) -> ClientConfig {
+    let fetch_wait = loader.fetch_wait.as_millis().to_string();
+    // librdkafka reads ahead up to 100,000 records by default, so a backlog is soon all
+    // prefetched and the consumer then asks the broker for more every `fetch_wait` while the
+    // index works through it: on a broker that answers a waiting fetch only when the wait is
+    // over (tansu) that costs most of a core the index server needs. Read ahead only what
+    // keeps every bulk in flight busy twice over (within librdkafka's range), in records and
+    // in bytes: records of wide rows would otherwise fill librdkafka's default 64 MiB.
+    let twice_in_flight = |per_bulk: usize| {
+        2usize
+            .saturating_mul(per_bulk)
+            .saturating_mul(loader.max_in_flight.get())
+    };
+    let read_ahead = twice_in_flight(loader.batch_size.get())
+        .clamp(1, 10_000_000)
+        .to_string();
+    // librdkafka counts this setting's "kbytes" in thousands of bytes.
+    let read_ahead_kb = (twice_in_flight(loader.batch_bytes.get()) / 1000)
+        .clamp(1, 2_097_151)
+        .to_string();
+    // How soon librdkafka looks again at a full read-ahead: a local check, no request, and
+    // nothing else wakes it when the queue drains, so short whatever the fetch wait.
+    let recheck = loader
+        .fetch_wait
+        .min(READ_AHEAD_RECHECK)
+        .as_millis()
+        .to_string();
+    let mut client = kafka::client_config(
+        kafka_cfg,
+        kafka::ClientRole::Consumer,
+        &[
+            ("fetch.wait.max.ms", &fetch_wait),
+            ("queued.min.messages", &read_ahead),
+            ("queued.max.messages.kbytes", &read_ahead_kb),
+            ("fetch.queue.backoff.ms", &recheck),
+            // New topics matching a table pattern are found at the next metadata refresh.
+            ("topic.metadata.refresh.interval.ms", "5000"),
+        ],
+    );
+    // Static membership: after a crash the restarted loader takes its old member id back.
+    // Without it tansu hands a dead leader's partitions to nobody; with two
+    // static members tansu rebalances forever, so several loaders on tansu
+    // turn it off with `instance_id = ""`.
+    let instance = loader.instance_id.as_deref().unwrap_or("");
+    if !instance.is_empty() {
+        client.set("group.instance.id", instance);
+    }
+    client
+        .set("group.id", &loader.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    client
+}
+
 /// Pauses those of `partitions` the lane has not paused yet: its bulk is failing.
 fn pause(
     consumer: &StreamConsumer<Rebalances>,
@@ -413,5 +422,52 @@ async fn watch_lag(consumer: Arc<StreamConsumer<Rebalances>>, shutdown: Cancella
                 .with_label_values(&[&topic, &partition.to_string()])
                 .set(n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::sections;
+
+    fn kafka_cfg(consumer_properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            topic_prefix: "sluice".into(),
+            partitions: 3,
+            replication_factor: 1,
+            properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+            consumer_properties: consumer_properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_read_ahead_holds_twice_the_bulks_in_flight_in_records_and_in_bytes() {
+        let loader = sections::loader(
+            "group_id = \"g\"\nbatch_size = 1000\nbatch_bytes = 5000000\nmax_in_flight = 2\n\
+             fetch_wait_ms = 5\ninstance_id = \"\"",
+        );
+        let c = consumer_config(&kafka_cfg(&[]), &loader);
+        assert_eq!(c.get("queued.min.messages"), Some("4000"));
+        // librdkafka's "kbytes" are thousands of bytes: 2 x 5,000,000 x 2.
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("20000"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("5"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("group.instance.id"), None);
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+
+        // A long fetch wait (Kafka answers a waiting fetch at once) does not slow the check of
+        // a full read-ahead; the user's read-ahead wins over Sluice's.
+        let loader = sections::loader("fetch_wait_ms = 500\ninstance_id = \"host-1\"");
+        let c = consumer_config(&kafka_cfg(&[("queued.min.messages", "10")]), &loader);
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(c.get("queued.min.messages"), Some("10"));
+        assert_eq!(c.get("group.instance.id"), Some("host-1"));
     }
 }
