@@ -127,10 +127,23 @@ impl KafkaConfig {
 }
 
 /// librdkafka's own name of a property given by one of its aliases (`linger.ms` is
-/// `queue.buffering.max.ms`, `acks` is `request.required.acks`, ...). librdkafka applies a
-/// client's properties in no fixed order, so two names of one property must never both be set:
-/// Sluice sets and compares properties by these names.
+/// `queue.buffering.max.ms`, `acks` is `request.required.acks`, `topic.acks` too: librdkafka
+/// drops a `topic.` prefix its global properties do not have). librdkafka applies a client's
+/// properties in no fixed order, so two names of one property must never both be set: Sluice
+/// sets and compares properties by these names.
 pub(crate) fn canonical_property(key: &str) -> &str {
+    const GLOBAL_TOPIC_PROPERTIES: [&str; 6] = [
+        "topic.metadata.refresh.interval.ms",
+        "topic.metadata.refresh.fast.interval.ms",
+        "topic.metadata.refresh.fast.cnt",
+        "topic.metadata.refresh.sparse",
+        "topic.metadata.propagation.max.ms",
+        "topic.blacklist",
+    ];
+    let key = match key.strip_prefix("topic.") {
+        Some(rest) if !GLOBAL_TOPIC_PROPERTIES.contains(&key) => rest,
+        _ => key,
+    };
     match key {
         "bootstrap.servers" => "metadata.broker.list",
         "max.in.flight" => "max.in.flight.requests.per.connection",
@@ -143,7 +156,8 @@ pub(crate) fn canonical_property(key: &str) -> &str {
         "compression.type" => "compression.codec",
         "acks" => "request.required.acks",
         "delivery.timeout.ms" => "message.timeout.ms",
-        "enable.auto.commit" => "auto.commit.enable",
+        // `enable.auto.commit` is a global property of its own; only the topic-level one is
+        // an alias of the legacy `auto.commit.enable`. Both are refused.
         other => other,
     }
 }
@@ -161,7 +175,10 @@ fn owned(key: &str) -> Option<&'static str> {
             "remove it: Sluice sets it, since per-key order, key placement and no duplicates \
              depend on its value"
         }
-        "auto.commit.enable" | "auto.offset.reset" | "enable.partition.eof" => {
+        "enable.auto.commit"
+        | "auto.commit.enable"
+        | "auto.offset.reset"
+        | "enable.partition.eof" => {
             "remove it: Sluice sets it, since the loader commits offsets only after the index \
              accepted the records, and starts a new group at the earliest offset"
         }

@@ -321,10 +321,11 @@ impl ConfigFile {
     }
 }
 
-/// An environment value as TOML would read it (number, bool, array, quoted string), else as
-/// the plain string. A number or bool is taken only if it is written as TOML would print it:
-/// `1e3`, `0x10`, `0.10` or `1_000` stay the strings they are, so a password or a librdkafka
-/// property is never rewritten, and a numeric setting given that way is refused by name.
+/// An environment value as TOML would read it (integer, bool, array, quoted string), else as
+/// the plain string. An integer or bool is taken only if it is written as TOML would print it:
+/// `1e3`, `0x10`, `1.0` or `1_000` stay the strings they are (no setting is a fraction), so a
+/// password or a librdkafka property is never rewritten, and a numeric setting given that way
+/// is refused by name.
 fn env_value(raw: &str) -> toml::Value {
     use toml::Value as V;
     let parsed = format!("v = {raw}")
@@ -332,7 +333,7 @@ fn env_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"));
     match parsed {
-        Some(v @ (V::Integer(_) | V::Float(_) | V::Boolean(_))) if v.to_string() == raw.trim() => v,
+        Some(v @ (V::Integer(_) | V::Boolean(_))) if v.to_string() == raw.trim() => v,
         Some(v @ (V::String(_) | V::Array(_))) => v,
         _ => V::String(raw.to_string()),
     }
@@ -368,6 +369,15 @@ pub(crate) mod sections {
         let built = file.build(true, &mut p);
         assert!(p.0.is_empty(), "{:?}", p.0);
         built.unwrap()
+    }
+
+    /// `[kafka]` from the lines of its section.
+    pub(crate) fn kafka(text: &str) -> KafkaConfig {
+        let built: KafkaConfig = toml::from_str(text).unwrap();
+        let mut p = Problems::default();
+        built.check(&mut p);
+        assert!(p.0.is_empty(), "{:?}", p.0);
+        built
     }
 
     /// `[loader]` from the lines of its section, for topics under `sluice`.

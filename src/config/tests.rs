@@ -110,7 +110,16 @@ fn environment_overrides_file_values() {
     assert_eq!(c.loader.batch_size.get(), 7);
     // What TOML would rewrite (exponent, hex, digit separators, trailing zeros, a comment, a
     // date) stays the string it is.
-    for raw in ["1e3", "0x10", "1_000", "0.10", "+5", "12 # x", "1979-05-27"] {
+    for raw in [
+        "1e3",
+        "0x10",
+        "1_000",
+        "0.10",
+        "1.0",
+        "+5",
+        "12 # x",
+        "1979-05-27",
+    ] {
         let c = load(
             MINIMAL,
             &[
@@ -234,7 +243,7 @@ fn kafka_properties_take_any_scalar_and_refuse_what_sluice_sets() {
          \"sasl.username\" = \"u\"\n\
          \"compression.type\" = \"lz4\"\n\"compression.codec\" = \"zstd\"\n\
          [kafka.consumer_properties]\n\"auto.offset.reset\" = \"latest\"\n\
-         \"auto.commit.enable\" = \"true\"\n\
+         \"auto.commit.enable\" = \"true\"\n\"topic.auto.offset.reset\" = \"latest\"\n\
          \"security.protocol\" = \"SASL_SSL\"\n"
     );
     let m = load(&text, &[]).unwrap_err().to_string();
@@ -245,6 +254,9 @@ fn kafka_properties_take_any_scalar_and_refuse_what_sluice_sets() {
         "`kafka.producer_properties.\"sasl.username\"`: move it to `[kafka.properties]`",
         "`kafka.consumer_properties.\"auto.offset.reset\"`: remove it: Sluice sets it",
         "`kafka.consumer_properties.\"auto.commit.enable\"`: remove it: Sluice sets it",
+        "`[kafka.consumer_properties]`: \"auto.offset.reset\" and \"topic.auto.offset.reset\" name \
+         the same librdkafka property; keep one",
+        "`kafka.consumer_properties.\"topic.auto.offset.reset\"`: remove it: Sluice sets it",
         "`[kafka.producer_properties]`: \"compression.codec\" and \"compression.type\" name the \
          same librdkafka property; keep one",
         "`kafka.consumer_properties.\"security.protocol\"`: move it to `[kafka.properties]`",

@@ -106,7 +106,7 @@ pub async fn run(
     let mut registry = Registry::new(registry_settings, options);
     tokio::spawn(watch_lag(consumer.clone(), shutdown.clone()));
     let linger = cfg.loader.linger;
-    let instance = cfg.loader.instance_id.as_deref().unwrap_or("");
+    let instance = client.get("group.instance.id").unwrap_or("");
     tracing::info!(group = %cfg.loader.group_id, %instance, topics = ?topics, max_in_flight = cfg.loader.max_in_flight, "loader consuming");
 
     let mut lanes = Lanes::new(cfg.loader.max_in_flight);
@@ -430,19 +430,11 @@ mod tests {
     use super::*;
     use crate::config::sections;
 
-    fn kafka_cfg(consumer_properties: &[(&str, &str)]) -> KafkaConfig {
-        KafkaConfig {
-            brokers: "127.0.0.1:9".into(),
-            topic_prefix: "sluice".into(),
-            partitions: 3,
-            replication_factor: 1,
-            properties: BTreeMap::new(),
-            producer_properties: BTreeMap::new(),
-            consumer_properties: consumer_properties
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+    fn kafka_cfg(consumer_properties: &str) -> KafkaConfig {
+        sections::kafka(&format!(
+            "brokers = \"127.0.0.1:9\"\ntopic_prefix = \"sluice\"\n\
+             [consumer_properties]\n{consumer_properties}"
+        ))
     }
 
     #[test]
@@ -451,7 +443,7 @@ mod tests {
             "group_id = \"g\"\nbatch_size = 1000\nbatch_bytes = 5000000\nmax_in_flight = 2\n\
              fetch_wait_ms = 5\ninstance_id = \"\"",
         );
-        let c = consumer_config(&kafka_cfg(&[]), &loader);
+        let c = consumer_config(&kafka_cfg(""), &loader);
         assert_eq!(c.get("queued.min.messages"), Some("4000"));
         // librdkafka's "kbytes" are thousands of bytes: 2 x 5,000,000 x 2.
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("20000"));
@@ -465,7 +457,7 @@ mod tests {
         // A long fetch wait (Kafka answers a waiting fetch at once) does not slow the check of
         // a full read-ahead; the user's read-ahead wins over Sluice's.
         let loader = sections::loader("fetch_wait_ms = 500\ninstance_id = \"host-1\"");
-        let c = consumer_config(&kafka_cfg(&[("queued.min.messages", "10")]), &loader);
+        let c = consumer_config(&kafka_cfg("\"queued.min.messages\" = \"10\""), &loader);
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(c.get("queued.min.messages"), Some("10"));
         assert_eq!(c.get("group.instance.id"), Some("host-1"));

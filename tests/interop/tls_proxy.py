@@ -109,7 +109,7 @@ async def forward_bytes(port, cert, key, host, backend_port):
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
-        except (ConnectionError, ssl.SSLError):
+        except OSError:  # reset, timed out, or a TLS error: the connection is over
             pass
         finally:
             writer.close()
