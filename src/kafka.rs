@@ -252,20 +252,22 @@ impl<C: ProducerContext + 'static> Drop for PolledProducer<C> {
     }
 }
 
-/// What a client is for, which decides the user's properties it gets.
+/// What a client is for, which decides the user's properties it gets and what is forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientRole {
-    /// Produces records: `[kafka.producer_properties]` apply.
+    /// Produces records: `[kafka.producer_properties]` apply; always idempotent with
+    /// `acks=all` (no duplicates or reordering from retries).
     Producer,
-    /// Reads records: `[kafka.consumer_properties]` apply.
+    /// Reads records: `[kafka.consumer_properties]` apply; never commits offsets by itself.
     Consumer,
     /// Lists or creates topics: only `[kafka.properties]` apply.
     Admin,
 }
 
 /// Base settings for a client: brokers, Sluice's `defaults` for this client, the user's
-/// `[kafka.properties]`, then the user's properties for the client's `role`; each overrides
-/// the ones before.
+/// `[kafka.properties]`, then the user's properties for the client's `role`, each overriding
+/// the ones before; last what the role forces (the config check refuses those keys from the
+/// user).
 pub fn client_config(
     cfg: &KafkaConfig,
     role: ClientRole,
@@ -287,6 +289,14 @@ pub fn client_config(
         .chain(user.map(|(k, v)| (k.as_str(), v.as_str())))
     {
         c.set(canonical_property(k), v);
+    }
+    let forced: &[(&str, &str)] = match role {
+        ClientRole::Producer => &[("enable.idempotence", "true"), ("acks", "all")],
+        ClientRole::Consumer => &[("enable.auto.commit", "false")],
+        ClientRole::Admin => &[],
+    };
+    for (k, v) in forced {
+        c.set(canonical_property(k), *v);
     }
     c
 }
@@ -502,10 +512,13 @@ mod tests {
         assert_eq!(producer.get("client.id"), Some("producer"));
         assert_eq!(producer.get("socket.timeout.ms"), Some("9000"));
         assert_eq!(producer.get("fetch.min.bytes"), None);
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("request.required.acks"), Some("all"));
         let consumer = client_config(&cfg, ClientRole::Consumer, &[]);
         assert_eq!(consumer.get("client.id"), Some("consumer"));
         assert_eq!(consumer.get("fetch.min.bytes"), Some("10"));
         assert_eq!(consumer.get("queue.buffering.max.ms"), None);
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
         let admin = client_config(&cfg, ClientRole::Admin, &[]);
         assert_eq!(admin.get("client.id"), Some("common"));
         assert_eq!(admin.get("queue.buffering.max.ms"), None);

@@ -95,7 +95,6 @@ impl DeadLetters {
             kafka::ClientRole::Producer,
             &[("message.timeout.ms", "0")],
         );
-        config.set("enable.idempotence", "true").set("acks", "all");
         kafka::bound_producer_queue(&mut config)?;
         // Checked now (librdkafka parses it without starting a client), not at the first
         // dead letter, maybe days later.

@@ -313,7 +313,6 @@ fn consumer_config(kafka_cfg: &KafkaConfig, loader: &LoaderConfig) -> ClientConf
     }
     client
         .set("group.id", &loader.group_id)
-        .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
     client

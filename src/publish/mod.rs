@@ -54,10 +54,8 @@ pub fn producer(
             ("message.timeout.ms", "0"),
         ],
     );
-    // Not overridable: ordering, no duplicates from retries, and key placement depend on them.
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random");
+    // Not overridable (idempotence is the role's): key placement depends on it.
+    c.set("partitioner", "murmur2_random");
     kafka::bound_producer_queue(&mut c)?;
     PolledProducer::new(&c, DeliveryContext::new(deliveries))
         .map_err(|e| PublishError::Setup(KafkaSetupError::client(e)))

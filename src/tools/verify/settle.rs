@@ -63,7 +63,6 @@ impl Pipeline {
         }
         let consumer: BaseConsumer = client_config(&self.kafka, ClientRole::Consumer, &[])
             .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
             .create()
             .map_err(|e| VerifyError::Kafka(KafkaSetupError::client(e).to_string()))?;
         Ok(self.consumer.get_or_init(|| Arc::new(consumer)).clone())
