@@ -60,10 +60,11 @@ impl Default for LoaderFile {
 const BATCH_SIZE: NonZeroUsize = NonZeroUsize::new(1000).unwrap();
 /// Bulk body size unless configured: Elasticsearch's guidance is a few megabytes.
 const BATCH_BYTES: NonZeroUsize = NonZeroUsize::new(5 << 20).unwrap();
-/// Bulks in flight unless configured: one applied while the next is built and sent;
-/// osmem-server gains nothing from more (docs/benchmarks.md), a cluster with many data nodes
-/// may.
-const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(2).unwrap();
+/// Bulks in flight unless configured. One: the reader keeps filling the next batch while a
+/// bulk is applied, so a second bulk in flight gained no rate on osmem-server (which applies
+/// one write at a time), and at 500 commits/s its small concurrent bulks doubled the median
+/// latency (docs/benchmarks.md). A cluster with many data nodes may want more.
+const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(1).unwrap();
 
 fn default_batch_size() -> usize {
     BATCH_SIZE.get()
