@@ -62,8 +62,8 @@ const BATCH_SIZE: NonZeroUsize = NonZeroUsize::new(1000).unwrap();
 const BATCH_BYTES: NonZeroUsize = NonZeroUsize::new(5 << 20).unwrap();
 /// Bulks in flight unless configured. One: the reader keeps filling the next batch while a
 /// bulk is applied, so a second bulk in flight gained no rate on osmem-server (which applies
-/// one write at a time), and at 500 commits/s its small concurrent bulks doubled the median
-/// latency (docs/benchmarks.md). A cluster with many data nodes may want more.
+/// one write at a time), and at 500 commits/s its small concurrent bulks roughly doubled the
+/// median latency (docs/benchmarks.md). A cluster with many data nodes may want more.
 const MAX_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(1).unwrap();
 
 fn default_batch_size() -> usize {
